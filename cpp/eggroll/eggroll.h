@@ -1,0 +1,9 @@
+// Umbrella header of the eggroll C++ core.
+#pragma once
+#include "eggroll/check.h"
+#include "eggroll/fitness.h"
+#include "eggroll/noise.h"
+#include "eggroll/parallel.h"
+#include "eggroll/perturb.h"
+#include "eggroll/tensor.h"
+#include "eggroll/update.h"

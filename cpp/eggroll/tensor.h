@@ -1,0 +1,39 @@
+// TensorView: the one array type the core sees — a borrowed pointer with dtype, shape,
+// strides (in elements) and device. The core never allocates user-visible arrays.
+#pragma once
+#include <cstdint>
+#include <string>
+
+namespace eggroll {
+
+enum class DType : int { float32 = 0, float64 = 1, float16 = 2, bfloat16 = 3,
+                         int8 = 4, int32 = 5, int64 = 6, uint32 = 7 };
+enum class Device : int { cpu = 0, cuda = 1 };
+
+const char* dtype_name(DType dt);
+int64_t dtype_size(DType dt);
+
+struct TensorView {
+  static constexpr int kMaxDims = 4;
+  void* data = nullptr;
+  DType dtype = DType::float32;
+  int ndim = 0;
+  int64_t shape[kMaxDims] = {0, 0, 0, 0};
+  int64_t strides[kMaxDims] = {0, 0, 0, 0};  // in elements, not bytes
+  Device device = Device::cpu;
+  int device_index = 0;
+
+  int64_t numel() const {
+    int64_t n = 1;
+    for (int i = 0; i < ndim; ++i) n *= shape[i];
+    return n;
+  }
+  bool is_contiguous() const;     // C order (size-1 dims may have any stride)
+  std::string shape_str() const;  // "(3, 4)"
+  template <class T> T* ptr() const { return static_cast<T*>(data); }
+};
+
+// Builds a contiguous view; for C++ callers that own plain buffers.
+TensorView make_view(void* data, DType dtype, std::initializer_list<int64_t> shape);
+
+}  // namespace eggroll

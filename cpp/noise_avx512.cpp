@@ -1,0 +1,67 @@
+// AVX-512 (16 lanes) instantiation of the noise kernel; compiled with -mavx512{f,dq,bw,vl}.
+#include "noise_isa.h"
+#if defined(__x86_64__) || defined(_M_X64)
+#include <immintrin.h>
+#include "noise_kernel.h"
+
+namespace eggroll::detail {
+namespace {
+struct Avx512 {
+  static constexpr int L = 16;
+  using U = __m512i; using F = __m512;
+  static U set1(uint32_t a) { return _mm512_set1_epi32(int(a)); }
+  static U iota() { return _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15); }
+  static U add(U a, U b) { return _mm512_add_epi32(a, b); }
+  static U sub(U a, U b) { return _mm512_sub_epi32(a, b); }
+  static U bxor(U a, U b) { return _mm512_xor_si512(a, b); }
+  static U band(U a, U b) { return _mm512_and_si512(a, b); }
+  static U bor(U a, U b) { return _mm512_or_si512(a, b); }
+  static U shr(U a, int n) { return _mm512_srli_epi32(a, unsigned(n)); }
+  static U shl(U a, int n) { return _mm512_slli_epi32(a, unsigned(n)); }
+  static U gt_i32(U a, U b) { return _mm512_movm_epi32(_mm512_cmpgt_epi32_mask(a, b)); }
+  static U neg_mask(U a) { return _mm512_sub_epi32(_mm512_setzero_si512(), a); }
+  static U select(U m, U a, U b) { return _mm512_ternarylogic_epi32(m, a, b, 0xCA); }  // m ? a : b
+  static void mulhilo(U a, uint32_t m, U& hi, U& lo) {
+    U mm = _mm512_set1_epi32(int(m));
+    U pe = _mm512_mul_epu32(a, mm);
+    U po = _mm512_mul_epu32(_mm512_srli_epi64(a, 32), mm);
+    lo = _mm512_mask_blend_epi32(0xAAAA, pe, _mm512_slli_epi64(po, 32));
+    hi = _mm512_mask_blend_epi32(0xAAAA, _mm512_srli_epi64(pe, 32), po);
+  }
+  static F cvt_i32(U a) { return _mm512_cvtepi32_ps(a); }
+  static F u2f(U a) { return _mm512_castsi512_ps(a); }
+  static U f2u(F f) { return _mm512_castps_si512(f); }
+  static F fset1(float a) { return _mm512_set1_ps(a); }
+  static F fadd(F a, F b) { return _mm512_add_ps(a, b); }
+  static F fsub(F a, F b) { return _mm512_sub_ps(a, b); }
+  static F fmul(F a, F b) { return _mm512_mul_ps(a, b); }
+  static F fdiv(F a, F b) { return _mm512_div_ps(a, b); }
+  static F fsqrt(F a) { return _mm512_sqrt_ps(a); }
+  // a..d hold words 0..3 of blocks 0..15; write them block-major (a0 b0 c0 d0 a1 ...).
+  static void store4_interleaved(float* o, F a, F b, F c, F d) {
+    F t0 = _mm512_unpacklo_ps(a, b), t1 = _mm512_unpackhi_ps(a, b);
+    F t2 = _mm512_unpacklo_ps(c, d), t3 = _mm512_unpackhi_ps(c, d);
+    // u_w holds blocks w, w+4, w+8, w+12 (one per 128-bit quarter)
+    F u0 = _mm512_shuffle_ps(t0, t2, 0x44), u1 = _mm512_shuffle_ps(t0, t2, 0xEE);
+    F u2 = _mm512_shuffle_ps(t1, t3, 0x44), u3 = _mm512_shuffle_ps(t1, t3, 0xEE);
+    F v0 = _mm512_shuffle_f32x4(u0, u1, 0x44), v1 = _mm512_shuffle_f32x4(u2, u3, 0x44);
+    F v2 = _mm512_shuffle_f32x4(u0, u1, 0xEE), v3 = _mm512_shuffle_f32x4(u2, u3, 0xEE);
+    _mm512_storeu_ps(o + 0, _mm512_shuffle_f32x4(v0, v1, 0x88));
+    _mm512_storeu_ps(o + 16, _mm512_shuffle_f32x4(v0, v1, 0xDD));
+    _mm512_storeu_ps(o + 32, _mm512_shuffle_f32x4(v2, v3, 0x88));
+    _mm512_storeu_ps(o + 48, _mm512_shuffle_f32x4(v2, v3, 0xDD));
+  }
+};
+}  // namespace
+
+void fill_normal_avx512(float* out, int64_t count, const NoiseKey& key, uint64_t offset) {
+  fill_normal_impl<Avx512>(out, count, key, offset);
+}
+}  // namespace eggroll::detail
+#else
+namespace eggroll::detail {
+void fill_normal_avx512(float* out, int64_t count, const NoiseKey& key, uint64_t offset) {
+  fill_normal_scalar(out, count, key, offset);
+}
+}  // namespace eggroll::detail
+#endif

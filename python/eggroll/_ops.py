@@ -1,0 +1,96 @@
+"""Argument handling shared by every framework adapter: the noise key, members, dtypes.
+
+Adapters (``eggroll.numpy`` now; CuPy, PyTorch and JAX later) turn arrays into
+``_core.TensorView`` objects and call the same core functions. Everything here raises
+``ValueError`` / ``TypeError`` that names the offending argument.
+"""
+from __future__ import annotations
+
+import math
+import numbers
+import operator
+from typing import Any
+
+import numpy as np
+
+from . import _core
+
+# dtype codes of cpp/eggroll/tensor.h (DType)
+DTYPE_CODES = {
+    np.dtype(np.float32): 0, np.dtype(np.float64): 1, np.dtype(np.float16): 2,
+    np.dtype(np.int8): 4, np.dtype(np.int32): 5, np.dtype(np.int64): 6, np.dtype(np.uint32): 7,
+}
+FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64), np.dtype(np.float16))
+
+UINT64_MAX = (1 << 64) - 1
+UINT32_MAX = (1 << 32) - 1
+
+
+def check_int(value: Any, name: str, lo: int, hi: int) -> int:
+    """An integer in [lo, hi] (bool and floats are rejected)."""
+    if isinstance(value, bool) or not isinstance(value, (numbers.Integral, np.integer)):
+        raise TypeError(f"{name}: expected an int, got {type(value).__name__}")
+    v = operator.index(value)
+    if not lo <= v <= hi:
+        raise ValueError(f"{name}: must be in [{lo}, {hi}], got {v}")
+    return v
+
+
+def check_sigma(sigma: Any, name: str = "sigma") -> float:
+    if isinstance(sigma, bool) or not isinstance(sigma, (numbers.Real, np.floating, np.integer)):
+        raise TypeError(f"{name}: expected a float, got {type(sigma).__name__}")
+    s = float(sigma)
+    if not math.isfinite(s) or s <= 0:
+        raise ValueError(f"{name}: must be finite and > 0, got {s}")
+    return s
+
+
+def check_bool(value: Any, name: str) -> bool:
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name}: expected a bool, got {type(value).__name__}")
+    return bool(value)
+
+
+def es_args(*, seed: Any, param_id: Any, epoch: Any, noise_reuse: Any, antithetic: Any,
+            sigma: Any, rank: Any) -> Any:
+    """Validated ``_core.EsArgs`` (the noise key and perturbation scale)."""
+    return _core.EsArgs(
+        seed=check_int(seed, "seed", 0, UINT64_MAX),
+        param_id=check_int(param_id, "param_id", 0, UINT32_MAX),
+        epoch=check_int(epoch, "epoch", 0, UINT32_MAX),
+        noise_reuse=check_int(noise_reuse, "noise_reuse", 0, UINT32_MAX),
+        antithetic=check_bool(antithetic, "antithetic"),
+        sigma=check_sigma(sigma),
+        rank=check_int(rank, "rank", 1, 1 << 20),
+    )
+
+
+def members_array(members: Any, expected_len: int | None, name: str = "members") -> np.ndarray:
+    """members (range, int sequence or int array) as a contiguous int64 [M] NumPy array."""
+    if isinstance(members, range):
+        if members.start < 0 or (len(members) and min(members[0], members[-1]) < 0):
+            raise ValueError(f"{name}: indices must be >= 0, got {members}")
+        arr = np.arange(members.start, members.stop, members.step, dtype=np.int64)
+    else:
+        arr = np.asarray(members)
+        if arr.ndim != 1:
+            raise ValueError(f"{name}: expected a 1-D index array or range, got shape {arr.shape}")
+        if arr.size and not np.issubdtype(arr.dtype, np.integer):
+            raise TypeError(f"{name}: expected integer indices, got dtype {arr.dtype}")
+        arr = np.ascontiguousarray(arr, dtype=np.int64)
+        if arr.size and arr.min() < 0:
+            raise ValueError(f"{name}: indices must be >= 0, got {int(arr.min())}")
+    if expected_len is not None and arr.shape[0] != expected_len:
+        raise ValueError(f"{name}: has {arr.shape[0]} entries but the leading dimension of x is "
+                         f"{expected_len}")
+    return arr
+
+
+def check_shape_arg(shape: Any) -> tuple[int, ...]:
+    try:
+        dims = tuple(operator.index(d) for d in shape)
+    except TypeError:
+        raise TypeError(f"shape: expected a tuple of ints, got {shape!r}") from None
+    if len(dims) not in (1, 2) or any(d < 1 for d in dims):
+        raise ValueError(f"shape: expected (m, n) or (m,) with positive sizes, got {dims}")
+    return dims

@@ -1,0 +1,227 @@
+"""NumPy adapter: every op on NumPy arrays, computed by the C++ core on the CPU.
+
+Dtype policy: computation is float32. float64 and float16 inputs are converted to float32
+(a copy) and results are float32; integer, bool and complex inputs raise TypeError.
+Inputs must be C-contiguous (ValueError otherwise: we never copy silently for layout).
+The base product x @ W.T goes through NumPy's BLAS (measured faster than the core's own
+GEMM, see docs/benchmarks.md); the core adds the per-member correction in place.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from . import _core
+from ._ops import DTYPE_CODES, FLOAT_DTYPES, check_int, check_shape_arg, es_args, members_array
+
+# Bytes of regenerated factors held at once by es_gradient (bounds memory for any N).
+_FACTOR_BUDGET = 64 << 20
+
+
+def view(a: np.ndarray) -> Any:
+    """A core TensorView over a NumPy array (strides in elements)."""
+    return _core.TensorView(a.ctypes.data, DTYPE_CODES[a.dtype], list(a.shape),
+                            [s // a.itemsize for s in a.strides])
+
+
+def as_float32(a: Any, name: str, ndims: tuple[int, ...]) -> np.ndarray:
+    if not isinstance(a, np.ndarray):
+        a = np.asarray(a)
+    if a.dtype not in FLOAT_DTYPES:
+        raise TypeError(f"{name}: expected a float32 array (float64/float16 are converted), "
+                        f"got dtype {a.dtype}")
+    if a.ndim not in ndims:
+        want = " or ".join(f"{d}-D" for d in ndims)
+        raise ValueError(f"{name}: expected a {want} array, got shape {a.shape}")
+    if not a.flags.c_contiguous:
+        raise ValueError(f"{name}: must be C-contiguous; pass numpy.ascontiguousarray({name})")
+    if a.dtype != np.float32:
+        a = a.astype(np.float32)
+    return a
+
+
+def out_array(out: np.ndarray | None, shape: tuple[int, ...], inputs: dict[str, np.ndarray]) -> np.ndarray:
+    if out is None:
+        return np.empty(shape, dtype=np.float32)
+    if not isinstance(out, np.ndarray):
+        raise TypeError(f"out: expected a NumPy array, got {type(out).__name__}")
+    if out.dtype != np.float32:
+        raise TypeError(f"out: expected dtype float32, got {out.dtype}")
+    if out.shape != shape:
+        raise ValueError(f"out: expected shape {shape}, got {out.shape}")
+    if not out.flags.c_contiguous or not out.flags.writeable:
+        raise ValueError("out: must be a writeable C-contiguous array")
+    for name, arr in inputs.items():
+        if np.shares_memory(out, arr):
+            raise ValueError(f"out: overlaps the input {name}")
+    return out
+
+
+def _forward_prep(x: Any, W: Any, out: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    x = as_float32(x, "x", (2, 3))
+    W = as_float32(W, "W", (2,))
+    if W.shape[1] != x.shape[-1]:
+        raise ValueError(f"W: expected shape (m, {x.shape[-1]}) to match x's last dimension, "
+                         f"got {W.shape}")
+    y = out_array(out, x.shape[:-1] + (W.shape[0],), {"x": x, "W": W})
+    # One GEMM over every row of the whole population (2-D views keep it a single call).
+    np.matmul(x.reshape(-1, x.shape[-1]), W.T, out=y.reshape(-1, W.shape[0]))
+    return x, W, y
+
+
+def perturbed_matmul(x: Any, W: Any, *, members: Any, epoch: int = 0, seed: int = 0,
+                     param_id: int = 0, sigma: float = 1.0, rank: int = 1, noise_reuse: int = 1,
+                     antithetic: bool = True, out: Any = None) -> np.ndarray:
+    args = es_args(seed=seed, param_id=param_id, epoch=epoch, noise_reuse=noise_reuse,
+                   antithetic=antithetic, sigma=sigma, rank=rank)
+    x, W, y = _forward_prep(x, W, out)
+    if members is not None:
+        mem = members_array(members, x.shape[0])
+        _core.lowrank_correction(view(x), view(mem), args, view(y))
+    return y
+
+
+def perturbed_matmul_full(x: Any, W: Any, *, members: Any, epoch: int = 0, seed: int = 0,
+                          param_id: int = 0, sigma: float = 1.0, noise_reuse: int = 1,
+                          antithetic: bool = True, out: Any = None) -> np.ndarray:
+    args = es_args(seed=seed, param_id=param_id, epoch=epoch, noise_reuse=noise_reuse,
+                   antithetic=antithetic, sigma=sigma, rank=1)
+    x, W, y = _forward_prep(x, W, out)
+    if members is not None:
+        mem = members_array(members, x.shape[0])
+        _core.fullrank_correction(view(x), view(mem), args, view(y))
+    return y
+
+
+def perturb_vector(v: Any, *, members: Any, epoch: int = 0, seed: int = 0, param_id: int = 0,
+                   sigma: float = 1.0, noise_reuse: int = 1, antithetic: bool = True,
+                   out: Any = None) -> np.ndarray:
+    args = es_args(seed=seed, param_id=param_id, epoch=epoch, noise_reuse=noise_reuse,
+                   antithetic=antithetic, sigma=sigma, rank=1)
+    v = as_float32(v, "v", (1,))
+    mem = members_array(members, None)
+    y = out_array(out, (mem.shape[0], v.shape[0]), {"v": v})
+    _core.perturb_vector(view(v), view(mem), args, view(y))
+    return y
+
+
+def lowrank_factors(shape: Any, *, members: Any, epoch: int = 0, seed: int = 0,
+                    param_id: int = 0, sigma: float = 1.0, rank: int = 1, noise_reuse: int = 1,
+                    antithetic: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    args = es_args(seed=seed, param_id=param_id, epoch=epoch, noise_reuse=noise_reuse,
+                   antithetic=antithetic, sigma=sigma, rank=rank)
+    dims = check_shape_arg(shape)
+    if len(dims) != 2:
+        raise ValueError(f"shape: expected (m, n) for a matrix parameter, got {dims}")
+    m, n = dims
+    mem = members_array(members, None)
+    A = np.empty((mem.shape[0], m, rank), dtype=np.float32)
+    B = np.empty((mem.shape[0], n, rank), dtype=np.float32)
+    _core.lowrank_factors(view(mem), m, n, args, view(A), view(B))
+    return A, B
+
+
+def es_gradient(fitness: Any, shape: Any, *, members: Any = None, epoch: int = 0, seed: int = 0,
+                param_id: int = 0, sigma: float = 1.0, rank: int = 1, noise_reuse: int = 1,
+                antithetic: bool = True, full_rank: bool = False) -> np.ndarray:
+    args = es_args(seed=seed, param_id=param_id, epoch=epoch, noise_reuse=noise_reuse,
+                   antithetic=antithetic, sigma=sigma, rank=rank)
+    dims = check_shape_arg(shape)
+    f = as_float32(fitness, "fitness", (1,))
+    if not np.isfinite(f).all():
+        raise ValueError("fitness: contains NaN or inf")
+    N = f.shape[0]
+    if N == 0:
+        raise ValueError("fitness: empty population")
+    if antithetic and N % 2:
+        raise ValueError(f"fitness: antithetic sampling needs an even population, got {N}")
+    mem = members_array(range(N) if members is None else members, N, "members")
+    g = np.empty(dims, dtype=np.float32)
+    if full_rank or len(dims) == 1:
+        _core.es_gradient(view(f), view(mem), args, True, N, False, view(g))
+        return g
+    m, n = dims
+    # Factors for at most _FACTOR_BUDGET bytes of members at a time, then one BLAS GEMM
+    # per chunk: g = sum_chunks Af^T Bf (antithetic pairs folded into one factor row).
+    step = max(2, (_FACTOR_BUDGET // (4 * (m + n) * rank)) // 2 * 2)
+    for c0 in range(0, N, step):
+        fc, mc = f[c0:c0 + step], mem[c0:c0 + step]
+        C = _core.es_gradient_columns(view(mc), antithetic, rank)
+        Af = np.empty((C, m), dtype=np.float32)
+        Bf = np.empty((C, n), dtype=np.float32)
+        _core.es_gradient_factors(view(fc), view(mc), m, n, args, N, view(Af), view(Bf))
+        if c0 == 0:
+            np.matmul(Af.T, Bf, out=g)
+        else:
+            g += Af.T @ Bf
+    return g
+
+
+def _shape_fitness(f: Any) -> np.ndarray:
+    if not isinstance(f, np.ndarray):
+        f = np.asarray(f)
+    if f.dtype not in (np.dtype(np.float32), np.dtype(np.float64)):
+        if np.issubdtype(f.dtype, np.integer) or f.dtype == np.float16:
+            f = f.astype(np.float64)
+        else:
+            raise TypeError(f"fitness: expected a real array, got dtype {f.dtype}")
+    if f.ndim != 1:
+        raise ValueError(f"fitness: expected a 1-D array [N], got shape {f.shape}")
+    return np.ascontiguousarray(f)
+
+
+def centered_rank(f: Any) -> np.ndarray:
+    f = _shape_fitness(f)
+    out = np.empty(f.shape, dtype=np.float32)
+    _core.centered_rank(view(f), view(out))
+    return out
+
+
+def zscore(f: Any, group_size: int = 0) -> np.ndarray:
+    f = _shape_fitness(f)
+    g = check_int(group_size, "group_size", 0, 1 << 62)
+    out = np.empty(f.shape, dtype=np.float32)
+    _core.zscore(view(f), g, view(out))
+    return out
+
+
+def antithetic_sign(f: Any) -> np.ndarray:
+    f = _shape_fitness(f)
+    if f.shape[0] % 2:
+        raise ValueError(f"fitness: antithetic_sign needs an even population, got {f.shape[0]}")
+    out = np.empty((f.shape[0] // 2,), dtype=np.float32)
+    _core.antithetic_sign(view(f), view(out))
+    return out
+
+
+def normal(count: int, *, seed: int, param_id: int = 0, epoch_index: int = 0,
+           noise_index: int = 0, offset: int = 0) -> np.ndarray:
+    count = check_int(count, "count", 0, 1 << 34)
+    out = np.empty((count,), dtype=np.float32)
+    _core.normal(view(out), check_int(seed, "seed", 0, (1 << 64) - 1),
+                 check_int(param_id, "param_id", 0, (1 << 32) - 1),
+                 check_int(epoch_index, "epoch_index", 0, (1 << 32) - 1),
+                 check_int(noise_index, "noise_index", 0, (1 << 32) - 1),
+                 check_int(offset, "offset", 0, 1 << 34))
+    return out
+
+
+def philox4x32(counter: Any, key: Any) -> np.ndarray:
+    c = np.asarray(counter)
+    k = np.asarray(key)
+    for name, a in (("counter", c), ("key", k)):
+        if a.dtype != np.uint32:
+            if not np.issubdtype(a.dtype, np.integer):
+                raise TypeError(f"{name}: expected uint32 values, got dtype {a.dtype}")
+            if a.size and (a.min() < 0 or a.max() > 0xFFFFFFFF):
+                raise ValueError(f"{name}: values must fit in uint32")
+    c = np.ascontiguousarray(c, dtype=np.uint32)
+    k = np.ascontiguousarray(k, dtype=np.uint32)
+    if c.ndim < 1 or c.shape[-1] != 4:
+        raise ValueError(f"counter: expected shape [..., 4], got {c.shape}")
+    if k.shape != (2,):
+        raise ValueError(f"key: expected shape (2,), got {k.shape}")
+    out = np.empty(c.shape, dtype=np.uint32)
+    _core.philox4x32(view(c), view(k), view(out))
+    return out
