@@ -8,19 +8,20 @@
 
 namespace eggroll::detail {
 
+// Hot loops are compiled for AVX-512, AVX2 and baseline x86-64 and picked at load time
+// (GCC/Clang function multiversioning). Results do not depend on the clone: see dot16.
+#if defined(__x86_64__) && defined(__linux__) && (defined(__GNUC__) || defined(__clang__))
+#define EGGROLL_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
+#else
+#define EGGROLL_CLONES
+#endif
+
 // Dot product with 16 partial sums in a fixed order: whatever vector width the compiler
-// picks, every build adds the same numbers in the same order, so results do not depend
-// on the ISA or on which thread computed them.
-inline float dot16(const float* a, const float* b, int64_t n) {
-  float acc[16] = {0};
-  int64_t j = 0;
-  for (; j + 16 <= n; j += 16)
-    for (int u = 0; u < 16; ++u) acc[u] += a[j + u] * b[j + u];
-  for (int u = 0; j + u < n; ++u) acc[u] += a[j + u] * b[j + u];
-  for (int w = 8; w >= 1; w /= 2)
-    for (int u = 0; u < w; ++u) acc[u] += acc[u + w];
-  return acc[0];
-}
+// picks, every build adds the same numbers in the same order (and never fuses into FMA),
+// so results do not depend on the ISA or on which thread computed them.
+float dot16(const float* a, const float* b, int64_t n);
+// y[0:n] += a * x[0:n]  (elementwise, so identical on every ISA)
+void axpy(float* y, float a, const float* x, int64_t n);
 
 // Member i's (noise index, sign) and the coefficient s_i * scale rounded once to float.
 inline float member_coef(int64_t member, bool antithetic, double scale) {

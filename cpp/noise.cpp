@@ -78,8 +78,10 @@ void normal(const TensorView& out, const NoiseKey& key, uint64_t offset) {
   if (offset > kStreamLength || uint64_t(count) > kStreamLength - offset)
     value_error("offset: offset + count must be <= 2^34 (the length of one noise stream)");
   float* p = out.ptr<float>();
-  // Chunks of 64K values: big enough to amortise the dispatch, small enough to balance.
-  constexpr int64_t kChunk = 1 << 16;
+  // Chunks of at least 8K values (amortise the dispatch), about 4 per thread (balance);
+  // a multiple of 64 so every chunk but the last runs whole SIMD steps.
+  const int64_t per = count / (4 * int64_t(num_threads())) / 64 * 64;
+  const int64_t kChunk = std::max<int64_t>(8192, std::min<int64_t>(per, 1 << 20));
   int64_t nchunks = (count + kChunk - 1) / kChunk;
   parallel_for(nchunks, 1, [&](int64_t b, int64_t e) {
     for (int64_t c = b; c < e; ++c) {

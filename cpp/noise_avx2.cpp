@@ -21,6 +21,9 @@ struct Avx2 {
   static U gt_i32(U a, U b) { return _mm256_cmpgt_epi32(a, b); }
   static U neg_mask(U a) { return _mm256_sub_epi32(_mm256_setzero_si256(), a); }
   static U select(U m, U a, U b) { return _mm256_blendv_epi8(b, a, m); }
+  static void philox10(U& c0, U& c1, U& c2, U& c3, uint32_t k0, uint32_t k1) {
+    philox_rounds<Avx2>(c0, c1, c2, c3, k0, k1);
+  }
   static void mulhilo(U a, uint32_t m, U& hi, U& lo) {
     U mm = _mm256_set1_epi32(int(m));
     U pe = _mm256_mul_epu32(a, mm);                          // lanes 0,2,4,6 -> 64-bit

@@ -21,6 +21,31 @@ struct Avx512 {
   static U gt_i32(U a, U b) { return _mm512_movm_epi32(_mm512_cmpgt_epi32_mask(a, b)); }
   static U neg_mask(U a) { return _mm512_sub_epi32(_mm512_setzero_si512(), a); }
   static U select(U m, U a, U b) { return _mm512_ternarylogic_epi32(m, a, b, 0xCA); }  // m ? a : b
+  // Philox on 16 lanes as two registers of 8 instances, one per 64-bit lane (low half):
+  // vpmuludq then gives lo in place and hi after one shift, with no blends. The upper
+  // halves of lo/c1/c3 hold garbage that never reaches a result: vpmuludq reads only the
+  // low halves, and the final words are taken from the low halves.
+  static void philox10(U& c0, U& c1, U& c2, U& c3, uint32_t k0, uint32_t k1) {
+    const U m0 = _mm512_set1_epi64(kPhiloxM0), m1 = _mm512_set1_epi64(kPhiloxM1);
+    U s[2][4];
+    for (int h = 0; h < 2; ++h) {  // h = 0: even lanes, h = 1: odd lanes
+      const U* c[4] = {&c0, &c1, &c2, &c3};
+      for (int w = 0; w < 4; ++w) s[h][w] = h ? _mm512_srli_epi64(*c[w], 32) : *c[w];
+    }
+    for (int round = 0; round < 10; ++round) {
+      const U kk0 = _mm512_set1_epi64(k0), kk1 = _mm512_set1_epi64(k1);
+      for (int h = 0; h < 2; ++h) {
+        U p0 = _mm512_mul_epu32(s[h][0], m0), p1 = _mm512_mul_epu32(s[h][2], m1);
+        U n0 = _mm512_ternarylogic_epi32(_mm512_srli_epi64(p1, 32), s[h][1], kk0, 0x96);
+        U n2 = _mm512_ternarylogic_epi32(_mm512_srli_epi64(p0, 32), s[h][3], kk1, 0x96);
+        s[h][0] = n0; s[h][1] = p1; s[h][2] = n2; s[h][3] = p0;
+      }
+      k0 += kPhiloxW0; k1 += kPhiloxW1;
+    }
+    U* c[4] = {&c0, &c1, &c2, &c3};
+    for (int w = 0; w < 4; ++w)  // lane 2j <- even instance j, lane 2j+1 <- odd instance j
+      *c[w] = _mm512_mask_blend_epi32(0xAAAA, s[0][w], _mm512_slli_epi64(s[1][w], 32));
+  }
   static void mulhilo(U a, uint32_t m, U& hi, U& lo) {
     U mm = _mm512_set1_epi32(int(m));
     U pe = _mm512_mul_epu32(a, mm);

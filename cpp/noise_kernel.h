@@ -105,7 +105,7 @@ inline void normal_blocks(float* out, const NoiseKey& key, uint32_t b0) {
   using U = typename V::U; using F = typename V::F;
   U c0 = V::add(V::iota(), V::set1(b0));
   U c1 = V::set1(key.noise_index), c2 = V::set1(key.epoch_index), c3 = V::set1(key.param_id);
-  philox_rounds<V>(c0, c1, c2, c3, uint32_t(key.seed), uint32_t(key.seed >> 32));
+  V::philox10(c0, c1, c2, c3, uint32_t(key.seed), uint32_t(key.seed >> 32));
   F r0 = box_muller_radius<V>(c0), r1 = box_muller_radius<V>(c2);
   F cos0, sin0, cos1, sin1;
   box_muller_angle<V>(c1, cos0, sin0);

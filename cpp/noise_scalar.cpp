@@ -19,6 +19,9 @@ struct Scalar {
   static U gt_i32(U a, U b) { return int32_t(a) > int32_t(b) ? ~0u : 0u; }
   static U neg_mask(U a) { return 0u - a; }
   static U select(U m, U a, U b) { return (a & m) | (b & ~m); }
+  static void philox10(U& c0, U& c1, U& c2, U& c3, uint32_t k0, uint32_t k1) {
+    philox_rounds<Scalar>(c0, c1, c2, c3, k0, k1);
+  }
   static void mulhilo(U a, uint32_t m, U& hi, U& lo) {
     uint64_t p = uint64_t(a) * m; hi = uint32_t(p >> 32); lo = uint32_t(p);
   }

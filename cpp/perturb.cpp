@@ -146,10 +146,13 @@ void lowrank_correction(const TensorView& x, const TensorView& members, const Es
         const float* xr = xp + (i * b + row) * n;
         float* yr = yp + (i * b + row) * m;
         for (int64_t l = 0; l < r; ++l) t[l] = c * dot16(xr, Bl + l * n, n);
-        for (int64_t o = 0; o < m; ++o) corr[o] = t[0] * Al[o];
-        for (int64_t l = 1; l < r; ++l)
-          for (int64_t o = 0; o < m; ++o) corr[o] += t[l] * Al[l * m + o];
-        for (int64_t o = 0; o < m; ++o) yr[o] += corr[o];
+        if (r == 1) {
+          detail::axpy(yr, t[0], Al, m);  // same rounding as corr = t0*A; y += corr
+        } else {
+          for (int64_t o = 0; o < m; ++o) corr[o] = t[0] * Al[o];
+          for (int64_t l = 1; l < r; ++l) detail::axpy(corr.data(), t[l], Al + l * m, m);
+          for (int64_t o = 0; o < m; ++o) yr[o] += corr[o];
+        }
       }
     }
   });

@@ -111,7 +111,7 @@ void es_gradient(const TensorView& fitness, const TensorView& members, const EsA
           const uint32_t k = member_noise(mem[runs.starts[q]], a.antithetic).k;
           fill_normal(z.data(), len, a.key(k), uint64_t(e0));
           const float c = float(runs.coef[q] / double(population));
-          for (int64_t j = 0; j < len; ++j) gp[e0 + j] += c * z[size_t(j)];
+          detail::axpy(gp + e0, c, z.data(), len);
         }
       }
     });
@@ -135,9 +135,7 @@ void es_gradient(const TensorView& fitness, const TensorView& members, const EsA
       for (int64_t o = lo; o < hi; ++o) {
         float* grow = gp + o * n;
         for (int64_t c = 0; c < C; ++c) {
-          const float w = Abuf[size_t(c * m + o)];
-          const float* brow = Bbuf.data() + c * n;
-          for (int64_t j = 0; j < n; ++j) grow[j] += w * brow[j];
+          detail::axpy(grow, Abuf[size_t(c * m + o)], Bbuf.data() + c * n, n);
         }
       }
     });

@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# Developer build: compile the extension in build/dev and drop it into python/eggroll so that
+# PYTHONPATH=python works without reinstalling. The copy is an atomic rename, so processes
+# that already loaded the old module keep running.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+if [ ! -f build/dev/build.ninja ]; then
+  cmake -S . -B build/dev -G Ninja -DEGGROLL_BUILD_PYTHON=ON -DCMAKE_BUILD_TYPE=Release \
+        -Dpybind11_DIR="$(python3 -m pybind11 --cmakedir)" >/dev/null
+fi
+ninja -C build/dev >/dev/null
+so=$(ls build/dev/_core*.so)
+cp "$so" "python/eggroll/.tmp_core.so" && mv -f "python/eggroll/.tmp_core.so" "python/eggroll/$(basename "$so")"
