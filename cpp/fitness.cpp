@@ -12,17 +12,17 @@ namespace {
 
 // f (float32 or float64, 1-D, contiguous, finite) as doubles.
 std::vector<double> read_fitness(const TensorView& f) {
-  check_cpu(f, "fitness");
+  check_cpu(f, "f");
   if (f.dtype != DType::float32 && f.dtype != DType::float64)
-    type_error(std::string("fitness: expected float32 or float64, got ") + dtype_name(f.dtype));
-  if (f.ndim != 1) value_error("fitness: expected [N], got shape " + f.shape_str());
-  check_contiguous(f, "fitness");
+    type_error(std::string("f: expected float32 or float64, got ") + dtype_name(f.dtype));
+  if (f.ndim != 1) value_error("f: expected [N], got shape " + f.shape_str());
+  check_contiguous(f, "f");
   const int64_t N = f.shape[0];
   std::vector<double> v(static_cast<size_t>(N));
   for (int64_t i = 0; i < N; ++i) {
     v[size_t(i)] = f.dtype == DType::float32 ? double(f.ptr<const float>()[i]) : f.ptr<const double>()[i];
     if (!std::isfinite(v[size_t(i)]))
-      value_error("fitness: contains NaN or inf at index " + std::to_string(i));
+      value_error("f: contains NaN or inf at index " + std::to_string(i));
   }
   return v;
 }
@@ -31,7 +31,7 @@ float* out_ptr(const TensorView& out, int64_t n, const TensorView& f) {
   check_cpu(out, "out"); check_dtype(out, "out", DType::float32); check_contiguous(out, "out");
   if (out.ndim != 1 || out.shape[0] != n)
     value_error("out: expected shape (" + std::to_string(n) + ",), got " + out.shape_str());
-  check_no_overlap(out, "out", f, "fitness");
+  check_no_overlap(out, "out", f, "f");
   return out.ptr<float>();
 }
 
@@ -83,7 +83,7 @@ void zscore(const TensorView& f, int64_t group_size, const TensorView& out) {
 void antithetic_sign(const TensorView& f, const TensorView& out) {
   const std::vector<double> v = read_fitness(f);
   const int64_t N = int64_t(v.size());
-  if (N % 2 != 0) value_error("fitness: antithetic_sign needs an even population, got " + std::to_string(N));
+  if (N % 2 != 0) value_error("f: antithetic_sign needs an even population, got " + std::to_string(N));
   float* o = out_ptr(out, N / 2, f);
   for (int64_t k = 0; k < N / 2; ++k) {
     const double d = v[size_t(2 * k)] - v[size_t(2 * k + 1)];

@@ -53,7 +53,7 @@ Isa active_isa() {
 
 void set_isa(Isa isa) {
   if (!cpu_has(isa))
-    value_error(std::string("isa: this CPU does not support ") + isa_name(isa));
+    value_error(std::string("name: this CPU does not support ") + isa_name(isa));
   g_isa.store(int(isa));
 }
 

@@ -18,8 +18,9 @@ void validate_args(const EsArgs& a) {
     value_error("epoch: must be in [0, 2^32), got " + std::to_string(a.epoch));
   if (a.noise_reuse < 0)
     value_error("noise_reuse: must be >= 0, got " + std::to_string(a.noise_reuse));
-  if (!std::isfinite(a.sigma) || a.sigma <= 0)
-    value_error("sigma: must be finite and > 0, got " + std::to_string(a.sigma));
+  if (!std::isfinite(a.sigma) || a.sigma <= 0 || a.sigma > 3.4e38)
+    value_error("sigma: must be finite and > 0 (and representable in float32), got " +
+                std::to_string(a.sigma));
   if (a.rank < 1) value_error("rank: must be >= 1, got " + std::to_string(a.rank));
 }
 
@@ -158,19 +159,6 @@ void lowrank_correction(const TensorView& x, const TensorView& members, const Es
   });
 }
 
-void gemm_nt(const float* x, const float* W, float* y, int64_t rows, int64_t m, int64_t n) {
-  // Blocks of 64 outputs keep a slab of W hot in cache while 8 rows of x stream past.
-  constexpr int64_t RB = 8, OB = 64;
-  const int64_t row_blocks = (rows + RB - 1) / RB;
-  parallel_for(row_blocks, 1, [&](int64_t lo, int64_t hi) {
-    for (int64_t o0 = 0; o0 < m; o0 += OB)
-      for (int64_t rb = lo; rb < hi; ++rb)
-        for (int64_t rr = rb * RB; rr < std::min(rows, (rb + 1) * RB); ++rr)
-          for (int64_t o = o0; o < std::min(m, o0 + OB); ++o)
-            y[rr * m + o] = dot16(x + rr * n, W + o * n, n);
-  });
-}
-
 namespace {
 void check_weight(const TensorView& W, int64_t n) {
   check_cpu(W, "W"); check_dtype(W, "W", DType::float32); check_contiguous(W, "W");
@@ -197,6 +185,7 @@ void fullrank_correction(const TensorView& x, const TensorView& members, const E
   const int64_t* mem = detail::member_ptr(members, s.M, a.antithetic, false);
   const int64_t n = s.n, m = s.m, b = s.b;
   if (m * n > int64_t(kStreamLength)) value_error("W: m * n exceeds the stream length 2^34");
+  if (s.M == 0 || m == 0 || n == 0) return;  // the correction is an empty sum
   const std::vector<int64_t> runs = detail::noise_runs(mem, s.M, a.antithetic);
   const int64_t nruns = int64_t(runs.size()) - 1;
   // Row blocks of Z_k of about 64 KiB: generated once, used by every member of the run.

@@ -30,6 +30,7 @@ int64_t dtype_size(DType dt) {
 }
 
 bool TensorView::is_contiguous() const {
+  if (numel() == 0) return true;  // an empty array has no layout (NumPy gives it 0 strides)
   int64_t expect = 1;
   for (int i = ndim - 1; i >= 0; --i) {
     if (shape[i] != 1 && strides[i] != expect) return false;

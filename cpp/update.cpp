@@ -56,6 +56,34 @@ int64_t es_gradient_columns(const TensorView& members, bool antithetic, int64_t 
   return int64_t(detail::noise_runs(mem, M, antithetic).size() - 1) * rank;
 }
 
+namespace {
+
+// Writes factor row c = q r + l of every run q: A part (m values, scaled by the run's
+// coefficient) at Ap + c * a_cs + o * a_os, B part (n values) at Bp + c * b_cs + j * b_os.
+void fill_factors(const Runs& runs, const int64_t* mem, int64_t m, int64_t n, const EsArgs& a,
+                  int64_t population, float* Ap, int64_t a_cs, int64_t a_os, float* Bp,
+                  int64_t b_cs, int64_t b_os) {
+  const int64_t r = a.rank, nruns = int64_t(runs.coef.size());
+  const double norm = 1.0 / (double(population) * std::sqrt(double(r)));
+  parallel_for(nruns, 4, [&](int64_t lo, int64_t hi) {
+    std::vector<float> z(static_cast<size_t>((n + m) * r));
+    for (int64_t q = lo; q < hi; ++q) {
+      const uint32_t k = member_noise(mem[runs.starts[size_t(q)]], a.antithetic).k;
+      fill_normal(z.data(), (n + m) * r, a.key(k), 0);
+      const float c = float(runs.coef[size_t(q)] * norm);
+      for (int64_t l = 0; l < r; ++l) {
+        const int64_t col = q * r + l;
+        float* bp = Bp + col * b_cs;
+        float* ap = Ap + col * a_cs;
+        for (int64_t j = 0; j < n; ++j) bp[j * b_os] = z[size_t(j * r + l)];
+        for (int64_t o = 0; o < m; ++o) ap[o * a_os] = c * z[size_t(n * r + o * r + l)];
+      }
+    }
+  });
+}
+
+}  // namespace
+
 void es_gradient_factors(const TensorView& fitness, const TensorView& members, int64_t m,
                          int64_t n, const EsArgs& a, int64_t population, const TensorView& Af,
                          const TensorView& Bf) {
@@ -64,29 +92,14 @@ void es_gradient_factors(const TensorView& fitness, const TensorView& members, i
   const int64_t r = a.rank;
   if ((n + m) * r > int64_t(kStreamLength)) value_error("rank: (m + n) * rank exceeds the stream length 2^34");
   const Runs runs = fold_runs(fitness, mem, fitness.shape[0], a.antithetic);
-  const int64_t nruns = int64_t(runs.coef.size()), C = nruns * r;
+  const int64_t C = int64_t(runs.coef.size()) * r;
   for (auto [t, name, cols] : {std::tuple{&Af, "Af", m}, std::tuple{&Bf, "Bf", n}}) {
     check_cpu(*t, name); check_dtype(*t, name, DType::float32); check_contiguous(*t, name);
     if (t->ndim != 2 || t->shape[0] != C || t->shape[1] != cols)
       value_error(std::string(name) + ": expected shape (" + std::to_string(C) + ", " +
                   std::to_string(cols) + "), got " + t->shape_str());
   }
-  const double norm = 1.0 / (double(population) * std::sqrt(double(r)));
-  float* Ap = Af.ptr<float>(); float* Bp = Bf.ptr<float>();
-  parallel_for(nruns, 4, [&](int64_t lo, int64_t hi) {
-    std::vector<float> z(static_cast<size_t>((n + m) * r));
-    for (int64_t q = lo; q < hi; ++q) {
-      const uint32_t k = member_noise(mem[runs.starts[q]], a.antithetic).k;
-      fill_normal(z.data(), (n + m) * r, a.key(k), 0);
-      const float c = float(runs.coef[q] * norm);
-      for (int64_t l = 0; l < r; ++l) {
-        float* arow = Ap + (q * r + l) * m;
-        float* brow = Bp + (q * r + l) * n;
-        for (int64_t j = 0; j < n; ++j) brow[j] = z[j * r + l];
-        for (int64_t o = 0; o < m; ++o) arow[o] = c * z[n * r + o * r + l];
-      }
-    }
-  });
+  fill_factors(runs, mem, m, n, a, population, Af.ptr<float>(), m, 1, Bf.ptr<float>(), n, 1);
 }
 
 void es_gradient(const TensorView& fitness, const TensorView& members, const EsArgs& a,
@@ -97,8 +110,8 @@ void es_gradient(const TensorView& fitness, const TensorView& members, const EsA
   check_no_overlap(g, "out", fitness, "fitness");
   float* gp = g.ptr<float>();
   const int64_t total = g.numel();
-  if (!accumulate) std::fill(gp, gp + total, 0.0f);
   if (full_rank || g.ndim == 1) {
+    if (!accumulate) std::fill(gp, gp + total, 0.0f);
     if (total > int64_t(kStreamLength)) value_error("shape: m * n exceeds the stream length 2^34");
     const Runs runs = fold_runs(fitness, mem, fitness.shape[0], a.antithetic);
     constexpr int64_t kChunk = 8192;
@@ -117,28 +130,26 @@ void es_gradient(const TensorView& fitness, const TensorView& members, const EsA
     });
     return;
   }
-  // Low rank: g += Af^T Bf over bounded chunks of members (about 32 MiB of factors each).
+  // Low rank: g = Af^T Bf with the factor rows written transposed (AT [m, C], BT [n, C]) so
+  // that the core's deterministic GEMM computes g[o, j] = sum_c AT[o, c] BT[j, c] directly.
+  // Populations whose factors exceed ~64 MiB are done in chunks that are summed.
   const int64_t m = g.shape[0], n = g.shape[1], r = a.rank, M = fitness.shape[0];
-  const int64_t per_member = std::max<int64_t>(1, (int64_t(8) << 20) / ((m + n) * r));
+  if ((n + m) * r > int64_t(kStreamLength)) value_error("rank: (m + n) * rank exceeds the stream length 2^34");
+  const int64_t per_member = std::max<int64_t>(1, (int64_t(16) << 20) / ((m + n) * r));
   const int64_t step = std::max<int64_t>(2, per_member & ~int64_t(1));  // keep pairs together
+  std::vector<float> part;
   for (int64_t c0 = 0; c0 < M; c0 += step) {
     const int64_t cm = std::min(step, M - c0);
-    TensorView fv = fitness, mv = members;
+    TensorView fv = fitness;
     fv.data = const_cast<float*>(fitness.ptr<const float>() + c0); fv.shape[0] = cm;
-    mv.data = const_cast<int64_t*>(mem + c0); mv.shape[0] = cm;
-    const int64_t C = es_gradient_columns(mv, a.antithetic, r);
-    std::vector<float> Abuf(static_cast<size_t>(C * m)), Bbuf(static_cast<size_t>(C * n));
-    TensorView Av = make_view(Abuf.data(), DType::float32, {C, m});
-    TensorView Bv = make_view(Bbuf.data(), DType::float32, {C, n});
-    es_gradient_factors(fv, mv, m, n, a, population, Av, Bv);
-    parallel_for(m, 4, [&](int64_t lo, int64_t hi) {
-      for (int64_t o = lo; o < hi; ++o) {
-        float* grow = gp + o * n;
-        for (int64_t c = 0; c < C; ++c) {
-          detail::axpy(grow, Abuf[size_t(c * m + o)], Bbuf.data() + c * n, n);
-        }
-      }
-    });
+    const Runs runs = fold_runs(fv, mem + c0, cm, a.antithetic);
+    const int64_t C = int64_t(runs.coef.size()) * r;
+    std::vector<float> AT(static_cast<size_t>(C * m)), BT(static_cast<size_t>(C * n));
+    fill_factors(runs, mem + c0, m, n, a, population, AT.data(), 1, C, BT.data(), 1, C);
+    const bool add = accumulate || c0 > 0;
+    if (add && part.empty()) part.resize(static_cast<size_t>(m * n));
+    gemm_nt(AT.data(), BT.data(), add ? part.data() : gp, m, n, C);
+    if (add) detail::axpy(gp, 1.0f, part.data(), m * n);
   }
 }
 

@@ -94,7 +94,7 @@ PYBIND11_MODULE(_core, mod) {
   mod.def("set_isa", [](const std::string& name) {
     for (Isa i : {Isa::scalar, Isa::avx2, Isa::avx512})
       if (name == isa_name(i)) return set_isa(i);
-    throw ValueError("isa: expected 'scalar', 'avx2' or 'avx512', got '" + name + "'");
+    throw ValueError("name: expected 'scalar', 'avx2' or 'avx512', got '" + name + "'");
   }, py::arg("name"));
   mod.def("gil_released_probe", [] { return !PyGILState_Check(); }, release());
 }

@@ -144,4 +144,6 @@ def best_isa() -> str:
 
 def set_isa(name: str) -> None:
     """Force a SIMD path (for tests and benchmarks); every path gives identical bits."""
+    if not isinstance(name, str):
+        raise TypeError(f"name: expected 'scalar', 'avx2' or 'avx512', got {type(name).__name__}")
     _core.set_isa(name)

@@ -65,7 +65,8 @@ def es_args(*, seed: Any, param_id: Any, epoch: Any, noise_reuse: Any, antitheti
     )
 
 
-def members_array(members: Any, expected_len: int | None, name: str = "members") -> np.ndarray:
+def members_array(members: Any, expected_len: int | None, name: str = "members",
+                  what: str = "x") -> np.ndarray:
     """members (range, int sequence or int array) as a contiguous int64 [M] NumPy array."""
     if isinstance(members, range):
         if members.start < 0 or (len(members) and min(members[0], members[-1]) < 0):
@@ -81,8 +82,8 @@ def members_array(members: Any, expected_len: int | None, name: str = "members")
         if arr.size and arr.min() < 0:
             raise ValueError(f"{name}: indices must be >= 0, got {int(arr.min())}")
     if expected_len is not None and arr.shape[0] != expected_len:
-        raise ValueError(f"{name}: has {arr.shape[0]} entries but the leading dimension of x is "
-                         f"{expected_len}")
+        raise ValueError(f"{name}: has {arr.shape[0]} entries but the leading dimension of "
+                         f"{what} is {expected_len}")
     return arr
 
 

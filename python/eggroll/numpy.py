@@ -13,10 +13,12 @@ from typing import Any
 import numpy as np
 
 from . import _core
-from ._ops import DTYPE_CODES, FLOAT_DTYPES, check_int, check_shape_arg, es_args, members_array
+from ._ops import (DTYPE_CODES, FLOAT_DTYPES, UINT32_MAX, UINT64_MAX, check_bool, check_int,
+                   check_shape_arg, es_args, members_array)
 
-# Bytes of regenerated factors held at once by es_gradient (bounds memory for any N).
-_FACTOR_BUDGET = 64 << 20
+# A null view: "no members" (the unperturbed product).
+NO_MEMBERS = _core.TensorView()
+STREAM_LENGTH = 1 << 34  # values addressable in one noise stream
 
 
 def view(a: np.ndarray) -> Any:
@@ -58,16 +60,16 @@ def out_array(out: np.ndarray | None, shape: tuple[int, ...], inputs: dict[str, 
     return out
 
 
-def _forward_prep(x: Any, W: Any, out: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _forward_prep(x: Any, W: Any, out: Any, members: Any
+                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]:
     x = as_float32(x, "x", (2, 3))
     W = as_float32(W, "W", (2,))
     if W.shape[1] != x.shape[-1]:
         raise ValueError(f"W: expected shape (m, {x.shape[-1]}) to match x's last dimension, "
                          f"got {W.shape}")
+    mem = None if members is None else members_array(members, x.shape[0])
     y = out_array(out, x.shape[:-1] + (W.shape[0],), {"x": x, "W": W})
-    # One GEMM over every row of the whole population (2-D views keep it a single call).
-    np.matmul(x.reshape(-1, x.shape[-1]), W.T, out=y.reshape(-1, W.shape[0]))
-    return x, W, y
+    return x, W, y, mem
 
 
 def perturbed_matmul(x: Any, W: Any, *, members: Any, epoch: int = 0, seed: int = 0,
@@ -75,10 +77,9 @@ def perturbed_matmul(x: Any, W: Any, *, members: Any, epoch: int = 0, seed: int 
                      antithetic: bool = True, out: Any = None) -> np.ndarray:
     args = es_args(seed=seed, param_id=param_id, epoch=epoch, noise_reuse=noise_reuse,
                    antithetic=antithetic, sigma=sigma, rank=rank)
-    x, W, y = _forward_prep(x, W, out)
-    if members is not None:
-        mem = members_array(members, x.shape[0])
-        _core.lowrank_correction(view(x), view(mem), args, view(y))
+    x, W, y, mem = _forward_prep(x, W, out, members)
+    _core.perturbed_matmul(view(x), view(W), NO_MEMBERS if mem is None else view(mem), args,
+                           view(y))
     return y
 
 
@@ -87,10 +88,9 @@ def perturbed_matmul_full(x: Any, W: Any, *, members: Any, epoch: int = 0, seed:
                           antithetic: bool = True, out: Any = None) -> np.ndarray:
     args = es_args(seed=seed, param_id=param_id, epoch=epoch, noise_reuse=noise_reuse,
                    antithetic=antithetic, sigma=sigma, rank=1)
-    x, W, y = _forward_prep(x, W, out)
-    if members is not None:
-        mem = members_array(members, x.shape[0])
-        _core.fullrank_correction(view(x), view(mem), args, view(y))
+    x, W, y, mem = _forward_prep(x, W, out, members)
+    _core.perturbed_matmul_full(view(x), view(W), NO_MEMBERS if mem is None else view(mem),
+                                args, view(y))
     return y
 
 
@@ -115,6 +115,9 @@ def lowrank_factors(shape: Any, *, members: Any, epoch: int = 0, seed: int = 0,
     if len(dims) != 2:
         raise ValueError(f"shape: expected (m, n) for a matrix parameter, got {dims}")
     m, n = dims
+    if (m + n) * rank > STREAM_LENGTH:
+        raise ValueError(f"rank: (m + n) * rank = {(m + n) * rank} exceeds the 2^34 values of "
+                         "one noise stream")
     mem = members_array(members, None)
     A = np.empty((mem.shape[0], m, rank), dtype=np.float32)
     B = np.empty((mem.shape[0], n, rank), dtype=np.float32)
@@ -136,39 +139,30 @@ def es_gradient(fitness: Any, shape: Any, *, members: Any = None, epoch: int = 0
         raise ValueError("fitness: empty population")
     if antithetic and N % 2:
         raise ValueError(f"fitness: antithetic sampling needs an even population, got {N}")
-    mem = members_array(range(N) if members is None else members, N, "members")
+    mem = members_array(range(N) if members is None else members, N, "members",
+                        what="fitness")
+    full = check_bool(full_rank, "full_rank") or len(dims) == 1
+    if full and int(np.prod(dims)) > STREAM_LENGTH:
+        raise ValueError(f"shape: {dims} has more than the 2^34 values of one noise stream")
     g = np.empty(dims, dtype=np.float32)
-    if full_rank or len(dims) == 1:
-        _core.es_gradient(view(f), view(mem), args, True, N, False, view(g))
-        return g
-    m, n = dims
-    # Factors for at most _FACTOR_BUDGET bytes of members at a time, then one BLAS GEMM
-    # per chunk: g = sum_chunks Af^T Bf (antithetic pairs folded into one factor row).
-    step = max(2, (_FACTOR_BUDGET // (4 * (m + n) * rank)) // 2 * 2)
-    for c0 in range(0, N, step):
-        fc, mc = f[c0:c0 + step], mem[c0:c0 + step]
-        C = _core.es_gradient_columns(view(mc), antithetic, rank)
-        Af = np.empty((C, m), dtype=np.float32)
-        Bf = np.empty((C, n), dtype=np.float32)
-        _core.es_gradient_factors(view(fc), view(mc), m, n, args, N, view(Af), view(Bf))
-        if c0 == 0:
-            np.matmul(Af.T, Bf, out=g)
-        else:
-            g += Af.T @ Bf
+    # Low rank: factor rows regenerated in bounded chunks, then the core's deterministic
+    # GEMM; full rank: streamed. Both in the core (cpp/update.cpp).
+    _core.es_gradient(view(f), view(mem), args, full, N, False, view(g))
     return g
 
 
 def _shape_fitness(f: Any) -> np.ndarray:
     if not isinstance(f, np.ndarray):
         f = np.asarray(f)
-    if f.dtype not in (np.dtype(np.float32), np.dtype(np.float64)):
-        if np.issubdtype(f.dtype, np.integer) or f.dtype == np.float16:
-            f = f.astype(np.float64)
-        else:
-            raise TypeError(f"fitness: expected a real array, got dtype {f.dtype}")
+    if f.dtype.kind not in "fiu" or f.dtype.kind == "b":
+        raise TypeError(f"f: expected a real (float or integer) array, got dtype {f.dtype}")
     if f.ndim != 1:
-        raise ValueError(f"fitness: expected a 1-D array [N], got shape {f.shape}")
-    return np.ascontiguousarray(f)
+        raise ValueError(f"f: expected a 1-D array [N], got shape {f.shape}")
+    if not f.flags.c_contiguous:
+        raise ValueError("f: must be C-contiguous; pass numpy.ascontiguousarray(f)")
+    if f.dtype not in (np.dtype(np.float32), np.dtype(np.float64)):
+        f = f.astype(np.float64)  # integers and float16 are exact in float64
+    return f
 
 
 def centered_rank(f: Any) -> np.ndarray:
@@ -189,7 +183,7 @@ def zscore(f: Any, group_size: int = 0) -> np.ndarray:
 def antithetic_sign(f: Any) -> np.ndarray:
     f = _shape_fitness(f)
     if f.shape[0] % 2:
-        raise ValueError(f"fitness: antithetic_sign needs an even population, got {f.shape[0]}")
+        raise ValueError(f"f: antithetic_sign needs an even population, got {f.shape[0]}")
     out = np.empty((f.shape[0] // 2,), dtype=np.float32)
     _core.antithetic_sign(view(f), view(out))
     return out
@@ -197,13 +191,16 @@ def antithetic_sign(f: Any) -> np.ndarray:
 
 def normal(count: int, *, seed: int, param_id: int = 0, epoch_index: int = 0,
            noise_index: int = 0, offset: int = 0) -> np.ndarray:
-    count = check_int(count, "count", 0, 1 << 34)
+    count = check_int(count, "count", 0, STREAM_LENGTH)
+    offset = check_int(offset, "offset", 0, STREAM_LENGTH)
+    if count + offset > STREAM_LENGTH:
+        raise ValueError(f"offset: offset + count must be <= 2^34 (one stream), got "
+                         f"{offset} + {count}")
+    key = (check_int(seed, "seed", 0, UINT64_MAX), check_int(param_id, "param_id", 0, UINT32_MAX),
+           check_int(epoch_index, "epoch_index", 0, UINT32_MAX),
+           check_int(noise_index, "noise_index", 0, UINT32_MAX))
     out = np.empty((count,), dtype=np.float32)
-    _core.normal(view(out), check_int(seed, "seed", 0, (1 << 64) - 1),
-                 check_int(param_id, "param_id", 0, (1 << 32) - 1),
-                 check_int(epoch_index, "epoch_index", 0, (1 << 32) - 1),
-                 check_int(noise_index, "noise_index", 0, (1 << 32) - 1),
-                 check_int(offset, "offset", 0, 1 << 34))
+    _core.normal(view(out), *key, offset)
     return out
 
 
@@ -223,5 +220,6 @@ def philox4x32(counter: Any, key: Any) -> np.ndarray:
     if k.shape != (2,):
         raise ValueError(f"key: expected shape (2,), got {k.shape}")
     out = np.empty(c.shape, dtype=np.uint32)
-    _core.philox4x32(view(c), view(k), view(out))
+    flat = c.reshape(-1, 4)  # the core takes [count, 4]; any [..., 4] batch is flattened
+    _core.philox4x32(view(flat), view(k), view(out.reshape(-1, 4)))
     return out

@@ -1,0 +1,94 @@
+// The core's deterministic GEMM driver (packing, blocking, threading; the contract is in
+// gemm_kernel.h) and the scalar micro-tile that every SIMD tile reproduces bit for bit.
+#include <algorithm>
+#include <cmath>
+#include <vector>
+#include "eggroll/noise.h"
+#include "eggroll/parallel.h"
+#include "eggroll/perturb.h"
+#include "gemm_kernel.h"
+
+namespace eggroll {
+namespace detail {
+namespace {
+
+constexpr int kScalarMR = 4, kScalarNR = 4;
+
+void tile_scalar(int64_t kc, const float* Ap, const float* Bp, float* y, int64_t ldy, int mr,
+                 int nr, bool accumulate) {
+  float acc[kScalarMR][kScalarNR] = {};
+  for (int64_t k = 0; k < kc; ++k)
+    for (int i = 0; i < kScalarMR; ++i)
+      for (int j = 0; j < kScalarNR; ++j)
+        acc[i][j] = std::fma(Ap[k * kScalarMR + i], Bp[k * kScalarNR + j], acc[i][j]);
+  for (int i = 0; i < mr; ++i)
+    for (int j = 0; j < nr; ++j) y[i * ldy + j] = accumulate ? y[i * ldy + j] + acc[i][j] : acc[i][j];
+}
+
+}  // namespace
+
+GemmKernel gemm_kernel_scalar() { return {kScalarMR, kScalarNR, &tile_scalar}; }
+
+}  // namespace detail
+
+void gemm_nt(const float* x, const float* W, float* y, int64_t rows, int64_t m, int64_t n) {
+  if (rows <= 0 || m <= 0) return;
+  if (n <= 0) { std::fill(y, y + rows * m, 0.0f); return; }
+  detail::GemmKernel kern;
+  switch (active_isa()) {
+    case Isa::avx512: kern = detail::gemm_kernel_avx512(); break;
+    case Isa::avx2: kern = detail::gemm_kernel_avx2(); break;
+    default: kern = detail::gemm_kernel_scalar(); break;
+  }
+  const int64_t MR = kern.MR, NR = kern.NR;
+  // KC: a packed W panel slice (KC x NR) stays in L1 while MC rows of packed x (L2) pass by.
+  constexpr int64_t KC = detail::kGemmKC, MC_BLOCKS = 8;
+  const int64_t nrb = (rows + MR - 1) / MR;            // row blocks
+  const int64_t npanels = (m + NR - 1) / NR;           // column panels
+
+  // 1. Pack x: row block rb, k-major: Ap[(rb * n + k) * MR + i] = x[rb*MR + i, k] (0-padded).
+  std::vector<float> Ap(static_cast<size_t>(nrb * n * MR));
+  parallel_for(nrb, 4, [&](int64_t lo, int64_t hi) {
+    for (int64_t rb = lo; rb < hi; ++rb) {
+      float* dst = Ap.data() + rb * n * MR;
+      for (int64_t i = 0; i < MR; ++i) {
+        const int64_t r = rb * MR + i;
+        if (r < rows) {
+          const float* src = x + r * n;
+          for (int64_t k = 0; k < n; ++k) dst[k * MR + i] = src[k];
+        } else {
+          for (int64_t k = 0; k < n; ++k) dst[k * MR + i] = 0.0f;
+        }
+      }
+    }
+  });
+
+  // 2. Each thread owns a contiguous range of column panels: pack its W slice, run tiles.
+  parallel_for(npanels, 4, [&](int64_t p0, int64_t p1) {
+    thread_local std::vector<float> Bp;
+    Bp.resize(static_cast<size_t>((p1 - p0) * KC * NR));
+    for (int64_t k0 = 0; k0 < n; k0 += KC) {
+      const int64_t kc = std::min(KC, n - k0);
+      for (int64_t p = p0; p < p1; ++p) {
+        float* dst = Bp.data() + (p - p0) * KC * NR;
+        for (int64_t j = 0; j < NR; ++j) {
+          const int64_t o = p * NR + j;
+          if (o < m) {
+            const float* src = W + o * n + k0;
+            for (int64_t k = 0; k < kc; ++k) dst[k * NR + j] = src[k];
+          } else {
+            for (int64_t k = 0; k < kc; ++k) dst[k * NR + j] = 0.0f;
+          }
+        }
+      }
+      for (int64_t rb0 = 0; rb0 < nrb; rb0 += MC_BLOCKS)
+        for (int64_t p = p0; p < p1; ++p)
+          for (int64_t rb = rb0; rb < std::min(nrb, rb0 + MC_BLOCKS); ++rb)
+            kern.tile(kc, Ap.data() + (rb * n + k0) * MR, Bp.data() + (p - p0) * KC * NR,
+                      y + rb * MR * m + p * NR, m, int(std::min(MR, rows - rb * MR)),
+                      int(std::min(NR, m - p * NR)), k0 > 0);
+    }
+  });
+}
+
+}  // namespace eggroll

@@ -1,0 +1,39 @@
+// The core's GEMM, y [R, m] = x [R, n] W [m, n]^T, defined so that every element has ONE
+// rounding sequence whatever the ISA, thread count or number of rows. k is cut into slices
+// of KC = 256; each slice is one FMA chain from +0, and the slices are added in order:
+//     s_q = fma-chain over k in [256 q, 256 q + 256) of x[r, k] * W[o, k]
+//     y[r, o] = ((s_0 + s_1) + s_2) + ...
+// (short chains keep the error near a blocked BLAS's; a plain std::fma loop per slice is the
+// reference). A member's output therefore never depends on
+// which other members share the call — BLAS switches kernels with the row count — and that
+// is what makes a population splittable over calls, threads and machines bit for bit.
+//
+// Structure (Goto/BLIS style): x is packed in row blocks of MR rows, k-major; W is packed per
+// thread in panels of NR output columns for each KC-long slice of k; an MR x NR micro-tile
+// keeps its accumulators in registers for one slice and adds them to y after the first.
+// Parallel decomposition: the column panels are split over threads; each output element is
+// written only by the thread that owns its panel.
+#pragma once
+#include <cstdint>
+
+
+namespace eggroll::detail {
+
+constexpr int64_t kGemmKC = 256;  // part of the contract: changing it changes results
+
+// One micro-tile: acc = +0; for k < kc, acc[i][j] = fma(Ap[k*MR + i], Bp[k*NR + j], acc[i][j]);
+// then, for rows i < mr and columns j < nr, y = y + acc (accumulate) or y = acc (row stride
+// ldy). Ap and Bp are zero-padded to MR and NR.
+using GemmTileFn = void (*)(int64_t kc, const float* Ap, const float* Bp, float* y,
+                            int64_t ldy, int mr, int nr, bool accumulate);
+
+struct GemmKernel {
+  int MR, NR;
+  GemmTileFn tile;
+};
+
+GemmKernel gemm_kernel_scalar();
+GemmKernel gemm_kernel_avx2();
+GemmKernel gemm_kernel_avx512();
+
+}  // namespace eggroll::detail
