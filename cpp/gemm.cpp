@@ -27,7 +27,18 @@ void tile_scalar(int64_t kc, const float* Ap, const float* Bp, float* y, int64_t
 
 }  // namespace
 
-GemmKernel gemm_kernel_scalar() { return {kScalarMR, kScalarNR, &tile_scalar}; }
+void pack_scalar(const float* src, int64_t ld, int64_t valid, int64_t R, int64_t kc, float* dst) {
+  for (int64_t i = 0; i < R; ++i) {
+    if (i < valid) {
+      const float* row = src + i * ld;
+      for (int64_t k = 0; k < kc; ++k) dst[k * R + i] = row[k];
+    } else {
+      for (int64_t k = 0; k < kc; ++k) dst[k * R + i] = 0.0f;
+    }
+  }
+}
+
+GemmKernel gemm_kernel_scalar() { return {kScalarMR, kScalarNR, &tile_scalar, &pack_scalar}; }
 
 }  // namespace detail
 
@@ -47,44 +58,28 @@ void gemm_nt(const float* x, const float* W, float* y, int64_t rows, int64_t m, 
   const int64_t npanels = (m + NR - 1) / NR;           // column panels
 
   // 1. Pack x: row block rb, k-major: Ap[(rb * n + k) * MR + i] = x[rb*MR + i, k] (0-padded).
-  std::vector<float> Ap(static_cast<size_t>(nrb * n * MR));
+  //    The buffer is reused across calls (no zeroing, no fresh pages each call).
+  static thread_local std::vector<float> Ap;
+  if (Ap.size() < static_cast<size_t>(nrb * n * MR)) Ap.resize(static_cast<size_t>(nrb * n * MR));
+  float* const Apd = Ap.data();
   parallel_for(nrb, 4, [&](int64_t lo, int64_t hi) {
-    for (int64_t rb = lo; rb < hi; ++rb) {
-      float* dst = Ap.data() + rb * n * MR;
-      for (int64_t i = 0; i < MR; ++i) {
-        const int64_t r = rb * MR + i;
-        if (r < rows) {
-          const float* src = x + r * n;
-          for (int64_t k = 0; k < n; ++k) dst[k * MR + i] = src[k];
-        } else {
-          for (int64_t k = 0; k < n; ++k) dst[k * MR + i] = 0.0f;
-        }
-      }
-    }
+    for (int64_t rb = lo; rb < hi; ++rb)
+      kern.pack(x + rb * MR * n, n, std::min(MR, rows - rb * MR), MR, n, Apd + rb * n * MR);
   });
 
   // 2. Each thread owns a contiguous range of column panels: pack its W slice, run tiles.
   parallel_for(npanels, 4, [&](int64_t p0, int64_t p1) {
     thread_local std::vector<float> Bp;
-    Bp.resize(static_cast<size_t>((p1 - p0) * KC * NR));
+    if (Bp.size() < static_cast<size_t>((p1 - p0) * KC * NR)) Bp.resize(static_cast<size_t>((p1 - p0) * KC * NR));
     for (int64_t k0 = 0; k0 < n; k0 += KC) {
       const int64_t kc = std::min(KC, n - k0);
-      for (int64_t p = p0; p < p1; ++p) {
-        float* dst = Bp.data() + (p - p0) * KC * NR;
-        for (int64_t j = 0; j < NR; ++j) {
-          const int64_t o = p * NR + j;
-          if (o < m) {
-            const float* src = W + o * n + k0;
-            for (int64_t k = 0; k < kc; ++k) dst[k * NR + j] = src[k];
-          } else {
-            for (int64_t k = 0; k < kc; ++k) dst[k * NR + j] = 0.0f;
-          }
-        }
-      }
+      for (int64_t p = p0; p < p1; ++p)
+        kern.pack(W + p * NR * n + k0, n, std::min(NR, m - p * NR), NR, kc,
+                  Bp.data() + (p - p0) * KC * NR);
       for (int64_t rb0 = 0; rb0 < nrb; rb0 += MC_BLOCKS)
         for (int64_t p = p0; p < p1; ++p)
           for (int64_t rb = rb0; rb < std::min(nrb, rb0 + MC_BLOCKS); ++rb)
-            kern.tile(kc, Ap.data() + (rb * n + k0) * MR, Bp.data() + (p - p0) * KC * NR,
+            kern.tile(kc, Apd + (rb * n + k0) * MR, Bp.data() + (p - p0) * KC * NR,
                       y + rb * MR * m + p * NR, m, int(std::min(MR, rows - rb * MR)),
                       int(std::min(NR, m - p * NR)), k0 > 0);
     }

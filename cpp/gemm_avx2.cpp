@@ -40,7 +40,7 @@ void tile(int64_t kc, const float* Ap, const float* Bp, float* y, int64_t ldy, i
 
 }  // namespace
 
-GemmKernel gemm_kernel_avx2() { return {MR, NR, &tile}; }
+GemmKernel gemm_kernel_avx2() { return {MR, NR, &tile, &pack_scalar}; }
 }  // namespace eggroll::detail
 #else
 namespace eggroll::detail {

@@ -35,9 +35,55 @@ void tile(int64_t kc, const float* Ap, const float* Bp, float* y, int64_t ldy, i
   }
 }
 
+// In-register 16 x 16 transpose: r[i] (row i) becomes column i. Four shuffle stages:
+// pairs of rows (unpack), quads (shuffle_ps), then 128-bit chunks across quads (twice).
+inline void transpose16(__m512 r[16]) {
+  __m512 t[16];
+  for (int i = 0; i < 8; ++i) {
+    t[2 * i] = _mm512_unpacklo_ps(r[2 * i], r[2 * i + 1]);
+    t[2 * i + 1] = _mm512_unpackhi_ps(r[2 * i], r[2 * i + 1]);
+  }
+  for (int g = 0; g < 4; ++g) {  // r[4g + e], chunk q: rows 4g..4g+3 at column 4q + e
+    r[4 * g + 0] = _mm512_shuffle_ps(t[4 * g], t[4 * g + 2], 0x44);
+    r[4 * g + 1] = _mm512_shuffle_ps(t[4 * g], t[4 * g + 2], 0xEE);
+    r[4 * g + 2] = _mm512_shuffle_ps(t[4 * g + 1], t[4 * g + 3], 0x44);
+    r[4 * g + 3] = _mm512_shuffle_ps(t[4 * g + 1], t[4 * g + 3], 0xEE);
+  }
+  for (int e = 0; e < 4; ++e) {
+    t[4 * e + 0] = _mm512_shuffle_f32x4(r[e], r[4 + e], 0x88);
+    t[4 * e + 1] = _mm512_shuffle_f32x4(r[e], r[4 + e], 0xDD);
+    t[4 * e + 2] = _mm512_shuffle_f32x4(r[8 + e], r[12 + e], 0x88);
+    t[4 * e + 3] = _mm512_shuffle_f32x4(r[8 + e], r[12 + e], 0xDD);
+  }
+  for (int e = 0; e < 4; ++e) {
+    r[e] = _mm512_shuffle_f32x4(t[4 * e], t[4 * e + 2], 0x88);
+    r[e + 8] = _mm512_shuffle_f32x4(t[4 * e], t[4 * e + 2], 0xDD);
+    r[e + 4] = _mm512_shuffle_f32x4(t[4 * e + 1], t[4 * e + 3], 0x88);
+    r[e + 12] = _mm512_shuffle_f32x4(t[4 * e + 1], t[4 * e + 3], 0xDD);
+  }
+}
+
+// Same result as pack_scalar, 16 x 16 blocks at a time through transpose16.
+void pack(const float* src, int64_t ld, int64_t valid, int64_t R, int64_t kc, float* dst) {
+  const int64_t kfull = kc / 16 * 16;
+  for (int64_t i0 = 0; i0 < R; i0 += 16) {
+    const int64_t width = R - i0 < 16 ? R - i0 : 16;  // lanes of dst rows owned by this band
+    const __mmask16 wm = __mmask16(width >= 16 ? 0xFFFF : (1u << width) - 1u);
+    for (int64_t k = 0; k < kfull; k += 16) {
+      __m512 r[16];
+      for (int i = 0; i < 16; ++i)
+        r[i] = (i0 + i < valid && i < width) ? _mm512_loadu_ps(src + (i0 + i) * ld + k) : _mm512_setzero_ps();
+      transpose16(r);
+      for (int kk = 0; kk < 16; ++kk) _mm512_mask_storeu_ps(dst + (k + kk) * R + i0, wm, r[kk]);
+    }
+  }
+  for (int64_t i = 0; i < R; ++i)
+    for (int64_t k = kfull; k < kc; ++k) dst[k * R + i] = i < valid ? src[i * ld + k] : 0.0f;
+}
+
 }  // namespace
 
-GemmKernel gemm_kernel_avx512() { return {MR, NR, &tile}; }
+GemmKernel gemm_kernel_avx512() { return {MR, NR, &tile, &pack}; }
 }  // namespace eggroll::detail
 #else
 namespace eggroll::detail {

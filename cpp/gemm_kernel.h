@@ -27,10 +27,17 @@ constexpr int64_t kGemmKC = 256;  // part of the contract: changing it changes r
 using GemmTileFn = void (*)(int64_t kc, const float* Ap, const float* Bp, float* y,
                             int64_t ldy, int mr, int nr, bool accumulate);
 
+// Packs a panel: dst[k * R + i] = src[i * ld + k] for i < valid, 0 for valid <= i < R; k < kc.
+using GemmPackFn = void (*)(const float* src, int64_t ld, int64_t valid, int64_t R, int64_t kc,
+                            float* dst);
+
 struct GemmKernel {
   int MR, NR;
   GemmTileFn tile;
+  GemmPackFn pack;
 };
+
+void pack_scalar(const float* src, int64_t ld, int64_t valid, int64_t R, int64_t kc, float* dst);
 
 GemmKernel gemm_kernel_scalar();
 GemmKernel gemm_kernel_avx2();
