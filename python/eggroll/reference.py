@@ -6,10 +6,17 @@ then float32 operations that are each correctly rounded, in the same order as
 in double precision, which the tests use to derive tolerances.
 
 Shapes follow ``docs/ops.md``: x [M, n] or [M, b, n], W [m, n], members int [M].
+
+Precision: the noise is always the float32 stream. Every float op takes ``dtype``: with the
+default ``np.float32`` the formula is evaluated in float32 (the precision a backend
+computes in); with ``np.float64`` the same formula is evaluated in double precision from the
+same float32 noise values (upcast). The tests compare a backend with the float64 result and
+allow about twice the error the float32 evaluation makes (tests/conftest.py).
 """
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
 
@@ -115,3 +122,221 @@ def normal(count: int, *, seed: int, param_id: int = 0, epoch_index: int = 0,
     out = np.stack([r0 * c0, r0 * s0, r1 * c1, r1 * s1], axis=1).reshape(-1)
     start = offset - 4 * first
     return out[start:start + count]
+
+
+# --------------------------------------------------------------------------------------------
+# Which noise a member sees (ops.md, "Which noise a member sees")
+# --------------------------------------------------------------------------------------------
+
+def epoch_index(epoch: int, noise_reuse: int) -> int:
+    """e = epoch // noise_reuse when noise_reuse > 0, else 0 (the same noise forever)."""
+    return epoch // noise_reuse if noise_reuse > 0 else 0
+
+
+def member_noise(member: int, antithetic: bool) -> tuple[int, int]:
+    """(k, s): member i uses noise index k with sign s.
+
+    Antithetic: k = i // 2, s = +1 for even i, -1 for odd i. Otherwise k = i, s = +1."""
+    member = int(member)
+    if antithetic:
+        return member // 2, (1 if member % 2 == 0 else -1)
+    return member, 1
+
+
+def _members_list(members: Any) -> list[int]:
+    """members (range or int array/sequence) as a list of Python ints."""
+    return [int(i) for i in (members if isinstance(members, range) else np.asarray(members))]
+
+
+def _stream(count: int, member: int, *, seed: int, param_id: int, epoch: int,
+            noise_reuse: int, antithetic: bool) -> tuple[np.ndarray, int]:
+    """(the first `count` values of member's stream z(seed, param_id, e, k), float32; s_i)."""
+    k, sign = member_noise(member, antithetic)
+    z = normal(count, seed=seed, param_id=param_id,
+               epoch_index=epoch_index(epoch, noise_reuse), noise_index=k)
+    return z, sign
+
+
+def _coef(sign: int, scale: float, dtype: Any) -> Any:
+    """s_i * scale in `dtype`. In float32 it is the double product rounded once to float32
+    (the backends compute it that way); in float64 it is the double value itself."""
+    return np.dtype(dtype).type(sign * scale)
+
+
+# --------------------------------------------------------------------------------------------
+# Low-rank factors and the perturbed forward passes
+# --------------------------------------------------------------------------------------------
+
+def lowrank_factors(shape: tuple[int, int], *, members: Any, epoch: int, seed: int,
+                    param_id: int = 0, sigma: float, rank: int = 1, noise_reuse: int = 1,
+                    antithetic: bool = True, dtype: Any = np.float32
+                    ) -> tuple[np.ndarray, np.ndarray]:
+    """(A [M, m, r], B [M, n, r]) with member i's perturbation E_i = A[i] @ B[i].T.
+
+    B_k = the first n*r stream values (row-major [n, r]); A_k = the next m*r values
+    ([m, r]), multiplied by s_i * sigma / sqrt(r) (one scalar per member)."""
+    m, n = shape
+    r = rank
+    scale = sigma / math.sqrt(r)
+    mem = _members_list(members)
+    A = np.empty((len(mem), m, r), dtype=dtype)
+    B = np.empty((len(mem), n, r), dtype=dtype)
+    for row, i in enumerate(mem):
+        z, sign = _stream((n + m) * r, i, seed=seed, param_id=param_id, epoch=epoch,
+                          noise_reuse=noise_reuse, antithetic=antithetic)
+        z = z.astype(dtype)
+        B[row] = z[:n * r].reshape(n, r)
+        A[row] = _coef(sign, scale, dtype) * z[n * r:].reshape(m, r)
+    return A, B
+
+
+def _base_product(x: np.ndarray, W: np.ndarray) -> np.ndarray:
+    """x @ W.T for x [M, n] or [M, b, n], as ONE 2-D product over all rows."""
+    n = x.shape[-1]
+    return (x.reshape(-1, n) @ W.T).reshape(x.shape[:-1] + (W.shape[0],))
+
+
+def perturbed_matmul(x: np.ndarray, W: np.ndarray, *, members: Any, epoch: int, seed: int,
+                     param_id: int = 0, sigma: float, rank: int = 1, noise_reuse: int = 1,
+                     antithetic: bool = True, dtype: Any = np.float32) -> np.ndarray:
+    """EGGROLL forward: y_i = x_i @ W.T + (x_i @ B_i) @ A_i.T (A_i carries s_i sigma/sqrt r).
+
+    x [M, n] or [M, b, n], W [m, n] -> [M, m] or [M, b, m]. members=None: x @ W.T."""
+    x = np.asarray(x, dtype=dtype)
+    W = np.asarray(W, dtype=dtype)
+    y = _base_product(x, W)
+    if members is None:
+        return y
+    A, B = lowrank_factors(W.shape, members=members, epoch=epoch, seed=seed,
+                           param_id=param_id, sigma=sigma, rank=rank, noise_reuse=noise_reuse,
+                           antithetic=antithetic, dtype=dtype)
+    xb = x if x.ndim == 3 else x[:, None, :]          # [M, b, n]
+    corr = (xb @ B) @ A.transpose(0, 2, 1)            # [M, b, r] @ [M, r, m] -> [M, b, m]
+    return y + corr.reshape(y.shape)
+
+
+def perturbed_matmul_full(x: np.ndarray, W: np.ndarray, *, members: Any, epoch: int, seed: int,
+                          param_id: int = 0, sigma: float, noise_reuse: int = 1,
+                          antithetic: bool = True, dtype: Any = np.float32) -> np.ndarray:
+    """Full-rank (OpenES) forward: y_i = x_i @ (W + E_i).T with E_i = s_i sigma Z_k and
+    Z_k the first m*n stream values, row-major [m, n]. members=None: x @ W.T.
+
+    Evaluated as x_i @ W.T + x_i @ E_i.T (the shared base product plus a per-member
+    correction), the same structure every backend uses, so that the float32 evaluation's
+    rounding error is a fair yardstick for theirs."""
+    x = np.asarray(x, dtype=dtype)
+    W = np.asarray(W, dtype=dtype)
+    y = _base_product(x, W)
+    if members is None:
+        return y
+    m, n = W.shape
+    for row, i in enumerate(_members_list(members)):
+        z, sign = _stream(m * n, i, seed=seed, param_id=param_id, epoch=epoch,
+                          noise_reuse=noise_reuse, antithetic=antithetic)
+        E = _coef(sign, sigma, dtype) * z.astype(dtype).reshape(m, n)
+        y[row] = y[row] + x[row] @ E.T
+    return y
+
+
+def perturb_vector(v: np.ndarray, *, members: Any, epoch: int, seed: int, param_id: int = 0,
+                   sigma: float, noise_reuse: int = 1, antithetic: bool = True,
+                   dtype: Any = np.float32) -> np.ndarray:
+    """v [m] -> [M, m], row i = v + s_i sigma z_k[0:m]."""
+    v = np.asarray(v, dtype=dtype)
+    m = v.shape[0]
+    mem = _members_list(members)
+    out = np.empty((len(mem), m), dtype=dtype)
+    for row, i in enumerate(mem):
+        z, sign = _stream(m, i, seed=seed, param_id=param_id, epoch=epoch,
+                          noise_reuse=noise_reuse, antithetic=antithetic)
+        out[row] = v + _coef(sign, sigma, dtype) * z.astype(dtype)
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# The ES gradient estimate
+# --------------------------------------------------------------------------------------------
+
+def es_gradient(fitness: np.ndarray, shape: Any, *, members: Any = None, epoch: int,
+                seed: int, param_id: int = 0, sigma: float, rank: int = 1, noise_reuse: int = 1,
+                antithetic: bool = True, full_rank: bool = False,
+                dtype: Any = np.float32) -> np.ndarray:
+    """g = (1 / (N sigma)) * sum_i f_i E_i over the N = len(fitness) members given
+    (default range(N)): low rank for a 2-D shape, full rank (E_i = s_i sigma Z_k) for a
+    1-D shape or full_rank=True. Returns [shape] in dtype."""
+    dtype = np.dtype(dtype).type
+    f = np.asarray(fitness, dtype=dtype)
+    N = f.shape[0]
+    mem = list(range(N)) if members is None else _members_list(members)
+    if len(mem) != N:
+        raise ValueError(f"members: has {len(mem)} entries, fitness has {N}")
+    shape = tuple(int(d) for d in shape)
+    size = math.prod(shape)
+    if full_rank or len(shape) == 1:
+        # E_i / sigma = s_i Z_k, so g = (1/N) sum_i f_i s_i Z_k: a weighted sum of streams.
+        Z = np.empty((N, size), dtype=dtype)
+        weight = np.empty(N, dtype=dtype)
+        for row, i in enumerate(mem):
+            z, sign = _stream(size, i, seed=seed, param_id=param_id, epoch=epoch,
+                              noise_reuse=noise_reuse, antithetic=antithetic)
+            Z[row] = z
+            weight[row] = sign * f[row] / dtype(N)
+        return (weight @ Z).reshape(shape)
+    # Low rank: E_i = A_i @ B_i.T (A_i scaled by s_i sigma/sqrt r), so with
+    # c_i = f_i / (N sigma), g = sum_i (c_i A_i) @ B_i.T = Af @ Bf.T with the members' rank
+    # columns side by side: Af [m, N*r], Bf [n, N*r].
+    m, n = shape
+    A, B = lowrank_factors(shape, members=mem, epoch=epoch, seed=seed, param_id=param_id,
+                           sigma=sigma, rank=rank, noise_reuse=noise_reuse,
+                           antithetic=antithetic, dtype=dtype)
+    c = f / dtype(N * sigma)
+    Af = (c[:, None, None] * A).transpose(1, 0, 2).reshape(m, N * rank)
+    Bf = B.transpose(1, 0, 2).reshape(n, N * rank)
+    return Af @ Bf.T
+
+
+# --------------------------------------------------------------------------------------------
+# Fitness shaping
+# --------------------------------------------------------------------------------------------
+
+def centered_rank(f: np.ndarray, dtype: Any = np.float32) -> np.ndarray:
+    """Ranks 0..N-1 (ties share their mean rank) mapped linearly onto [-0.5, 0.5]; N = 1
+    gives 0. Ties are exact equality of the input values."""
+    dtype = np.dtype(dtype).type
+    f = np.asarray(f)
+    N = f.shape[0]
+    if N == 0:
+        return np.zeros(0, dtype=dtype)
+    # Sorted distinct values; each value's ranks span [start, start + count - 1].
+    _, inverse, counts = np.unique(f, return_inverse=True, return_counts=True)
+    start = np.cumsum(counts) - counts
+    mean_rank = start + (counts - 1) / 2.0              # exact: half-integers
+    ranks = mean_rank[inverse.reshape(-1)].astype(dtype)
+    if N == 1:
+        return np.zeros(1, dtype=dtype)
+    return ranks / dtype(N - 1) - dtype(0.5)
+
+
+def zscore(f: np.ndarray, group_size: int = 0, dtype: Any = np.float32) -> np.ndarray:
+    """(f - mean) / sqrt(var + 1e-5): mean over each consecutive group of group_size members
+    (group_size = 0: over all N), var always over all N."""
+    dtype = np.dtype(dtype).type
+    f = np.asarray(f, dtype=dtype)
+    N = f.shape[0]
+    G = group_size if group_size > 0 else N
+    if N and N % G:
+        raise ValueError(f"group_size: {group_size} does not divide the population {N}")
+    if N == 0:
+        return np.zeros(0, dtype=dtype)
+    var = np.mean(np.square(f - np.mean(f)))
+    groups = f.reshape(N // G, G)
+    centred = groups - groups.mean(axis=1, keepdims=True)
+    return (centred / np.sqrt(var + dtype(1e-5))).reshape(N)
+
+
+def antithetic_sign(f: np.ndarray) -> np.ndarray:
+    """One value per antithetic pair: sign(f[2k] - f[2k+1]) in {-1, 0, +1}, float32 [N/2]."""
+    f = np.asarray(f, dtype=np.float64)
+    if f.shape[0] % 2:
+        raise ValueError(f"fitness: antithetic_sign needs an even population, got {f.shape[0]}")
+    return np.sign(f[0::2] - f[1::2]).astype(np.float32)

@@ -1,0 +1,156 @@
+"""Shared fixtures and helpers: derived tolerances, member-index forms, backend restoration."""
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pytest
+
+import eggroll
+from eggroll import reference as ref
+
+ISAS = ("scalar", "avx2", "avx512")
+
+
+# ------------------------------------------------------------------------------------------
+# Derived tolerances (design.md, "One oracle")
+# ------------------------------------------------------------------------------------------
+
+FLOOR_ULPS = 4  # "a few" float32 ulps: covers the last roundings of an exact-looking result
+
+
+def assert_close_derived(actual: Any, ref64: Any, ref32: Any, magnitude: Any = None,
+                         what: str = "") -> None:
+    """Assert |actual - ref64| <= 2 * max|ref32 - ref64| + a floor of a few float32 ulps.
+
+    ref64 is the reference evaluated in float64 (the "truth"), ref32 the same formula in
+    float32: its error is the error a same-precision evaluation makes, and a backend may
+    make at most about twice that. The floor is FLOOR_ULPS float32 ulps of max|ref64| or,
+    when given, of max(magnitude): the size of the summed terms (the same formula on
+    absolute values). Pass it when outputs are few and sums cancel, where max|ref32 - ref64|
+    over a handful of elements can be luckily small while the rounding error a float32 sum
+    makes is still proportional to the terms it adds, not to their (small) total.
+    """
+    actual = np.asarray(actual)
+    ref64 = np.asarray(ref64, dtype=np.float64)
+    ref32 = np.asarray(ref32)
+    assert actual.shape == ref64.shape == ref32.shape, (actual.shape, ref64.shape, ref32.shape)
+    assert actual.dtype == np.float32, f"{what}: expected float32, got {actual.dtype}"
+    assert np.isfinite(actual).all(), f"{what}: non-finite values"
+    if actual.size == 0:
+        return
+    ref_err = float(np.max(np.abs(ref32.astype(np.float64) - ref64)))
+    scale = float(np.max(np.abs(ref64)))
+    if magnitude is not None:
+        scale = max(scale, float(np.max(np.abs(magnitude))))
+    floor = FLOOR_ULPS * float(np.spacing(np.float32(scale)))
+    tol = 2.0 * ref_err + floor
+    diff = np.abs(actual.astype(np.float64) - ref64)
+    worst = np.unravel_index(int(np.argmax(diff)), diff.shape)
+    assert diff[worst] <= tol, (
+        f"{what}: max |actual - ref64| = {diff[worst]:.3e} at {worst} exceeds the derived "
+        f"tolerance {tol:.3e} (2 * ref32 error {ref_err:.3e} + floor {floor:.3e}); "
+        f"actual {actual[worst]!r}, ref64 {ref64[worst]!r}")
+
+
+# ------------------------------------------------------------------------------------------
+# Magnitudes (the same formulas on absolute values) for the tolerance floor
+# ------------------------------------------------------------------------------------------
+
+def _abs_rows3(x: np.ndarray) -> np.ndarray:
+    """|x| for x [M, n] or [M, b, n], as float64 [M, b, n] (b = 1 for the 2-D layout)."""
+    x = np.abs(np.asarray(x, dtype=np.float64))
+    return x if x.ndim == 3 else x[:, None, :]
+
+
+def stream_rows(count: int, members: Any, *, seed: int, param_id: int = 0, epoch: int,
+                noise_reuse: int = 1, antithetic: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """(Z float32 [M, count]: the first `count` stream values of each member; s float64 [M])
+    from the reference noise (ops.md, "Which noise a member sees")."""
+    e = ref.epoch_index(epoch, noise_reuse)
+    Z, s = [], []
+    for i in (members if isinstance(members, range) else np.asarray(members).tolist()):
+        k, sign = ref.member_noise(int(i), antithetic)
+        Z.append(ref.normal(count, seed=seed, param_id=param_id, epoch_index=e, noise_index=k))
+        s.append(sign)
+    return np.array(Z, dtype=np.float32).reshape(len(s), count), np.array(s, dtype=np.float64)
+
+
+def lowrank_forward_magnitude(x: np.ndarray, W: np.ndarray, A: np.ndarray,
+                              B: np.ndarray) -> np.ndarray:
+    """|x| @ |W|.T + (|x| @ |B_i|) @ |A_i|.T per member: [M, m] or [M, b, m]."""
+    xa = _abs_rows3(x)
+    out = xa @ np.abs(np.asarray(W, np.float64)).T
+    out = out + (xa @ np.abs(np.asarray(B, np.float64))) @ np.abs(
+        np.asarray(A, np.float64)).transpose(0, 2, 1)
+    return out.reshape(np.shape(x)[:-1] + (np.shape(W)[0],))
+
+
+def fullrank_forward_magnitude(x: np.ndarray, W: np.ndarray, E: np.ndarray) -> np.ndarray:
+    """|x| @ |W|.T + |x_i| @ |E_i|.T per member (E float [M, m, n])."""
+    xa = _abs_rows3(x)
+    out = xa @ np.abs(np.asarray(W, np.float64)).T
+    out = out + xa @ np.abs(np.asarray(E, np.float64)).transpose(0, 2, 1)
+    return out.reshape(np.shape(x)[:-1] + (np.shape(W)[0],))
+
+
+# ------------------------------------------------------------------------------------------
+# Member index forms: every op must accept a range and any int array, in any order
+# ------------------------------------------------------------------------------------------
+
+MEMBER_FORMS = ("range", "shuffled_int32", "permuted_int64")
+
+
+def make_members(form: str, M: int, rng: np.random.Generator) -> Any:
+    """M member indices in one of MEMBER_FORMS.
+
+    range: a contiguous range starting at an odd index (so antithetic pairs straddle it);
+    shuffled_int32: M distinct indices drawn from range(3M), shuffled (partners missing);
+    permuted_int64: a permutation of range(M)."""
+    if form == "range":
+        return range(5, 5 + M)
+    if form == "shuffled_int32":
+        return rng.permutation(3 * M)[:M].astype(np.int32)
+    if form == "permuted_int64":
+        return rng.permutation(M).astype(np.int64)
+    raise ValueError(form)
+
+
+# ------------------------------------------------------------------------------------------
+# Fixtures
+# ------------------------------------------------------------------------------------------
+
+@pytest.fixture
+def rng() -> np.random.Generator:
+    """A fixed-seed generator for inputs (x, W, fitness): every run sees the same numbers."""
+    return np.random.default_rng(20251116)
+
+
+@pytest.fixture
+def restore_threads():
+    """Put the core's thread count back the way the test found it."""
+    before = eggroll.get_num_threads()
+    yield before
+    eggroll.set_num_threads(before)
+
+
+@pytest.fixture
+def restore_isa():
+    """Put the SIMD path back the way the test found it."""
+    before = eggroll.get_isa()
+    yield before
+    eggroll.set_isa(before)
+
+
+def supported_isas() -> list[str]:
+    """The SIMD paths this CPU can run: every path up to best_isa() (scalar < avx2 < avx512)."""
+    return list(ISAS[:ISAS.index(eggroll.best_isa()) + 1])
+
+
+@pytest.fixture(params=ISAS)
+def isa_name(request, restore_isa) -> str:
+    """Each SIMD path; the ones this CPU lacks are skipped with a reason. The path is NOT
+    activated: the test switches between it and the scalar baseline itself."""
+    if request.param not in supported_isas():
+        pytest.skip(f"this CPU lacks the {request.param} path (best: {eggroll.best_isa()})")
+    return request.param
