@@ -198,6 +198,54 @@ def _numpy_product(x, W):
     return (x.reshape(-1, n) @ W.T).reshape(x.shape[:-1] + (W.shape[0],))
 
 
+def test_reference_fma32_rounds_once():
+    """The reference's float32 FMA rounds a*b + c once, also where rounding a*b + c to
+    float64 first lands exactly halfway between two float32 values: here a*b = 32 - 2^-41
+    and c = 2^29 + 64 (an odd float32), so the exact sum lies just below the midpoint
+    c + 32; the correct result is c, a double rounding would give the even c + 64."""
+    a = np.float32(32 * (1 + 2**-23))
+    b = np.float32(1 - 2**-23)
+    c = np.float32(2**29 + 64)
+    assert float(a) * float(b) == 32 - 2**-41
+    got = ref._fma32(np.array([a]), np.array([b]), np.array([c]))
+    assert got.dtype == np.float32 and got[0] == c
+    assert np.float32(float(a) * float(b) + float(c)) == c + 64   # the double-rounding trap
+    assert ref._fma32(np.array([np.float32(3)]), np.array([np.float32(0.5)]),
+                      np.array([np.float32(-1)]))[0] == 0.5
+
+
+GEMM_SHAPES = [(6, 1, 1), (85, 1, 97), (6, 97, 97), (17, 17, 256), (9, 5, 257), (33, 40, 600)]
+
+
+@pytest.mark.parametrize("R,m,n", GEMM_SHAPES)
+def test_base_product_is_the_gemm_contract(R, m, n, isa_name, rng):
+    """members=None returns the core GEMM's product, whose rounding sequence docs/ops.md fixes
+    (256-long FMA chains from +0, slices added in order): bit-identical to the reference's
+    matmul_nt on every SIMD path, for both layouts (the 3-D x is the same [M*b, n] rows)."""
+    eggroll.set_isa(isa_name)
+    x, W = _inputs(rng, R, m, n, None)
+    expected = ref.matmul_nt(x, W)
+    for op in ("perturbed_matmul", "perturbed_matmul_full"):
+        y = getattr(eggroll, op)(x, W, members=None, epoch=0, seed=0, sigma=1.0)
+        np.testing.assert_array_equal(y, expected, err_msg=op)
+    if R % 3 == 0:
+        x3 = x.reshape(R // 3, 3, n)
+        y3 = eggroll.perturbed_matmul(x3, W, members=None, epoch=0, seed=0, sigma=1.0)
+        np.testing.assert_array_equal(y3, expected.reshape(R // 3, 3, m))
+
+
+def test_base_product_uses_a_true_fma(isa_name):
+    """The FMA-tie case of test_reference_fma32_rounds_once through the core's GEMM: row
+    (c, a) times column (1, b) is fma(a, b, c * 1) = c on every path (not c + 64)."""
+    eggroll.set_isa(isa_name)
+    a, b, c = np.float32(32 * (1 + 2**-23)), np.float32(1 - 2**-23), np.float32(2**29 + 64)
+    x = np.array([[c, a]], np.float32)
+    W = np.array([[1, b]], np.float32)
+    y = eggroll.perturbed_matmul(x, W, members=None, epoch=0, seed=0, sigma=1.0)
+    assert y[0, 0] == c
+    np.testing.assert_array_equal(y, ref.matmul_nt(x, W))
+
+
 @pytest.mark.parametrize("op", ["perturbed_matmul", "perturbed_matmul_full"])
 @pytest.mark.parametrize("m,n", [(1, 1), (1, 97), (17, 97), (97, 17), (97, 97)])
 @pytest.mark.parametrize("b", LAYOUTS)
@@ -219,11 +267,10 @@ def test_members_none_is_the_unperturbed_product(op, m, n, b, rng):
 
 
 @pytest.mark.xfail(strict=True, reason=(
-    "adapter/core conflict with ops.md ('members=None must give exactly x @ W.T'): the NumPy "
-    "adapter (python/eggroll/numpy.py perturbed_matmul / perturbed_matmul_full) now computes "
-    "the base product with the core's own deterministic GEMM (cpp/gemm.cpp, commit 6af69d4), "
-    "whose bits differ from NumPy's x @ W.T; docs/ops.md line 31 still promises 'the same "
-    "BLAS call'"))
+    "deliberate deviation from shared/spec/ops.md ('members=None must give exactly x @ W.T'), "
+    "documented in docs/ops.md 'The base product': since commit 6af69d4 the base product is "
+    "the core's deterministic GEMM (cpp/gemm.cpp), not NumPy's BLAS, so its bits differ from "
+    "NumPy's x @ W.T by float32 rounding; the spec or this test must change"))
 @pytest.mark.parametrize("op", ["perturbed_matmul", "perturbed_matmul_full"])
 def test_members_none_is_bitwise_numpy_matmul(op, rng):
     """The bitwise form of ops.md's promise, for both layouts: x [M, n] against x @ W.T,

@@ -12,6 +12,7 @@ default ``np.float32`` the formula is evaluated in float32 (the precision a back
 computes in); with ``np.float64`` the same formula is evaluated in double precision from the
 same float32 noise values (upcast). The tests compare a backend with the float64 result and
 allow about twice the error the float32 evaluation makes (tests/conftest.py).
+``matmul_nt`` reproduces the core GEMM's rounding sequence bit for bit (docs/ops.md).
 """
 from __future__ import annotations
 
@@ -23,7 +24,7 @@ import numpy as np
 __all__ = [
     "philox4x32", "normal", "member_noise", "lowrank_factors", "perturbed_matmul",
     "perturbed_matmul_full", "perturb_vector", "es_gradient", "centered_rank", "zscore",
-    "antithetic_sign", "epoch_index",
+    "antithetic_sign", "epoch_index", "matmul_nt",
 ]
 
 _U32 = np.uint32
@@ -161,6 +162,53 @@ def _coef(sign: int, scale: float, dtype: Any) -> Any:
     """s_i * scale in `dtype`. In float32 it is the double product rounded once to float32
     (the backends compute it that way); in float64 it is the double value itself."""
     return np.dtype(dtype).type(sign * scale)
+
+
+# --------------------------------------------------------------------------------------------
+# The core's GEMM contract (docs/ops.md, "The base product"), bit for bit
+# --------------------------------------------------------------------------------------------
+
+GEMM_KC = 256  # k-slice length of the contract
+
+
+def _fma32(a: np.ndarray, b: np.ndarray, c: np.ndarray) -> np.ndarray:
+    """fma(a, b, c) in float32: a * b + c computed exactly, rounded ONCE to float32.
+
+    a * b of two float32 values is exact in float64; p + c rounded to float64 can then
+    differ from the exact sum, and rounding that to float32 is wrong only when it lands
+    exactly halfway between two float32 values while the exact sum does not: TwoSum gives
+    the exact remainder, whose sign then decides the tie."""
+    p = a.astype(np.float64) * b.astype(np.float64)
+    c64 = c.astype(np.float64)
+    s = p + c64
+    bb = s - p
+    err = (p - (s - bb)) + (c64 - bb)                  # s + err == p + c exactly
+    r = s.astype(np.float32)
+    r64 = r.astype(np.float64)
+    toward = np.where(s > r64, np.float32(np.inf), np.float32(-np.inf))
+    other = np.nextafter(r, toward)
+    tie = (s != r64) & (2 * s == r64 + other.astype(np.float64))
+    fix = tie & (err != 0) & ((err > 0) == (s > r64))
+    return np.where(fix, other, r)
+
+
+def matmul_nt(x: np.ndarray, W: np.ndarray) -> np.ndarray:
+    """y [R, m] = x [R, n] @ W [m, n].T with the core GEMM's rounding sequence:
+
+        s_q     = FMA chain over k in [256 q, 256 q + 256) of x[r, k] * W[o, k], from +0
+        y[r, o] = ((s_0 + s_1) + s_2) + ...          (float32 adds, in order)
+
+    Every element has this one sequence on every SIMD path, thread count and row count."""
+    x = np.asarray(x, dtype=np.float32)
+    W = np.asarray(W, dtype=np.float32)
+    R, n = x.shape
+    y = np.zeros((R, W.shape[0]), dtype=np.float32)
+    for k0 in range(0, n, GEMM_KC):
+        acc = np.zeros_like(y)
+        for k in range(k0, min(n, k0 + GEMM_KC)):
+            acc = _fma32(x[:, k, None], W[None, :, k], acc)
+        y = acc if k0 == 0 else y + acc
+    return y
 
 
 # --------------------------------------------------------------------------------------------
