@@ -55,6 +55,12 @@ def measure(fn: Callable[[], Any], *, warmup: int = 2, repeat: int = 7, min_time
                                sync=sync)["fn"]
 
 
+# Seconds of idle time before switching candidates (see measure_interleaved).
+COOLDOWN_S = 0.15
+VISIT_CALLS = 4  # with a cool-down, each visit times this many consecutive calls
+_cooldown = 0.0
+
+
 def measure_interleaved(fns: dict[str, Callable[[], Any]], *, warmup: int = 2, repeat: int = 7,
                         min_time: float = 0.0, settle: float = NOISY_SPREAD,
                         max_rounds: int | None = None, settle_budget_s: float = 4.0,
@@ -77,9 +83,18 @@ def measure_interleaved(fns: dict[str, Callable[[], Any]], *, warmup: int = 2, r
     names = list(fns)
     max_rounds = SETTLE_FACTOR * repeat if max_rounds is None else max(repeat, max_rounds)
 
+    last = [None]
+
     def call(name: str) -> float:
         if name in before:
             before[name]()
+        if _cooldown > 0 and last[0] != name:
+            # Switching candidates: let the previous one's threads go idle (NumPy's OpenBLAS
+            # workers spin on a core for ~0.1 s after every call and would steal it from the
+            # next candidate), then one untimed call to warm caches. --interleave disables it.
+            time.sleep(_cooldown)
+            fns[name]()
+        last[0] = name
         t0 = time.perf_counter()
         result = fns[name]()
         if sync is not None:
@@ -96,14 +111,17 @@ def measure_interleaved(fns: dict[str, Callable[[], Any]], *, warmup: int = 2, r
     start = time.perf_counter()
     while True:
         order = names if rnd % 2 == 0 else names[::-1]
+        visit = VISIT_CALLS if _cooldown > 0 else 1  # calls per visit (after a cool-down)
         for name in order:
-            times[name].append(call(name))
+            for _ in range(visit):
+                times[name].append(call(name))
         rnd += 1
-        if rnd >= MAX_SAMPLES:
+        samples = rnd * visit
+        if samples >= MAX_SAMPLES:
             break
-        if rnd < repeat or any(sum(t) < min_time for t in times.values()):
+        if samples < repeat or any(sum(t) < min_time for t in times.values()):
             continue
-        if rnd >= max_rounds or time.perf_counter() - start > settle_budget_s or all(
+        if samples >= max_rounds or time.perf_counter() - start > settle_budget_s or all(
                 statistics.median(t) <= settle * min(t) for t in times.values()):
             break
     out = {name: _summary(t) for name, t in times.items()}
@@ -257,6 +275,9 @@ def parser(description: str) -> argparse.ArgumentParser:
     p.add_argument("--repeat", type=int, default=7,
                    help=f"timed runs per measurement (>= {MIN_REPEAT}; the median is reported)")
     p.add_argument("--jsonl", default=None, help="also append every JSON line to this file")
+    p.add_argument("--interleave", action="store_true",
+                   help="alternate candidates back to back with no cool-down: shows how each is "
+                        "slowed by the other's idle threads (NumPy's OpenBLAS spins ~0.1 s)")
     return p
 
 
@@ -274,6 +295,8 @@ class Session:
             raise SystemExit(f"--threads: need >= 1, got {args.threads}")
         self.args = args
         self.records: list[dict[str, Any]] = []
+        global _cooldown
+        _cooldown = 0.0 if getattr(args, "interleave", False) else COOLDOWN_S
 
     def __enter__(self) -> "Session":
         global _jsonl_path
