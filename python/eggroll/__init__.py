@@ -28,7 +28,7 @@ __version__: str = _core.__version__
 __all__ = [
     "philox4x32", "normal", "lowrank_factors", "perturbed_matmul", "perturbed_matmul_full",
     "perturb_vector", "es_gradient", "centered_rank", "zscore", "antithetic_sign",
-    "set_num_threads", "get_num_threads", "get_isa", "set_isa", "best_isa", "__version__",
+    "set_num_threads", "get_num_threads", "get_isa", "set_isa", "best_isa", "__version__", "ES",
 ]
 
 
@@ -147,3 +147,6 @@ def set_isa(name: str) -> None:
     if not isinstance(name, str):
         raise TypeError(f"name: expected 'scalar', 'avx2' or 'avx512', got {type(name).__name__}")
     _core.set_isa(name)
+
+
+from .es import ES  # noqa: E402  (the trainer builds on the ops above)
