@@ -14,7 +14,9 @@ import pytest
 
 import eggroll
 
-REPO_PYTHON = Path(__file__).resolve().parents[1] / "python"
+# The children import the same eggroll as this process (the installed package in CI, the
+# working tree under PYTHONPATH=python in development).
+REPO_PYTHON = Path(eggroll.__file__).resolve().parents[1]
 U32_MAX = (1 << 32) - 1
 U64_MAX = (1 << 64) - 1
 
