@@ -42,7 +42,21 @@ GemmKernel gemm_kernel_scalar() { return {kScalarMR, kScalarNR, &tile_scalar, &p
 
 }  // namespace detail
 
-void gemm_nt(const float* x, const float* W, float* y, int64_t rows, int64_t m, int64_t n) {
+namespace {
+
+// dst[k * R + i] = src[k * ld + i] for i < valid, 0 up to R: packing from a k-major source is
+// a copy of `valid` floats per k.
+void pack_kmajor(const float* src, int64_t ld, int64_t valid, int64_t R, int64_t kc, float* dst) {
+  for (int64_t k = 0; k < kc; ++k) {
+    std::copy(src + k * ld, src + k * ld + valid, dst + k * R);
+    std::fill(dst + k * R + valid, dst + (k + 1) * R, 0.0f);
+  }
+}
+
+// y [rows, m] = X Wt with X given as x [rows, n] (x_kmajor false) or as x^T [n, rows] (true),
+// and W as [m, n] (w_kmajor false) or W^T [n, m] (true). Same FMA chains either way.
+void gemm_impl(const float* x, bool x_kmajor, const float* W, bool w_kmajor, float* y,
+               int64_t rows, int64_t m, int64_t n) {
   if (rows <= 0 || m <= 0) return;
   if (n <= 0) { std::fill(y, y + rows * m, 0.0f); return; }
   detail::GemmKernel kern;
@@ -63,8 +77,11 @@ void gemm_nt(const float* x, const float* W, float* y, int64_t rows, int64_t m, 
   if (Ap.size() < static_cast<size_t>(nrb * n * MR)) Ap.resize(static_cast<size_t>(nrb * n * MR));
   float* const Apd = Ap.data();
   parallel_for(nrb, 4, [&](int64_t lo, int64_t hi) {
-    for (int64_t rb = lo; rb < hi; ++rb)
-      kern.pack(x + rb * MR * n, n, std::min(MR, rows - rb * MR), MR, n, Apd + rb * n * MR);
+    for (int64_t rb = lo; rb < hi; ++rb) {
+      const int64_t valid = std::min(MR, rows - rb * MR);
+      if (x_kmajor) pack_kmajor(x + rb * MR, rows, valid, MR, n, Apd + rb * n * MR);
+      else kern.pack(x + rb * MR * n, n, valid, MR, n, Apd + rb * n * MR);
+    }
   });
 
   // 2. Each thread owns a contiguous range of column panels: pack its W slice, run tiles.
@@ -73,9 +90,12 @@ void gemm_nt(const float* x, const float* W, float* y, int64_t rows, int64_t m, 
     if (Bp.size() < static_cast<size_t>((p1 - p0) * KC * NR)) Bp.resize(static_cast<size_t>((p1 - p0) * KC * NR));
     for (int64_t k0 = 0; k0 < n; k0 += KC) {
       const int64_t kc = std::min(KC, n - k0);
-      for (int64_t p = p0; p < p1; ++p)
-        kern.pack(W + p * NR * n + k0, n, std::min(NR, m - p * NR), NR, kc,
-                  Bp.data() + (p - p0) * KC * NR);
+      for (int64_t p = p0; p < p1; ++p) {
+        const int64_t valid = std::min(NR, m - p * NR);
+        float* dst = Bp.data() + (p - p0) * KC * NR;
+        if (w_kmajor) pack_kmajor(W + k0 * m + p * NR, m, valid, NR, kc, dst);
+        else kern.pack(W + p * NR * n + k0, n, valid, NR, kc, dst);
+      }
       for (int64_t rb0 = 0; rb0 < nrb; rb0 += MC_BLOCKS)
         for (int64_t p = p0; p < p1; ++p)
           for (int64_t rb = rb0; rb < std::min(nrb, rb0 + MC_BLOCKS); ++rb)
@@ -84,6 +104,16 @@ void gemm_nt(const float* x, const float* W, float* y, int64_t rows, int64_t m, 
                       int(std::min(NR, m - p * NR)), k0 > 0);
     }
   });
+}
+
+}  // namespace
+
+void gemm_nt(const float* x, const float* W, float* y, int64_t rows, int64_t m, int64_t n) {
+  gemm_impl(x, false, W, false, y, rows, m, n);
+}
+
+void gemm_tn(const float* A, const float* B, float* y, int64_t rows, int64_t m, int64_t K) {
+  gemm_impl(A, true, B, true, y, rows, m, K);
 }
 
 }  // namespace eggroll

@@ -130,8 +130,8 @@ void es_gradient(const TensorView& fitness, const TensorView& members, const EsA
     });
     return;
   }
-  // Low rank: g = Af^T Bf with the factor rows written transposed (AT [m, C], BT [n, C]) so
-  // that the core's deterministic GEMM computes g[o, j] = sum_c AT[o, c] BT[j, c] directly.
+  // Low rank: g = Af^T Bf over factor rows Af [C, m], Bf [C, n] (contiguous writes), by the
+  // core's deterministic GEMM on k-major operands: g[o, j] = sum_c Af[c, o] Bf[c, j].
   // Populations whose factors exceed ~64 MiB are done in chunks that are summed.
   const int64_t m = g.shape[0], n = g.shape[1], r = a.rank, M = fitness.shape[0];
   if ((n + m) * r > int64_t(kStreamLength)) value_error("rank: (m + n) * rank exceeds the stream length 2^34");
@@ -144,11 +144,11 @@ void es_gradient(const TensorView& fitness, const TensorView& members, const EsA
     fv.data = const_cast<float*>(fitness.ptr<const float>() + c0); fv.shape[0] = cm;
     const Runs runs = fold_runs(fv, mem + c0, cm, a.antithetic);
     const int64_t C = int64_t(runs.coef.size()) * r;
-    std::vector<float> AT(static_cast<size_t>(C * m)), BT(static_cast<size_t>(C * n));
-    fill_factors(runs, mem + c0, m, n, a, population, AT.data(), 1, C, BT.data(), 1, C);
+    std::vector<float> Af(static_cast<size_t>(C * m)), Bf(static_cast<size_t>(C * n));
+    fill_factors(runs, mem + c0, m, n, a, population, Af.data(), m, 1, Bf.data(), n, 1);
     const bool add = accumulate || c0 > 0;
     if (add && part.empty()) part.resize(static_cast<size_t>(m * n));
-    gemm_nt(AT.data(), BT.data(), add ? part.data() : gp, m, n, C);
+    gemm_tn(Af.data(), Bf.data(), add ? part.data() : gp, m, n, C);
     if (add) detail::axpy(gp, 1.0f, part.data(), m * n);
   }
 }

@@ -51,7 +51,11 @@ void perturbed_matmul_full(const TensorView& x, const TensorView& W, const Tenso
 void perturb_vector(const TensorView& v, const TensorView& members, const EsArgs& a,
                     const TensorView& out);
 
-// y [rows, m] = x [rows, n] W [m, n]^T: the core's portable GEMM (threaded over rows).
+// y [rows, m] = x [rows, n] W [m, n]^T: the core's deterministic GEMM (cpp/gemm_kernel.h
+// states the summation order; it is the same on every ISA and thread count).
 void gemm_nt(const float* x, const float* W, float* y, int64_t rows, int64_t m, int64_t n);
+// y [rows, m] = A [K, rows]^T B [K, m]: the same GEMM on k-major operands (bit-identical to
+// gemm_nt on the transposes).
+void gemm_tn(const float* A, const float* B, float* y, int64_t rows, int64_t m, int64_t K);
 
 }  // namespace eggroll
