@@ -1,8 +1,12 @@
-// A small persistent thread pool: workers sleep on a condition variable between jobs
-// (no spinning, so they never steal cycles from the BLAS threads that run next).
+// A small persistent thread pool. Between jobs a worker spins for a short while (50 us by
+// default, EGGROLL_SPIN_US) and then sleeps on a condition variable: an op is several jobs
+// back to back (pack, compute, correction), and waking a sleeping thread on a VM costs
+// 50-500 us, yet a long spin would steal a core from whatever runs next (NumPy's OpenBLAS
+// spins for ~0.1 s after each call, which is exactly the behaviour we avoid).
 #include "eggroll/parallel.h"
 #include <algorithm>
 #include <atomic>
+#include <chrono>
 #include <condition_variable>
 #include <cstdlib>
 #include <exception>
@@ -35,6 +39,32 @@ int env_threads() {
 std::atomic<int> g_threads{0};
 thread_local bool t_in_pool = false;
 
+inline void cpu_relax() {
+#if defined(__x86_64__) || defined(__i386__)
+  __builtin_ia32_pause();
+#endif
+}
+
+int spin_us() {
+  static const int us = [] {
+    const char* v = std::getenv("EGGROLL_SPIN_US");
+    return v ? std::max(0, std::atoi(v)) : 50;
+  }();
+  return us;
+}
+
+// Spins until pred() or the spin budget is used up; returns pred().
+template <class Pred>
+bool spin_until(Pred pred) {
+  if (pred()) return true;
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::microseconds(spin_us());
+  for (int i = 1;; ++i) {
+    cpu_relax();
+    if (pred()) return true;
+    if ((i & 63) == 0 && std::chrono::steady_clock::now() > deadline) return false;
+  }
+}
+
 class Pool {
  public:
   ~Pool() {
@@ -52,12 +82,17 @@ class Pool {
     ensure_workers(ntasks - 1);
     {
       std::lock_guard<std::mutex> lk(mu_);
-      fn_ = &fn; ntasks_ = ntasks; pending_ = ntasks - 1; error_ = nullptr; ++generation_;
+      fn_ = &fn; ntasks_ = ntasks; error_ = nullptr;
+      pending_.store(ntasks - 1, std::memory_order_relaxed);
+      generation_.fetch_add(1, std::memory_order_release);  // publishes fn_, ntasks_
     }
     cv_.notify_all();
     run_task(0);
-    std::unique_lock<std::mutex> lk(mu_);
-    done_cv_.wait(lk, [&] { return pending_ == 0; });
+    if (!spin_until([&] { return pending_.load(std::memory_order_acquire) == 0; })) {
+      std::unique_lock<std::mutex> lk(mu_);
+      done_cv_.wait(lk, [&] { return pending_.load(std::memory_order_acquire) == 0; });
+    }
+    std::lock_guard<std::mutex> lk(mu_);
     fn_ = nullptr;
     if (error_) std::rethrow_exception(error_);
   }
@@ -80,23 +115,33 @@ class Pool {
   void loop(int id) {
     uint64_t seen = 0;
     for (;;) {
-      std::unique_lock<std::mutex> lk(mu_);
-      cv_.wait(lk, [&] { return stop_ || generation_ != seen; });
-      if (stop_) return;
-      seen = generation_;
-      if (id >= ntasks_) continue;
+      auto fresh = [&] { return generation_.load(std::memory_order_acquire) != seen; };
+      std::unique_lock<std::mutex> lk(mu_, std::defer_lock);
+      if (!spin_until(fresh)) {
+        lk.lock();
+        cv_.wait(lk, [&] { return stop_ || fresh(); });
+        if (stop_) return;
+      } else {
+        lk.lock();
+      }
+      seen = generation_.load(std::memory_order_acquire);
+      const bool mine = id < ntasks_;
       lk.unlock();
+      if (!mine) continue;
       run_task(id);
-      lk.lock();
-      if (--pending_ == 0) done_cv_.notify_one();
+      if (pending_.fetch_sub(1, std::memory_order_acq_rel) == 1) {
+        std::lock_guard<std::mutex> g(mu_);  // pairs with the caller's wait predicate
+        done_cv_.notify_one();
+      }
     }
   }
   std::vector<std::thread> workers_;
   std::mutex mu_, run_mu_;
   std::condition_variable cv_, done_cv_;
   const std::function<void(int)>* fn_ = nullptr;
-  int ntasks_ = 0, pending_ = 0;
-  uint64_t generation_ = 0;
+  int ntasks_ = 0;
+  std::atomic<int> pending_{0};
+  std::atomic<uint64_t> generation_{0};
   bool stop_ = false;
   std::exception_ptr error_;
 };
