@@ -166,15 +166,23 @@ void check_weight(const TensorView& W, int64_t n) {
   if (W.shape[1] != n)
     value_error("W: expected " + std::to_string(n) + " columns to match x's last dimension, got shape " + W.shape_str());
 }
-}  // namespace
-
-void perturbed_matmul(const TensorView& x, const TensorView& W, const TensorView& members,
-                      const EsArgs& a, const TensorView& y) {
+// Both forwards: validate everything (members too, so a bad call never writes y), then
+// y = x W^T with the core's deterministic GEMM over all M * b rows at once.
+void base_product(const TensorView& x, const TensorView& W, const TensorView& members,
+                  const EsArgs& a, const TensorView& y) {
   validate_args(a);
   check_weight(W, x.ndim >= 2 ? x.shape[x.ndim - 1] : -1);
   const auto s = detail::check_forward(x, y, W.shape[0]);
   check_no_overlap(y, "out", W, "W");
+  if (members.data) detail::member_ptr(members, s.M, a.antithetic, false);
   gemm_nt(x.ptr<const float>(), W.ptr<const float>(), y.ptr<float>(), s.M * s.b, s.m, s.n);
+}
+
+}  // namespace
+
+void perturbed_matmul(const TensorView& x, const TensorView& W, const TensorView& members,
+                      const EsArgs& a, const TensorView& y) {
+  base_product(x, W, members, a, y);
   if (members.data) lowrank_correction(x, members, a, y);
 }
 
@@ -213,11 +221,7 @@ void fullrank_correction(const TensorView& x, const TensorView& members, const E
 
 void perturbed_matmul_full(const TensorView& x, const TensorView& W, const TensorView& members,
                            const EsArgs& a, const TensorView& y) {
-  validate_args(a);
-  check_weight(W, x.ndim >= 2 ? x.shape[x.ndim - 1] : -1);
-  const auto s = detail::check_forward(x, y, W.shape[0]);
-  check_no_overlap(y, "out", W, "W");
-  gemm_nt(x.ptr<const float>(), W.ptr<const float>(), y.ptr<float>(), s.M * s.b, s.m, s.n);
+  base_product(x, W, members, a, y);
   if (members.data) fullrank_correction(x, members, a, y);
 }
 
