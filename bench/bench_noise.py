@@ -33,10 +33,8 @@ from typing import Any, Callable
 
 import numpy as np
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import harness  # noqa: E402
-
-import eggroll  # noqa: E402
+import eggroll
+from eggroll.bench import harness   # the shared harness ships in the package
 
 ISAS = ("avx512", "avx2", "scalar")   # widest first
 TARGET_PER_CORE = 400.0               # M normals/s per core

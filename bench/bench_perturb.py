@@ -31,16 +31,13 @@ NumPy's BLAS picks its own thread count (OPENBLAS_NUM_THREADS); --threads sets e
 from __future__ import annotations
 
 import math
-import os
 import sys
 from typing import Any, Callable
 
 import numpy as np
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import harness  # noqa: E402
-
-import eggroll  # noqa: E402
+import eggroll
+from eggroll.bench import harness   # the shared harness ships in the package
 
 SEED = 42
 SIGMA = 0.01

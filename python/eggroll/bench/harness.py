@@ -1,7 +1,9 @@
 """Shared benchmark harness: timing (warm-up, median of >= 5 runs, interleaved baselines),
 machine info, one JSON line per configuration, and a human table.
 
-Used by bench/bench_*.py; plain Python + NumPy, no pytest-benchmark. Conventions:
+Used by the repository's bench/bench_*.py scripts and by `eggroll bench` (eggroll.bench.suite);
+it ships inside the package so that an installed eggroll can benchmark itself. Plain Python +
+NumPy, no pytest-benchmark. Conventions of the scripts:
 
 * stdout carries JSON lines only (the first one is the machine record, kind "machine"),
   so `python bench/bench_X.py > results.jsonl` gives a clean file; the human-readable
@@ -61,11 +63,19 @@ VISIT_CALLS = 4  # with a cool-down, each visit times this many consecutive call
 _cooldown = 0.0
 
 
+def set_cooldown(seconds: float) -> None:
+    """Idle seconds before each switch of candidate (COOLDOWN_S; 0 = strictly back to back)."""
+    global _cooldown
+    _cooldown = max(0.0, float(seconds))
+
+
 def measure_interleaved(fns: dict[str, Callable[[], Any]], *, warmup: int = 2, repeat: int = 7,
                         min_time: float = 0.0, settle: float = NOISY_SPREAD,
                         max_rounds: int | None = None, settle_budget_s: float = 4.0,
                         before: dict[str, Callable[[], Any]] | None = None,
-                        sync: Callable[[], Any] | None = None) -> dict[str, dict[str, Any]]:
+                        sync: Callable[[], Any] | None = None,
+                        cooldown_after: Iterable[str] | None = None
+                        ) -> dict[str, dict[str, Any]]:
     """Time several callables round-robin: one call of each per round, the order reversed
     every other round, so that drift (clock, thermal, noisy neighbours) hits candidate and
     baseline alike. before[name]() runs untimed right before each call of fns[name] (e.g.
@@ -75,12 +85,15 @@ def measure_interleaved(fns: dict[str, Callable[[], Any]], *, warmup: int = 2, r
     most max_rounds (default SETTLE_FACTOR x repeat) rounds in all and while the timed
     rounds have taken under settle_budget_s seconds; pass max_rounds=repeat for slow
     callables. Each result carries noisy=True when its median still ends over settle x its
-    minimum.
+    minimum. cooldown_after names the candidates whose threads linger (NumPy's BLAS calls):
+    the cool-down sleep then follows only a switch away from one of them (default: every
+    switch); the untimed warm call on a switch stays.
     Returns {name: measure()-style dict}."""
     if repeat < MIN_REPEAT:
         raise ValueError(f"repeat: need >= {MIN_REPEAT} runs for a median, got {repeat}")
     before = before or {}
     names = list(fns)
+    cooldown_after = None if cooldown_after is None else set(cooldown_after)
     max_rounds = SETTLE_FACTOR * repeat if max_rounds is None else max(repeat, max_rounds)
 
     last = [None]
@@ -92,7 +105,8 @@ def measure_interleaved(fns: dict[str, Callable[[], Any]], *, warmup: int = 2, r
             # Switching candidates: let the previous one's threads go idle (NumPy's OpenBLAS
             # workers spin on a core for ~0.1 s after every call and would steal it from the
             # next candidate), then one untimed call to warm caches. --interleave disables it.
-            time.sleep(_cooldown)
+            if cooldown_after is None or last[0] in cooldown_after:
+                time.sleep(_cooldown)
             fns[name]()
         last[0] = name
         t0 = time.perf_counter()
@@ -170,7 +184,12 @@ def _build_info() -> dict[str, Any]:
         mtime = os.path.getmtime(core)
         info["eggroll_core_built_utc"] = datetime.datetime.fromtimestamp(
             mtime, datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    # python/eggroll/bench/harness.py -> the repository root, when run from a source tree
+    # (an installed package has no .git beside it and reports no commit).
+    root = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..", ".."))
+    if not (os.path.exists(os.path.join(root, ".git"))
+            and os.path.exists(os.path.join(root, "pyproject.toml"))):
+        return info
     try:
         import subprocess
         run = lambda *a: subprocess.run(["git", "-C", root, *a], capture_output=True,  # noqa: E731
@@ -184,6 +203,39 @@ def _build_info() -> dict[str, Any]:
     return info
 
 
+def _memory_gib() -> float | None:
+    try:
+        with open("/proc/meminfo") as fh:
+            for line in fh:
+                if line.startswith("MemTotal:"):
+                    return round(int(line.split()[1]) / 2**20, 1)   # kB -> GiB
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def _gpus() -> list[str]:
+    """NVIDIA GPUs as 'name, memory' (nvidia-smi), or [] when there is none or no driver."""
+    import shutil
+    import subprocess
+    if not shutil.which("nvidia-smi"):
+        return []
+    try:
+        out = subprocess.run(["nvidia-smi", "--query-gpu=name,memory.total",
+                              "--format=csv,noheader"], capture_output=True, text=True,
+                             timeout=10).stdout
+    except Exception:
+        return []
+    return [line.strip() for line in out.splitlines() if line.strip()]
+
+
+def _loadavg() -> list[float] | None:
+    try:
+        return [round(v, 2) for v in os.getloadavg()]
+    except (OSError, AttributeError):
+        return None
+
+
 def machine_info() -> dict[str, Any]:
     """What the numbers were measured on (the first JSON line of every script)."""
     return {
@@ -192,6 +244,9 @@ def machine_info() -> dict[str, Any]:
         "cpu": _cpu_model(),
         "logical_cores": os.cpu_count(),
         "affinity_cores": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
+        "memory_gib": _memory_gib(),
+        "gpus": _gpus(),
+        "loadavg_1_5_15m": _loadavg(),
         "platform": platform.platform(),
         "python": platform.python_version(),
         "numpy": np.__version__,
@@ -295,8 +350,7 @@ class Session:
             raise SystemExit(f"--threads: need >= 1, got {args.threads}")
         self.args = args
         self.records: list[dict[str, Any]] = []
-        global _cooldown
-        _cooldown = 0.0 if getattr(args, "interleave", False) else COOLDOWN_S
+        set_cooldown(0.0 if getattr(args, "interleave", False) else COOLDOWN_S)
 
     def __enter__(self) -> "Session":
         global _jsonl_path
