@@ -1,0 +1,180 @@
+"""`eggroll bench`: the smoke grid writes its files with the documented columns, the
+generated docs region replaces only itself, and the memory / rank-study parts are wired in by
+module name (a missing one is reported, not fatal). No timing assertions."""
+from __future__ import annotations
+
+import csv
+import json
+import pathlib
+import shutil
+import subprocess
+import sys
+import types
+from typing import Any
+
+import pytest
+
+import eggroll
+from eggroll.__main__ import main as cli_main
+from eggroll.bench import cli, report, suite
+
+EXPECTED_PNGS = ("throughput_vs_population.png", "fraction_of_inference_vs_size.png",
+                 "speedup_vs_fullrank.png")
+
+
+def _have_matplotlib() -> bool:
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+@pytest.fixture(scope="module")
+def smoke_out(tmp_path_factory: pytest.TempPathFactory) -> pathlib.Path:
+    out = tmp_path_factory.mktemp("eggroll-bench")
+    saved = (eggroll.get_num_threads(), eggroll.get_isa())
+    rc = cli_main(["bench", "--smoke", "--out", str(out)])
+    assert rc == 0
+    assert (eggroll.get_num_threads(), eggroll.get_isa()) == saved, "threads / ISA not restored"
+    return out
+
+
+def test_smoke_writes_jsonl_csv_machine(smoke_out: pathlib.Path) -> None:
+    out = smoke_out
+    recs = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+    suites = {r["suite"] for r in recs}
+    assert {"forward", "update", "noise"} <= suites
+    ok = [r for r in recs if r["status"] == "ok"]
+    for r in ok:
+        assert r["eggroll_median_s"] > 0 and r["baseline_median_s"] > 0
+        assert r["rel_throughput"] == pytest.approx(r["baseline_median_s"]
+                                                    / r["eggroll_median_s"])
+        assert len(r["eggroll_times_s"]) == r["eggroll_n"] >= 5
+    # Full rank is measured where the smoke grid's cap allows, with its speed-up.
+    assert any(r.get("speedup_vs_full") for r in ok if r["suite"] == "forward")
+    assert any(r.get("speedup_vs_full") for r in ok if r["suite"] == "update")
+    # The dtypes the NumPy backend lacks are listed, not dropped.
+    missing = {(r["suite"], r["dtype"]) for r in recs if r["status"] != "ok"}
+    assert {("forward", "bfloat16"), ("forward", "int8"), ("update", "int8")} <= missing
+    assert all(r["status"] == "not available on this backend" for r in recs
+               if r["status"] != "ok")
+
+    with open(out / "results.csv", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    assert len(rows) == len(recs)
+    header = list(rows[0])
+    assert header[:len(suite.CSV_COLUMNS)] == suite.CSV_COLUMNS
+    assert not any(h.endswith("_times_s") for h in header)      # raw times stay in JSON
+    fwd = [r for r in rows if r["suite"] == "forward" and r["status"] == "ok"]
+    assert fwd and all(float(r["eggroll_per_s"]) > 0 for r in fwd)
+
+    machine = json.loads((out / "machine.json").read_text())
+    for key in ("cpu", "logical_cores", "gpus", "memory_gib", "numpy", "eggroll_isa",
+                "timings_s", "mode", "backends"):
+        assert key in machine, key
+    assert machine["mode"] == "smoke"
+
+
+def test_smoke_plots(smoke_out: pathlib.Path) -> None:
+    if not _have_matplotlib():
+        pytest.skip("matplotlib is not installed (the bench extra): no plots")
+    out = smoke_out
+    for name in EXPECTED_PNGS:
+        data = (out / name).read_bytes()
+        assert data[:8] == b"\x89PNG\r\n\x1a\n", name
+        assert len(data) < 200_000, f"{name}: {len(data)} bytes"
+
+
+def test_plots_skipped_without_matplotlib(tmp_path: pathlib.Path,
+                                          monkeypatch: pytest.MonkeyPatch,
+                                          capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setattr(cli.plots, "have_matplotlib", lambda: False)
+    assert cli_main(["bench", "--smoke", "--out", str(tmp_path)]) == 0
+    assert (tmp_path / "results.csv").exists() and not list(tmp_path.glob("*.png"))
+    assert "eggroll[bench]" in capsys.readouterr().out
+
+
+def _fake_part(records: list[dict[str, Any]], png: str | None) -> types.ModuleType:
+    mod = types.ModuleType("fake_part")
+
+    def run(out_dir: pathlib.Path, quick: bool) -> list[dict[str, Any]]:
+        assert isinstance(out_dir, pathlib.Path) and quick is True
+        if png:
+            (out_dir / png).write_bytes(b"\x89PNG\r\n\x1a\n")
+        return [dict(r) for r in records]
+
+    mod.run = run  # type: ignore[attr-defined]
+    mod.summary_markdown = lambda recs: f"| rows |\n|---|\n| {len(recs)} |"  # type: ignore
+    return mod
+
+
+def test_parts_wired_by_module_name(tmp_path: pathlib.Path,
+                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """--quick runs the memory part's quick form; --rank-study adds the study; their records
+    land in results.jsonl and their own CSVs, their PNGs in the docs region."""
+    monkeypatch.setitem(sys.modules, "eggroll.bench.memory",
+                        _fake_part([{"what": "peak", "bytes": 1}], "memory.png"))
+    monkeypatch.setitem(sys.modules, "eggroll.bench.rank_study",
+                        _fake_part([{"rank": 1, "error": 0.5}], "rank_study.png"))
+    res = cli.run_part("memory", "eggroll.bench.memory", "Memory", tmp_path, quick=True)
+    assert res["status"] == "ok" and res["pngs"] == ["memory.png"]
+    assert res["records"] == [{"what": "peak", "bytes": 1, "suite": "memory"}]
+
+    doc = tmp_path / "doc.md"
+    doc.write_text("# hand-written\n\nanalysis\n")
+    out = tmp_path / "out"
+    # --no-grid keeps this fast; the grid's own docs output is covered below.
+    assert cli_main(["bench", "--quick", "--no-grid", "--rank-study", "--out", str(out),
+                     "--update-docs", str(doc)]) == 0
+    recs = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+    assert {r["suite"] for r in recs} == {"memory", "rank_study"}
+    assert (out / "memory.csv").exists() and (out / "rank_study.csv").exists()
+    text = doc.read_text()
+    assert text.startswith("# hand-written\n\nanalysis\n")
+    assert "](bench/memory.png)" in text and "](bench/rank_study.png)" in text
+    assert (tmp_path / "bench" / "memory.png").exists()
+
+
+def test_missing_part_is_reported(tmp_path: pathlib.Path,
+                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "eggroll.bench.rank_study", None)   # import fails
+    res = cli.run_part("rank_study", "eggroll.bench.rank_study", "Rank", tmp_path, quick=True)
+    assert res["status"] == "missing" and "skipping" in res["message"]
+
+
+def test_update_docs_rewrites_only_the_region(tmp_path: pathlib.Path) -> None:
+    doc = tmp_path / "benchmarks.md"
+    doc.write_text(f"# Benchmarks\n\nhand-written\n\n{report.BEGIN}\nold\n{report.END}\n"
+                   "after\n")
+    out = tmp_path / "out"
+    assert cli_main(["bench", "--smoke", "--out", str(out), "--update-docs", str(doc)]) == 0
+    text = doc.read_text()
+    assert text.startswith("# Benchmarks\n\nhand-written\n\n" + report.BEGIN)
+    assert text.endswith(report.END + "\nafter\n") and "\nold\n" not in text
+    assert "eggroll bench --smoke" in text and "NOISY" in text
+    assert "results.csv" in text and (tmp_path / "bench" / "results.csv").exists()
+    if _have_matplotlib():
+        for name in EXPECTED_PNGS:
+            assert f"](bench/{name})" in text and (tmp_path / "bench" / name).exists()
+    # Idempotent apart from the numbers: one region, markers kept.
+    assert text.count(report.BEGIN) == text.count(report.END) == 1
+    with pytest.raises(ValueError, match="markers"):
+        report.replace_region(f"{report.BEGIN} only", "x")
+
+
+def test_bench_rejects_bad_flags(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exc:
+        cli_main(["bench", "--threads", "0"])
+    assert exc.value.code == 2 and "--threads" in capsys.readouterr().err
+
+
+def test_console_script() -> None:
+    """The installed `eggroll` command (pyproject [project.scripts]); skipped in a source
+    tree that was not pip-installed."""
+    exe = shutil.which("eggroll")
+    if exe is None:
+        pytest.skip("no `eggroll` console script on PATH (package not pip-installed)")
+    res = subprocess.run([exe, "--help"], capture_output=True, text=True, timeout=60)
+    assert res.returncode == 0 and "bench" in res.stdout and "demo" in res.stdout
+    assert res.stdout.startswith("usage: eggroll ")
