@@ -198,8 +198,10 @@ def _docs_body(args: argparse.Namespace, argv: list[str], info: dict[str, Any],
         "",
         "Other processes may have been running on this shared machine during the run: "
         f"{len(noisy)} of {len(timed)} timed rows are flagged NOISY (a median still over "
-        f"{harness.NOISY_SPREAD} x its minimum after extra runs; `noisy` in the CSV). "
-        "Compare the same-run ratios, not absolute times.",
+        f"{harness.NOISY_SPREAD} x its minimum after extra runs, or — `NOISY (load)` — "
+        f"other processes using over {suite.OTHER_LOAD_MAX} of a core while the row was "
+        "measured; `noisy`, `contended` and `other_load_cores` in the CSV). Compare the "
+        "same-run ratios, not absolute times.",
         "",
     ]
     if timed:
@@ -261,6 +263,10 @@ def main(argv: list[str] | None = None, prog: str = "eggroll") -> int:
         info.update(mode=mode, command=f"{prog} bench {shlex.join(argv)}".strip(),
                     backends=[b.describe() for b in BACKENDS])
         harness.print_machine(info)
+        load = info.get("loadavg_1_5_15m")
+        if load and load[0] > 0.5:
+            harness.log(f"the machine is busy (load average {load[0]} over the last minute): "
+                        "rows measured while other processes use the CPUs are flagged NOISY")
         timings: dict[str, float] = {}
         records: list[dict[str, Any]] = []
         grid_pngs: list[str] = []

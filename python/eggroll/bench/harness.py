@@ -144,6 +144,46 @@ def measure_interleaved(fns: dict[str, Callable[[], Any]], *, warmup: int = 2, r
     return out
 
 
+def _busy_seconds() -> float | None:
+    """CPU seconds all cores have spent busy since boot (/proc/stat), or None off Linux."""
+    try:
+        with open("/proc/stat") as fh:
+            vals = [int(v) for v in fh.readline().split()[1:9]]
+    except (OSError, ValueError):
+        return None
+    idle = vals[3] + vals[4]                            # idle + iowait
+    return (sum(vals) - idle) / os.sysconf("SC_CLK_TCK")
+
+
+class OtherLoad:
+    """How many cores' worth of CPU other processes used while a block ran:
+
+        with harness.OtherLoad() as load: ...
+        load.cores      # (all busy CPU time - this process's) / wall time; None if unknown
+
+    A block shorter than min_wall_s (the counters tick every 10 ms) gives None. On a 2-core
+    machine another process at 0.3 cores already slows a 2-thread GEMM by whole scheduler
+    ticks (4 ms): a median that is consistently slow, which the spread test cannot see."""
+
+    def __init__(self, min_wall_s: float = 0.25) -> None:
+        self.min_wall_s = min_wall_s
+        self.cores: float | None = None
+
+    def __enter__(self) -> "OtherLoad":
+        t = os.times()
+        self._own0, self._busy0, self._t0 = t.user + t.system, _busy_seconds(), time.perf_counter()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        t = os.times()
+        wall = time.perf_counter() - self._t0
+        busy1 = _busy_seconds()
+        if self._busy0 is None or busy1 is None or wall < self.min_wall_s:
+            return
+        own = t.user + t.system - self._own0
+        self.cores = max(0.0, (busy1 - self._busy0) - own) / wall
+
+
 def gflops(flops: float, seconds: float) -> float:
     return flops / seconds / 1e9
 

@@ -69,7 +69,8 @@ def _display(rec: dict[str, Any]) -> dict[str, Any]:
     d["size"] = rec.get("m")
     d["eggroll_ms"], d["baseline_ms"], d["full_ms"] = (_ms(rec, k) for k in
                                                         ("eggroll", "baseline", "full"))
-    d["flag"] = "NOISY" if rec.get("noisy") else ""
+    d["flag"] = ("NOISY (load)" if rec.get("contended") else
+                 "NOISY" if rec.get("noisy") else "")
     if rec.get("suite") == "noise":
         d["log2"] = f"2^{rec['count'].bit_length() - 1}"
         d["M_per_s"] = rec["eggroll_per_s"] / 1e6
