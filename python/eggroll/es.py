@@ -124,6 +124,9 @@ class Population:
         self.epoch = epoch
         self.sigma = sigma
         self.members = range(es.population)
+        # Perturbed vectors are fixed for the epoch: a bias used at every time step of a
+        # rollout is regenerated once, not per call (read-only, so the cache stays valid).
+        self._vectors: dict[str, np.ndarray] = {}
 
     def __len__(self) -> int:
         return len(self.members)
@@ -180,13 +183,19 @@ class Population:
         return y
 
     def vector(self, name: str) -> np.ndarray:
-        """float32 [N, m]: member i's copy of the 1-D parameter params[name] (v + s_i sigma z_k).
-        A frozen parameter gives a read-only broadcast view of v itself."""
+        """float32 [N, m], read-only: member i's copy of the 1-D parameter params[name]
+        (v + s_i sigma z_k), computed once per epoch. A frozen parameter gives a broadcast
+        view of v itself."""
         v = self._param(name, "name", 1)
         key = self._key(name)
         if name in self._es.frozen:
             return np.broadcast_to(v, (self._es.population, v.shape[0]))
-        return perturb_vector(v, members=self.members, **key)
+        cached = self._vectors.get(name)
+        if cached is None:
+            cached = perturb_vector(v, members=self.members, **key)
+            cached.flags.writeable = False
+            self._vectors[name] = cached
+        return cached
 
 
 # ------------------------------------------------------------------------------------------
