@@ -96,8 +96,9 @@ NOISE_COLS: list[Column] = [
     ("flag", "")]
 
 
-def _pivot(rows: list[dict[str, Any]], key: str, label: str) -> Section | None:
-    """Population x size table of one value at the first rank (the Cartesian grid's overview)."""
+def _pivot(rows: list[dict[str, Any]], key: str, label: str, pop: str) -> Section | None:
+    """Population x size table of one value at the first rank (the Cartesian grid's overview);
+    a NOISY row's value carries a '*'."""
     if not rows:
         return None
     r0 = min(r["rank"] for r in rows)
@@ -106,10 +107,12 @@ def _pivot(rows: list[dict[str, Any]], key: str, label: str) -> Section | None:
     sizes = sorted({r["m"] for r in rows})
     if len(pops) < 2 or len(sizes) < 2:
         return None
-    cell = {(r["P"], r["m"]): r.get(key) for r in rows}
+    cell = {(r["P"], r["m"]): (harness._fmt(r.get(key)) + ("*" if r.get("noisy") else ""))
+            for r in rows if r.get(key) is not None}
     out = [{"P": p, **{f"s{s}": cell.get((p, s)) for s in sizes}} for p in pops]
-    return Section(f"{label}, rank {r0}: population (rows) x size m = n (columns)", out,
-                   [("P", "P")] + [(f"s{s}", str(s)) for s in sizes])
+    return Section(f"{label}, rank {r0}: {pop} (rows) x m = n (columns)", out,
+                   [("P", pop)] + [(f"s{s}", str(s)) for s in sizes],
+                   note="(* NOISY; - not measured)")
 
 
 def sections(records: list[dict[str, Any]], grid: Grid) -> list[Section]:
@@ -138,7 +141,7 @@ def sections(records: list[dict[str, Any]], grid: Grid) -> list[Section]:
             if grid.cartesian:
                 for k, label in (("rel_throughput", "of inference" if suite == "forward"
                                   else "of GEMM"), ("speedup_vs_full", "x full-rank")):
-                    p = _pivot(rows, k, f"{name} ({tag}): {label}")
+                    p = _pivot(rows, k, f"{name} ({tag}): {label}", what)
                     if p:
                         out.append(p)
         isa_order = {isa: i for i, isa in enumerate(("avx512", "avx2", "scalar"))}
@@ -178,9 +181,8 @@ def markdown_table(rows: list[dict[str, Any]], columns: list[Column]) -> str:
 def sections_markdown(secs: list[Section]) -> str:
     parts = []
     for s in secs:
-        parts.append(f"**{s.title}**\n\n" + markdown_table(s.rows, s.columns))
-        if s.note:
-            parts.append(s.note + "\n")
+        parts.append(f"**{s.title}**\n\n" + markdown_table(s.rows, s.columns)
+                     + (f"\n{s.note}\n" if s.note else ""))
     return "\n".join(parts)
 
 

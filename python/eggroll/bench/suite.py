@@ -292,8 +292,10 @@ def _monitored(fn: Callable[[], list[dict[str, Any]]], retries: int
     def run() -> list[dict[str, Any]]:
         best: tuple[float, list[dict[str, Any]]] | None = None
         for attempt in range(retries + 1):
+            t0 = time.perf_counter()
             with harness.OtherLoad() as load:
                 recs = fn()
+            group_s = time.perf_counter() - t0
             cores = load.cores
             contended = cores is not None and cores > OTHER_LOAD_MAX
             for r in recs:
@@ -301,6 +303,7 @@ def _monitored(fn: Callable[[], list[dict[str, Any]]], retries: int
                 r["contended"] = contended
                 r["noisy"] = bool(r.get("noisy")) or contended
                 r["attempts"] = attempt + 1
+                r["group_s"] = round(group_s, 3)     # wall time of the whole group
             if best is None or (cores or 0.0) < best[0]:
                 best = (cores or 0.0, recs)
             if not contended:
