@@ -174,7 +174,7 @@ def _headline(records: list[dict[str, Any]], grid: suite.Grid) -> list[str]:
         lines.append(f"noise: {best['eggroll_per_s'] / 1e6:.0f} M normals/s "
                      f"({best['isa']}, {best['threads']} thread{'s' * (best['threads'] > 1)}, 2^"
                      f"{best['count'].bit_length() - 1} values), {best['rel_throughput']:.1f}"
-                     f" x NumPy's Ziggurat")
+                     f" x NumPy's Ziggurat" + (" (NOISY)" if best.get("noisy") else ""))
     return lines
 
 
