@@ -3,8 +3,10 @@ memory comparison and, on request, the rank study; writes results.jsonl, results
 machine.json and PNG plots into --out, prints the tables, and can regenerate the marked
 region of docs/benchmarks.md (--update-docs).
 
-    eggroll bench --quick                      # <= 1 minute on a 2-core machine
-    eggroll bench --rank-study --update-docs docs/benchmarks.md     # full grid (minutes)
+    eggroll bench --quick              # ~17 s on the 2-core VM (grid 12 s, memory 4 s)
+    eggroll bench --rank-study --update-docs docs/benchmarks.md
+                                       # full grid: ~3.5 min there (grid 157 s, memory 25 s,
+                                       # rank study 13 s), more while other processes run
 
 The memory and rank-study parts are the modules eggroll.bench.memory and
 eggroll.bench.rank_study, each with run(out_dir, quick) -> records and
@@ -44,7 +46,8 @@ def _parse(argv: list[str], prog: str) -> argparse.Namespace:
                     "inference and full-rank ES in the same run, plus peak memory (and, with "
                     "--rank-study, the low-rank estimator's error against rank).",
         epilog="Outputs in --out: results.jsonl, results.csv, machine.json, *.png. "
-               "Times are medians of >= 5 runs; compare the same-run ratios.")
+               "Times are medians of >= 5 runs; compare the same-run ratios. On a 2-core "
+               "machine --quick takes ~20 s and the full grid ~3.5 minutes.")
     ap.add_argument("--quick", action="store_true",
                     help="a small grid and the memory part's quick form (<= 1 minute)")
     ap.add_argument("--out", default="eggroll-bench", metavar="DIR",
