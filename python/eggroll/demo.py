@@ -1,7 +1,7 @@
 """The training demo: an MLP digit classifier trained by eggroll.ES on the CPU, no gradients.
 
-    python -m eggroll demo            # or: python examples/digits.py
-    python -m eggroll demo --quick    # a few steps (CI smoke test)
+    eggroll demo                      # or: python -m eggroll demo, python examples/digits.py
+    eggroll demo --quick              # a few steps (CI smoke test)
 
 scikit-learn's bundled 8x8 digits (1797 images, no download), MLP 64 -> hidden -> 10,
 fitness = minus the cross-entropy of each member on a minibatch shared by the whole
@@ -23,7 +23,7 @@ EXTRA_HINT = ('the demo needs scikit-learn and tqdm, the "demo" extra: '
 
 
 def _parse(argv: list[str] | None) -> argparse.Namespace:
-    ap = argparse.ArgumentParser(prog="python -m eggroll demo", description=__doc__.split("\n")[0])
+    ap = argparse.ArgumentParser(prog="eggroll demo", description=__doc__.split("\n")[0])
     ap.add_argument("--steps", type=int, default=None,
                     help="ES steps (default 600, or 20 with --quick)")
     ap.add_argument("--population", type=int, default=512, help="members (even; default 512)")
