@@ -98,9 +98,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"digits_curve: {EXTRA_HINT}\n  ({e})", file=sys.stderr)
         return 2
     import eggroll
-    from eggroll.demo import MLP, cross_entropy
+    from eggroll.demo import MLP, _parse as demo_defaults, cross_entropy
 
-    sigma, lr, hidden, b, rank = 0.05, 0.02, 64, 64, 1        # the demo's defaults
+    d = demo_defaults([])                                       # the demo's hyper-parameters
+    sigma, lr, hidden, b, rank = d.sigma, d.lr, d.hidden, d.batch, d.rank
     X, y = load_digits(return_X_y=True)
     X = (X / 16.0).astype(np.float32)
     Xtr, Xte, ytr, yte = train_test_split(X, y, test_size=0.25, random_state=args.seed,
