@@ -310,8 +310,8 @@ def test_bad_shape_argument(op, shape, exc):
 
 @pytest.mark.parametrize("op", ["perturbed_matmul", "perturbed_matmul_full"])
 def test_unsupported_framework_array(op):
-    """Arrays of a framework this build lacks: TypeError naming the argument, not a crash."""
-    fake = type("Tensor", (), {"__module__": "torch"})()
+    """Arrays of a framework eggroll has no adapter for: TypeError naming the argument."""
+    fake = type("Tensor", (), {"__module__": "tensorflow.python.framework"})()
     with pytest.raises(TypeError, match=named("x")):
         KEY_OPS[op](x=fake)
 

@@ -4,10 +4,12 @@
 # that already loaded the old module keep running.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-if [ ! -f build/dev/build.ninja ]; then
-  cmake -S . -B build/dev -G Ninja -DEGGROLL_BUILD_PYTHON=ON -DCMAKE_BUILD_TYPE=Release \
-        -Dpybind11_DIR="$(python3 -m pybind11 --cmakedir)" >/dev/null
+# BUILD_DIR (default build/dev) and extra CMake arguments in EGGROLL_CMAKE_ARGS.
+B=${BUILD_DIR:-build/dev}
+if [ ! -f "$B/build.ninja" ]; then
+  cmake -S . -B "$B" -G Ninja -DEGGROLL_BUILD_PYTHON=ON -DCMAKE_BUILD_TYPE=Release \
+        -Dpybind11_DIR="$(python3 -m pybind11 --cmakedir)" ${EGGROLL_CMAKE_ARGS:-} >/dev/null
 fi
-ninja -C build/dev >/dev/null
-so=$(ls build/dev/_core*.so)
+ninja -C "$B" >/dev/null
+so=$(ls "$B"/_core*.so)
 cp "$so" "python/eggroll/.tmp_core.so" && mv -f "python/eggroll/.tmp_core.so" "python/eggroll/$(basename "$so")"

@@ -32,18 +32,33 @@ __all__ = [
 ]
 
 
-def _adapter(arr: Any, name: str) -> Any:
-    """The adapter module for arr's framework (NumPy arrays and array-likes -> NumPy)."""
+# Framework of an array (the top-level package of its type) -> adapter module of this package.
+# Adapters are imported lazily: `import eggroll` never imports torch, jax or cupy.
+_ADAPTERS = {"torch": "torch", "jax": "jax", "jaxlib": "jax", "cupy": "cupy", "cupyx": "cupy"}
+
+
+def _adapter(arr: Any, name: str, op: str | None = None) -> Any:
+    """The adapter module for arr's framework (NumPy arrays and array-likes -> NumPy).
+
+    op: the function the caller is about to use; an adapter that lacks it raises TypeError."""
     mod = type(arr).__module__.split(".")[0]
-    if mod in ("torch", "cupy", "jax", "jaxlib", "cupyx"):
-        raise TypeError(f"{name}: {mod} arrays are not supported by this build yet; "
-                        "pass a NumPy array")
-    return _np_adapter
+    target = _ADAPTERS.get(mod)
+    if target is None:
+        return _np_adapter
+    import importlib
+    try:
+        adapter = importlib.import_module(f"{__name__}.{target}")
+    except ImportError as e:  # pragma: no cover - depends on the installed frameworks
+        raise TypeError(f"{name}: {mod} arrays need eggroll's {target} adapter, which failed "
+                        f"to import ({e})") from e
+    if op is not None and not hasattr(adapter, op):
+        raise TypeError(f"{name}: {op} does not support {mod} arrays yet; pass a NumPy array")
+    return adapter
 
 
 def philox4x32(counter: Any, key: Any) -> Any:
     """Raw Philox4x32-10. counter: uint32 [..., 4]; key: uint32 [2] -> uint32 [..., 4]."""
-    return _adapter(counter, "counter").philox4x32(counter, key)
+    return _adapter(counter, "counter", "philox4x32").philox4x32(counter, key)
 
 
 def normal(count: int, *, seed: int, param_id: int = 0, epoch_index: int = 0,
@@ -70,7 +85,7 @@ def perturbed_matmul(x: Any, W: Any, *, members: Any, epoch: int, seed: int, par
 
     y_i = x_i W^T + s_i (sigma / sqrt(rank)) (x_i B_k) A_k^T for each member i in members;
     members=None gives exactly x @ W.T."""
-    return _adapter(x, "x").perturbed_matmul(
+    return _adapter(x, "x", "perturbed_matmul").perturbed_matmul(
         x, W, members=members, epoch=epoch, seed=seed, param_id=param_id, sigma=sigma,
         rank=rank, noise_reuse=noise_reuse, antithetic=antithetic, out=out)
 
@@ -80,7 +95,7 @@ def perturbed_matmul_full(x: Any, W: Any, *, members: Any, epoch: int, seed: int
                           antithetic: bool = True, out: Any = None) -> Any:
     """Full-rank (OpenES) baseline: y_i = x_i (W + s_i sigma Z_k)^T, streaming Z_k in
     bounded memory. Same shapes and keys as perturbed_matmul."""
-    return _adapter(x, "x").perturbed_matmul_full(
+    return _adapter(x, "x", "perturbed_matmul_full").perturbed_matmul_full(
         x, W, members=members, epoch=epoch, seed=seed, param_id=param_id, sigma=sigma,
         noise_reuse=noise_reuse, antithetic=antithetic, out=out)
 
@@ -88,7 +103,7 @@ def perturbed_matmul_full(x: Any, W: Any, *, members: Any, epoch: int, seed: int
 def perturb_vector(v: Any, *, members: Any, epoch: int, seed: int, param_id: int = 0,
                    sigma: float, noise_reuse: int = 1, antithetic: bool = True) -> Any:
     """Full-rank vector perturbation. v: [m] -> [M, m], row i = v + s_i sigma z_k[0:m]."""
-    return _adapter(v, "v").perturb_vector(v, members=members, epoch=epoch, seed=seed,
+    return _adapter(v, "v", "perturb_vector").perturb_vector(v, members=members, epoch=epoch, seed=seed,
                                            param_id=param_id, sigma=sigma,
                                            noise_reuse=noise_reuse, antithetic=antithetic)
 
@@ -100,7 +115,7 @@ def es_gradient(fitness: Any, shape: Any, *, members: Any = None, epoch: int, se
 
     fitness: [N] (already shaped); members defaults to range(N). A 2-D shape is estimated
     low rank (unless full_rank=True), a 1-D shape full rank. g points uphill."""
-    return _adapter(fitness, "fitness").es_gradient(
+    return _adapter(fitness, "fitness", "es_gradient").es_gradient(
         fitness, shape, members=members, epoch=epoch, seed=seed, param_id=param_id,
         sigma=sigma, rank=rank, noise_reuse=noise_reuse, antithetic=antithetic,
         full_rank=full_rank)
@@ -108,17 +123,17 @@ def es_gradient(fitness: Any, shape: Any, *, members: Any = None, epoch: int, se
 
 def centered_rank(f: Any) -> Any:
     """Ranks mapped linearly onto [-0.5, 0.5] (ties share their mean rank): float32 [N]."""
-    return _adapter(f, "f").centered_rank(f)
+    return _adapter(f, "f", "centered_rank").centered_rank(f)
 
 
 def zscore(f: Any, group_size: int = 0) -> Any:
     """(f - mean) / sqrt(var + 1e-5): mean per group of group_size (0 = all), var over all."""
-    return _adapter(f, "f").zscore(f, group_size)
+    return _adapter(f, "f", "zscore").zscore(f, group_size)
 
 
 def antithetic_sign(f: Any) -> Any:
     """One value per antithetic pair: sign(f[2k] - f[2k+1]) as float32 [N/2]."""
-    return _adapter(f, "f").antithetic_sign(f)
+    return _adapter(f, "f", "antithetic_sign").antithetic_sign(f)
 
 
 def set_num_threads(n: int) -> None:

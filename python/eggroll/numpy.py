@@ -3,8 +3,9 @@
 Dtype policy: computation is float32. float64 and float16 inputs are converted to float32
 (a copy) and results are float32; integer, bool and complex inputs raise TypeError.
 Inputs must be C-contiguous (ValueError otherwise: we never copy silently for layout).
-The base product x @ W.T goes through NumPy's BLAS (measured faster than the core's own
-GEMM, see docs/benchmarks.md); the core adds the per-member correction in place.
+The base product x @ W.T is the core's own deterministic GEMM (same bits for any member
+split and thread count, see docs/ops.md "The base product"); the core adds the per-member
+correction in place.
 """
 from __future__ import annotations
 
