@@ -1,0 +1,400 @@
+// The integer path: validation, run-time ISA dispatch of the int8 GEMM, operand packing,
+// integer noise, and the exact epilogues (correction, shifts, requantisation, vote update).
+// Parallel decomposition: noise runs (one task per run of members sharing a noise index),
+// then (row tile x column chunk) GEMM tiles; each output element is owned by one task, and
+// all arithmetic is exact, so results never depend on the thread count or the ISA.
+#include "eggroll/int8.h"
+#include <algorithm>
+#include <atomic>
+#include <cmath>
+#include <functional>
+#include <string>
+#include <vector>
+#include "eggroll/check.h"
+#include "eggroll/noise.h"
+#include "eggroll/parallel.h"
+#include "int8_kernel.h"
+#include "kernels.h"
+
+namespace eggroll {
+namespace {
+
+constexpr int64_t kRowTile = 64;    // rows per GEMM task (multiple of 32)
+constexpr int64_t kColBlocks = 16;  // 16-column blocks per GEMM task (256 columns)
+constexpr int64_t kUpdateK = 4096;  // update: factor columns per chunk (<= 2^17, exact int32)
+
+bool cpu_has(Int8Isa isa) {
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+  __builtin_cpu_init();
+  switch (isa) {
+    case Int8Isa::scalar: return true;
+    case Int8Isa::avx2: return __builtin_cpu_supports("avx2");
+    case Int8Isa::avx_vnni:
+      return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("avxvnni");
+    case Int8Isa::avx512_vnni:
+      return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+             __builtin_cpu_supports("avx512vnni");
+    case Int8Isa::amx:
+      return __builtin_cpu_supports("amx-tile") && __builtin_cpu_supports("amx-int8") &&
+             detail::amx_os_enable();
+  }
+  return false;
+#else
+  return isa == Int8Isa::scalar;
+#endif
+}
+
+std::atomic<int> g_int8_isa{-1};
+
+detail::Int8GemmFn kernel_for(Int8Isa isa) {
+  switch (isa) {
+    case Int8Isa::avx2: return detail::int8_gemm_avx2;
+    case Int8Isa::avx_vnni: return detail::int8_gemm_avx_vnni;
+    case Int8Isa::avx512_vnni: return detail::int8_gemm_avx512_vnni;
+    case Int8Isa::amx: return detail::int8_gemm_amx;
+    case Int8Isa::scalar: break;
+  }
+  return detail::int8_gemm_scalar;
+}
+
+// ---- packing (cpp/int8_kernel.h) ---------------------------------------------------------
+
+int64_t round_up(int64_t v, int64_t to) { return (v + to - 1) / to * to; }
+
+struct PackedCols {
+  std::vector<int8_t> data;    // [nb][Kp/4][16][4]
+  std::vector<int32_t> wsum;   // [nb * 16]
+  int64_t cols = 0, nb = 0, Kp = 0;
+};
+
+PackedCols pack_cols(const int8_t* W, int64_t cols, int64_t K) {
+  PackedCols P;
+  P.cols = cols; P.nb = (cols + 15) / 16; P.Kp = round_up(std::max<int64_t>(K, 1), 64);
+  P.data.assign(size_t(P.nb * P.Kp * 16), 0);
+  P.wsum.assign(size_t(P.nb * 16), 0);
+  parallel_for(P.nb, 4, [&](int64_t lo, int64_t hi) {
+    for (int64_t jb = lo; jb < hi; ++jb) {
+      int8_t* dst = P.data.data() + jb * P.Kp * 16;
+      for (int64_t jj = 0; jj < 16 && jb * 16 + jj < cols; ++jj) {
+        const int8_t* w = W + (jb * 16 + jj) * K;
+        int32_t s = 0;
+        for (int64_t k = 0; k < K; ++k) {
+          dst[(k >> 2) * 64 + jj * 4 + (k & 3)] = w[k];
+          s += w[k];
+        }
+        P.wsum[size_t(jb * 16 + jj)] = s;
+      }
+    }
+  });
+  return P;
+}
+
+// rows x K (leading dimension K) -> Rpad x Kp, zero padded.
+std::vector<int8_t> pack_rows(const int8_t* X, int64_t rows, int64_t K, int64_t Kp) {
+  const int64_t Rpad = round_up(std::max<int64_t>(rows, 1), 16);
+  std::vector<int8_t> Xp(size_t(Rpad * Kp), 0);
+  parallel_for(rows, 64, [&](int64_t lo, int64_t hi) {
+    for (int64_t i = lo; i < hi; ++i) std::copy(X + i * K, X + (i + 1) * K, Xp.data() + i * Kp);
+  });
+  return Xp;
+}
+
+// Runs the active kernel over every (row tile, column chunk) and hands each int32 tile to
+// epi(r0, nr, c0, nc, C, ldc) with nr/nc the real (unpadded) rows and columns.
+using TileFn = std::function<void(int64_t, int64_t, int64_t, int64_t, const int32_t*, int64_t)>;
+void gemm_tiles(const std::vector<int8_t>& Xp, int64_t rows, const PackedCols& P,
+                const TileFn& epi) {
+  const detail::Int8GemmFn kern = kernel_for(active_int8_isa());
+  const int64_t Rpad = round_up(std::max<int64_t>(rows, 1), 16);
+  const int64_t rt = (Rpad + kRowTile - 1) / kRowTile, ct = (P.nb + kColBlocks - 1) / kColBlocks;
+  const int64_t ldc = kColBlocks * 16;
+  parallel_for(rt * ct, 1, [&](int64_t lo, int64_t hi) {
+    std::vector<int32_t> C(size_t(kRowTile * ldc));
+    for (int64_t t = lo; t < hi; ++t) {
+      const int64_t r0 = (t / ct) * kRowTile, jb0 = (t % ct) * kColBlocks;
+      const int64_t nr = std::min(kRowTile, Rpad - r0), nb = std::min(kColBlocks, P.nb - jb0);
+      kern(Xp.data() + r0 * P.Kp, nr, P.Kp, P.data.data() + jb0 * P.Kp * 16,
+           P.wsum.data() + jb0 * 16, nb, C.data(), ldc);
+      const int64_t real_r = std::min(nr, rows - r0), real_c = std::min(nb * 16, P.cols - jb0 * 16);
+      if (real_r > 0 && real_c > 0) epi(r0, real_r, jb0 * 16, real_c, C.data(), ldc);
+    }
+  });
+}
+
+// ---- integer noise -----------------------------------------------------------------------
+
+// q = clamp(trunc(z * 2^fp), -127, 127); z * 2^fp is exact in float32 (a power of two).
+void quantize(const float* z, int64_t count, int64_t fp, int8_t* q) {
+  const float scale = float(int64_t(1) << fp);
+  for (int64_t j = 0; j < count; ++j) {
+    const float v = std::trunc(z[j] * scale);
+    q[j] = int8_t(v > 127.0f ? 127.0f : (v < -127.0f ? -127.0f : v));
+  }
+}
+
+EGGROLL_CLONES int32_t dot_i8(const int8_t* a, const int8_t* b, int64_t n) {
+  int32_t s = 0;  // |s| <= 128 * 127 * n < 2^31 for n <= 2^16
+  for (int64_t j = 0; j < n; ++j) s += int32_t(a[j]) * int32_t(b[j]);
+  return s;
+}
+
+// y[o] = clamp(floor((c[o] + corr[o]) / D), -127, 127) with
+// corr[o] = (sum_l t[l] * At[l * lda + o]) >> shift (exact int64, arithmetic = flooring),
+// or 0 when t is null. The quotient: v is clamped to [-128 D, 128 D] first (the result is
+// clamped anyway), so |v| <= 2^22 and floor(double(v) / D) is exact (the true quotient is
+// an integer or at least 1/D >= 2^-15 below the next one; double's error is <= 2^-45).
+EGGROLL_CLONES void requant_row(const int32_t* c, int64_t nc, const int64_t* t, int64_t r,
+                                const int8_t* At, int64_t lda, int shift, int64_t D,
+                                int8_t* y) {
+  const int64_t lim = 128 * D;
+  const double Dd = double(D);
+  for (int64_t o = 0; o < nc; ++o) {
+    int64_t v = c[o];
+    if (t) {
+      int64_t corr = 0;
+      for (int64_t l = 0; l < r; ++l) corr += t[l] * int64_t(At[l * lda + o]);
+      v += corr >> shift;
+    }
+    v = v < -lim ? -lim : (v > lim ? lim : v);
+    double q = std::floor(double(v) / Dd);
+    q = q < -127.0 ? -127.0 : (q > 127.0 ? 127.0 : q);
+    y[o] = int8_t(q);
+  }
+}
+
+int64_t isqrt(int64_t n) {
+  int64_t s = int64_t(std::sqrt(double(n)));
+  while (s * s > n) --s;
+  while ((s + 1) * (s + 1) <= n) ++s;
+  return s;
+}
+
+void check_int8_tensor(const TensorView& t, const char* name) {
+  check_cpu(t, name); check_dtype(t, name, DType::int8); check_contiguous(t, name);
+}
+
+}  // namespace
+
+// ---- ISA selection -----------------------------------------------------------------------
+
+const char* int8_isa_name(Int8Isa isa) {
+  switch (isa) {
+    case Int8Isa::scalar: return "scalar";
+    case Int8Isa::avx2: return "avx2";
+    case Int8Isa::avx_vnni: return "avx_vnni";
+    case Int8Isa::avx512_vnni: return "avx512_vnni";
+    case Int8Isa::amx: return "amx";
+  }
+  return "unknown";
+}
+
+bool int8_isa_supported(Int8Isa isa) { return cpu_has(isa); }
+
+Int8Isa best_int8_isa() {
+  for (Int8Isa i : {Int8Isa::amx, Int8Isa::avx512_vnni, Int8Isa::avx_vnni, Int8Isa::avx2})
+    if (cpu_has(i)) return i;
+  return Int8Isa::scalar;
+}
+
+Int8Isa active_int8_isa() {
+  int v = g_int8_isa.load();
+  if (v < 0) { v = int(best_int8_isa()); g_int8_isa.store(v); }
+  return Int8Isa(v);
+}
+
+void set_int8_isa(Int8Isa isa) {
+  if (!cpu_has(isa))
+    value_error(std::string("name: this CPU (or OS) does not support the int8 path '") +
+                int8_isa_name(isa) + "'");
+  g_int8_isa.store(int(isa));
+}
+
+// ---- validation ----------------------------------------------------------------------------
+
+void validate_int8_args(const Int8Args& a) {
+  if (a.epoch < 0 || a.epoch > int64_t(UINT32_MAX))
+    value_error("epoch: must be in [0, 2^32), got " + std::to_string(a.epoch));
+  if (a.noise_reuse < 0)
+    value_error("noise_reuse: must be >= 0, got " + std::to_string(a.noise_reuse));
+  if (a.rank < 1 || a.rank > kInt8MaxRank)
+    value_error("rank: must be in [1, " + std::to_string(kInt8MaxRank) + "], got " +
+                std::to_string(a.rank));
+  if (a.fixed_point < 0 || a.fixed_point > 7)
+    value_error("fixed_point: must be in [0, 7], got " + std::to_string(a.fixed_point));
+  if (a.sigma_shift < 0 || a.sigma_shift > 32)
+    value_error("sigma_shift: must be in [0, 32], got " + std::to_string(a.sigma_shift));
+}
+
+// ---- forward -------------------------------------------------------------------------------
+
+void perturbed_matmul_int8(const TensorView& x, const TensorView& W, const TensorView& members,
+                           const Int8Args& a, const TensorView& y) {
+  validate_int8_args(a);
+  check_int8_tensor(x, "x"); check_int8_tensor(W, "W"); check_int8_tensor(y, "out");
+  if (x.ndim != 2 && x.ndim != 3)
+    value_error("x: expected [M, n] or [M, b, n], got shape " + x.shape_str());
+  if (W.ndim != 2) value_error("W: expected [m, n], got shape " + W.shape_str());
+  const int64_t M = x.shape[0], b = x.ndim == 3 ? x.shape[1] : 1, n = x.shape[x.ndim - 1];
+  const int64_t m = W.shape[0];
+  if (W.shape[1] != n)
+    value_error("W: expected " + std::to_string(n) + " columns to match x's last dimension, got shape " + W.shape_str());
+  if (n < 1 || n > kInt8MaxN)
+    value_error("x: the inner dimension n must be in [1, 65536] (exact int32 accumulation), got " + std::to_string(n));
+  bool ok = y.ndim == x.ndim && y.shape[0] == M && y.shape[y.ndim - 1] == m && (x.ndim == 2 || y.shape[1] == b);
+  if (!ok) value_error("out: expected the shape of x with its last dimension replaced by " +
+                       std::to_string(m) + ", got " + y.shape_str());
+  check_no_overlap(y, "out", x, "x"); check_no_overlap(y, "out", W, "W");
+  const int64_t* mem = detail::member_ptr(members, M, a.antithetic, true);
+  const int64_t r = a.rank;
+  if (mem && (n + m) * r > int64_t(kStreamLength))
+    value_error("rank: (m + n) * rank exceeds the stream length 2^34");
+  const int64_t R = M * b;
+  if (R == 0 || m == 0) return;
+
+  const int8_t* xp = x.ptr<const int8_t>();
+  const PackedCols P = pack_cols(W.ptr<const int8_t>(), m, n);
+  const std::vector<int8_t> Xp = pack_rows(xp, R, n, P.Kp);
+
+  // Noise phase: per run of members sharing k, the integer factors; At [run][r][m] keeps
+  // A_k, t [row][r] = s_i x_row . B_k[:, l] (the sign folded into t, exact).
+  std::vector<int64_t> runs, run_of;
+  std::vector<int8_t> At;
+  std::vector<int64_t> t;
+  if (mem) {
+    runs = detail::noise_runs(mem, M, a.antithetic);
+    const int64_t nruns = int64_t(runs.size()) - 1;
+    run_of.resize(size_t(M));
+    At.resize(size_t(nruns * r * m));
+    t.resize(size_t(R * r));
+    parallel_for(nruns, 1, [&](int64_t lo, int64_t hi) {
+      std::vector<float> z(size_t((n + m) * r));
+      std::vector<int8_t> q(size_t((n + m) * r)), Bt(size_t(n * r));
+      for (int64_t run = lo; run < hi; ++run) {
+        const MemberNoise mn0 = member_noise(mem[runs[size_t(run)]], a.antithetic);
+        const NoiseKey key{a.seed, a.param_id, epoch_index(a.epoch, a.noise_reuse), mn0.k};
+        fill_normal(z.data(), (n + m) * r, key, 0);
+        quantize(z.data(), (n + m) * r, a.fixed_point, q.data());
+        for (int64_t j = 0; j < n; ++j)
+          for (int64_t l = 0; l < r; ++l) Bt[size_t(l * n + j)] = q[size_t(j * r + l)];
+        int8_t* Ar = At.data() + run * r * m;
+        for (int64_t o = 0; o < m; ++o)
+          for (int64_t l = 0; l < r; ++l) Ar[l * m + o] = q[size_t(n * r + o * r + l)];
+        for (int64_t i = runs[size_t(run)]; i < runs[size_t(run) + 1]; ++i) {
+          run_of[size_t(i)] = run;
+          const int64_t s = (a.antithetic && (mem[i] & 1)) ? -1 : 1;
+          for (int64_t row = i * b; row < (i + 1) * b; ++row)
+            for (int64_t l = 0; l < r; ++l)
+              t[size_t(row * r + l)] = s * dot_i8(xp + row * n, Bt.data() + l * n, n);
+        }
+      }
+    });
+  }
+
+  const int shift = int(a.fixed_point + a.sigma_shift);
+  const int64_t D = (int64_t(1) << a.fixed_point) * isqrt(n);
+  int8_t* yp = y.ptr<int8_t>();
+  gemm_tiles(Xp, R, P, [&](int64_t r0, int64_t nr, int64_t c0, int64_t nc, const int32_t* C, int64_t ldc) {
+    for (int64_t row = r0; row < r0 + nr; ++row) {
+      const int32_t* c = C + (row - r0) * ldc;
+      if (mem) {
+        const int64_t run = run_of[size_t(row / b)];
+        requant_row(c, nc, t.data() + row * r, r, At.data() + run * r * m + c0, m, shift, D,
+                    yp + row * m + c0);
+      } else {
+        requant_row(c, nc, nullptr, 0, nullptr, 0, 0, D, yp + row * m + c0);
+      }
+    }
+  });
+}
+
+// ---- update --------------------------------------------------------------------------------
+
+void int8_update(const TensorView& W, const TensorView& pair_fitness, int64_t threshold,
+                 const Int8Args& a, const TensorView& out) {
+  validate_int8_args(a);
+  check_int8_tensor(W, "W"); check_int8_tensor(pair_fitness, "pair_fitness");
+  check_int8_tensor(out, "out");
+  if (W.ndim != 2) value_error("W: expected [m, n], got shape " + W.shape_str());
+  if (pair_fitness.ndim != 1)
+    value_error("pair_fitness: expected a 1-D array [P], got shape " + pair_fitness.shape_str());
+  if (out.ndim != 2 || out.shape[0] != W.shape[0] || out.shape[1] != W.shape[1])
+    value_error("out: expected shape " + W.shape_str() + ", got " + out.shape_str());
+  if (out.data != W.data) check_no_overlap(out, "out", W, "W");
+  check_no_overlap(out, "out", pair_fitness, "pair_fitness");
+  if (threshold < 1) value_error("threshold: must be >= 1, got " + std::to_string(threshold));
+  const int64_t m = W.shape[0], n = W.shape[1], P = pair_fitness.shape[0], r = a.rank;
+  if (P > (int64_t(1) << 32)) value_error("pair_fitness: at most 2^32 pairs (noise index fits 32 bits)");
+  if ((n + m) * r > int64_t(kStreamLength))
+    value_error("rank: (m + n) * rank exceeds the stream length 2^34");
+  const int8_t* f = pair_fitness.ptr<const int8_t>();
+  std::vector<int64_t> nz;  // pairs that vote (f_k = 0 contributes nothing)
+  for (int64_t k = 0; k < P; ++k) {
+    if (f[k] < -1 || f[k] > 1)
+      value_error("pair_fitness: values must be -1, 0 or 1, got " + std::to_string(int(f[k])));
+    if (f[k]) nz.push_back(k);
+  }
+  const int8_t* wp = W.ptr<const int8_t>();
+  int8_t* op = out.ptr<int8_t>();
+  if (m == 0 || n == 0) return;
+  auto apply = [&](int64_t o, int64_t j, int64_t z) {
+    const int64_t v = int64_t(wp[o * n + j]) + (z >= threshold) - (z <= -threshold);
+    op[o * n + j] = int8_t(v < -127 ? -127 : (v > 127 ? 127 : v));
+  };
+  if (nz.empty()) {
+    for (int64_t e = 0; e < m * n; ++e) apply(e / n, e % n, 0);
+    return;
+  }
+  // Z = Af Bf^T with Af [m, K] = f_k A_k[:, l], Bf [n, K] = B_k[:, l] over columns (k, l):
+  // the forward's GEMM, in chunks of <= kUpdateK columns (|Z chunk| <= 2^12 * 127^2 < 2^31).
+  const int64_t per_chunk = std::max<int64_t>(1, kUpdateK / r);
+  const int64_t nchunks = (int64_t(nz.size()) + per_chunk - 1) / per_chunk;
+  std::vector<int64_t> Z(nchunks > 1 ? size_t(m * n) : 0, 0);
+  const uint32_t e = epoch_index(a.epoch, a.noise_reuse);
+  for (int64_t ch = 0; ch < nchunks; ++ch) {
+    const int64_t p0 = ch * per_chunk, np = std::min(per_chunk, int64_t(nz.size()) - p0);
+    const int64_t K = np * r, Kp = round_up(K, 64);
+    const int64_t Rpad = round_up(m, 16);
+    std::vector<int8_t> Xp(size_t(Rpad * Kp), 0);
+    PackedCols Pc;
+    Pc.cols = n; Pc.nb = (n + 15) / 16; Pc.Kp = Kp;
+    Pc.data.assign(size_t(Pc.nb * Kp * 16), 0);
+    Pc.wsum.assign(size_t(Pc.nb * 16), 0);
+    parallel_for(np, 1, [&](int64_t lo, int64_t hi) {
+      std::vector<float> z(size_t((n + m) * r));
+      std::vector<int8_t> q(size_t((n + m) * r));
+      for (int64_t p = lo; p < hi; ++p) {
+        const int64_t k = nz[size_t(p0 + p)];
+        fill_normal(z.data(), (n + m) * r, NoiseKey{a.seed, a.param_id, e, uint32_t(k)}, 0);
+        quantize(z.data(), (n + m) * r, a.fixed_point, q.data());
+        const int8_t fk = f[k];
+        for (int64_t l = 0; l < r; ++l) {
+          const int64_t c = p * r + l;
+          for (int64_t o = 0; o < m; ++o) Xp[size_t(o * Kp + c)] = int8_t(fk * q[size_t(n * r + o * r + l)]);
+          for (int64_t j = 0; j < n; ++j)
+            Pc.data[size_t((j >> 4) * Kp * 16 + (c >> 2) * 64 + (j & 15) * 4 + (c & 3))] = q[size_t(j * r + l)];
+        }
+      }
+    });
+    parallel_for(n, 64, [&](int64_t lo, int64_t hi) {
+      for (int64_t j = lo; j < hi; ++j) {
+        int32_t s = 0;
+        for (int64_t c = 0; c < K; ++c)
+          s += Pc.data[size_t((j >> 4) * Kp * 16 + (c >> 2) * 64 + (j & 15) * 4 + (c & 3))];
+        Pc.wsum[size_t(j)] = s;
+      }
+    });
+    const bool last = ch == nchunks - 1;
+    gemm_tiles(Xp, m, Pc, [&](int64_t r0, int64_t nr, int64_t c0, int64_t nc, const int32_t* C, int64_t ldc) {
+      for (int64_t o = r0; o < r0 + nr; ++o)
+        for (int64_t j = c0; j < c0 + nc; ++j) {
+          const int32_t c = C[(o - r0) * ldc + (j - c0)];
+          if (nchunks == 1) { apply(o, j, c); continue; }
+          int64_t& zz = Z[size_t(o * n + j)];
+          zz += c;
+          if (last) apply(o, j, zz);
+        }
+    });
+  }
+}
+
+}  // namespace eggroll
