@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <atomic>
 #include <cmath>
+#include <cstring>
 #include <functional>
 #include <string>
 #include <vector>
@@ -61,6 +62,12 @@ detail::Int8GemmFn kernel_for(Int8Isa isa) {
 
 int64_t round_up(int64_t v, int64_t to) { return (v + to - 1) / to * to; }
 
+EGGROLL_CLONES int32_t sum_i8(const int8_t* a, int64_t n) {
+  int32_t s = 0;
+  for (int64_t j = 0; j < n; ++j) s += a[j];
+  return s;
+}
+
 struct PackedCols {
   std::vector<int8_t> data;    // [nb][Kp/4][16][4]
   std::vector<int32_t> wsum;   // [nb * 16]
@@ -72,17 +79,15 @@ PackedCols pack_cols(const int8_t* W, int64_t cols, int64_t K) {
   P.cols = cols; P.nb = (cols + 15) / 16; P.Kp = round_up(std::max<int64_t>(K, 1), 64);
   P.data.assign(size_t(P.nb * P.Kp * 16), 0);
   P.wsum.assign(size_t(P.nb * 16), 0);
+  const int64_t K4 = K / 4 * 4;
   parallel_for(P.nb, 4, [&](int64_t lo, int64_t hi) {
     for (int64_t jb = lo; jb < hi; ++jb) {
       int8_t* dst = P.data.data() + jb * P.Kp * 16;
       for (int64_t jj = 0; jj < 16 && jb * 16 + jj < cols; ++jj) {
         const int8_t* w = W + (jb * 16 + jj) * K;
-        int32_t s = 0;
-        for (int64_t k = 0; k < K; ++k) {
-          dst[(k >> 2) * 64 + jj * 4 + (k & 3)] = w[k];
-          s += w[k];
-        }
-        P.wsum[size_t(jb * 16 + jj)] = s;
+        for (int64_t k = 0; k < K4; k += 4) std::memcpy(dst + k * 16 + jj * 4, w + k, 4);
+        for (int64_t k = K4; k < K; ++k) dst[(k >> 2) * 64 + jj * 4 + (k & 3)] = w[k];
+        P.wsum[size_t(jb * 16 + jj)] = sum_i8(w, K);
       }
     }
   });
@@ -138,27 +143,31 @@ EGGROLL_CLONES int32_t dot_i8(const int8_t* a, const int8_t* b, int64_t n) {
   return s;
 }
 
-// y[o] = clamp(floor((c[o] + corr[o]) / D), -127, 127) with
-// corr[o] = (sum_l t[l] * At[l * lda + o]) >> shift (exact int64, arithmetic = flooring),
-// or 0 when t is null. The quotient: v is clamped to [-128 D, 128 D] first (the result is
-// clamped anyway), so |v| <= 2^22 and floor(double(v) / D) is exact (the true quotient is
-// an integer or at least 1/D >= 2^-15 below the next one; double's error is <= 2^-45).
-EGGROLL_CLONES void requant_row(const int32_t* c, int64_t nc, const int64_t* t, int64_t r,
-                                const int8_t* At, int64_t lda, int shift, int64_t D,
-                                int8_t* y) {
-  const int64_t lim = 128 * D;
-  const double Dd = double(D);
+// corr[o] = sum_l t[l] * At[l * lda + o]. Exact in double: |t| < 2^31, |A| <= 127,
+// r <= 1024, so every partial sum is an integer below 2^48 < 2^53.
+EGGROLL_CLONES void lowrank_corr(double* corr, int64_t nc, const double* t, int64_t r,
+                                 const int8_t* At, int64_t lda) {
+  for (int64_t o = 0; o < nc; ++o) corr[o] = t[0] * double(At[o]);
+  for (int64_t l = 1; l < r; ++l)
+    for (int64_t o = 0; o < nc; ++o) corr[o] += t[l] * double(At[l * lda + o]);
+}
+
+// y[o] = clamp(floor(v / D), -127, 127) with v = c[o] + floor(corr[o] / 2^shift) (corr
+// null: v = c[o]). Exact: floor(corr * 2^-shift) is a power-of-two scaling and a floor of
+// an integer-valued double (the arithmetic shift of ops.md); v is clamped to [-128 D, 128 D]
+// first (the result is clamped anyway), so |v| <= 2^22 is exact in float32, and with
+// D <= 2^15 a non-integer true quotient lies >= 2^-15 below the next integer while float32
+// rounds by <= 2^-18 at magnitudes < 128: floor(float(v) / float(D)) is the exact floor.
+EGGROLL_CLONES void requant_row(const int32_t* c, int64_t nc, const double* corr, double inv2sh,
+                                int64_t D, int8_t* y) {
+  const double lim = 128.0 * double(D);
+  const float Df = float(D);
   for (int64_t o = 0; o < nc; ++o) {
-    int64_t v = c[o];
-    if (t) {
-      int64_t corr = 0;
-      for (int64_t l = 0; l < r; ++l) corr += t[l] * int64_t(At[l * lda + o]);
-      v += corr >> shift;
-    }
-    v = v < -lim ? -lim : (v > lim ? lim : v);
-    double q = std::floor(double(v) / Dd);
-    q = q < -127.0 ? -127.0 : (q > 127.0 ? 127.0 : q);
-    y[o] = int8_t(q);
+    double v = double(c[o]);
+    if (corr) v += std::floor(corr[o] * inv2sh);  // unswitched by the compiler
+    v = std::min(std::max(v, -lim), lim);
+    const int32_t q = int32_t(std::floor(float(v) / Df));
+    y[o] = int8_t(std::min(std::max(q, -127), 127));
   }
 }
 
@@ -259,7 +268,7 @@ void perturbed_matmul_int8(const TensorView& x, const TensorView& W, const Tenso
   // A_k, t [row][r] = s_i x_row . B_k[:, l] (the sign folded into t, exact).
   std::vector<int64_t> runs, run_of;
   std::vector<int8_t> At;
-  std::vector<int64_t> t;
+  std::vector<double> t;  // integer values (|t| < 2^31), exact in double
   if (mem) {
     runs = detail::noise_runs(mem, M, a.antithetic);
     const int64_t nruns = int64_t(runs.size()) - 1;
@@ -284,24 +293,26 @@ void perturbed_matmul_int8(const TensorView& x, const TensorView& W, const Tenso
           const int64_t s = (a.antithetic && (mem[i] & 1)) ? -1 : 1;
           for (int64_t row = i * b; row < (i + 1) * b; ++row)
             for (int64_t l = 0; l < r; ++l)
-              t[size_t(row * r + l)] = s * dot_i8(xp + row * n, Bt.data() + l * n, n);
+              t[size_t(row * r + l)] = double(s * dot_i8(xp + row * n, Bt.data() + l * n, n));
         }
       }
     });
   }
 
-  const int shift = int(a.fixed_point + a.sigma_shift);
+  const double inv2sh = std::ldexp(1.0, -int(a.fixed_point + a.sigma_shift));
   const int64_t D = (int64_t(1) << a.fixed_point) * isqrt(n);
   int8_t* yp = y.ptr<int8_t>();
   gemm_tiles(Xp, R, P, [&](int64_t r0, int64_t nr, int64_t c0, int64_t nc, const int32_t* C, int64_t ldc) {
+    thread_local std::vector<double> corr;
+    if (mem) corr.resize(size_t(nc));
     for (int64_t row = r0; row < r0 + nr; ++row) {
       const int32_t* c = C + (row - r0) * ldc;
       if (mem) {
         const int64_t run = run_of[size_t(row / b)];
-        requant_row(c, nc, t.data() + row * r, r, At.data() + run * r * m + c0, m, shift, D,
-                    yp + row * m + c0);
+        lowrank_corr(corr.data(), nc, t.data() + row * r, r, At.data() + run * r * m + c0, m);
+        requant_row(c, nc, corr.data(), inv2sh, D, yp + row * m + c0);
       } else {
-        requant_row(c, nc, nullptr, 0, nullptr, 0, 0, D, yp + row * m + c0);
+        requant_row(c, nc, nullptr, 0.0, D, yp + row * m + c0);
       }
     }
   });
