@@ -74,11 +74,17 @@ struct PackedCols {
   int64_t cols = 0, nb = 0, Kp = 0;
 };
 
-PackedCols pack_cols(const int8_t* W, int64_t cols, int64_t K) {
-  PackedCols P;
+// Scratch buffers are thread_local and only grow: a training loop calls the same shapes
+// again and again, and fresh allocations cost more in page faults than the GEMM itself.
+template <class T> T* zeroed(std::vector<T>& v, int64_t n) {
+  v.assign(size_t(n), T(0));
+  return v.data();
+}
+
+void pack_cols(const int8_t* W, int64_t cols, int64_t K, PackedCols& P) {
   P.cols = cols; P.nb = (cols + 15) / 16; P.Kp = round_up(std::max<int64_t>(K, 1), 64);
-  P.data.assign(size_t(P.nb * P.Kp * 16), 0);
-  P.wsum.assign(size_t(P.nb * 16), 0);
+  zeroed(P.data, P.nb * P.Kp * 16);
+  zeroed(P.wsum, P.nb * 16);
   const int64_t K4 = K / 4 * 4;
   parallel_for(P.nb, 4, [&](int64_t lo, int64_t hi) {
     for (int64_t jb = lo; jb < hi; ++jb) {
@@ -91,17 +97,14 @@ PackedCols pack_cols(const int8_t* W, int64_t cols, int64_t K) {
       }
     }
   });
-  return P;
 }
 
 // rows x K (leading dimension K) -> Rpad x Kp, zero padded.
-std::vector<int8_t> pack_rows(const int8_t* X, int64_t rows, int64_t K, int64_t Kp) {
-  const int64_t Rpad = round_up(std::max<int64_t>(rows, 1), 16);
-  std::vector<int8_t> Xp(size_t(Rpad * Kp), 0);
+void pack_rows(const int8_t* X, int64_t rows, int64_t K, int64_t Kp, std::vector<int8_t>& Xp) {
+  zeroed(Xp, round_up(std::max<int64_t>(rows, 1), 16) * Kp);
   parallel_for(rows, 64, [&](int64_t lo, int64_t hi) {
     for (int64_t i = lo; i < hi; ++i) std::copy(X + i * K, X + (i + 1) * K, Xp.data() + i * Kp);
   });
-  return Xp;
 }
 
 // Runs the active kernel over every (row tile, column chunk) and hands each int32 tile to
@@ -114,7 +117,9 @@ void gemm_tiles(const std::vector<int8_t>& Xp, int64_t rows, const PackedCols& P
   const int64_t rt = (Rpad + kRowTile - 1) / kRowTile, ct = (P.nb + kColBlocks - 1) / kColBlocks;
   const int64_t ldc = kColBlocks * 16;
   parallel_for(rt * ct, 1, [&](int64_t lo, int64_t hi) {
-    std::vector<int32_t> C(size_t(kRowTile * ldc));
+    thread_local std::vector<int32_t> tl_C;
+    std::vector<int32_t>& C = tl_C;
+    C.resize(size_t(kRowTile * ldc));
     for (int64_t t = lo; t < hi; ++t) {
       const int64_t r0 = (t / ct) * kRowTile, jb0 = (t % ct) * kColBlocks;
       const int64_t nr = std::min(kRowTile, Rpad - r0), nb = std::min(kColBlocks, P.nb - jb0);
@@ -128,13 +133,12 @@ void gemm_tiles(const std::vector<int8_t>& Xp, int64_t rows, const PackedCols& P
 
 // ---- integer noise -----------------------------------------------------------------------
 
-// q = clamp(trunc(z * 2^fp), -127, 127); z * 2^fp is exact in float32 (a power of two).
-void quantize(const float* z, int64_t count, int64_t fp, int8_t* q) {
+// q = clamp(trunc(z * 2^fp), -127, 127); z * 2^fp is exact in float32 (a power of two),
+// and clamping to the integers +-127 before the truncating conversion gives the same value.
+EGGROLL_CLONES void quantize(const float* z, int64_t count, int64_t fp, int8_t* q) {
   const float scale = float(int64_t(1) << fp);
-  for (int64_t j = 0; j < count; ++j) {
-    const float v = std::trunc(z[j] * scale);
-    q[j] = int8_t(v > 127.0f ? 127.0f : (v < -127.0f ? -127.0f : v));
-  }
+  for (int64_t j = 0; j < count; ++j)
+    q[j] = int8_t(int32_t(std::min(std::max(z[j] * scale, -127.0f), 127.0f)));
 }
 
 EGGROLL_CLONES int32_t dot_i8(const int8_t* a, const int8_t* b, int64_t n) {
@@ -261,39 +265,66 @@ void perturbed_matmul_int8(const TensorView& x, const TensorView& W, const Tenso
   if (R == 0 || m == 0) return;
 
   const int8_t* xp = x.ptr<const int8_t>();
-  const PackedCols P = pack_cols(W.ptr<const int8_t>(), m, n);
-  const std::vector<int8_t> Xp = pack_rows(xp, R, n, P.Kp);
+  // Named by local references: a lambda naming a thread_local directly would see the
+  // worker thread's own (empty) instance.
+  thread_local PackedCols tl_P;
+  thread_local std::vector<int8_t> tl_Xp;
+  PackedCols& P = tl_P;
+  std::vector<int8_t>& Xp = tl_Xp;
+  pack_cols(W.ptr<const int8_t>(), m, n, P);
+  pack_rows(xp, R, n, P.Kp, Xp);
 
   // Noise phase: per run of members sharing k, the integer factors; At [run][r][m] keeps
   // A_k, t [row][r] = s_i x_row . B_k[:, l] (the sign folded into t, exact).
-  std::vector<int64_t> runs, run_of;
-  std::vector<int8_t> At;
-  std::vector<double> t;  // integer values (|t| < 2^31), exact in double
+  std::vector<int64_t> runs;
+  thread_local std::vector<int64_t> tl_run_of;
+  thread_local std::vector<int8_t> tl_At;
+  thread_local std::vector<double> tl_t;
+  std::vector<int64_t>& run_of = tl_run_of;
+  std::vector<int8_t>& At = tl_At;
+  std::vector<double>& t = tl_t;  // integer values (|t| < 2^31), exact in double
   if (mem) {
     runs = detail::noise_runs(mem, M, a.antithetic);
     const int64_t nruns = int64_t(runs.size()) - 1;
     run_of.resize(size_t(M));
     At.resize(size_t(nruns * r * m));
     t.resize(size_t(R * r));
-    parallel_for(nruns, 1, [&](int64_t lo, int64_t hi) {
-      std::vector<float> z(size_t((n + m) * r));
-      std::vector<int8_t> q(size_t((n + m) * r)), Bt(size_t(n * r));
+    // Plain locals and pointers in the loops: int8 stores may alias anything, so values
+    // reached through references would be reloaded (and TLS re-resolved) every iteration.
+    const int64_t nr_ = n * r, mr_ = m * r;
+    const int64_t* runs_p = runs.data();
+    int64_t* run_of_p = run_of.data();
+    int8_t* At_p = At.data();
+    double* t_p = t.data();
+    const bool anti = a.antithetic;
+    const int64_t fp = a.fixed_point;
+    const uint32_t e = epoch_index(a.epoch, a.noise_reuse);
+    parallel_for(nruns, 1, [=](int64_t lo, int64_t hi) {
+      thread_local std::vector<float> tl_z;
+      thread_local std::vector<int8_t> tl_q, tl_Bt;
+      tl_z.resize(size_t(nr_ + mr_)); tl_q.resize(size_t(nr_ + mr_)); tl_Bt.resize(size_t(nr_));
+      float* z = tl_z.data();
+      int8_t* q = tl_q.data();
+      int8_t* Bt = r == 1 ? q : tl_Bt.data();  // [r][n]; for r = 1 the stream order already
       for (int64_t run = lo; run < hi; ++run) {
-        const MemberNoise mn0 = member_noise(mem[runs[size_t(run)]], a.antithetic);
-        const NoiseKey key{a.seed, a.param_id, epoch_index(a.epoch, a.noise_reuse), mn0.k};
-        fill_normal(z.data(), (n + m) * r, key, 0);
-        quantize(z.data(), (n + m) * r, a.fixed_point, q.data());
-        for (int64_t j = 0; j < n; ++j)
-          for (int64_t l = 0; l < r; ++l) Bt[size_t(l * n + j)] = q[size_t(j * r + l)];
-        int8_t* Ar = At.data() + run * r * m;
-        for (int64_t o = 0; o < m; ++o)
-          for (int64_t l = 0; l < r; ++l) Ar[l * m + o] = q[size_t(n * r + o * r + l)];
-        for (int64_t i = runs[size_t(run)]; i < runs[size_t(run) + 1]; ++i) {
-          run_of[size_t(i)] = run;
-          const int64_t s = (a.antithetic && (mem[i] & 1)) ? -1 : 1;
+        const MemberNoise mn0 = member_noise(mem[runs_p[run]], anti);
+        fill_normal(z, nr_ + mr_, NoiseKey{a.seed, a.param_id, e, mn0.k}, 0);
+        quantize(z, nr_ + mr_, fp, q);
+        int8_t* Ar = At_p + run * mr_;
+        if (r == 1) {
+          std::memcpy(Ar, q + n, size_t(m));
+        } else {
+          for (int64_t j = 0; j < n; ++j)
+            for (int64_t l = 0; l < r; ++l) Bt[l * n + j] = q[j * r + l];
+          for (int64_t o = 0; o < m; ++o)
+            for (int64_t l = 0; l < r; ++l) Ar[l * m + o] = q[nr_ + o * r + l];
+        }
+        for (int64_t i = runs_p[run]; i < runs_p[run + 1]; ++i) {
+          run_of_p[i] = run;
+          const int32_t s = (anti && (mem[i] & 1)) ? -1 : 1;
           for (int64_t row = i * b; row < (i + 1) * b; ++row)
             for (int64_t l = 0; l < r; ++l)
-              t[size_t(row * r + l)] = double(s * dot_i8(xp + row * n, Bt.data() + l * n, n));
+              t_p[row * r + l] = double(s * dot_i8(xp + row * n, Bt + l * n, n));
         }
       }
     });
@@ -303,7 +334,8 @@ void perturbed_matmul_int8(const TensorView& x, const TensorView& W, const Tenso
   const int64_t D = (int64_t(1) << a.fixed_point) * isqrt(n);
   int8_t* yp = y.ptr<int8_t>();
   gemm_tiles(Xp, R, P, [&](int64_t r0, int64_t nr, int64_t c0, int64_t nc, const int32_t* C, int64_t ldc) {
-    thread_local std::vector<double> corr;
+    thread_local std::vector<double> tl_corr;
+    std::vector<double>& corr = tl_corr;
     if (mem) corr.resize(size_t(nc));
     for (int64_t row = r0; row < r0 + nr; ++row) {
       const int32_t* c = C + (row - r0) * ldc;
