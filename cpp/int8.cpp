@@ -110,8 +110,7 @@ void pack_rows(const int8_t* X, int64_t rows, int64_t K, int64_t Kp, std::vector
 // Runs the active kernel over every (row tile, column chunk) and hands each int32 tile to
 // epi(r0, nr, c0, nc, C, ldc) with nr/nc the real (unpadded) rows and columns.
 using TileFn = std::function<void(int64_t, int64_t, int64_t, int64_t, const int32_t*, int64_t)>;
-void gemm_tiles(const std::vector<int8_t>& Xp, int64_t rows, const PackedCols& P,
-                const TileFn& epi) {
+void gemm_tiles(const int8_t* Xp, int64_t rows, const PackedCols& P, const TileFn& epi) {
   const detail::Int8GemmFn kern = kernel_for(active_int8_isa());
   const int64_t Rpad = round_up(std::max<int64_t>(rows, 1), 16);
   const int64_t rt = (Rpad + kRowTile - 1) / kRowTile, ct = (P.nb + kColBlocks - 1) / kColBlocks;
@@ -123,7 +122,7 @@ void gemm_tiles(const std::vector<int8_t>& Xp, int64_t rows, const PackedCols& P
     for (int64_t t = lo; t < hi; ++t) {
       const int64_t r0 = (t / ct) * kRowTile, jb0 = (t % ct) * kColBlocks;
       const int64_t nr = std::min(kRowTile, Rpad - r0), nb = std::min(kColBlocks, P.nb - jb0);
-      kern(Xp.data() + r0 * P.Kp, nr, P.Kp, P.data.data() + jb0 * P.Kp * 16,
+      kern(Xp + r0 * P.Kp, nr, P.Kp, P.data.data() + jb0 * P.Kp * 16,
            P.wsum.data() + jb0 * 16, nb, C.data(), ldc);
       const int64_t real_r = std::min(nr, rows - r0), real_c = std::min(nb * 16, P.cols - jb0 * 16);
       if (real_r > 0 && real_c > 0) epi(r0, real_r, jb0 * 16, real_c, C.data(), ldc);
@@ -272,7 +271,10 @@ void perturbed_matmul_int8(const TensorView& x, const TensorView& W, const Tenso
   PackedCols& P = tl_P;
   std::vector<int8_t>& Xp = tl_Xp;
   pack_cols(W.ptr<const int8_t>(), m, n, P);
-  pack_rows(xp, R, n, P.Kp, Xp);
+  // x already has the packed layout when its rows need no padding (n % 64 == 0, R % 16 == 0).
+  const bool direct = n == P.Kp && R % 16 == 0;
+  if (!direct) pack_rows(xp, R, n, P.Kp, Xp);
+  const int8_t* xpacked = direct ? xp : Xp.data();
 
   // Noise phase: per run of members sharing k, the integer factors; At [run][r][m] keeps
   // A_k, t [row][r] = s_i x_row . B_k[:, l] (the sign folded into t, exact).
@@ -333,7 +335,7 @@ void perturbed_matmul_int8(const TensorView& x, const TensorView& W, const Tenso
   const double inv2sh = std::ldexp(1.0, -int(a.fixed_point + a.sigma_shift));
   const int64_t D = (int64_t(1) << a.fixed_point) * isqrt(n);
   int8_t* yp = y.ptr<int8_t>();
-  gemm_tiles(Xp, R, P, [&](int64_t r0, int64_t nr, int64_t c0, int64_t nc, const int32_t* C, int64_t ldc) {
+  gemm_tiles(xpacked, R, P, [&](int64_t r0, int64_t nr, int64_t c0, int64_t nc, const int32_t* C, int64_t ldc) {
     thread_local std::vector<double> tl_corr;
     std::vector<double>& corr = tl_corr;
     if (mem) corr.resize(size_t(nc));
@@ -427,7 +429,7 @@ void int8_update(const TensorView& W, const TensorView& pair_fitness, int64_t th
       }
     });
     const bool last = ch == nchunks - 1;
-    gemm_tiles(Xp, m, Pc, [&](int64_t r0, int64_t nr, int64_t c0, int64_t nc, const int32_t* C, int64_t ldc) {
+    gemm_tiles(Xp.data(), m, Pc, [&](int64_t r0, int64_t nr, int64_t c0, int64_t nc, const int32_t* C, int64_t ldc) {
       for (int64_t o = r0; o < r0 + nr; ++o)
         for (int64_t j = c0; j < c0 + nc; ++j) {
           const int32_t c = C[(o - r0) * ldc + (j - c0)];

@@ -1,6 +1,7 @@
 // AMX-INT8 GEMM kernel (tdpbssd: a 16x64 s8 tile times a 64x16 s8 tile into 16x16 int32,
 // 16384 multiply-adds per instruction). s8 x s8 directly, no u8 trick. Linux hands out the
 // tile state only on request (arch_prctl), so amx_os_enable() asks once per process.
+#if defined(__x86_64__) && defined(__linux__) && (defined(__GNUC__) || defined(__clang__))
 #include <immintrin.h>
 #include <cstring>
 #include "int8_kernel.h"
@@ -85,3 +86,14 @@ void int8_gemm_amx(const int8_t* Xp, int64_t rows, int64_t Kp, const int8_t* Wp,
 }
 
 }  // namespace eggroll::detail
+
+#else  // not built for this target: cpu_has() never selects it; callers get the scalar kernel
+#include "int8_kernel.h"
+namespace eggroll::detail {
+void int8_gemm_amx(const int8_t* Xp, int64_t rows, int64_t Kp, const int8_t* Wp, const int32_t* wsum,
+          int64_t nb, int32_t* C, int64_t ldc) {
+  int8_gemm_scalar(Xp, rows, Kp, Wp, wsum, nb, C, ldc);
+}
+bool amx_os_enable() { return false; }
+}  // namespace eggroll::detail
+#endif

@@ -1,5 +1,6 @@
 // AVX2 int8 GEMM kernel (no VNNI): int8 sign-extended to int16, then vpmaddwd (int16 pairs
 // -> int32), which is exact for every int8 input (vpmaddubsw would saturate).
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
 #include <immintrin.h>
 #include "int8_kernel.h"
 
@@ -44,3 +45,13 @@ void int8_gemm_avx2(const int8_t* Xp, int64_t rows, int64_t Kp, const int8_t* Wp
 }
 
 }  // namespace eggroll::detail
+
+#else  // not built for this target: cpu_has() never selects it; callers get the scalar kernel
+#include "int8_kernel.h"
+namespace eggroll::detail {
+void int8_gemm_avx2(const int8_t* Xp, int64_t rows, int64_t Kp, const int8_t* Wp, const int32_t* wsum,
+          int64_t nb, int32_t* C, int64_t ldc) {
+  int8_gemm_scalar(Xp, rows, Kp, Wp, wsum, nb, C, ldc);
+}
+}  // namespace eggroll::detail
+#endif

@@ -1,6 +1,7 @@
 // AVX-512 VNNI int8 GEMM kernel (vpdpbusd: u8 x s8 -> int32, 64 multiply-adds per
 // instruction). x is fed as u8 (x + 128, a sign-bit flip) and 128 * sum_k W[j][k] is
 // subtracted at the end: exact, because int32 wrap-around in the partial sums cancels.
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
 #include <immintrin.h>
 #include "int8_kernel.h"
 
@@ -48,3 +49,13 @@ void int8_gemm_avx512_vnni(const int8_t* Xp, int64_t rows, int64_t Kp, const int
 }
 
 }  // namespace eggroll::detail
+
+#else  // not built for this target: cpu_has() never selects it; callers get the scalar kernel
+#include "int8_kernel.h"
+namespace eggroll::detail {
+void int8_gemm_avx512_vnni(const int8_t* Xp, int64_t rows, int64_t Kp, const int8_t* Wp, const int32_t* wsum,
+          int64_t nb, int32_t* C, int64_t ldc) {
+  int8_gemm_scalar(Xp, rows, Kp, Wp, wsum, nb, C, ldc);
+}
+}  // namespace eggroll::detail
+#endif

@@ -1,5 +1,6 @@
 // AVX-VNNI int8 GEMM kernel (the VEX-encoded vpdpbusd on ymm: 32 multiply-adds per
 // instruction) for CPUs with AVX-VNNI but no AVX-512. Same u8 trick as cpp/int8_avx512.cpp.
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
 #include <immintrin.h>
 #include "int8_kernel.h"
 
@@ -43,3 +44,13 @@ void int8_gemm_avx_vnni(const int8_t* Xp, int64_t rows, int64_t Kp, const int8_t
 }
 
 }  // namespace eggroll::detail
+
+#else  // not built for this target: cpu_has() never selects it; callers get the scalar kernel
+#include "int8_kernel.h"
+namespace eggroll::detail {
+void int8_gemm_avx_vnni(const int8_t* Xp, int64_t rows, int64_t Kp, const int8_t* Wp, const int32_t* wsum,
+          int64_t nb, int32_t* C, int64_t ldc) {
+  int8_gemm_scalar(Xp, rows, Kp, Wp, wsum, nb, C, ldc);
+}
+}  // namespace eggroll::detail
+#endif

@@ -123,6 +123,16 @@ def test_headline_shape_all_paths_agree(restore_int8):
         _assert_int8_equal(eggroll.perturbed_matmul_int8(x, W, **kw), want)
 
 
+@pytest.mark.parametrize("M, b, n", [(32, None, 128), (8, 2, 64), (16, None, 192)])
+def test_unpadded_layout(M, b, n, isa):
+    """n a multiple of 64 and M*b of 16: the kernels read x in place (no packed copy)."""
+    rng = np.random.default_rng(n)
+    x, W = _inputs(rng, M, b, 50, n)
+    kw = dict(members=range(M), epoch=3, seed=1, rank=2, sigma_shift=1)
+    _assert_int8_equal(eggroll.perturbed_matmul_int8(x, W, **kw),
+                       ref.perturbed_matmul_int8(x, W, **kw))
+
+
 @pytest.mark.parametrize("threads", [1, 2])
 def test_thread_count_and_member_split_do_not_matter(threads, isa):
     eggroll.set_num_threads(threads)
