@@ -107,6 +107,16 @@ void pack_rows(const int8_t* X, int64_t rows, int64_t K, int64_t Kp, std::vector
   });
 }
 
+// fn(t) for t in [0, n) with dynamic scheduling: the pool's threads take items from a
+// shared counter, so a thread the OS preempts (the cores are often shared) does not hold
+// the others up. Which thread computes an item never changes its (exact) result.
+void dynamic_for(int64_t n, const std::function<void(int64_t)>& fn) {
+  std::atomic<int64_t> next{0};
+  parallel_for(std::min<int64_t>(n, num_threads()), 1, [&](int64_t, int64_t) {
+    for (int64_t t; (t = next.fetch_add(1, std::memory_order_relaxed)) < n;) fn(t);
+  });
+}
+
 // Runs the active kernel over every (row tile, column chunk) and hands each int32 tile to
 // epi(r0, nr, c0, nc, C, ldc) with nr/nc the real (unpadded) rows and columns.
 using TileFn = std::function<void(int64_t, int64_t, int64_t, int64_t, const int32_t*, int64_t)>;
@@ -115,11 +125,11 @@ void gemm_tiles(const int8_t* Xp, int64_t rows, const PackedCols& P, const TileF
   const int64_t Rpad = round_up(std::max<int64_t>(rows, 1), 16);
   const int64_t rt = (Rpad + kRowTile - 1) / kRowTile, ct = (P.nb + kColBlocks - 1) / kColBlocks;
   const int64_t ldc = kColBlocks * 16;
-  parallel_for(rt * ct, 1, [&](int64_t lo, int64_t hi) {
+  dynamic_for(rt * ct, [&](int64_t t) {
     thread_local std::vector<int32_t> tl_C;
     std::vector<int32_t>& C = tl_C;
     C.resize(size_t(kRowTile * ldc));
-    for (int64_t t = lo; t < hi; ++t) {
+    {
       const int64_t r0 = (t / ct) * kRowTile, jb0 = (t % ct) * kColBlocks;
       const int64_t nr = std::min(kRowTile, Rpad - r0), nb = std::min(kColBlocks, P.nb - jb0);
       kern(Xp + r0 * P.Kp, nr, P.Kp, P.data.data() + jb0 * P.Kp * 16,
@@ -301,14 +311,14 @@ void perturbed_matmul_int8(const TensorView& x, const TensorView& W, const Tenso
     const bool anti = a.antithetic;
     const int64_t fp = a.fixed_point;
     const uint32_t e = epoch_index(a.epoch, a.noise_reuse);
-    parallel_for(nruns, 1, [=](int64_t lo, int64_t hi) {
+    dynamic_for(nruns, [=](int64_t run) {
       thread_local std::vector<float> tl_z;
       thread_local std::vector<int8_t> tl_q, tl_Bt;
       tl_z.resize(size_t(nr_ + mr_)); tl_q.resize(size_t(nr_ + mr_)); tl_Bt.resize(size_t(nr_));
       float* z = tl_z.data();
       int8_t* q = tl_q.data();
       int8_t* Bt = r == 1 ? q : tl_Bt.data();  // [r][n]; for r = 1 the stream order already
-      for (int64_t run = lo; run < hi; ++run) {
+      {
         const MemberNoise mn0 = member_noise(mem[runs_p[run]], anti);
         fill_normal(z, nr_ + mr_, NoiseKey{a.seed, a.param_id, e, mn0.k}, 0);
         quantize(z, nr_ + mr_, fp, q);
