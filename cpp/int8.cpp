@@ -184,6 +184,24 @@ EGGROLL_CLONES void requant_row(const int32_t* c, int64_t nc, const double* corr
   }
 }
 
+// out[j] = clamp(w[j] + [z_j >= T] - [z_j <= -T], -127, 127) (z = 0 when null). out may be w.
+EGGROLL_CLONES void vote_row(const int32_t* z, int64_t nc, const int8_t* w, int64_t T,
+                             int8_t* out) {
+  // |z| < 2^31 here; a threshold beyond int32 can never be reached.
+  const int32_t t = int32_t(std::min<int64_t>(T, INT32_MAX));
+  for (int64_t j = 0; j < nc; ++j) {
+    const int32_t v = int32_t(w[j]) + (z[j] >= t) - (z[j] <= -t);
+    out[j] = int8_t(std::min(std::max(v, -127), 127));
+  }
+}
+void vote_row64(const int64_t* z, int64_t nc, const int8_t* w, int64_t T, int8_t* out) {
+  for (int64_t j = 0; j < nc; ++j) {
+    const int64_t zj = z ? z[j] : 0;
+    const int64_t v = int64_t(w[j]) + (zj >= T) - (zj <= -T);
+    out[j] = int8_t(v < -127 ? -127 : (v > 127 ? 127 : v));
+  }
+}
+
 int64_t isqrt(int64_t n) {
   int64_t s = int64_t(std::sqrt(double(n)));
   while (s * s > n) --s;
@@ -391,12 +409,8 @@ void int8_update(const TensorView& W, const TensorView& pair_fitness, int64_t th
   const int8_t* wp = W.ptr<const int8_t>();
   int8_t* op = out.ptr<int8_t>();
   if (m == 0 || n == 0) return;
-  auto apply = [&](int64_t o, int64_t j, int64_t z) {
-    const int64_t v = int64_t(wp[o * n + j]) + (z >= threshold) - (z <= -threshold);
-    op[o * n + j] = int8_t(v < -127 ? -127 : (v > 127 ? 127 : v));
-  };
-  if (nz.empty()) {
-    for (int64_t e = 0; e < m * n; ++e) apply(e / n, e % n, 0);
+  if (nz.empty()) {  // no votes: Z = 0, only the clamp
+    vote_row64(nullptr, m * n, wp, threshold, op);
     return;
   }
   // Z = Af Bf^T with Af [m, K] = f_k A_k[:, l], Bf [n, K] = B_k[:, l] over columns (k, l):
@@ -414,40 +428,54 @@ void int8_update(const TensorView& W, const TensorView& pair_fitness, int64_t th
     Pc.cols = n; Pc.nb = (n + 15) / 16; Pc.Kp = Kp;
     Pc.data.assign(size_t(Pc.nb * Kp * 16), 0);
     Pc.wsum.assign(size_t(Pc.nb * 16), 0);
-    parallel_for(np, 1, [&](int64_t lo, int64_t hi) {
-      std::vector<float> z(size_t((n + m) * r));
-      std::vector<int8_t> q(size_t((n + m) * r));
-      for (int64_t p = lo; p < hi; ++p) {
-        const int64_t k = nz[size_t(p0 + p)];
-        fill_normal(z.data(), (n + m) * r, NoiseKey{a.seed, a.param_id, e, uint32_t(k)}, 0);
-        quantize(z.data(), (n + m) * r, a.fixed_point, q.data());
-        const int8_t fk = f[k];
-        for (int64_t l = 0; l < r; ++l) {
-          const int64_t c = p * r + l;
-          for (int64_t o = 0; o < m; ++o) Xp[size_t(o * Kp + c)] = int8_t(fk * q[size_t(n * r + o * r + l)]);
-          for (int64_t j = 0; j < n; ++j)
-            Pc.data[size_t((j >> 4) * Kp * 16 + (c >> 2) * 64 + (j & 15) * 4 + (c & 3))] = q[size_t(j * r + l)];
-        }
+    // Plain pointers and by-value sizes: int8 stores may alias anything (see the forward).
+    int8_t* xd = Xp.data();
+    int8_t* wd = Pc.data.data();
+    int32_t* ws = Pc.wsum.data();
+    const int64_t* nzp = nz.data();
+    const int64_t fp = a.fixed_point;
+    dynamic_for(np, [=](int64_t p) {
+      thread_local std::vector<float> tl_z;
+      thread_local std::vector<int8_t> tl_q;
+      tl_z.resize(size_t((n + m) * r)); tl_q.resize(size_t((n + m) * r));
+      float* z = tl_z.data();
+      int8_t* q = tl_q.data();
+      const int64_t k = nzp[p0 + p];
+      fill_normal(z, (n + m) * r, NoiseKey{a.seed, a.param_id, e, uint32_t(k)}, 0);
+      quantize(z, (n + m) * r, fp, q);
+      const int8_t fk = f[k];
+      for (int64_t l = 0; l < r; ++l) {
+        const int64_t c = p * r + l;
+        int8_t* xc = xd + c;
+        int8_t* wc = wd + (c >> 2) * 64 + (c & 3);
+        for (int64_t o = 0; o < m; ++o) xc[o * Kp] = int8_t(fk * q[n * r + o * r + l]);
+        for (int64_t j = 0; j < n; ++j) wc[(j >> 4) * Kp * 16 + (j & 15) * 4] = q[j * r + l];
       }
     });
-    parallel_for(n, 64, [&](int64_t lo, int64_t hi) {
-      for (int64_t j = lo; j < hi; ++j) {
-        int32_t s = 0;
-        for (int64_t c = 0; c < K; ++c)
-          s += Pc.data[size_t((j >> 4) * Kp * 16 + (c >> 2) * 64 + (j & 15) * 4 + (c & 3))];
-        Pc.wsum[size_t(j)] = s;
+    parallel_for(Pc.nb, 4, [=](int64_t lo, int64_t hi) {  // column sums, read contiguously
+      for (int64_t jb = lo; jb < hi; ++jb) {
+        int32_t acc[16] = {0};
+        const int8_t* blk = wd + jb * Kp * 16;
+        for (int64_t g = 0; g < Kp / 4; ++g)
+          for (int jj = 0; jj < 16; ++jj)
+            acc[jj] += blk[g * 64 + jj * 4] + blk[g * 64 + jj * 4 + 1] + blk[g * 64 + jj * 4 + 2] +
+                       blk[g * 64 + jj * 4 + 3];
+        for (int jj = 0; jj < 16; ++jj) ws[jb * 16 + jj] = acc[jj];
       }
     });
     const bool last = ch == nchunks - 1;
-    gemm_tiles(Xp.data(), m, Pc, [&](int64_t r0, int64_t nr, int64_t c0, int64_t nc, const int32_t* C, int64_t ldc) {
-      for (int64_t o = r0; o < r0 + nr; ++o)
-        for (int64_t j = c0; j < c0 + nc; ++j) {
-          const int32_t c = C[(o - r0) * ldc + (j - c0)];
-          if (nchunks == 1) { apply(o, j, c); continue; }
-          int64_t& zz = Z[size_t(o * n + j)];
-          zz += c;
-          if (last) apply(o, j, zz);
+    int64_t* Zp = Z.data();
+    gemm_tiles(xd, m, Pc, [=](int64_t r0, int64_t nr, int64_t c0, int64_t nc, const int32_t* C, int64_t ldc) {
+      for (int64_t o = r0; o < r0 + nr; ++o) {
+        const int32_t* crow = C + (o - r0) * ldc;
+        if (nchunks == 1) {
+          vote_row(crow, nc, wp + o * n + c0, threshold, op + o * n + c0);
+          continue;
         }
+        int64_t* zrow = Zp + o * n + c0;
+        for (int64_t j = 0; j < nc; ++j) zrow[j] += crow[j];
+        if (last) vote_row64(zrow, nc, wp + o * n + c0, threshold, op + o * n + c0);
+      }
     });
   }
 }
