@@ -87,6 +87,33 @@ PYBIND11_MODULE(_core, mod) {
   mod.def("zscore", &zscore, py::arg("f"), py::arg("group_size"), py::arg("out"), release());
   mod.def("antithetic_sign", &antithetic_sign, py::arg("f"), py::arg("out"), release());
 
+  py::class_<Int8Args>(mod, "Int8Args")
+      .def(py::init([](uint64_t seed, uint32_t param_id, int64_t epoch, int64_t noise_reuse,
+                       bool antithetic, int64_t rank, int64_t fixed_point, int64_t sigma_shift) {
+             Int8Args a{seed, param_id, epoch, noise_reuse, antithetic, rank, fixed_point, sigma_shift};
+             validate_int8_args(a);
+             return a;
+           }),
+           py::arg("seed"), py::arg("param_id"), py::arg("epoch"), py::arg("noise_reuse"),
+           py::arg("antithetic"), py::arg("rank"), py::arg("fixed_point"), py::arg("sigma_shift"));
+  mod.def("perturbed_matmul_int8", &perturbed_matmul_int8, py::arg("x"), py::arg("W"),
+          py::arg("members"), py::arg("args"), py::arg("out"), release());
+  mod.def("int8_update", &int8_update, py::arg("W"), py::arg("pair_fitness"),
+          py::arg("threshold"), py::arg("args"), py::arg("out"), release());
+  mod.def("int8_isa", [] { return std::string(int8_isa_name(active_int8_isa())); });
+  mod.def("best_int8_isa", [] { return std::string(int8_isa_name(best_int8_isa())); });
+  mod.def("int8_isas", [] {  // the paths this CPU (and OS) supports, slowest first
+    std::vector<std::string> v;
+    for (Int8Isa i : {Int8Isa::scalar, Int8Isa::avx2, Int8Isa::avx_vnni, Int8Isa::avx512_vnni, Int8Isa::amx})
+      if (int8_isa_supported(i)) v.emplace_back(int8_isa_name(i));
+    return v;
+  });
+  mod.def("set_int8_isa", [](const std::string& name) {
+    for (Int8Isa i : {Int8Isa::scalar, Int8Isa::avx2, Int8Isa::avx_vnni, Int8Isa::avx512_vnni, Int8Isa::amx})
+      if (name == int8_isa_name(i)) return set_int8_isa(i);
+    throw ValueError("name: expected 'scalar', 'avx2', 'avx_vnni', 'avx512_vnni' or 'amx', got '" + name + "'");
+  }, py::arg("name"));
+
   mod.def("num_threads", &num_threads);
   mod.def("set_num_threads", &set_num_threads, py::arg("n"));
   mod.def("isa", [] { return std::string(isa_name(active_isa())); });

@@ -2,6 +2,7 @@
 #pragma once
 #include "eggroll/check.h"
 #include "eggroll/fitness.h"
+#include "eggroll/int8.h"
 #include "eggroll/noise.h"
 #include "eggroll/parallel.h"
 #include "eggroll/perturb.h"

@@ -28,6 +28,7 @@ __version__: str = _core.__version__
 __all__ = [
     "philox4x32", "normal", "lowrank_factors", "perturbed_matmul", "perturbed_matmul_full",
     "perturb_vector", "es_gradient", "centered_rank", "zscore", "antithetic_sign",
+    "perturbed_matmul_int8", "int8_update",
     "set_num_threads", "get_num_threads", "get_isa", "set_isa", "best_isa", "__version__", "ES",
 ]
 
@@ -134,6 +135,33 @@ def zscore(f: Any, group_size: int = 0) -> Any:
 def antithetic_sign(f: Any) -> Any:
     """One value per antithetic pair: sign(f[2k] - f[2k+1]) as float32 [N/2]."""
     return _adapter(f, "f", "antithetic_sign").antithetic_sign(f)
+
+
+def perturbed_matmul_int8(x: Any, W: Any, *, members: Any, epoch: int, seed: int,
+                          param_id: int = 0, rank: int = 1, sigma_shift: int,
+                          fixed_point: int = 4, noise_reuse: int = 1, antithetic: bool = True,
+                          out: Any = None) -> Any:
+    """Integer EGGROLL forward (docs/ops.md "Integer path"). x: int8 [M, n] or [M, b, n];
+    W: int8 [m, n] -> int8 [M, m] or [M, b, m]; exact, the same bits on every backend.
+
+    acc = x_i W^T + ((x_i B_k)(s_i A_k)^T >> (fixed_point + sigma_shift)), then
+    y_i = clamp(floor(acc / (2**fixed_point * isqrt(n))), -127, 127); members=None drops
+    the correction."""
+    return _adapter(x, "x", "perturbed_matmul_int8").perturbed_matmul_int8(
+        x, W, members=members, epoch=epoch, seed=seed, param_id=param_id, rank=rank,
+        sigma_shift=sigma_shift, fixed_point=fixed_point, noise_reuse=noise_reuse,
+        antithetic=antithetic, out=out)
+
+
+def int8_update(W: Any, pair_fitness: Any, *, threshold: int, epoch: int, seed: int,
+                param_id: int = 0, rank: int = 1, fixed_point: int = 4,
+                noise_reuse: int = 1, out: Any = None) -> Any:
+    """Integer ES step: W int8 [m, n] -> int8 [m, n] = clamp(W + [Z >= T] - [Z <= -T],
+    -127, 127) with Z = sum_k f_k A_k B_k^T over antithetic pairs k (pair_fitness [P] in
+    {-1, 0, 1}, e.g. antithetic_sign(fitness)). out=W updates in place."""
+    return _adapter(W, "W", "int8_update").int8_update(
+        W, pair_fitness, threshold=threshold, epoch=epoch, seed=seed, param_id=param_id,
+        rank=rank, fixed_point=fixed_point, noise_reuse=noise_reuse, out=out)
 
 
 def set_num_threads(n: int) -> None:

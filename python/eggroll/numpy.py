@@ -224,3 +224,6 @@ def philox4x32(counter: Any, key: Any) -> np.ndarray:
     flat = c.reshape(-1, 4)  # the core takes [count, 4]; any [..., 4] batch is flattened
     _core.philox4x32(view(flat), view(k), view(out.reshape(-1, 4)))
     return out
+
+
+from ._int8 import int8_update, perturbed_matmul_int8  # noqa: E402,F401  (the integer path)

@@ -24,7 +24,8 @@ import numpy as np
 __all__ = [
     "philox4x32", "normal", "member_noise", "lowrank_factors", "perturbed_matmul",
     "perturbed_matmul_full", "perturb_vector", "es_gradient", "centered_rank", "zscore",
-    "antithetic_sign", "epoch_index", "matmul_nt",
+    "antithetic_sign", "epoch_index", "matmul_nt", "int8_noise", "perturbed_matmul_int8",
+    "int8_update",
 ]
 
 _U32 = np.uint32
@@ -388,3 +389,67 @@ def antithetic_sign(f: np.ndarray) -> np.ndarray:
     if f.shape[0] % 2:
         raise ValueError(f"fitness: antithetic_sign needs an even population, got {f.shape[0]}")
     return np.sign(f[0::2] - f[1::2]).astype(np.float32)
+
+
+# --------------------------------------------------------------------------------------------
+# Integer (int8) path (ops.md "Integer (int8) path"; choices in docs/ops.md "Integer path").
+# Every quantity is an exact Python/NumPy int64: no int32 intermediate, so this is the truth
+# the kernels (int32 accumulators where provably safe) must reproduce bit for bit.
+# --------------------------------------------------------------------------------------------
+
+def int8_noise(m: int, n: int, *, k: int, seed: int, param_id: int = 0, e: int = 0,
+               rank: int = 1, fixed_point: int = 4) -> tuple[np.ndarray, np.ndarray]:
+    """Integer factors of noise index k: (A int64 [m, r], B int64 [n, r]) with
+    q = clamp(trunc(z * 2**fixed_point), -127, 127); B = first n*r values, A = next m*r."""
+    z = normal((n + m) * rank, seed=seed, param_id=param_id, epoch_index=e, noise_index=k)
+    q = np.clip(np.trunc(z.astype(np.float64) * 2.0 ** fixed_point), -127, 127).astype(np.int64)
+    return q[n * rank:].reshape(m, rank), q[:n * rank].reshape(n, rank)
+
+
+def perturbed_matmul_int8(x: np.ndarray, W: np.ndarray, *, members: Any, epoch: int, seed: int,
+                          param_id: int = 0, rank: int = 1, sigma_shift: int,
+                          fixed_point: int = 4, noise_reuse: int = 1,
+                          antithetic: bool = True) -> np.ndarray:
+    """int8 [M, m] or [M, b, m] from x int8 [M, n] / [M, b, n] and W int8 [m, n]:
+
+        acc = x_i @ W.T + (((x_i @ B_k) @ (s_i A_k).T) >> (fixed_point + sigma_shift))
+        y_i = clamp(floor(acc / (2**fixed_point * isqrt(n))), -127, 127)
+
+    with >> an arithmetic (flooring) shift; members=None drops the correction."""
+    x = np.asarray(x)
+    W = np.asarray(W).astype(np.int64)
+    n = W.shape[1]
+    x3 = x.reshape(x.shape[0], -1, n).astype(np.int64)
+    acc = np.einsum("ibk,jk->ibj", x3, W)
+    if members is not None:
+        e = epoch_index(epoch, noise_reuse)
+        shift = fixed_point + sigma_shift
+        for i, member in enumerate(_members_list(members)):
+            k, sign = member_noise(member, antithetic)
+            A, B = int8_noise(W.shape[0], n, k=k, seed=seed, param_id=param_id, e=e,
+                              rank=rank, fixed_point=fixed_point)
+            corr = (x3[i] @ B) @ (sign * A).T          # exact int64 [b, m]
+            acc[i] += corr >> shift                     # numpy >> on int64 floors
+    div = (1 << fixed_point) * math.isqrt(n)
+    y = np.clip(acc // div, -127, 127).astype(np.int8)   # // floors
+    return y.reshape(x.shape[:-1] + (W.shape[0],))
+
+
+def int8_update(W: np.ndarray, pair_fitness: np.ndarray, *, threshold: int, epoch: int,
+                seed: int, param_id: int = 0, rank: int = 1, fixed_point: int = 4,
+                noise_reuse: int = 1) -> np.ndarray:
+    """Thresholded +-1 vote: Z = sum_k f_k A_k B_k^T over pairs k (f_k in {-1, 0, 1}; pair k
+    is members 2k (+) and 2k+1 (-), noise index k); W' = clamp(W + [Z >= T] - [Z <= -T],
+    -127, 127). W int8 [m, n], pair_fitness [P] -> int8 [m, n]."""
+    W = np.asarray(W).astype(np.int64)
+    m, n = W.shape
+    e = epoch_index(epoch, noise_reuse)
+    Z = np.zeros((m, n), dtype=np.int64)
+    for k, f in enumerate(np.asarray(pair_fitness).tolist()):
+        if f == 0:
+            continue
+        A, B = int8_noise(m, n, k=k, seed=seed, param_id=param_id, e=e, rank=rank,
+                          fixed_point=fixed_point)
+        Z += int(f) * (A @ B.T)
+    step = (Z >= threshold).astype(np.int64) - (Z <= -threshold).astype(np.int64)
+    return np.clip(W + step, -127, 127).astype(np.int8)

@@ -1,0 +1,483 @@
+// The integer path: validation, run-time ISA dispatch of the int8 GEMM, operand packing,
+// integer noise, and the exact epilogues (correction, shifts, requantisation, vote update).
+// Parallel decomposition: noise runs (one task per run of members sharing a noise index),
+// then (row tile x column chunk) GEMM tiles; each output element is owned by one task, and
+// all arithmetic is exact, so results never depend on the thread count or the ISA.
+#include "eggroll/int8.h"
+#include <algorithm>
+#include <atomic>
+#include <cmath>
+#include <cstring>
+#include <functional>
+#include <string>
+#include <vector>
+#include "eggroll/check.h"
+#include "eggroll/noise.h"
+#include "eggroll/parallel.h"
+#include "int8_kernel.h"
+#include "kernels.h"
+
+namespace eggroll {
+namespace {
+
+constexpr int64_t kRowTile = 64;    // rows per GEMM task (multiple of 32)
+constexpr int64_t kColBlocks = 16;  // 16-column blocks per GEMM task (256 columns)
+constexpr int64_t kUpdateK = 4096;  // update: factor columns per chunk (<= 2^17, exact int32)
+
+bool cpu_has(Int8Isa isa) {
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+  __builtin_cpu_init();
+  switch (isa) {
+    case Int8Isa::scalar: return true;
+    case Int8Isa::avx2: return __builtin_cpu_supports("avx2");
+    case Int8Isa::avx_vnni:
+      return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("avxvnni");
+    case Int8Isa::avx512_vnni:
+      return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+             __builtin_cpu_supports("avx512vnni");
+    case Int8Isa::amx:
+      return __builtin_cpu_supports("amx-tile") && __builtin_cpu_supports("amx-int8") &&
+             detail::amx_os_enable();
+  }
+  return false;
+#else
+  return isa == Int8Isa::scalar;
+#endif
+}
+
+std::atomic<int> g_int8_isa{-1};
+
+detail::Int8GemmFn kernel_for(Int8Isa isa) {
+  switch (isa) {
+    case Int8Isa::avx2: return detail::int8_gemm_avx2;
+    case Int8Isa::avx_vnni: return detail::int8_gemm_avx_vnni;
+    case Int8Isa::avx512_vnni: return detail::int8_gemm_avx512_vnni;
+    case Int8Isa::amx: return detail::int8_gemm_amx;
+    case Int8Isa::scalar: break;
+  }
+  return detail::int8_gemm_scalar;
+}
+
+// ---- packing (cpp/int8_kernel.h) ---------------------------------------------------------
+
+int64_t round_up(int64_t v, int64_t to) { return (v + to - 1) / to * to; }
+
+EGGROLL_CLONES int32_t sum_i8(const int8_t* a, int64_t n) {
+  int32_t s = 0;
+  for (int64_t j = 0; j < n; ++j) s += a[j];
+  return s;
+}
+
+struct PackedCols {
+  std::vector<int8_t> data;    // [nb][Kp/4][16][4]
+  std::vector<int32_t> wsum;   // [nb * 16]
+  int64_t cols = 0, nb = 0, Kp = 0;
+};
+
+// Scratch buffers are thread_local and only grow: a training loop calls the same shapes
+// again and again, and fresh allocations cost more in page faults than the GEMM itself.
+template <class T> T* zeroed(std::vector<T>& v, int64_t n) {
+  v.assign(size_t(n), T(0));
+  return v.data();
+}
+
+void pack_cols(const int8_t* W, int64_t cols, int64_t K, PackedCols& P) {
+  P.cols = cols; P.nb = (cols + 15) / 16; P.Kp = round_up(std::max<int64_t>(K, 1), 64);
+  zeroed(P.data, P.nb * P.Kp * 16);
+  zeroed(P.wsum, P.nb * 16);
+  const int64_t K4 = K / 4 * 4;
+  parallel_for(P.nb, 4, [&](int64_t lo, int64_t hi) {
+    for (int64_t jb = lo; jb < hi; ++jb) {
+      int8_t* dst = P.data.data() + jb * P.Kp * 16;
+      for (int64_t jj = 0; jj < 16 && jb * 16 + jj < cols; ++jj) {
+        const int8_t* w = W + (jb * 16 + jj) * K;
+        for (int64_t k = 0; k < K4; k += 4) std::memcpy(dst + k * 16 + jj * 4, w + k, 4);
+        for (int64_t k = K4; k < K; ++k) dst[(k >> 2) * 64 + jj * 4 + (k & 3)] = w[k];
+        P.wsum[size_t(jb * 16 + jj)] = sum_i8(w, K);
+      }
+    }
+  });
+}
+
+// rows x K (leading dimension K) -> Rpad x Kp, zero padded.
+void pack_rows(const int8_t* X, int64_t rows, int64_t K, int64_t Kp, std::vector<int8_t>& Xp) {
+  zeroed(Xp, round_up(std::max<int64_t>(rows, 1), 16) * Kp);
+  parallel_for(rows, 64, [&](int64_t lo, int64_t hi) {
+    for (int64_t i = lo; i < hi; ++i) std::copy(X + i * K, X + (i + 1) * K, Xp.data() + i * Kp);
+  });
+}
+
+// fn(t) for t in [0, n) with dynamic scheduling: the pool's threads take items from a
+// shared counter, so a thread the OS preempts (the cores are often shared) does not hold
+// the others up. Which thread computes an item never changes its (exact) result.
+void dynamic_for(int64_t n, const std::function<void(int64_t)>& fn) {
+  std::atomic<int64_t> next{0};
+  parallel_for(std::min<int64_t>(n, num_threads()), 1, [&](int64_t, int64_t) {
+    for (int64_t t; (t = next.fetch_add(1, std::memory_order_relaxed)) < n;) fn(t);
+  });
+}
+
+// Runs the active kernel over every (row tile, column chunk) and hands each int32 tile to
+// epi(r0, nr, c0, nc, C, ldc) with nr/nc the real (unpadded) rows and columns.
+using TileFn = std::function<void(int64_t, int64_t, int64_t, int64_t, const int32_t*, int64_t)>;
+void gemm_tiles(const int8_t* Xp, int64_t rows, const PackedCols& P, const TileFn& epi) {
+  const detail::Int8GemmFn kern = kernel_for(active_int8_isa());
+  const int64_t Rpad = round_up(std::max<int64_t>(rows, 1), 16);
+  const int64_t rt = (Rpad + kRowTile - 1) / kRowTile, ct = (P.nb + kColBlocks - 1) / kColBlocks;
+  const int64_t ldc = kColBlocks * 16;
+  dynamic_for(rt * ct, [&](int64_t t) {
+    thread_local std::vector<int32_t> tl_C;
+    std::vector<int32_t>& C = tl_C;
+    C.resize(size_t(kRowTile * ldc));
+    {
+      const int64_t r0 = (t / ct) * kRowTile, jb0 = (t % ct) * kColBlocks;
+      const int64_t nr = std::min(kRowTile, Rpad - r0), nb = std::min(kColBlocks, P.nb - jb0);
+      kern(Xp + r0 * P.Kp, nr, P.Kp, P.data.data() + jb0 * P.Kp * 16,
+           P.wsum.data() + jb0 * 16, nb, C.data(), ldc);
+      const int64_t real_r = std::min(nr, rows - r0), real_c = std::min(nb * 16, P.cols - jb0 * 16);
+      if (real_r > 0 && real_c > 0) epi(r0, real_r, jb0 * 16, real_c, C.data(), ldc);
+    }
+  });
+}
+
+// ---- integer noise -----------------------------------------------------------------------
+
+// q = clamp(trunc(z * 2^fp), -127, 127); z * 2^fp is exact in float32 (a power of two),
+// and clamping to the integers +-127 before the truncating conversion gives the same value.
+EGGROLL_CLONES void quantize(const float* z, int64_t count, int64_t fp, int8_t* q) {
+  const float scale = float(int64_t(1) << fp);
+  for (int64_t j = 0; j < count; ++j)
+    q[j] = int8_t(int32_t(std::min(std::max(z[j] * scale, -127.0f), 127.0f)));
+}
+
+EGGROLL_CLONES int32_t dot_i8(const int8_t* a, const int8_t* b, int64_t n) {
+  int32_t s = 0;  // |s| <= 128 * 127 * n < 2^31 for n <= 2^16
+  for (int64_t j = 0; j < n; ++j) s += int32_t(a[j]) * int32_t(b[j]);
+  return s;
+}
+
+// corr[o] = sum_l t[l] * At[l * lda + o]. Exact in double: |t| < 2^31, |A| <= 127,
+// r <= 1024, so every partial sum is an integer below 2^48 < 2^53.
+EGGROLL_CLONES void lowrank_corr(double* corr, int64_t nc, const double* t, int64_t r,
+                                 const int8_t* At, int64_t lda) {
+  for (int64_t o = 0; o < nc; ++o) corr[o] = t[0] * double(At[o]);
+  for (int64_t l = 1; l < r; ++l)
+    for (int64_t o = 0; o < nc; ++o) corr[o] += t[l] * double(At[l * lda + o]);
+}
+
+// y[o] = clamp(floor(v / D), -127, 127) with v = c[o] + floor(corr[o] / 2^shift) (corr
+// null: v = c[o]). Exact: floor(corr * 2^-shift) is a power-of-two scaling and a floor of
+// an integer-valued double (the arithmetic shift of ops.md); v is clamped to [-128 D, 128 D]
+// first (the result is clamped anyway), so |v| <= 2^22 is exact in float32, and with
+// D <= 2^15 a non-integer true quotient lies >= 2^-15 below the next integer while float32
+// rounds by <= 2^-18 at magnitudes < 128: floor(float(v) / float(D)) is the exact floor.
+EGGROLL_CLONES void requant_row(const int32_t* c, int64_t nc, const double* corr, double inv2sh,
+                                int64_t D, int8_t* y) {
+  const double lim = 128.0 * double(D);
+  const float Df = float(D);
+  for (int64_t o = 0; o < nc; ++o) {
+    double v = double(c[o]);
+    if (corr) v += std::floor(corr[o] * inv2sh);  // unswitched by the compiler
+    v = std::min(std::max(v, -lim), lim);
+    const int32_t q = int32_t(std::floor(float(v) / Df));
+    y[o] = int8_t(std::min(std::max(q, -127), 127));
+  }
+}
+
+// out[j] = clamp(w[j] + [z_j >= T] - [z_j <= -T], -127, 127) (z = 0 when null). out may be w.
+EGGROLL_CLONES void vote_row(const int32_t* z, int64_t nc, const int8_t* w, int64_t T,
+                             int8_t* out) {
+  // |z| < 2^31 here; a threshold beyond int32 can never be reached.
+  const int32_t t = int32_t(std::min<int64_t>(T, INT32_MAX));
+  for (int64_t j = 0; j < nc; ++j) {
+    const int32_t v = int32_t(w[j]) + (z[j] >= t) - (z[j] <= -t);
+    out[j] = int8_t(std::min(std::max(v, -127), 127));
+  }
+}
+void vote_row64(const int64_t* z, int64_t nc, const int8_t* w, int64_t T, int8_t* out) {
+  for (int64_t j = 0; j < nc; ++j) {
+    const int64_t zj = z ? z[j] : 0;
+    const int64_t v = int64_t(w[j]) + (zj >= T) - (zj <= -T);
+    out[j] = int8_t(v < -127 ? -127 : (v > 127 ? 127 : v));
+  }
+}
+
+int64_t isqrt(int64_t n) {
+  int64_t s = int64_t(std::sqrt(double(n)));
+  while (s * s > n) --s;
+  while ((s + 1) * (s + 1) <= n) ++s;
+  return s;
+}
+
+void check_int8_tensor(const TensorView& t, const char* name) {
+  check_cpu(t, name); check_dtype(t, name, DType::int8); check_contiguous(t, name);
+}
+
+}  // namespace
+
+// ---- ISA selection -----------------------------------------------------------------------
+
+const char* int8_isa_name(Int8Isa isa) {
+  switch (isa) {
+    case Int8Isa::scalar: return "scalar";
+    case Int8Isa::avx2: return "avx2";
+    case Int8Isa::avx_vnni: return "avx_vnni";
+    case Int8Isa::avx512_vnni: return "avx512_vnni";
+    case Int8Isa::amx: return "amx";
+  }
+  return "unknown";
+}
+
+bool int8_isa_supported(Int8Isa isa) { return cpu_has(isa); }
+
+Int8Isa best_int8_isa() {
+  for (Int8Isa i : {Int8Isa::amx, Int8Isa::avx512_vnni, Int8Isa::avx_vnni, Int8Isa::avx2})
+    if (cpu_has(i)) return i;
+  return Int8Isa::scalar;
+}
+
+Int8Isa active_int8_isa() {
+  int v = g_int8_isa.load();
+  if (v < 0) { v = int(best_int8_isa()); g_int8_isa.store(v); }
+  return Int8Isa(v);
+}
+
+void set_int8_isa(Int8Isa isa) {
+  if (!cpu_has(isa))
+    value_error(std::string("name: this CPU (or OS) does not support the int8 path '") +
+                int8_isa_name(isa) + "'");
+  g_int8_isa.store(int(isa));
+}
+
+// ---- validation ----------------------------------------------------------------------------
+
+void validate_int8_args(const Int8Args& a) {
+  if (a.epoch < 0 || a.epoch > int64_t(UINT32_MAX))
+    value_error("epoch: must be in [0, 2^32), got " + std::to_string(a.epoch));
+  if (a.noise_reuse < 0)
+    value_error("noise_reuse: must be >= 0, got " + std::to_string(a.noise_reuse));
+  if (a.rank < 1 || a.rank > kInt8MaxRank)
+    value_error("rank: must be in [1, " + std::to_string(kInt8MaxRank) + "], got " +
+                std::to_string(a.rank));
+  if (a.fixed_point < 0 || a.fixed_point > 7)
+    value_error("fixed_point: must be in [0, 7], got " + std::to_string(a.fixed_point));
+  if (a.sigma_shift < 0 || a.sigma_shift > 32)
+    value_error("sigma_shift: must be in [0, 32], got " + std::to_string(a.sigma_shift));
+}
+
+// ---- forward -------------------------------------------------------------------------------
+
+void perturbed_matmul_int8(const TensorView& x, const TensorView& W, const TensorView& members,
+                           const Int8Args& a, const TensorView& y) {
+  validate_int8_args(a);
+  check_int8_tensor(x, "x"); check_int8_tensor(W, "W"); check_int8_tensor(y, "out");
+  if (x.ndim != 2 && x.ndim != 3)
+    value_error("x: expected [M, n] or [M, b, n], got shape " + x.shape_str());
+  if (W.ndim != 2) value_error("W: expected [m, n], got shape " + W.shape_str());
+  const int64_t M = x.shape[0], b = x.ndim == 3 ? x.shape[1] : 1, n = x.shape[x.ndim - 1];
+  const int64_t m = W.shape[0];
+  if (W.shape[1] != n)
+    value_error("W: expected " + std::to_string(n) + " columns to match x's last dimension, got shape " + W.shape_str());
+  if (n < 1 || n > kInt8MaxN)
+    value_error("x: the inner dimension n must be in [1, 65536] (exact int32 accumulation), got " + std::to_string(n));
+  bool ok = y.ndim == x.ndim && y.shape[0] == M && y.shape[y.ndim - 1] == m && (x.ndim == 2 || y.shape[1] == b);
+  if (!ok) value_error("out: expected the shape of x with its last dimension replaced by " +
+                       std::to_string(m) + ", got " + y.shape_str());
+  check_no_overlap(y, "out", x, "x"); check_no_overlap(y, "out", W, "W");
+  const int64_t* mem = detail::member_ptr(members, M, a.antithetic, true);
+  const int64_t r = a.rank;
+  if (mem && (n + m) * r > int64_t(kStreamLength))
+    value_error("rank: (m + n) * rank exceeds the stream length 2^34");
+  const int64_t R = M * b;
+  if (R == 0 || m == 0) return;
+
+  const int8_t* xp = x.ptr<const int8_t>();
+  // Named by local references: a lambda naming a thread_local directly would see the
+  // worker thread's own (empty) instance.
+  thread_local PackedCols tl_P;
+  thread_local std::vector<int8_t> tl_Xp;
+  PackedCols& P = tl_P;
+  std::vector<int8_t>& Xp = tl_Xp;
+  pack_cols(W.ptr<const int8_t>(), m, n, P);
+  // x already has the packed layout when its rows need no padding (n % 64 == 0, R % 16 == 0).
+  const bool direct = n == P.Kp && R % 16 == 0;
+  if (!direct) pack_rows(xp, R, n, P.Kp, Xp);
+  const int8_t* xpacked = direct ? xp : Xp.data();
+
+  // Noise phase: per run of members sharing k, the integer factors; At [run][r][m] keeps
+  // A_k, t [row][r] = s_i x_row . B_k[:, l] (the sign folded into t, exact).
+  std::vector<int64_t> runs;
+  thread_local std::vector<int64_t> tl_run_of;
+  thread_local std::vector<int8_t> tl_At;
+  thread_local std::vector<double> tl_t;
+  std::vector<int64_t>& run_of = tl_run_of;
+  std::vector<int8_t>& At = tl_At;
+  std::vector<double>& t = tl_t;  // integer values (|t| < 2^31), exact in double
+  if (mem) {
+    runs = detail::noise_runs(mem, M, a.antithetic);
+    const int64_t nruns = int64_t(runs.size()) - 1;
+    run_of.resize(size_t(M));
+    At.resize(size_t(nruns * r * m));
+    t.resize(size_t(R * r));
+    // Plain locals and pointers in the loops: int8 stores may alias anything, so values
+    // reached through references would be reloaded (and TLS re-resolved) every iteration.
+    const int64_t nr_ = n * r, mr_ = m * r;
+    const int64_t* runs_p = runs.data();
+    int64_t* run_of_p = run_of.data();
+    int8_t* At_p = At.data();
+    double* t_p = t.data();
+    const bool anti = a.antithetic;
+    const int64_t fp = a.fixed_point;
+    const uint32_t e = epoch_index(a.epoch, a.noise_reuse);
+    dynamic_for(nruns, [=](int64_t run) {
+      thread_local std::vector<float> tl_z;
+      thread_local std::vector<int8_t> tl_q, tl_Bt;
+      tl_z.resize(size_t(nr_ + mr_)); tl_q.resize(size_t(nr_ + mr_)); tl_Bt.resize(size_t(nr_));
+      float* z = tl_z.data();
+      int8_t* q = tl_q.data();
+      int8_t* Bt = r == 1 ? q : tl_Bt.data();  // [r][n]; for r = 1 the stream order already
+      {
+        const MemberNoise mn0 = member_noise(mem[runs_p[run]], anti);
+        fill_normal(z, nr_ + mr_, NoiseKey{a.seed, a.param_id, e, mn0.k}, 0);
+        quantize(z, nr_ + mr_, fp, q);
+        int8_t* Ar = At_p + run * mr_;
+        if (r == 1) {
+          std::memcpy(Ar, q + n, size_t(m));
+        } else {
+          for (int64_t j = 0; j < n; ++j)
+            for (int64_t l = 0; l < r; ++l) Bt[l * n + j] = q[j * r + l];
+          for (int64_t o = 0; o < m; ++o)
+            for (int64_t l = 0; l < r; ++l) Ar[l * m + o] = q[nr_ + o * r + l];
+        }
+        for (int64_t i = runs_p[run]; i < runs_p[run + 1]; ++i) {
+          run_of_p[i] = run;
+          const int32_t s = (anti && (mem[i] & 1)) ? -1 : 1;
+          for (int64_t row = i * b; row < (i + 1) * b; ++row)
+            for (int64_t l = 0; l < r; ++l)
+              t_p[row * r + l] = double(s * dot_i8(xp + row * n, Bt + l * n, n));
+        }
+      }
+    });
+  }
+
+  const double inv2sh = std::ldexp(1.0, -int(a.fixed_point + a.sigma_shift));
+  const int64_t D = (int64_t(1) << a.fixed_point) * isqrt(n);
+  int8_t* yp = y.ptr<int8_t>();
+  gemm_tiles(xpacked, R, P, [&](int64_t r0, int64_t nr, int64_t c0, int64_t nc, const int32_t* C, int64_t ldc) {
+    thread_local std::vector<double> tl_corr;
+    std::vector<double>& corr = tl_corr;
+    if (mem) corr.resize(size_t(nc));
+    for (int64_t row = r0; row < r0 + nr; ++row) {
+      const int32_t* c = C + (row - r0) * ldc;
+      if (mem) {
+        const int64_t run = run_of[size_t(row / b)];
+        lowrank_corr(corr.data(), nc, t.data() + row * r, r, At.data() + run * r * m + c0, m);
+        requant_row(c, nc, corr.data(), inv2sh, D, yp + row * m + c0);
+      } else {
+        requant_row(c, nc, nullptr, 0.0, D, yp + row * m + c0);
+      }
+    }
+  });
+}
+
+// ---- update --------------------------------------------------------------------------------
+
+void int8_update(const TensorView& W, const TensorView& pair_fitness, int64_t threshold,
+                 const Int8Args& a, const TensorView& out) {
+  validate_int8_args(a);
+  check_int8_tensor(W, "W"); check_int8_tensor(pair_fitness, "pair_fitness");
+  check_int8_tensor(out, "out");
+  if (W.ndim != 2) value_error("W: expected [m, n], got shape " + W.shape_str());
+  if (pair_fitness.ndim != 1)
+    value_error("pair_fitness: expected a 1-D array [P], got shape " + pair_fitness.shape_str());
+  if (out.ndim != 2 || out.shape[0] != W.shape[0] || out.shape[1] != W.shape[1])
+    value_error("out: expected shape " + W.shape_str() + ", got " + out.shape_str());
+  if (out.data != W.data) check_no_overlap(out, "out", W, "W");
+  check_no_overlap(out, "out", pair_fitness, "pair_fitness");
+  if (threshold < 1) value_error("threshold: must be >= 1, got " + std::to_string(threshold));
+  const int64_t m = W.shape[0], n = W.shape[1], P = pair_fitness.shape[0], r = a.rank;
+  if (P > (int64_t(1) << 32)) value_error("pair_fitness: at most 2^32 pairs (noise index fits 32 bits)");
+  if ((n + m) * r > int64_t(kStreamLength))
+    value_error("rank: (m + n) * rank exceeds the stream length 2^34");
+  const int8_t* f = pair_fitness.ptr<const int8_t>();
+  std::vector<int64_t> nz;  // pairs that vote (f_k = 0 contributes nothing)
+  for (int64_t k = 0; k < P; ++k) {
+    if (f[k] < -1 || f[k] > 1)
+      value_error("pair_fitness: values must be -1, 0 or 1, got " + std::to_string(int(f[k])));
+    if (f[k]) nz.push_back(k);
+  }
+  const int8_t* wp = W.ptr<const int8_t>();
+  int8_t* op = out.ptr<int8_t>();
+  if (m == 0 || n == 0) return;
+  if (nz.empty()) {  // no votes: Z = 0, only the clamp
+    vote_row64(nullptr, m * n, wp, threshold, op);
+    return;
+  }
+  // Z = Af Bf^T with Af [m, K] = f_k A_k[:, l], Bf [n, K] = B_k[:, l] over columns (k, l):
+  // the forward's GEMM, in chunks of <= kUpdateK columns (|Z chunk| <= 2^12 * 127^2 < 2^31).
+  const int64_t per_chunk = std::max<int64_t>(1, kUpdateK / r);
+  const int64_t nchunks = (int64_t(nz.size()) + per_chunk - 1) / per_chunk;
+  std::vector<int64_t> Z(nchunks > 1 ? size_t(m * n) : 0, 0);
+  const uint32_t e = epoch_index(a.epoch, a.noise_reuse);
+  for (int64_t ch = 0; ch < nchunks; ++ch) {
+    const int64_t p0 = ch * per_chunk, np = std::min(per_chunk, int64_t(nz.size()) - p0);
+    const int64_t K = np * r, Kp = round_up(K, 64);
+    const int64_t Rpad = round_up(m, 16);
+    std::vector<int8_t> Xp(size_t(Rpad * Kp), 0);
+    PackedCols Pc;
+    Pc.cols = n; Pc.nb = (n + 15) / 16; Pc.Kp = Kp;
+    Pc.data.assign(size_t(Pc.nb * Kp * 16), 0);
+    Pc.wsum.assign(size_t(Pc.nb * 16), 0);
+    // Plain pointers and by-value sizes: int8 stores may alias anything (see the forward).
+    int8_t* xd = Xp.data();
+    int8_t* wd = Pc.data.data();
+    int32_t* ws = Pc.wsum.data();
+    const int64_t* nzp = nz.data();
+    const int64_t fp = a.fixed_point;
+    dynamic_for(np, [=](int64_t p) {
+      thread_local std::vector<float> tl_z;
+      thread_local std::vector<int8_t> tl_q;
+      tl_z.resize(size_t((n + m) * r)); tl_q.resize(size_t((n + m) * r));
+      float* z = tl_z.data();
+      int8_t* q = tl_q.data();
+      const int64_t k = nzp[p0 + p];
+      fill_normal(z, (n + m) * r, NoiseKey{a.seed, a.param_id, e, uint32_t(k)}, 0);
+      quantize(z, (n + m) * r, fp, q);
+      const int8_t fk = f[k];
+      for (int64_t l = 0; l < r; ++l) {
+        const int64_t c = p * r + l;
+        int8_t* xc = xd + c;
+        int8_t* wc = wd + (c >> 2) * 64 + (c & 3);
+        for (int64_t o = 0; o < m; ++o) xc[o * Kp] = int8_t(fk * q[n * r + o * r + l]);
+        for (int64_t j = 0; j < n; ++j) wc[(j >> 4) * Kp * 16 + (j & 15) * 4] = q[j * r + l];
+      }
+    });
+    parallel_for(Pc.nb, 4, [=](int64_t lo, int64_t hi) {  // column sums, read contiguously
+      for (int64_t jb = lo; jb < hi; ++jb) {
+        int32_t acc[16] = {0};
+        const int8_t* blk = wd + jb * Kp * 16;
+        for (int64_t g = 0; g < Kp / 4; ++g)
+          for (int jj = 0; jj < 16; ++jj)
+            acc[jj] += blk[g * 64 + jj * 4] + blk[g * 64 + jj * 4 + 1] + blk[g * 64 + jj * 4 + 2] +
+                       blk[g * 64 + jj * 4 + 3];
+        for (int jj = 0; jj < 16; ++jj) ws[jb * 16 + jj] = acc[jj];
+      }
+    });
+    const bool last = ch == nchunks - 1;
+    int64_t* Zp = Z.data();
+    gemm_tiles(xd, m, Pc, [=](int64_t r0, int64_t nr, int64_t c0, int64_t nc, const int32_t* C, int64_t ldc) {
+      for (int64_t o = r0; o < r0 + nr; ++o) {
+        const int32_t* crow = C + (o - r0) * ldc;
+        if (nchunks == 1) {
+          vote_row(crow, nc, wp + o * n + c0, threshold, op + o * n + c0);
+          continue;
+        }
+        int64_t* zrow = Zp + o * n + c0;
+        for (int64_t j = 0; j < nc; ++j) zrow[j] += crow[j];
+        if (last) vote_row64(zrow, nc, wp + o * n + c0, threshold, op + o * n + c0);
+      }
+    });
+  }
+}
+
+}  // namespace eggroll
