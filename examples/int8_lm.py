@@ -11,20 +11,210 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
 import sysconfig
 import time
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import int8_lm_model as lm  # noqa: E402
-
-import eggroll  # noqa: E402
+import eggroll
 
 HERE = Path(__file__).resolve().parent
+
+
+# --------------------------------------------------------------------------------------------
+# The model: shapes M members, T bytes per sequence, D hidden units, V = 256 byte values.
+# Every weight and activation is int8 in fixed point with 4 fractional bits (16 = 1.0).
+# --------------------------------------------------------------------------------------------
+V = 256                       # vocabulary: raw bytes
+FIXED_POINT = 4               # fractional bits of every int8 weight and activation
+LN_SCALE = 16                 # integer layer norm output: mean |x| = 1.0 in fixed point
+
+# Integer log-softmax tables. A logit y (int8) stands for 2^(y/16): logits are in units of
+# 1/16 bit, so log2 p(byte) = (y_byte - LOG2(sum_j EXP2[y_j + 128])) / 16 with
+# EXP2[i] = round(16 * 2^(i/16)) and LOG2(s) = 16 * log2(s / 16) computed from the position of
+# s's top bit plus a 256-entry table of the next 8 bits (the paper tabulates LOG2 over 2^28
+# entries; this is the same function to within a table step of 1/16 bit and needs 256).
+EXP2 = np.round(16.0 * 2.0 ** (np.arange(256) / 16.0)).astype(np.int64)
+EXP2_32 = EXP2.astype(np.int32)        # <= 2^20: a row of 256 sums to < 2^28
+_MANT = np.round(16.0 * np.log2((256.0 + np.arange(256)) / 256.0)).astype(np.int64)
+_POW2 = (np.int64(1) << np.arange(1, 41, dtype=np.int64))
+RECIP = -((-LN_SCALE * 65536) // np.maximum(np.arange(128), 1)).astype(np.int32)  # ceil
+
+
+@dataclass(frozen=True)
+class Config:
+    """Model and training hyper-parameters (saved in checkpoints, so resumed runs match)."""
+    hidden: int = 64           # D
+    layers: int = 1
+    mlp_mult: int = 4          # MLP D -> mlp_mult*D -> D, no activation (saturation only)
+    sigma_shift: int = 4       # sigma = 2^-sigma_shift, as the paper's default
+    rank: int = 1
+    noise_reuse: int = 1
+    seed: int = 0
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def param_shapes(cfg: Config) -> dict[str, tuple[int, int]]:
+    """name -> (out, in) of every int8 matrix, in param_id order."""
+    D = cfg.hidden
+    shapes = {"emb": (D, V)}
+    for layer in range(cfg.layers):
+        shapes[f"gru{layer}"] = (2 * D, D)               # [forget gate; candidate] from x_t
+        shapes[f"up{layer}"] = (cfg.mlp_mult * D, D)
+        shapes[f"down{layer}"] = (D, cfg.mlp_mult * D)
+    shapes["head"] = (V, D)
+    return shapes
+
+
+def init_params(cfg: Config) -> dict[str, np.ndarray]:
+    """int8 weights round(16 * N(0, 1)) clipped to +-127, as the paper's EGG."""
+    rng = np.random.default_rng(cfg.seed)
+    return {name: np.clip(np.round(16.0 * rng.standard_normal(shape)), -127, 127)
+            .astype(np.int8) for name, shape in param_shapes(cfg).items()}
+
+
+def param_ids(cfg: Config) -> dict[str, int]:
+    return {name: i for i, name in enumerate(param_shapes(cfg))}
+
+
+def sat(a: np.ndarray) -> np.ndarray:
+    """Saturating cast to int8 (the model's only nonlinearity besides the gate product)."""
+    return np.clip(a, -127, 127).astype(np.int8)
+
+
+def layer_norm(x: np.ndarray) -> np.ndarray:
+    """Integer layer norm by mean absolute value (no sqrt, no mean subtraction, no weights):
+    x int8 [..., D] -> int8 [..., D], out = trunc(x * LN_SCALE / mav) with
+    mav = max(1, sum|x| // D), so mean |out| ~ LN_SCALE. The division is a multiplication by
+    the table RECIP[mav] = ceil(LN_SCALE * 2^16 / mav) and a shift (the paper's DIVISION
+    table, one entry per mav): exact, since |x| * RECIP overshoots by less than 127/2^16,
+    closer than any quotient with a denominator <= 127 comes to the next integer."""
+    x32 = x.astype(np.int32)
+    mav = np.maximum(np.abs(x32).sum(axis=-1, keepdims=True) // x.shape[-1], 1)
+    q = (np.abs(x32) * RECIP[mav]) >> 16
+    return sat(np.where(x32 < 0, -q, q))
+
+
+def mingru_scan(gates: np.ndarray) -> np.ndarray:
+    """Integer minGRU with identity activations over time.
+
+    gates int8 [M, T, 2D] = [f; c] computed from x_t only (so one matmul for all t);
+    h_t = h_{t-1} + ((f_t + 127) * (c_t - h_{t-1})) >> 8, h_0 = 0: a convex mix, so h stays
+    in int8 range without clipping. Returns h int8 [M, T, D]."""
+    M, T, D2 = gates.shape
+    D = D2 // 2
+    a = gates[..., :D].astype(np.int32) + 127            # forget weight in [0, 254] / 256
+    c = gates[..., D:].astype(np.int32)
+    h = np.zeros((M, D), np.int32)
+    out = np.empty((M, T, D), np.int8)
+    for t in range(T):
+        h = h + ((a[:, t] * (c[:, t] - h)) >> 8)
+        out[:, t] = h
+    return out
+
+
+def one_hot(tokens: np.ndarray) -> np.ndarray:
+    """tokens uint8 [M, T] -> int8 [M, T, 256] holding 127 at each byte (the int8 '1')."""
+    x = np.zeros(tokens.shape + (V,), np.int8)
+    np.put_along_axis(x, tokens[..., None].astype(np.intp), 127, axis=-1)
+    return x
+
+
+def forward(params: dict[str, np.ndarray], cfg: Config, tokens: np.ndarray, *,
+            members: range | None, epoch: int) -> np.ndarray:
+    """Logits int8 [M, T, 256] (units of 1/16 bit) for tokens uint8 [M, T].
+
+    members=range(M): member i runs with its own perturbation (antithetic pairs 2k, 2k+1);
+    members=None: the unperturbed mean model. Each weight matrix is one
+    eggroll.perturbed_matmul_int8 call over all M*T rows."""
+    ids = param_ids(cfg)
+
+    def mm(x: np.ndarray, name: str) -> np.ndarray:
+        return eggroll.perturbed_matmul_int8(x, params[name], members=members, epoch=epoch,
+                                     seed=cfg.seed, param_id=ids[name], rank=cfg.rank,
+                                     sigma_shift=cfg.sigma_shift, fixed_point=FIXED_POINT,
+                                     noise_reuse=cfg.noise_reuse)
+
+    y = layer_norm(mm(one_hot(tokens), "emb"))
+    for layer in range(cfg.layers):
+        h = mingru_scan(mm(layer_norm(y), f"gru{layer}"))
+        y = sat(y.astype(np.int16) + h)
+        m = mm(mm(layer_norm(y), f"up{layer}"), f"down{layer}")
+        y = sat(y.astype(np.int16) + m)
+    return mm(layer_norm(y), "head")
+
+
+def _log2_table(s: np.ndarray) -> np.ndarray:
+    """16 * log2(s / 16) for int64 s >= 2^9, to within one table step (integer only)."""
+    e = (s[..., None] >= _POW2).sum(axis=-1)                 # floor(log2 s)
+    top = (s >> (e - 8)) - 256                               # next 8 bits below the top one
+    return 16 * e + _MANT[top] - 64
+
+
+def int_log_probs(logits: np.ndarray, targets: np.ndarray) -> np.ndarray:
+    """Integer log-softmax by lookup tables: 16 * log2 p(target), int64 [M, T]."""
+    idx = logits.astype(np.int32) + 128
+    s = EXP2_32[idx].sum(axis=-1, dtype=np.int64)
+    tgt = np.take_along_axis(idx, targets[..., None].astype(np.intp), axis=-1)[..., 0]
+    return tgt - _log2_table(s)
+
+
+def float_bits(logits: np.ndarray, targets: np.ndarray) -> float:
+    """Exact bits/byte of int8 logits (units of 1/16 bit), float64 log-softmax: for reports."""
+    z = logits.astype(np.float64) / 16.0
+    zmax = z.max(axis=-1, keepdims=True)
+    lse = zmax[..., 0] + np.log2(np.exp2(z - zmax).sum(axis=-1))
+    zt = np.take_along_axis(z, targets[..., None].astype(np.intp), axis=-1)[..., 0]
+    return float((lse - zt).mean())
+
+
+def fitness(params: dict[str, np.ndarray], cfg: Config, windows: np.ndarray,
+            epoch: int) -> np.ndarray:
+    """Integer fitness of every member: the sum of its LUT log-probs (1/16 bit) of the next
+    bytes. windows uint8 [P, T+1], one per antithetic pair (members 2k, 2k+1 share window k).
+    Returns int64 [2P]."""
+    seqs = np.repeat(windows, 2, axis=0)
+    logits = forward(params, cfg, seqs[:, :-1], members=range(seqs.shape[0]), epoch=epoch)
+    return int_log_probs(logits, seqs[:, 1:]).sum(axis=1)
+
+
+def update(params: dict[str, np.ndarray], cfg: Config, pair_fitness: np.ndarray,
+           threshold: int, epoch: int) -> dict[str, np.ndarray]:
+    """EGGROLL's integer update of every matrix: W +- 1 where |sum_k f_k A_k B_k^T| >= T."""
+    ids = param_ids(cfg)
+    return {name: eggroll.int8_update(W, pair_fitness, threshold=threshold, epoch=epoch,
+                                      seed=cfg.seed, param_id=ids[name], rank=cfg.rank,
+                                      fixed_point=FIXED_POINT, noise_reuse=cfg.noise_reuse)
+            for name, W in params.items()}
+
+
+def threshold_for(alpha: float, pairs: int, rank: int = 1) -> int:
+    """Vote threshold that moves about a fraction alpha of the weights when the votes are
+    noise: Z = sum of `pairs` terms f_k A B with int8 noise of std 16 (so std 256 * sqrt(rank
+    * pairs)); T = z_{1-alpha/2} * that std (the paper's z-test rule), at least 1."""
+    from statistics import NormalDist
+    z = NormalDist().inv_cdf(1.0 - alpha / 2.0)
+    return max(1, int(z * 256.0 * math.sqrt(rank * pairs)))
+
+
+def evaluate(params: dict[str, np.ndarray], cfg: Config, windows: np.ndarray,
+             batch: int = 256) -> float:
+    """Bits/byte of the mean model on windows uint8 [K, T+1] (state reset per window)."""
+    total, count = 0.0, 0
+    for i in range(0, windows.shape[0], batch):
+        w = windows[i:i + batch]
+        logits = forward(params, cfg, w[:, :-1], members=None, epoch=0)
+        total += float_bits(logits, w[:, 1:]) * w[:, 1:].size
+        count += w[:, 1:].size
+    return total / count
+
 
 
 # --------------------------------------------------------------------------------------------
@@ -92,7 +282,7 @@ def alpha_at(step: int, args: argparse.Namespace) -> float:
     return max(args.alpha_min, args.alpha / (1.0 + step / args.alpha_decay))
 
 
-def save_checkpoint(path: Path, params: dict, cfg: lm.Config, step: int, history: dict,
+def save_checkpoint(path: Path, params: dict, cfg: Config, step: int, history: dict,
                     args: argparse.Namespace, elapsed: float) -> None:
     """Atomic: written to a temporary file, then renamed over the old checkpoint."""
     tmp = path.with_suffix(".tmp.npz")
@@ -107,12 +297,12 @@ def save_checkpoint(path: Path, params: dict, cfg: lm.Config, step: int, history
     os.replace(tmp, path)
 
 
-def load_checkpoint(path: Path) -> tuple[dict, lm.Config, int, dict, dict, float]:
+def load_checkpoint(path: Path) -> tuple[dict, Config, int, dict, dict, float]:
     with np.load(path) as z:
         meta = json.loads(bytes(z["meta"]).decode())
         params = {k[6:]: z[k].copy() for k in z.files if k.startswith("param_")}
         history = {k[5:]: z[k].tolist() for k in z.files if k.startswith("hist_")}
-    return (params, lm.Config(**meta["config"]), meta["step"], history, meta["train_args"],
+    return (params, Config(**meta["config"]), meta["step"], history, meta["train_args"],
             meta["elapsed"])
 
 
@@ -140,10 +330,10 @@ def train(args: argparse.Namespace) -> dict:
             setattr(args, k, targs[k])
         print(f"resumed {ckpt} at step {step} ({cfg})")
     else:
-        cfg = lm.Config(hidden=args.hidden, layers=args.layers, mlp_mult=args.mlp_mult,
+        cfg = Config(hidden=args.hidden, layers=args.layers, mlp_mult=args.mlp_mult,
                         sigma_shift=args.sigma_shift, noise_reuse=args.noise_reuse,
                         seed=args.seed)
-        params, step, elapsed0 = lm.init_params(cfg), 0, 0.0
+        params, step, elapsed0 = init_params(cfg), 0, 0.0
         history = {k: [] for k in HIST_KEYS}
     n_params = sum(w.size for w in params.values())
     pairs = args.population // 2
@@ -154,8 +344,8 @@ def train(args: argparse.Namespace) -> dict:
     eval_held = fixed_windows(held_bytes, args.eval_windows, args.seq_len + 1, cfg.seed)
 
     def log_eval(step: int, elapsed: float, pop_bits: float) -> tuple[float, float]:
-        tr = lm.evaluate(params, cfg, eval_train)
-        he = lm.evaluate(params, cfg, eval_held)
+        tr = evaluate(params, cfg, eval_train)
+        he = evaluate(params, cfg, eval_held)
         for k, v in zip(HIST_KEYS, (step, elapsed, tr, he, pop_bits)):
             history[k].append(v)
         return tr, he
@@ -175,10 +365,10 @@ def train(args: argparse.Namespace) -> dict:
         rng = np.random.default_rng([cfg.seed, step])           # data keyed by step: resumable
         starts = rng.integers(0, train_bytes.size - args.seq_len - 1, pairs)
         windows = windows_at(train_bytes, starts, args.seq_len + 1)
-        fit = lm.fitness(params, cfg, windows, epoch=step)
+        fit = fitness(params, cfg, windows, epoch=step)
         pair_f = eggroll.antithetic_sign(fit.astype(np.float32)).astype(np.int8)
-        thr = lm.threshold_for(alpha_at(step, args), pairs, cfg.rank)
-        params = lm.update(params, cfg, pair_f, thr, epoch=step)
+        thr = threshold_for(alpha_at(step, args), pairs, cfg.rank)
+        params = update(params, cfg, pair_f, thr, epoch=step)
         pop_bits = float(-fit.mean() / 16.0 / args.seq_len)    # LUT bits/byte of the members
         step += 1
         if bar is not None:
@@ -201,7 +391,7 @@ def train(args: argparse.Namespace) -> dict:
     elapsed = time.perf_counter() - t_loop
     save_checkpoint(ckpt, params, cfg, step, history, args, elapsed)
 
-    final_held = lm.evaluate(params, cfg, fixed_windows(held_bytes, args.final_windows,
+    final_held = evaluate(params, cfg, fixed_windows(held_bytes, args.final_windows,
                                                         args.seq_len + 1, cfg.seed + 1))
     result = {"steps": step, "train_seconds": elapsed, "unigram": unigram, "bigram": bigram,
               "train_bits": history["train_bits"][-1], "heldout_bits": history["heldout_bits"][-1],
