@@ -28,6 +28,7 @@ SMOKE = {
                   ("sklearn", "tqdm")),
     "digits_curve.py": (["--smoke"], "digits.png", ("sklearn", "tqdm")),
     "pendulum.py": (["--smoke"], "pendulum.png", ("gymnasium", "tqdm")),
+    "int8_lm.py": (["--smoke"], "int8_lm.png", ()),
 }
 
 
