@@ -12,13 +12,15 @@ no silent layout copies) and on one device; results are on the inputs' device.
 """
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
 import torch
 from torch import Tensor
 
-from .._ops import UINT32_MAX, check_bool, check_int, check_shape_arg, es_args
+from .._ops import (UINT32_MAX, UINT64_MAX, check_bool, check_int, check_shape_arg,
+                    check_sigma)
 from . import _ops
 from ._ops import seed_halves
 
@@ -63,7 +65,10 @@ def members_tensor(members: Any, expected_len: int | None, device: torch.device,
         if members.numel() and (members.dtype.is_floating_point or members.dtype.is_complex
                                 or members.dtype == torch.bool):
             raise TypeError(f"{name}: expected integer indices, got dtype {members.dtype}")
-        if members.device.type == "cpu" and members.numel() and int(members.min()) < 0:
+        # (eager CPU only: under torch.compile a value check would break the graph, and on a
+        # GPU it would sync; the kernels reject negative members themselves)
+        if (members.device.type == "cpu" and members.numel()
+                and not torch.compiler.is_compiling() and int(members.min()) < 0):
             raise ValueError(f"{name}: indices must be >= 0, got {int(members.min())}")
         if members.device != device:
             raise ValueError(f"{name}: is on {members.device} but {what} is on {device}")
@@ -79,17 +84,18 @@ def members_tensor(members: Any, expected_len: int | None, device: torch.device,
 
 
 class _Args:
-    """A validated noise key (the checks and messages of the NumPy adapter, _ops.es_args)."""
+    """A validated noise key: the checks and messages of the NumPy adapter (_ops.es_args),
+    in plain Python so that torch.compile traces them (the core checks the key again)."""
 
     def __init__(self, *, seed: Any, param_id: Any, epoch: Any, noise_reuse: Any,
                  antithetic: Any, sigma: Any, rank: Any) -> None:
-        es_args(seed=seed, param_id=param_id, epoch=epoch, noise_reuse=noise_reuse,
-                antithetic=antithetic, sigma=sigma, rank=rank)      # raises on bad input
-        lo, hi = seed_halves(int(seed))
+        lo, hi = seed_halves(check_int(seed, "seed", 0, UINT64_MAX))
         # seed halves, param_id, epoch, noise_reuse, antithetic, sigma: the ops' key arguments
-        self.key = (lo, hi, int(param_id), int(epoch), int(noise_reuse), bool(antithetic),
-                    float(sigma))
-        self.rank = int(rank)
+        self.key = (lo, hi, check_int(param_id, "param_id", 0, UINT32_MAX),
+                    check_int(epoch, "epoch", 0, UINT32_MAX),
+                    check_int(noise_reuse, "noise_reuse", 0, UINT32_MAX),
+                    check_bool(antithetic, "antithetic"), check_sigma(sigma))
+        self.rank = check_int(rank, "rank", 1, 1 << 20)
 
 
 def _out(out: Any, result: Tensor, inputs: dict[str, Tensor]) -> Tensor:
@@ -185,7 +191,8 @@ def es_gradient(fitness: Any, shape: Any, *, members: Any = None, epoch: int = 0
                    antithetic=antithetic, sigma=sigma, rank=rank)
     dims = check_shape_arg(shape)
     f = as_float32(fitness, "fitness", (1,))
-    if f.device.type == "cpu" and not bool(torch.isfinite(f).all()):
+    if (f.device.type == "cpu" and not torch.compiler.is_compiling()
+            and not bool(torch.isfinite(f).all())):     # the CPU kernel checks again
         raise ValueError("fitness: contains NaN or inf")
     N = f.shape[0]
     if N == 0:
@@ -195,7 +202,7 @@ def es_gradient(fitness: Any, shape: Any, *, members: Any = None, epoch: int = 0
     mem = members_tensor(range(N) if members is None else members, N, f.device,
                          what="fitness")
     full = check_bool(full_rank, "full_rank") or len(dims) == 1
-    if full and int(np.prod(dims)) > STREAM_LENGTH:
+    if full and math.prod(dims) > STREAM_LENGTH:
         raise ValueError(f"shape: {dims} has more than the 2^34 values of one noise stream")
     return _ops.es_gradient(f, mem, list(dims), *args.key, args.rank, full)
 

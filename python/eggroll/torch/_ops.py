@@ -279,6 +279,8 @@ def es_gradient(fitness: Tensor, members: Tensor, shape: Sequence[int], seed_lo:
     """fitness float32 [N], members int64 [N] -> g float32 [shape] = (1/(N sigma)) sum f_i E_i."""
     _check(fitness, "fitness", _F32, fitness.device)
     _check(members, "members", _I64, fitness.device)
+    if not bool(torch.isfinite(fitness).all()):
+        raise ValueError("fitness: contains NaN or inf")
     args = _args(seed_lo, seed_hi, param_id, epoch, noise_reuse, antithetic, sigma, rank)
     g = fitness.new_empty(tuple(shape))
     _core.es_gradient(view(fitness), view(members), args, full_rank or len(shape) == 1,
