@@ -28,6 +28,8 @@ SMOKE = {
                   ("sklearn", "tqdm")),
     "digits_curve.py": (["--smoke"], "digits.png", ("sklearn", "tqdm")),
     "pendulum.py": (["--smoke"], "pendulum.png", ("gymnasium", "tqdm")),
+    "torch_cartpole.py": (["--smoke"], "torch_cartpole.png", ("torch", "gymnasium", "tqdm")),
+    "torch_digits.py": (["--smoke"], "torch_digits.png", ("torch", "sklearn", "tqdm")),
 }
 
 
