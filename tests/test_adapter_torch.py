@@ -395,3 +395,25 @@ def test_es_gradient_and_shaping_errors():
         et.centered_rank(torch.ones(4, dtype=torch.bool))
     with pytest.raises(ValueError, match="^counter: values must fit in uint32"):
         et.philox4x32(torch.tensor([[-1, 0, 0, 0]]), torch.tensor([0, 0]))
+
+
+# ------------------------------------------------------------------------------------------
+# bench_peers --backend torch (smoke: wiring and records, no timing assertions)
+# ------------------------------------------------------------------------------------------
+
+def test_bench_peers_torch_smoke(capsys):
+    import json
+
+    from eggroll.bench import peers_torch
+    threads = eggroll.get_num_threads()
+    assert peers_torch.main(["--smoke", "--repeat", "5"]) == 0
+    assert eggroll.get_num_threads() == threads
+    recs = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.strip()]
+    rec = [r for r in recs if r.get("kind") == "smoke"][0]
+    for name in ("plain", "eggroll", "idiom"):
+        assert rec[f"{name}_median_s"] > 0 and rec[f"{name}_n"] >= 5
+    assert rec["idiom_over_eggroll"] == pytest.approx(rec["idiom_median_s"]
+                                                      / rec["eggroll_median_s"])
+    # the idiom on eggroll's factors: the same result up to float32 rounding of 24-term
+    # sums of order-1 values (~1e-6)
+    assert rec["check_max_abs_diff"] < 1e-4
