@@ -264,3 +264,41 @@ def test_backward_is_not_needed_population_mode_runs_without_grad():
     with es.ask():
         y = model(torch.randn(2, 5))
     assert not y.requires_grad
+
+
+class _Custom(nn.Module):
+    """A block that applies its own 2-D parameter as a matmul weight."""
+
+    def __init__(self):
+        super().__init__()
+        self.W = nn.Parameter(torch.randn(6, 5) / 3)
+        self.b = nn.Parameter(torch.randn(6))
+        self.head = nn.Linear(6, 2)
+
+    def forward(self, x):
+        return self.head(torch.tanh(et.linear(x, self.W, self.b)))
+
+
+def test_matmul_weights_are_low_rank_through_eggroll_torch_linear():
+    torch.manual_seed(6)
+    model = _Custom()
+    P = 6
+    es = et.ES(model, sigma=0.1, population=P, rank=2, seed=SEED, matmul_weights=["W"])
+    assert es.kinds["W"] == "lowrank" and es.kinds["b"] == "full"
+    x = torch.randn(P, 3, 5)
+    with es.ask():
+        y = model(x)
+    np_es = eggroll.ES(_numpy_params(model), sigma=0.1, lr=0.0, population=P, rank=2,
+                       seed=SEED)
+    pop = np_es.ask()
+    h = torch.tanh(torch.from_numpy(pop.linear("W", x.numpy(), bias="b"))).numpy()
+    np.testing.assert_array_equal(y.numpy(), pop.linear("head.weight", h, bias="head.bias"))
+    # outside population mode eggroll.torch.linear is F.linear
+    torch.testing.assert_close(et.linear(x[0], model.W, model.b),
+                               nn.functional.linear(x[0], model.W, model.b), rtol=0, atol=0)
+    es.tell(torch.randn(P))
+    assert model.W.grad.shape == (6, 5)
+    with pytest.raises(ValueError, match="^matmul_weights: no parameter named 'V'"):
+        et.ES(model, sigma=0.1, population=2, matmul_weights=["V"])
+    with pytest.raises(ValueError, match="^matmul_weights: 'b' has shape"):
+        et.ES(model, sigma=0.1, population=2, matmul_weights=["W", "b"])

@@ -32,9 +32,23 @@ from ._ops import perturbed_matmul as _perturbed_matmul_op
 from ._ops import perturbed_matmul_full as _perturbed_matmul_full_op
 from ._ops import seed_halves
 
-__all__ = ["ES", "Population"]
+__all__ = ["ES", "Population", "linear"]
 
 LOWRANK, FULL = "lowrank", "full"
+_ACTIVE: list[Population] = []         # the populations inside `with es.ask():`, innermost last
+
+
+def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
+    """F.linear(x, weight, bias), except inside ``with es.ask():`` for a weight the ES
+    trains (an nn.Linear weight or one named in ES(matmul_weights=...)): then every member
+    i computes x_i @ (weight + E_i).T (+ bias_i), x [P, ..., n] -> [P, ..., m].
+
+    Use it in a module's forward for a 2-D parameter applied as a matmul weight, so that it
+    is perturbed low rank like an nn.Linear weight."""
+    for pop in reversed(_ACTIVE):
+        if id(weight) in pop._es._names:
+            return pop.linear(x, weight, bias)
+    return torch.nn.functional.linear(x, weight, bias)
 
 
 class Population:
@@ -65,8 +79,11 @@ class Population:
         self._check_epoch()
         self._no_grad = torch.no_grad()
         self._no_grad.__enter__()
+        _ACTIVE.append(self)
         try:
             for mod_name, module in self._es._modules.items():
+                if mod_name in self._es._direct:
+                    continue                  # its forward calls eggroll.torch.linear itself
                 if "forward" in module.__dict__:
                     raise RuntimeError(f"module {mod_name!r} already has an instance forward "
                                        "(nested es.ask()?)")
@@ -84,6 +101,8 @@ class Population:
         for module in self._patched:
             module.__dict__.pop("forward", None)
         self._patched = []
+        if self in _ACTIVE:
+            _ACTIVE.remove(self)
         if self._no_grad is not None:
             self._no_grad.__exit__(None, None, None)
             self._no_grad = None
@@ -135,29 +154,37 @@ class Population:
                              f"inputs in population mode, got {shape}")
         return x
 
-    def _linear_forward(self, mod_name: str, module: nn.Linear) -> Callable[[Tensor], Tensor]:
+    def linear(self, x: Tensor, weight: Tensor, bias: Tensor | None = None,
+               where: str = "") -> Tensor:
+        """x [P, ..., n] @ (weight + E_i).T (+ bias_i) for every member i: weight [m, n] a
+        parameter of the module (low rank, or full rank with full_rank=True); bias [m] a
+        parameter (perturbed per member) or any other tensor (added as is)."""
+        self._check_epoch()
         es = self._es
-        wname = f"{mod_name}.weight" if mod_name else "weight"
-        bname = f"{mod_name}.bias" if mod_name else "bias"
+        wname = es._names.get(id(weight))
+        if wname is None or weight.dim() != 2:
+            raise ValueError(f"weight: not a 2-D parameter of the module this ES trains "
+                             f"({where or 'eggroll.torch.linear'})")
+        x = self._check_x(x, where or wname)
+        W = weight.detach()
+        if W.dtype != torch.float32:
+            raise TypeError(f"{wname}: population mode computes in float32, got {W.dtype}")
+        lead = x.shape[:-1]
+        x3 = x.reshape(x.shape[0], -1, x.shape[-1]) if x.dim() != 3 else x
+        x3 = x3.contiguous().float()
+        mem = None if wname in es.frozen else self.members(x.device)
+        if es.kinds[wname] == LOWRANK:
+            y = _perturbed_matmul_op(x3, W, mem, *self._key(wname), es.rank)
+        else:
+            y = _perturbed_matmul_full_op(x3, W, mem, *self._key(wname))
+        if bias is not None:
+            bname = es._names.get(id(bias))
+            y.add_(self.vector(bname)[:, None, :] if bname is not None else bias.detach())
+        return y.reshape(*lead, W.shape[0])
 
+    def _linear_forward(self, mod_name: str, module: nn.Linear) -> Callable[[Tensor], Tensor]:
         def forward(x: Tensor) -> Tensor:
-            self._check_epoch()
-            x = self._check_x(x, mod_name)
-            W = module.weight.detach()
-            if W.dtype != torch.float32:
-                raise TypeError(f"{wname}: population mode computes in float32, got {W.dtype}")
-            lead = x.shape[:-1]
-            x3 = x.reshape(x.shape[0], -1, x.shape[-1]) if x.dim() != 3 else x
-            x3 = x3.contiguous().float()
-            frozen = wname in es.frozen
-            mem = None if frozen else self.members(x.device)
-            if es.kinds[wname] == LOWRANK:
-                y = _perturbed_matmul_op(x3, W, mem, *self._key(wname), es.rank)
-            else:
-                y = _perturbed_matmul_full_op(x3, W, mem, *self._key(wname))
-            if module.bias is not None:
-                y.add_(self.vector(bname)[:, None, :])
-            return y.reshape(*lead, W.shape[0])
+            return self.linear(x, module.weight, module.bias, mod_name)
         return forward
 
     def _vmap_forward(self, mod_name: str, module: nn.Module) -> Callable[..., Any]:
@@ -192,6 +219,10 @@ class ES:
     sigma: float, or a callable epoch -> float. population: P (even when antithetic).
     shaping / group_size / noise_reuse / antithetic / full_rank / nonfinite: as eggroll.ES.
     seed: 64-bit noise seed. param_ids come from the parameter names (eggroll.es.param_id).
+    matmul_weights: names of 2-D parameters of other modules that their forward applies with
+      eggroll.torch.linear(x, W, b): perturbed low rank like nn.Linear weights. Such a module
+      runs as written in population mode (no vmap), so its other own parameters must be
+      used as the bias of eggroll.torch.linear, or be frozen.
     The update itself is the optimiser's: tell() writes p.grad = -g (g points uphill), so a
     minimising torch.optim optimiser ascends the fitness.
     """
@@ -200,7 +231,8 @@ class ES:
                  population: int, rank: int = 1, seed: int = 0,
                  shaping: str | None = "centered_rank", group_size: int = 0,
                  noise_reuse: int = 1, antithetic: bool = True, frozen: Iterable[str] = (),
-                 full_rank: bool = False, nonfinite: str = "raise") -> None:
+                 full_rank: bool = False, nonfinite: str = "raise",
+                 matmul_weights: Iterable[str] = ()) -> None:
         if not isinstance(module, nn.Module):
             raise TypeError(f"module: expected a torch.nn.Module, got {type(module).__name__}")
         self.module = module
@@ -222,22 +254,48 @@ class ES:
                              f"population {self.population}, got {self.group_size}")
         if self.shaping == "antithetic_sign" and not self.antithetic:
             raise ValueError("shaping: 'antithetic_sign' needs antithetic=True")
-        self._collect(module)
+        self._collect(module, self._names_arg(matmul_weights, "matmul_weights"))
         self.frozen = self._frozen(frozen)
         self.epoch = 0
         self._sigma_cache: tuple[int, float] | None = None
 
-    def _collect(self, module: nn.Module) -> None:
-        """Parameters by name, how each is perturbed, and the modules population mode patches."""
+    @staticmethod
+    def _names_arg(names: Any, arg: str) -> set[str]:
+        if isinstance(names, str):
+            names = (names,)
+        try:
+            out = set(names)
+        except TypeError:
+            raise TypeError(f"{arg}: expected an iterable of parameter names, got "
+                            f"{type(names).__name__}") from None
+        for n in out:
+            if not isinstance(n, str):
+                raise TypeError(f"{arg}: names must be str, got {n!r}")
+        return out
+
+    def _collect(self, module: nn.Module, matmul: set[str]) -> None:
+        """Parameters by name, how each is perturbed, and the modules population mode patches
+        (nn.Linear: the op; modules holding a matmul_weights parameter: left as written, their
+        forward calls eggroll.torch.linear; other modules with parameters: vmap)."""
         self._params: dict[str, nn.Parameter] = {}
+        self._names: dict[int, str] = {}
         self.kinds: dict[str, str] = {}
         self._modules: dict[str, nn.Module] = {}
+        self._direct: set[str] = set()
         seen: set[int] = set()
+        all_names = {n for n, _ in module.named_parameters()}
+        unknown = matmul - all_names
+        if unknown:
+            raise ValueError(f"matmul_weights: no parameter named {sorted(unknown)[0]!r}")
         for mod_name, sub in module.named_modules():
             own = [(n, p) for n, p in sub.named_parameters(recurse=False)]
             if not own:
                 continue
-            if not isinstance(sub, nn.Linear) and any(
+            full = {local: f"{mod_name}.{local}" if mod_name else local for local, _ in own}
+            direct = any(n in matmul for n in full.values())
+            if direct:
+                self._direct.add(mod_name)
+            elif not isinstance(sub, nn.Linear) and any(
                     True for c in sub.children() for _ in c.parameters()):
                 raise ValueError(f"module: {mod_name or type(sub).__name__!r} has parameters "
                                  "of its own and submodules with parameters; move its own "
@@ -253,7 +311,11 @@ class ES:
                     raise TypeError(f"module: parameter {name!r} has dtype {p.dtype}; "
                                     "expected a float parameter")
                 self._params[name] = p
-                lowrank = isinstance(sub, nn.Linear) and local == "weight"
+                self._names[id(p)] = name
+                if name in matmul and p.dim() != 2:
+                    raise ValueError(f"matmul_weights: {name!r} has shape {tuple(p.shape)}; "
+                                     "expected a 2-D [m, n] weight")
+                lowrank = (isinstance(sub, nn.Linear) and local == "weight") or name in matmul
                 self.kinds[name] = LOWRANK if lowrank and not self.full_rank else FULL
             self._modules[mod_name] = sub
         if not self._params:
