@@ -24,8 +24,8 @@ EPOCH = 7
 def _devices():
     devs = ["cpu"]
     if torch.cuda.is_available():
-        devs.append(pytest.param("cuda", marks=pytest.mark.skipif(
-            not _has_cuda_build(), reason="eggroll built without CUDA (no eggroll._cuda)")))
+        devs.append(pytest.param("cuda", marks=[pytest.mark.cuda, pytest.mark.skipif(
+            not _has_cuda_build(), reason="eggroll built without CUDA (no eggroll._cuda)")]))
     return devs
 
 
@@ -351,6 +351,33 @@ def test_cuda_without_a_cuda_build_is_a_clear_error(monkeypatch):
     monkeypatch.setitem(sys.modules, "eggroll._cuda", None)    # import -> ImportError
     with pytest.raises(RuntimeError, match="built without CUDA"):
         _ops._cuda()
+    if torch.cuda.is_available():       # the whole path, with real CUDA tensors
+        with pytest.raises(RuntimeError, match="built without CUDA"):
+            et.perturbed_matmul(torch.randn(2, 3, device="cuda"),
+                                torch.randn(4, 3, device="cuda"), members=range(2))
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not (torch.cuda.is_available() and _has_cuda_build()),
+                    reason="needs a GPU and eggroll built with CUDA")
+def test_cuda_ops_use_the_current_stream_and_compile():
+    """Work queued on a side stream: the op's result is ordered after the input's producer
+    on that stream (no host sync needed), and torch.compile traces the CUDA path too."""
+    s = torch.cuda.Stream()
+    x = torch.randn(64, 8, 128, device="cuda")
+    W = torch.randn(96, 128, device="cuda")
+    members = torch.arange(64, device="cuda")
+    expected = et.perturbed_matmul(x * 3, W, members=members, seed=SEED, sigma=0.1)
+    with torch.cuda.stream(s):
+        torch.cuda._sleep(10_000_000)              # keep the side stream busy
+        x3 = x * 3                                 # produced on s
+        y = et.perturbed_matmul(x3, W, members=members, seed=SEED, sigma=0.1)
+    torch.cuda.synchronize()
+    torch.testing.assert_close(y, expected, rtol=0, atol=0)
+    f = torch.compile(lambda x, W, m: et.perturbed_matmul(x, W, members=m, seed=SEED,
+                                                          sigma=0.1), fullgraph=True,
+                      backend="aot_eager")
+    torch.testing.assert_close(f(x * 3, W, members), expected, rtol=0, atol=0)
 
 
 @pytest.mark.parametrize("kwargs,exc,match", [

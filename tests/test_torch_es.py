@@ -302,3 +302,34 @@ def test_matmul_weights_are_low_rank_through_eggroll_torch_linear():
         et.ES(model, sigma=0.1, population=2, matmul_weights=["V"])
     with pytest.raises(ValueError, match="^matmul_weights: 'b' has shape"):
         et.ES(model, sigma=0.1, population=2, matmul_weights=["W", "b"])
+
+
+def _has_cuda_build() -> bool:
+    try:
+        import eggroll._cuda  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not (torch.cuda.is_available() and _has_cuda_build()),
+                    reason="needs a GPU and eggroll built with CUDA")
+def test_es_on_cuda_matches_cpu():
+    """The same module on the GPU: the same noise (bit-identical factors), cuBLAS for the base
+    GEMM, so outputs and estimates agree with the CPU run to float32 rounding."""
+    model = _Norm()
+    gpu = copy.deepcopy(model).cuda()
+    es_cpu = et.ES(model, sigma=0.1, population=8, rank=2, seed=SEED)
+    es_gpu = et.ES(gpu, sigma=0.1, population=8, rank=2, seed=SEED)
+    x = torch.randn(8, 5, 4)
+    with es_cpu.ask():
+        y_cpu = model(x)
+    with es_gpu.ask():
+        y_gpu = gpu(x.cuda())
+    torch.testing.assert_close(y_gpu.cpu(), y_cpu, rtol=1e-4, atol=1e-5)
+    fitness = -y_cpu.square().sum(dim=(1, 2))
+    es_cpu.tell(fitness)
+    es_gpu.tell(fitness.cuda())
+    for (n, a), (_, b) in zip(model.named_parameters(), gpu.named_parameters()):
+        torch.testing.assert_close(b.grad.cpu(), a.grad, rtol=1e-4, atol=1e-6, msg=n)

@@ -288,17 +288,44 @@ def es_gradient(fitness: Tensor, members: Tensor, shape: Sequence[int], seed_lo:
     return g
 
 
+# Factor memory per chunk of the CUDA low-rank estimate (the CPU core uses the same bound).
+FACTOR_CHUNK_BYTES = 64 << 20
+
+
 @es_gradient.register_kernel("cuda")
 def _es_gradient_cuda(fitness: Tensor, members: Tensor, shape: Sequence[int], seed_lo: int,
                       seed_hi: int, param_id: int, epoch: int, noise_reuse: int,
                       antithetic: bool, sigma: float, rank: int, full_rank: bool) -> Tensor:
+    """Full rank / vectors: the CUDA kernel. Low rank: per chunk of members the factor rows
+    (eggroll._cuda.es_gradient_factors) and one torch GEMM g (+)= Af^T Bf; the number of
+    rows needs the member indices on the host (one small copy of members)."""
     cuda = _cuda()
     _check(fitness, "fitness", _F32, fitness.device)
     _check(members, "members", _I64, fitness.device)
     args = _args(seed_lo, seed_hi, param_id, epoch, noise_reuse, antithetic, sigma, rank)
     g = fitness.new_empty(tuple(shape))
-    cuda.es_gradient(view(fitness), view(members), args, full_rank or len(shape) == 1,
-                     fitness.shape[0], False, view(g), stream=_stream(fitness))
+    stream = _stream(fitness)
+    N = fitness.shape[0]
+    if full_rank or len(shape) == 1:
+        cuda.es_gradient(view(fitness), view(members), args, True, N, False, view(g),
+                         stream=stream)
+        return g
+    m, n = shape
+    host = members.cpu()
+    step = max(2, (FACTOR_CHUNK_BYTES // (4 * rank * (m + n))) // 2 * 2)   # even: pairs whole
+    for c0 in range(0, N, step):
+        c1 = min(N, c0 + step)
+        C = int(_core.es_gradient_columns(view(host[c0:c1]), antithetic, rank))
+        Af = fitness.new_empty((C, m))
+        Bf = fitness.new_empty((C, n))
+        cuda.es_gradient_factors(view(fitness[c0:c1]), view(members[c0:c1]), m, n, args, N,
+                                 view(Af), view(Bf), stream=stream)
+        if c0 == 0:
+            torch.matmul(Af.t(), Bf, out=g)
+        else:
+            g.addmm_(Af.t(), Bf)
+    if N == 0:
+        g.zero_()
     return g
 
 
