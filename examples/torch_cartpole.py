@@ -105,7 +105,9 @@ def main(argv: list[str] | None = None) -> int:
     import eggroll
     import eggroll.torch
 
-    torch.set_num_threads(eggroll.get_num_threads())
+    # The heavy work is eggroll's (its own thread pool); torch's OpenMP threads, spinning
+    # after each small elementwise op, would compete with it for the cores: one is faster here.
+    torch.set_num_threads(1)
     torch.manual_seed(args.seed)
     P = args.population
     policy = nn.Sequential(nn.Linear(4, args.hidden), nn.Tanh(), nn.Linear(args.hidden, 2))
