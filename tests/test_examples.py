@@ -29,6 +29,8 @@ SMOKE = {
     "digits_curve.py": (["--smoke"], "digits.png", ("sklearn", "tqdm")),
     "pendulum.py": (["--smoke"], "pendulum.png", ("gymnasium", "tqdm")),
     "int8_lm.py": (["--smoke"], "int8_lm.png", ()),
+    "torch_cartpole.py": (["--smoke"], "torch_cartpole.png", ("torch", "gymnasium", "tqdm")),
+    "torch_digits.py": (["--smoke"], "torch_digits.png", ("torch", "sklearn", "tqdm")),
 }
 
 
