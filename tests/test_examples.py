@@ -28,6 +28,7 @@ SMOKE = {
                   ("sklearn", "tqdm")),
     "digits_curve.py": (["--smoke"], "digits.png", ("sklearn", "tqdm")),
     "pendulum.py": (["--smoke"], "pendulum.png", ("gymnasium", "tqdm")),
+    "jax_digits.py": (["--smoke"], None, ("jax", "optax", "sklearn", "eggroll._xla_ffi")),
 }
 
 
