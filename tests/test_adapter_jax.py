@@ -439,3 +439,16 @@ def test_es_trains_a_toy_regression_with_optax_in_one_compilation(rng):
         P, state = step(P, state, jnp.int32(epoch))
     assert step._cache_size() == 1
     assert mean_loss(P) < 0.25 * before, (before, mean_loss(P))
+
+
+def test_bench_peers_jax_candidates_agree_and_run():
+    """bench_peers --backend jax: every timed callable runs, and the idiom's maths on
+    eggroll's own factors equals eggroll's forward (so the comparison is like for like)."""
+    from eggroll.bench import peers_jax
+    fwd, upd, info = peers_jax.make_fns(8, 16, 12, 2)
+    for fn in (*fwd.values(), *upd.values()):
+        fn()
+    # y = x W^T + correction with x ~ N(0, 1), W ~ N(0, 1/n), n = 12: |terms| summed per
+    # output <= ~n * 4 * 4/sqrt(n) ~ 55; two float32 evaluations in different orders differ by
+    # at most ~2 n eps32 times that: 2 * 12 * 6e-8 * 55 ~ 8e-5.
+    assert info["check_max_abs_diff"] <= 2 * 12 * np.finfo(np.float32).eps / 2 * 55

@@ -65,10 +65,7 @@ def _call(name: str, results: Any, *operands: Any, **attrs: Any) -> Any:
 def _forward_raw(x: jax.Array, W: jax.Array, members: jax.Array, seed: jax.Array,
                  epoch: jax.Array, *, full: bool, perturb: bool, **key: Any) -> jax.Array:
     out = jax.ShapeDtypeStruct(x.shape[:-1] + (W.shape[0],), jnp.float32)
-    attrs = _key_attrs(**key)
-    if full:
-        attrs.pop("rank", None)
-        attrs["rank"] = np.int64(1)
+    attrs = _key_attrs(**key)          # key["rank"] is 1 for the full-rank baseline
     return _call("perturbed_matmul_full" if full else "perturbed_matmul", out, x, W, members,
                  seed, epoch, perturb=np.bool_(perturb), **attrs)
 
