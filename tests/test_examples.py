@@ -31,6 +31,7 @@ SMOKE = {
     "int8_lm.py": (["--smoke"], "int8_lm.png", ()),
     "torch_cartpole.py": (["--smoke"], "torch_cartpole.png", ("torch", "gymnasium", "tqdm")),
     "torch_digits.py": (["--smoke"], "torch_digits.png", ("torch", "sklearn", "tqdm")),
+    "jax_digits.py": (["--smoke"], None, ("jax", "optax", "sklearn", "eggroll._xla_ffi")),
 }
 
 

@@ -1,0 +1,163 @@
+"""The XLA FFI calls behind eggroll.jax: registration of the handlers of eggroll._xla_ffi and
+one ``jax.ffi.ffi_call`` per op, with its batching rule.
+
+Operands vs attributes: arrays, ``members``, ``seed`` (uint32 [2] = low, high words) and
+``epoch`` (an integer scalar) are operands, so they may be traced (a jitted step compiles once
+for every epoch); ``param_id``, ``sigma``, ``rank``, ``noise_reuse``, ``antithetic`` are static
+attributes. Everything here assumes the arguments were validated by eggroll.jax.
+
+vmap: the forwards and perturb_vector carry a ``custom_vmap`` rule that folds the mapped axis
+into the member axis — a vmap over the population becomes ONE call with the members stacked and
+W unbatched (never copied per member). A batched W, seed or epoch falls back to one call per
+batch element (``lax.map``), which is correct but loses the shared base product.
+"""
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+
+_REGISTERED: bool = False
+
+
+def ensure_registered() -> None:
+    """Registers every handler with XLA (once per process)."""
+    global _REGISTERED
+    if _REGISTERED:
+        return
+    try:
+        from .. import _xla_ffi
+    except ImportError as e:  # pragma: no cover - depends on how eggroll was built
+        raise RuntimeError(
+            "eggroll.jax: this eggroll was built without the JAX FFI handlers "
+            "(eggroll._xla_ffi); reinstall with jaxlib available, e.g. "
+            "pip install 'eggroll[jax]' (see docs/jax.md)") from e
+    for platform, handlers in _xla_ffi.registrations().items():
+        for name, capsule in handlers.items():
+            jax.ffi.register_ffi_target(f"eggroll_{name}", capsule, platform=platform)
+    _REGISTERED = True
+
+
+def _key_attrs(param_id: int, sigma: float, noise_reuse: int, antithetic: bool,
+               rank: int | None = None) -> dict[str, Any]:
+    # Explicit NumPy scalar types pin the attribute types the C++ handlers decode.
+    attrs = dict(param_id=np.int64(param_id), sigma=np.float64(sigma),
+                 noise_reuse=np.int64(noise_reuse), antithetic=np.bool_(antithetic))
+    if rank is not None:
+        attrs["rank"] = np.int64(rank)
+    return attrs
+
+
+def _call(name: str, results: Any, *operands: Any, **attrs: Any) -> Any:
+    ensure_registered()
+    return jax.ffi.ffi_call(f"eggroll_{name}", results, vmap_method="sequential")(
+        *operands, **attrs)
+
+
+# ------------------------------------------------------------------------------------------
+# forwards: x [M, n] | [M, b, n], W [m, n], members int [M], seed uint32 [2], epoch int []
+# ------------------------------------------------------------------------------------------
+
+def _forward_raw(x: jax.Array, W: jax.Array, members: jax.Array, seed: jax.Array,
+                 epoch: jax.Array, *, full: bool, perturb: bool, **key: Any) -> jax.Array:
+    out = jax.ShapeDtypeStruct(x.shape[:-1] + (W.shape[0],), jnp.float32)
+    attrs = _key_attrs(**key)          # key["rank"] is 1 for the full-rank baseline
+    return _call("perturbed_matmul_full" if full else "perturbed_matmul", out, x, W, members,
+                 seed, epoch, perturb=np.bool_(perturb), **attrs)
+
+
+def _fold_rule(raw: Any, n_data: int) -> Any:
+    """A custom_vmap rule for an op whose operands are (*data[M, ...], members[M], seed,
+    epoch) after n_data unbatched-only leading operands (W) — see the module docstring."""
+    def rule(axis_size: int, in_batched: list[bool], *args: Any) -> tuple[Any, bool]:
+        shared, data, members, seed, epoch = (args[:n_data], args[n_data], args[n_data + 1],
+                                              args[n_data + 2], args[n_data + 3])
+        b_shared = in_batched[:n_data]
+        b_data, b_members, b_seed, b_epoch = in_batched[n_data:n_data + 4]
+        if any(b_shared) or b_seed or b_epoch:
+            # Different W or keys per batch element: one call each (correct, not shared).
+            def one(i: jax.Array) -> jax.Array:
+                pick = [a[i] if b else a for a, b in zip(args, in_batched)]
+                return raw(*pick)
+            return lax.map(one, jnp.arange(axis_size)), True
+        M = members.shape[-1]
+        if not b_members:
+            members = jnp.broadcast_to(members, (axis_size, M))
+        if not b_data:
+            data = jnp.broadcast_to(data, (axis_size,) + data.shape)
+        y = raw(*shared, data.reshape((axis_size * M,) + data.shape[2:]),
+                members.reshape(axis_size * M), seed, epoch)
+        return y.reshape((axis_size, M) + y.shape[1:]), True
+    return rule
+
+
+@functools.lru_cache(maxsize=None)
+def forward_fn(full: bool, perturb: bool, param_id: int, sigma: float, rank: int,
+               noise_reuse: int, antithetic: bool) -> Any:
+    """f(W, x, members, seed, epoch) -> y, with the population-folding vmap rule."""
+    key = dict(param_id=param_id, sigma=sigma, rank=rank, noise_reuse=noise_reuse,
+               antithetic=antithetic)
+
+    @jax.custom_batching.custom_vmap
+    def f(W: jax.Array, x: jax.Array, members: jax.Array, seed: jax.Array,
+          epoch: jax.Array) -> jax.Array:
+        return _forward_raw(x, W, members, seed, epoch, full=full, perturb=perturb, **key)
+
+    f.def_vmap(_fold_rule(f, 1))
+    return f
+
+
+@functools.lru_cache(maxsize=None)
+def perturb_vector_fn(param_id: int, sigma: float, noise_reuse: int, antithetic: bool) -> Any:
+    """f(v, members, seed, epoch) -> [M, m]; a vmap over members folds into one call."""
+    attrs = _key_attrs(param_id, sigma, noise_reuse, antithetic)
+
+    def raw(v: jax.Array, members: jax.Array, seed: jax.Array, epoch: jax.Array) -> jax.Array:
+        out = jax.ShapeDtypeStruct((members.shape[0], v.shape[0]), jnp.float32)
+        return _call("perturb_vector", out, v, members, seed, epoch, **attrs)
+
+    @jax.custom_batching.custom_vmap
+    def f(v: jax.Array, members: jax.Array, seed: jax.Array, epoch: jax.Array) -> jax.Array:
+        return raw(v, members, seed, epoch)
+
+    def rule(axis_size: int, in_batched: list[bool], v: Any, members: Any, seed: Any,
+             epoch: Any) -> tuple[Any, bool]:
+        b_v, b_members, b_seed, b_epoch = in_batched
+        if b_v or b_seed or b_epoch or not b_members:
+            def one(i: jax.Array) -> jax.Array:
+                pick = [a[i] if b else a for a, b in zip((v, members, seed, epoch), in_batched)]
+                return f(*pick)
+            return lax.map(one, jnp.arange(axis_size)), True
+        M = members.shape[-1]
+        y = f(v, members.reshape(axis_size * M), seed, epoch)
+        return y.reshape(axis_size, M, v.shape[0]), True
+
+    f.def_vmap(rule)
+    return f
+
+
+# ------------------------------------------------------------------------------------------
+# the rest (vmap: one call per batch element)
+# ------------------------------------------------------------------------------------------
+
+def lowrank_factors(members: jax.Array, seed: jax.Array, epoch: jax.Array, m: int, n: int,
+                    **key: Any) -> tuple[jax.Array, jax.Array]:
+    M, r = members.shape[0], key["rank"]
+    out = (jax.ShapeDtypeStruct((M, m, r), jnp.float32), jax.ShapeDtypeStruct((M, n, r), jnp.float32))
+    return tuple(_call("lowrank_factors", out, members, seed, epoch, **_key_attrs(**key)))
+
+
+def es_gradient(fitness: jax.Array, members: jax.Array, seed: jax.Array, epoch: jax.Array,
+                shape: tuple[int, ...], full_rank: bool, **key: Any) -> jax.Array:
+    out = jax.ShapeDtypeStruct(shape, jnp.float32)
+    return _call("es_gradient", out, fitness, members, seed, epoch, full_rank=np.bool_(full_rank),
+                 **_key_attrs(**key))
+
+
+def shaping(name: str, f: jax.Array, out_len: int, **attrs: Any) -> jax.Array:
+    out = jax.ShapeDtypeStruct((out_len,), jnp.float32)
+    return _call(name, out, f, **{k: np.int64(v) for k, v in attrs.items()})

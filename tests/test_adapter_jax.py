@@ -1,0 +1,454 @@
+"""The JAX adapter (XLA FFI): every op vs the reference and the NumPy path, under jit, vmap and
+scan; traced keys without recompilation; trace-time errors; eggroll.jax.ES with optax."""
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+
+if os.environ.get("EGGROLL_REQUIRE_JAX") == "1":
+    # CI installs the jax extra and builds the handlers: a skip there would hide a broken build.
+    import jax
+    import jax.numpy as jnp
+    import optax
+
+    import eggroll._xla_ffi  # noqa: F401
+else:
+    jax = pytest.importorskip("jax")
+    jnp = pytest.importorskip("jax.numpy")
+    optax = pytest.importorskip("optax")
+    pytest.importorskip("eggroll._xla_ffi", reason="eggroll was built without the JAX handlers")
+
+import eggroll  # noqa: E402
+import eggroll.jax as ej  # noqa: E402
+from eggroll import reference as ref  # noqa: E402
+
+from conftest import (MEMBER_FORMS, assert_close_derived, fullrank_forward_magnitude,  # noqa: E402
+                      lowrank_forward_magnitude, make_members, stream_rows)
+
+SEED = 0x0123456789ABCDEF            # uses both 32-bit words of the seed operand
+PARAM_ID = 11
+EPOCH = 7
+M = 5
+
+
+def _inputs(rng, M, m, n, b):
+    x = rng.standard_normal((M, n) if b is None else (M, b, n)).astype(np.float32)
+    W = (rng.standard_normal((m, n)) / np.sqrt(n)).astype(np.float32)
+    return x, W
+
+
+def _key(members, **kw):
+    base = dict(members=members, epoch=EPOCH, seed=SEED, param_id=PARAM_ID, sigma=0.3)
+    base.update(kw)
+    return base
+
+
+def _ffi_calls(fn, *args):
+    """Number of ffi_call equations in fn's jaxpr, nested jaxprs included."""
+    def count(jaxpr):
+        c = 0
+        for eqn in jaxpr.eqns:
+            c += eqn.primitive.name == "ffi_call"
+            for p in eqn.params.values():
+                for sub in (p if isinstance(p, (list, tuple)) else (p,)):
+                    inner = getattr(sub, "jaxpr", None)
+                    if inner is not None:
+                        c += count(inner if hasattr(inner, "eqns") else inner.jaxpr)
+        return c
+    return count(jax.make_jaxpr(fn)(*args).jaxpr)
+
+
+# ------------------------------------------------------------------------------------------
+# every op vs the reference, and bit for bit vs the NumPy path
+# ------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("m,n,b", [(1, 17, None), (17, 97, 3), (97, 1, None), (17, 17, 1)])
+@pytest.mark.parametrize("rank", [1, 3])
+@pytest.mark.parametrize("form", MEMBER_FORMS)
+@pytest.mark.parametrize("antithetic,noise_reuse", [(True, 1), (False, 0), (True, 3)])
+def test_perturbed_matmul(m, n, b, rank, form, antithetic, noise_reuse, rng):
+    x, W = _inputs(rng, M, m, n, b)
+    key = _key(make_members(form, M, rng), rank=rank, antithetic=antithetic,
+               noise_reuse=noise_reuse)
+    y = eggroll.perturbed_matmul(jnp.asarray(x), jnp.asarray(W), **key)
+    assert isinstance(y, jax.Array) and y.dtype == jnp.float32
+    assert y.shape == x.shape[:-1] + (m,)
+    y = np.asarray(y)
+    np.testing.assert_array_equal(y, eggroll.perturbed_matmul(x, W, **key))
+    A, B = ref.lowrank_factors((m, n), **key, dtype=np.float64)
+    assert_close_derived(y, ref.perturbed_matmul(x, W, **key, dtype=np.float64),
+                         ref.perturbed_matmul(x, W, **key),
+                         lowrank_forward_magnitude(x, W, A, B), "jax perturbed_matmul")
+
+
+def test_unperturbed_is_the_plain_product(rng):
+    x, W = _inputs(rng, 6, 9, 13, 2)
+    y = eggroll.perturbed_matmul(jnp.asarray(x), jnp.asarray(W), members=None, epoch=0, seed=1,
+                                 sigma=0.5)
+    np.testing.assert_array_equal(np.asarray(y), eggroll.perturbed_matmul(
+        x, W, members=None, epoch=0, seed=1, sigma=0.5))
+    assert_close_derived(np.asarray(y), x.astype(np.float64) @ W.astype(np.float64).T,
+                         x @ W.T, np.abs(x.astype(np.float64)) @ np.abs(W.astype(np.float64)).T,
+                         "members=None")
+
+
+@pytest.mark.parametrize("m,n,b", [(3, 17, None), (17, 5, 2)])
+@pytest.mark.parametrize("antithetic", [True, False])
+def test_perturbed_matmul_full(m, n, b, antithetic, rng):
+    x, W = _inputs(rng, M, m, n, b)
+    key = _key(make_members("shuffled_int32", M, rng), antithetic=antithetic, noise_reuse=2)
+    y = np.asarray(eggroll.perturbed_matmul_full(jnp.asarray(x), jnp.asarray(W), **key))
+    np.testing.assert_array_equal(y, eggroll.perturbed_matmul_full(x, W, **key))
+    Z, s = stream_rows(m * n, key["members"], seed=SEED, param_id=PARAM_ID, epoch=EPOCH,
+                       noise_reuse=2, antithetic=antithetic)
+    E = (s[:, None] * key["sigma"] * Z.astype(np.float64)).reshape(M, m, n)
+    assert_close_derived(y, ref.perturbed_matmul_full(x, W, **key, dtype=np.float64),
+                         ref.perturbed_matmul_full(x, W, **key),
+                         fullrank_forward_magnitude(x, W, E), "jax perturbed_matmul_full")
+
+
+@pytest.mark.parametrize("m", [1, 17, 97])
+@pytest.mark.parametrize("form", MEMBER_FORMS)
+def test_perturb_vector_bit_identical(m, form, rng):
+    v = rng.standard_normal(m).astype(np.float32)
+    key = _key(make_members(form, M, rng), noise_reuse=0, antithetic=form != "range")
+    out = np.asarray(eggroll.perturb_vector(jnp.asarray(v), **key))
+    np.testing.assert_array_equal(out, ref.perturb_vector(v, **key))
+
+
+@pytest.mark.parametrize("m,n,rank", [(1, 1, 1), (17, 97, 3), (97, 17, 8)])
+@pytest.mark.parametrize("form", MEMBER_FORMS)
+def test_lowrank_factors_bit_identical(m, n, rank, form, rng):
+    key = _key(make_members(form, M, rng), rank=rank, antithetic=rank != 3)
+    A, B = ej.lowrank_factors((m, n), **key)
+    A_ref, B_ref = ref.lowrank_factors((m, n), **key)
+    assert A.shape == (M, m, rank) and B.shape == (M, n, rank)
+    np.testing.assert_array_equal(np.asarray(A), A_ref)
+    np.testing.assert_array_equal(np.asarray(B), B_ref)
+
+
+@pytest.mark.parametrize("shape,full_rank", [((17, 5), False), ((3, 97), True), ((33,), False)])
+@pytest.mark.parametrize("N,antithetic", [(18, True), (7, False)])
+@pytest.mark.parametrize("rank", [1, 4])
+def test_es_gradient(shape, full_rank, N, antithetic, rank, rng):
+    f = rng.standard_normal(N).astype(np.float32)
+    kw = dict(epoch=EPOCH, seed=SEED, param_id=PARAM_ID, sigma=0.05, rank=rank,
+              antithetic=antithetic, full_rank=full_rank, noise_reuse=2)
+    g = np.asarray(eggroll.es_gradient(jnp.asarray(f), shape, **kw))
+    assert g.shape == shape and g.dtype == np.float32
+    np.testing.assert_array_equal(g, eggroll.es_gradient(f, shape, **kw))
+    r64 = ref.es_gradient(f, shape, **kw, dtype=np.float64)
+    r32 = ref.es_gradient(f, shape, **kw)
+    fa = np.abs(f.astype(np.float64))
+    if full_rank or len(shape) == 1:
+        Z, _ = stream_rows(int(np.prod(shape)), range(N), seed=SEED, param_id=PARAM_ID,
+                           epoch=EPOCH, noise_reuse=2, antithetic=antithetic)
+        mag = ((fa / N) @ np.abs(Z.astype(np.float64))).reshape(shape)
+    else:
+        A, B = ref.lowrank_factors(shape, members=range(N), epoch=EPOCH, seed=SEED,
+                                   param_id=PARAM_ID, sigma=0.05, rank=rank, noise_reuse=2,
+                                   antithetic=antithetic, dtype=np.float64)
+        mag = np.einsum("i,imr,inr->mn", fa / (N * 0.05), np.abs(A), np.abs(B))
+    assert_close_derived(g, r64, r32, mag, "jax es_gradient")
+
+
+@pytest.mark.parametrize("N", [2, 17, 64])
+def test_fitness_shaping(N, rng):
+    f = np.round(rng.standard_normal(N), 1).astype(np.float32)   # rounding makes ties
+    np.testing.assert_array_equal(np.asarray(eggroll.centered_rank(jnp.asarray(f))),
+                                  ref.centered_rank(f, dtype=np.float64).astype(np.float32))
+    z = np.asarray(eggroll.zscore(jnp.asarray(f)))
+    np.testing.assert_array_equal(z, eggroll.zscore(f))
+    assert_close_derived(z, ref.zscore(f, dtype=np.float64), ref.zscore(f),
+                         what="jax zscore")
+    if N % 2 == 0:
+        np.testing.assert_array_equal(np.asarray(eggroll.zscore(jnp.asarray(f), 2)),
+                                      eggroll.zscore(f, 2))
+        np.testing.assert_array_equal(np.asarray(eggroll.antithetic_sign(jnp.asarray(f))),
+                                      ref.antithetic_sign(f))
+
+
+def test_integer_fitness_is_accepted():
+    f = jnp.array([3, 1, 2, 2], jnp.int32)
+    np.testing.assert_array_equal(np.asarray(eggroll.centered_rank(f)),
+                                  np.array([0.5, -0.5, 0.0, 0.0], np.float32))
+
+
+# ------------------------------------------------------------------------------------------
+# jit, traced keys, recompilation, vmap, scan
+# ------------------------------------------------------------------------------------------
+
+def test_jit_with_traced_seed_epoch_members_compiles_once(rng):
+    x, W = _inputs(rng, 6, 9, 13, None)
+    seed_words = np.uint32(12345)
+
+    @jax.jit
+    def step(x, W, members, seed, epoch):
+        return eggroll.perturbed_matmul(x, W, members=members, epoch=epoch, seed=seed,
+                                        sigma=0.1, rank=2, param_id=3)
+
+    for epoch in range(4):
+        members = np.arange(6, dtype=np.int32) + 2 * epoch
+        y = step(jnp.asarray(x), jnp.asarray(W), jnp.asarray(members), jnp.uint32(seed_words),
+                 jnp.int32(epoch))
+        np.testing.assert_array_equal(np.asarray(y), eggroll.perturbed_matmul(
+            x, W, members=members, epoch=epoch, seed=int(seed_words), sigma=0.1, rank=2,
+            param_id=3))
+    assert step._cache_size() == 1
+
+
+def test_jit_es_gradient_traced_epoch(rng):
+    f = rng.standard_normal(10).astype(np.float32)
+    grad = jax.jit(lambda f, e: eggroll.es_gradient(f, (4, 6), epoch=e, seed=SEED, sigma=0.2))
+    for epoch in (0, 5, 2**31 - 1):
+        np.testing.assert_array_equal(
+            np.asarray(grad(jnp.asarray(f), jnp.int32(epoch))),
+            eggroll.es_gradient(f, (4, 6), epoch=epoch, seed=SEED, sigma=0.2))
+    assert grad._cache_size() == 1
+
+
+def test_vmap_over_members_is_one_call_with_shared_W(rng):
+    """A per-member function vmapped over the population folds into ONE ffi call over all
+    members (W stays [m, n]), and equals the batched call bit for bit."""
+    x, W = _inputs(rng, 8, 7, 11, 3)
+    Wj = jnp.asarray(W)
+
+    def member(xi, i):   # xi [b, n], i scalar -> [b, m]
+        return eggroll.perturbed_matmul(xi[None], Wj, members=i[None], epoch=4, seed=9,
+                                        sigma=0.2, rank=2)[0]
+
+    f = jax.jit(jax.vmap(member))
+    y = f(jnp.asarray(x), jnp.arange(8))
+    np.testing.assert_array_equal(np.asarray(y), eggroll.perturbed_matmul(
+        x, W, members=range(8), epoch=4, seed=9, sigma=0.2, rank=2))
+    assert _ffi_calls(jax.vmap(member), jnp.asarray(x), jnp.arange(8)) == 1
+    hlo = f.lower(jnp.asarray(x), jnp.arange(8)).as_text()
+    assert "tensor<7x11xf32>" in hlo and "tensor<8x7x11xf32>" not in hlo  # W never copied per member
+
+
+def test_vmap_nested_and_over_shared_x(rng):
+    """Shared x with batched members; and a vmap of a vmap (population x environments)."""
+    x, W = _inputs(rng, 1, 5, 6, None)
+    Wj = jnp.asarray(W)
+    one = lambda i: eggroll.perturbed_matmul(jnp.asarray(x), Wj, members=i[None], epoch=1,  # noqa: E731
+                                             seed=2, sigma=0.3)[0]
+    y = jax.vmap(one)(jnp.arange(4))
+    np.testing.assert_array_equal(np.asarray(y), eggroll.perturbed_matmul(
+        np.repeat(x, 4, axis=0), W, members=range(4), epoch=1, seed=2, sigma=0.3))
+    xs = rng.standard_normal((4, 3, 6)).astype(np.float32)     # [members, envs, n]
+    two = jax.vmap(jax.vmap(lambda xi, i: eggroll.perturbed_matmul(
+        xi[None], Wj, members=i[None], epoch=1, seed=2, sigma=0.3)[0], in_axes=(0, None)))
+    y2 = two(jnp.asarray(xs), jnp.arange(4))
+    np.testing.assert_array_equal(np.asarray(y2), eggroll.perturbed_matmul(
+        xs, W, members=range(4), epoch=1, seed=2, sigma=0.3))
+
+
+def test_vmap_with_batched_W_or_epoch_falls_back_correctly(rng):
+    x, W = _inputs(rng, 2, 3, 4, None)
+    Ws = np.stack([W, 2 * W])
+    f = lambda Wi: eggroll.perturbed_matmul(jnp.asarray(x), Wi, members=jnp.arange(2),  # noqa: E731
+                                            epoch=0, seed=1, sigma=0.1)
+    y = jax.vmap(f)(jnp.asarray(Ws))
+    for k in range(2):
+        np.testing.assert_array_equal(np.asarray(y[k]), eggroll.perturbed_matmul(
+            x, Ws[k], members=range(2), epoch=0, seed=1, sigma=0.1))
+    g = lambda e: eggroll.perturb_vector(jnp.ones(3), members=jnp.arange(2), epoch=e,  # noqa: E731
+                                         seed=1, sigma=0.1)
+    out = jax.vmap(g)(jnp.arange(3, dtype=jnp.int32))
+    for e in range(3):
+        np.testing.assert_array_equal(np.asarray(out[e]), eggroll.perturb_vector(
+            np.ones(3, np.float32), members=range(2), epoch=e, seed=1, sigma=0.1))
+
+
+def test_vmap_perturb_vector_and_es_gradient(rng):
+    v = rng.standard_normal(5).astype(np.float32)
+    out = jax.vmap(lambda i: eggroll.perturb_vector(jnp.asarray(v), members=i[None], epoch=2,
+                                                    seed=3, sigma=0.4)[0])(jnp.arange(6))
+    np.testing.assert_array_equal(np.asarray(out), eggroll.perturb_vector(
+        v, members=range(6), epoch=2, seed=3, sigma=0.4))
+    fs = rng.standard_normal((3, 8)).astype(np.float32)
+    gs = jax.vmap(lambda f: eggroll.es_gradient(f, (4, 5), epoch=1, seed=3, sigma=0.4))(
+        jnp.asarray(fs))
+    for k in range(3):
+        np.testing.assert_array_equal(np.asarray(gs[k]), eggroll.es_gradient(
+            fs[k], (4, 5), epoch=1, seed=3, sigma=0.4))
+
+
+def test_inside_scan_over_epochs(rng):
+    """Forward, shaping and estimate in a lax.scan over epochs: every step's ops equal the
+    NumPy path's on the same W (the W update itself is XLA's arithmetic, which may fuse
+    the multiply-add, so it is not what is compared)."""
+    x, W = _inputs(rng, 4, 3, 5, None)
+
+    def body(W, epoch):   # x is a jax array: eggroll.<op> dispatches on its first array
+        y = eggroll.perturbed_matmul(jnp.asarray(x), W, members=jnp.arange(4), epoch=epoch,
+                                     seed=5, sigma=0.1)
+        g = eggroll.es_gradient(eggroll.centered_rank(-jnp.sum(y * y, axis=1)), (3, 5),
+                                epoch=epoch, seed=5, sigma=0.1)
+        return W + 0.1 * g, (W, y, g)
+
+    _, (Ws, ys, gs) = jax.jit(lambda W: jax.lax.scan(body, W, jnp.arange(3, dtype=jnp.int32)))(
+        jnp.asarray(W))
+    np.testing.assert_array_equal(np.asarray(Ws[0]), W)
+    for epoch in range(3):
+        We = np.asarray(Ws[epoch])
+        y = eggroll.perturbed_matmul(x, We, members=range(4), epoch=epoch, seed=5, sigma=0.1)
+        np.testing.assert_array_equal(np.asarray(ys[epoch]), y)
+        g = eggroll.es_gradient(eggroll.centered_rank(-np.sum(y * y, axis=1)), (3, 5),
+                                epoch=epoch, seed=5, sigma=0.1)
+        np.testing.assert_array_equal(np.asarray(gs[epoch]), g)
+    assert not np.array_equal(np.asarray(Ws[2]), W)   # the scan carried real updates
+
+
+# ------------------------------------------------------------------------------------------
+# trace-time errors (at the call site, inside jit too), and runtime errors on traced values
+# ------------------------------------------------------------------------------------------
+
+X = np.ones((4, 3), np.float32)
+W3 = np.ones((2, 3), np.float32)
+FWD = dict(members=range(4), epoch=0, seed=1, sigma=0.1)
+
+
+@pytest.mark.parametrize("call,exc,prefix", [
+    (lambda x, W: eggroll.perturbed_matmul(x[0], W, **FWD), ValueError, "x:"),
+    (lambda x, W: eggroll.perturbed_matmul(x, W.T, **FWD), ValueError, "W:"),
+    (lambda x, W: eggroll.perturbed_matmul(x.astype(jnp.int32), W, **FWD), TypeError, "x:"),
+    (lambda x, W: eggroll.perturbed_matmul(x, W, **dict(FWD, members=range(3))), ValueError, "members:"),
+    (lambda x, W: eggroll.perturbed_matmul(x, W, **dict(FWD, members=[0, -1, 2, 3])), ValueError, "members:"),
+    (lambda x, W: eggroll.perturbed_matmul(x, W, **dict(FWD, members=jnp.zeros(4))), TypeError, "members:"),
+    (lambda x, W: eggroll.perturbed_matmul(x, W, **dict(FWD, rank=0)), ValueError, "rank:"),
+    (lambda x, W: eggroll.perturbed_matmul(x, W, **dict(FWD, sigma=float("nan"))), ValueError, "sigma:"),
+    (lambda x, W: eggroll.perturbed_matmul(x, W, **dict(FWD, sigma=x[0, 0])), TypeError, "sigma:"),
+    (lambda x, W: eggroll.perturbed_matmul(x, W, **dict(FWD, epoch=-1)), ValueError, "epoch:"),
+    (lambda x, W: eggroll.perturbed_matmul(x, W, **dict(FWD, epoch=x[0, 0])), TypeError, "epoch:"),
+    (lambda x, W: eggroll.perturbed_matmul(x, W, **dict(FWD, seed=-1)), ValueError, "seed:"),
+    (lambda x, W: eggroll.perturbed_matmul(x, W, **dict(FWD, seed=jnp.ones(3, jnp.int32))), ValueError, "seed:"),
+    (lambda x, W: eggroll.perturbed_matmul(x, W, **FWD, out=x), TypeError, "out:"),
+    (lambda x, W: eggroll.perturb_vector(x, **FWD), ValueError, "v:"),
+    (lambda x, W: eggroll.es_gradient(x[0, :3], (2, 3), epoch=0, seed=1, sigma=0.1), ValueError, "fitness:"),
+    (lambda x, W: eggroll.es_gradient(x[:, 0], (2, 0), epoch=0, seed=1, sigma=0.1), ValueError, "shape:"),
+    (lambda x, W: eggroll.es_gradient(x[:, 0], (2, 3), epoch=0, seed=1, sigma=0.1, full_rank=1), TypeError, "full_rank:"),
+    (lambda x, W: eggroll.centered_rank(x), ValueError, "f:"),
+    (lambda x, W: eggroll.centered_rank(x[:, 0] > 0), TypeError, "f:"),
+    (lambda x, W: eggroll.zscore(x[:, 0], 3), ValueError, "group_size:"),
+    (lambda x, W: eggroll.antithetic_sign(x[:3, 0]), ValueError, "f:"),
+    (lambda x, W: ej.lowrank_factors((3,), members=range(2), epoch=0, seed=1, sigma=0.1), ValueError, "shape:"),
+])
+@pytest.mark.parametrize("jit", [False, True], ids=["eager", "jit"])
+def test_trace_time_errors(call, exc, prefix, jit):
+    f = jax.jit(call) if jit else call
+    with pytest.raises(exc) as info:
+        f(jnp.asarray(X), jnp.asarray(W3))
+    assert str(info.value).startswith(prefix), str(info.value)
+
+
+def test_bad_traced_values_raise_runtime_errors_not_crashes():
+    """Values only known at run time (a negative traced epoch or member) come back from the
+    handler as an FFI error, which JAX raises as an exception naming the argument."""
+    f = jax.jit(lambda e, mem: eggroll.perturbed_matmul(
+        jnp.asarray(X), jnp.asarray(W3), members=mem, epoch=e, seed=1, sigma=0.1))
+    with pytest.raises(Exception, match="epoch: must be in"):
+        jax.block_until_ready(f(jnp.int32(-3), jnp.arange(4)))
+    with pytest.raises(Exception, match="members: indices must be >= 0"):
+        jax.block_until_ready(f(jnp.int32(0), jnp.array([0, 1, -2, 3])))
+    ok = f(jnp.int32(1), jnp.arange(4))     # the process is fine afterwards
+    assert np.isfinite(np.asarray(ok)).all()
+
+
+def test_top_level_dispatch_of_missing_ops_is_a_type_error():
+    with pytest.raises(TypeError, match="^counter: philox4x32 does not support jax"):
+        eggroll.philox4x32(jnp.zeros((1, 4), jnp.uint32), np.zeros(2, np.uint32))
+
+
+# ------------------------------------------------------------------------------------------
+# eggroll.jax.ES
+# ------------------------------------------------------------------------------------------
+
+def _mlp(rng):
+    return {"W1": (rng.standard_normal((8, 5)) * 0.3).astype(np.float32),
+            "b1": np.zeros(8, np.float32),
+            "W2": (rng.standard_normal((1, 8)) * 0.3).astype(np.float32),
+            "b2": np.zeros(1, np.float32)}
+
+
+def test_es_gradient_pytree_equals_numpy_trainer(rng):
+    """Same leaf names -> same param_ids -> the NumPy trainer's SGD step, bit for bit
+    (optax gets minus the ascent estimate)."""
+    P = _mlp(rng)
+    fit = rng.standard_normal(16).astype(np.float32)
+    es = ej.ES(jax.tree_util.tree_map(jnp.asarray, P), sigma=0.05, population=16, seed=3)
+    grads = es.gradient(jax.tree_util.tree_map(jnp.asarray, P), jnp.asarray(fit), 0)
+    np_es = eggroll.ES(P, sigma=0.05, lr=1.0, population=16, seed=3, optimizer="sgd")
+    np_es.tell(fit)
+    for name in P:
+        np.testing.assert_array_equal(P[name] - np.asarray(grads[name]), np_es.params[name])
+
+
+def test_es_population_matches_ops_and_exclude(rng):
+    P = {"enc": [{"W": jnp.asarray(rng.standard_normal((3, 4)).astype(np.float32)),
+                  "s": jnp.ones((2, 1, 2))}]}
+    es = ej.ES(P, sigma=0.1, population=4, seed=7, exclude=["enc/0/s"])
+    assert es.names == ["enc/0/W", "enc/0/s"]
+    pop = es.ask(P, 2)
+    x = rng.standard_normal((4, 4)).astype(np.float32)
+    np.testing.assert_array_equal(np.asarray(pop.linear("enc/0/W", x)), eggroll.perturbed_matmul(
+        x, np.asarray(P["enc"][0]["W"]), members=range(4), epoch=2, seed=7,
+        param_id=ej.param_id("enc/0/W"), sigma=0.1))
+    np.testing.assert_array_equal(np.asarray(pop.vector("enc/0/s")), np.ones((4, 2, 1, 2)))
+    g = es.gradient(P, jnp.arange(4.0), 2)
+    assert np.count_nonzero(np.asarray(g["enc"][0]["s"])) == 0
+    assert np.count_nonzero(np.asarray(g["enc"][0]["W"])) > 0
+    with pytest.raises(ValueError, match="^exclude:"):
+        ej.ES(P, sigma=0.1, population=4, exclude=["nope"])
+    with pytest.raises(ValueError, match="^population:"):
+        ej.ES(P, sigma=0.1, population=5)
+    with pytest.raises(ValueError, match="^name:"):
+        pop.linear("enc/0/s", x)
+    with pytest.raises(ValueError, match="^x:"):
+        pop.linear("enc/0/W", x[:3])
+
+
+def test_es_trains_a_toy_regression_with_optax_in_one_compilation(rng):
+    P = jax.tree_util.tree_map(jnp.asarray, _mlp(rng))
+    N = 64
+    es = ej.ES(P, sigma=0.05, population=N, seed=3)
+    X = rng.standard_normal((32, 5)).astype(np.float32)
+    Y = np.sin(X.sum(1, keepdims=True) / 2).astype(np.float32)
+    Xb = jnp.broadcast_to(jnp.asarray(X), (N,) + X.shape)
+    opt = optax.adam(0.03)
+
+    def loss_of(y):
+        return jnp.mean((y - Y) ** 2, axis=(-2, -1))
+
+    @jax.jit
+    def step(params, state, epoch):
+        pop = es.ask(params, epoch)
+        h = jnp.tanh(pop.linear("W1", Xb, bias="b1"))
+        fitness = -loss_of(pop.linear("W2", h, bias="b2"))
+        updates, state = opt.update(es.gradient(params, fitness, epoch), state, params)
+        return optax.apply_updates(params, updates), state
+
+    def mean_loss(p):
+        return float(loss_of(jnp.tanh(X @ p["W1"].T + p["b1"]) @ p["W2"].T + p["b2"]))
+
+    before = mean_loss(P)
+    state = opt.init(P)
+    for epoch in range(150):
+        P, state = step(P, state, jnp.int32(epoch))
+    assert step._cache_size() == 1
+    assert mean_loss(P) < 0.25 * before, (before, mean_loss(P))
+
+
+def test_bench_peers_jax_candidates_agree_and_run():
+    """bench_peers --backend jax: every timed callable runs, and the idiom's maths on
+    eggroll's own factors equals eggroll's forward (so the comparison is like for like)."""
+    from eggroll.bench import peers_jax
+    fwd, upd, info = peers_jax.make_fns(8, 16, 12, 2)
+    for fn in (*fwd.values(), *upd.values()):
+        fn()
+    # y = x W^T + correction with x ~ N(0, 1), W ~ N(0, 1/n), n = 12: |terms| summed per
+    # output <= ~n * 4 * 4/sqrt(n) ~ 55; two float32 evaluations in different orders differ by
+    # at most ~2 n eps32 times that: 2 * 12 * 6e-8 * 55 ~ 8e-5.
+    assert info["check_max_abs_diff"] <= 2 * 12 * np.finfo(np.float32).eps / 2 * 55
