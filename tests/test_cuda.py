@@ -371,3 +371,54 @@ def test_demo_runs_on_cuda():
     pytest.importorskip("tqdm", reason="the demo needs tqdm")
     from eggroll.demo import main
     assert main(["--quick", "--device", "cuda"]) == 0
+
+
+# ------------------------------------------------------------------------------------------
+# the integer path: exact, so equal to the int64 reference bit for bit
+# ------------------------------------------------------------------------------------------
+
+needs_int8_ref = pytest.mark.skipif(not hasattr(ref, "perturbed_matmul_int8"),
+                                    reason="the int8 reference is on the int8 branch (not merged here)")
+
+
+@needs_int8_ref
+@pytest.mark.parametrize("m,n,b", [(1, 1, None), (17, 97, None), (97, 64, 3), (64, 4096, None),
+                                   (5, 1000, 2)])
+@pytest.mark.parametrize("rank,sigma_shift,fixed_point", [(1, 0, 4), (2, 3, 4), (9, 5, 7), (3, 32, 0)])
+@pytest.mark.parametrize("form", ["range", "permuted_int64", "none"])
+def test_perturbed_matmul_int8_exact(m, n, b, rank, sigma_shift, fixed_point, form, rng):
+    shape = (M, n) if b is None else (M, b, n)
+    x = rng.integers(-128, 128, shape, dtype=np.int8)
+    W = rng.integers(-128, 128, (m, n), dtype=np.int8)
+    members = None if form == "none" else make_members(form, M, rng)
+    key = dict(members=members, epoch=5, seed=SEED, param_id=3, rank=rank,
+               sigma_shift=sigma_shift, fixed_point=fixed_point)
+    y = ecp.perturbed_matmul_int8(cp.asarray(x), cp.asarray(W), **key)
+    assert y.dtype == cp.int8 and y.shape == shape[:-1] + (m,)
+    np.testing.assert_array_equal(y.get(), ref.perturbed_matmul_int8(x, W, **key))
+
+
+@needs_int8_ref
+def test_perturbed_matmul_int8_extremes():
+    n = 1 << 16                                       # the largest n: int32 sums at their limit
+    for v in (127, -128):
+        x = np.full((2, n), v, np.int8)
+        W = np.full((3, n), -128, np.int8)
+        key = dict(members=range(2), epoch=0, seed=1, rank=4, sigma_shift=0, fixed_point=7)
+        y = ecp.perturbed_matmul_int8(cp.asarray(x), cp.asarray(W), **key)
+        np.testing.assert_array_equal(y.get(), ref.perturbed_matmul_int8(x, W, **key))
+
+
+@needs_int8_ref
+@pytest.mark.parametrize("m,n,P,rank,threshold", [(1, 1, 1, 1, 1), (17, 97, 8, 2, 30),
+                                                  (64, 33, 40, 3, 100), (5, 7, 0, 1, 1)])
+def test_int8_update_exact(m, n, P, rank, threshold, rng):
+    W = rng.integers(-128, 128, (m, n), dtype=np.int8)
+    f = rng.integers(-1, 2, P).astype(np.int8)
+    key = dict(threshold=threshold, epoch=3, seed=SEED, param_id=9, rank=rank, fixed_point=4)
+    out = ecp.int8_update(cp.asarray(W), cp.asarray(f), **key)
+    want = ref.int8_update(W, f, **key)
+    np.testing.assert_array_equal(out.get(), want)
+    Wd = cp.asarray(W)
+    ecp.int8_update(Wd, cp.asarray(f), out=Wd, **key)  # in place
+    np.testing.assert_array_equal(Wd.get(), want)

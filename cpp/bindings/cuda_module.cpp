@@ -84,4 +84,34 @@ PYBIND11_MODULE(_cuda, mod) {
   mod.def("antithetic_sign",
           [](const TensorView& f, const TensorView& out, uintptr_t s) { cuda::antithetic_sign(f, out, as_stream(s)); },
           py::arg("f"), py::arg("out"), py::kw_only(), py::arg("stream"), release());
+
+  // Integer path: the noise key and format as keywords (the fields of _core.Int8Args).
+  auto int8_key = [](uint64_t seed, uint32_t param_id, int64_t epoch, int64_t noise_reuse,
+                     bool antithetic, int64_t rank, int64_t fixed_point, int64_t sigma_shift) {
+    cuda::Int8Key k;
+    k.seed = seed; k.param_id = param_id; k.epoch = epoch; k.noise_reuse = noise_reuse;
+    k.antithetic = antithetic; k.rank = rank; k.fixed_point = fixed_point; k.sigma_shift = sigma_shift;
+    return k;
+  };
+  mod.def("perturbed_matmul_int8",
+          [int8_key](const TensorView& x, const TensorView& W, const TensorView& mem, const TensorView& out,
+             uint64_t seed, uint32_t param_id, int64_t epoch, int64_t noise_reuse, bool antithetic,
+             int64_t rank, int64_t fixed_point, int64_t sigma_shift, uintptr_t s) {
+            cuda::perturbed_matmul_int8(x, W, mem, int8_key(seed, param_id, epoch, noise_reuse, antithetic,
+                                                            rank, fixed_point, sigma_shift), out, as_stream(s));
+          },
+          py::arg("x"), py::arg("W"), py::arg("members"), py::arg("out"), py::kw_only(),
+          py::arg("seed"), py::arg("param_id"), py::arg("epoch"), py::arg("noise_reuse"),
+          py::arg("antithetic"), py::arg("rank"), py::arg("fixed_point"), py::arg("sigma_shift"),
+          py::arg("stream"), release());
+  mod.def("int8_update",
+          [int8_key](const TensorView& W, const TensorView& f, int64_t threshold, const TensorView& out,
+             uint64_t seed, uint32_t param_id, int64_t epoch, int64_t noise_reuse, int64_t rank,
+             int64_t fixed_point, uintptr_t s) {
+            cuda::int8_update(W, f, threshold, int8_key(seed, param_id, epoch, noise_reuse, true, rank,
+                                                        fixed_point, 0), out, as_stream(s));
+          },
+          py::arg("W"), py::arg("pair_fitness"), py::arg("threshold"), py::arg("out"), py::kw_only(),
+          py::arg("seed"), py::arg("param_id"), py::arg("epoch"), py::arg("noise_reuse"),
+          py::arg("rank"), py::arg("fixed_point"), py::arg("stream"), release());
 }

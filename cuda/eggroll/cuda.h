@@ -60,4 +60,23 @@ void centered_rank(const TensorView& f, const TensorView& out, cudaStream_t stre
 void zscore(const TensorView& f, int64_t group_size, const TensorView& out, cudaStream_t stream);
 void antithetic_sign(const TensorView& f, const TensorView& out, cudaStream_t stream);
 
+// ---- integer path (cuda/int8.cu): the CPU's int8 semantics (docs/ops.md), exact -----------
+// The int8 call's key and fixed-point format (the fields of the CPU's Int8Args).
+struct Int8Key {
+  uint64_t seed = 0;
+  uint32_t param_id = 0;
+  int64_t epoch = 0, noise_reuse = 1;
+  bool antithetic = true;                   // forward only
+  int64_t rank = 1;                         // [1, 1024]
+  int64_t fixed_point = 4, sigma_shift = 0; // [0, 7], [0, 32]
+};
+// y int8 [M, m] | [M, b, m] from x int8 [M, n] | [M, b, n] (n <= 2^16), W int8 [m, n];
+// members int64 [M] on the device, or a null view (unperturbed): own dp4a GEMM + correction.
+void perturbed_matmul_int8(const TensorView& x, const TensorView& W, const TensorView& members,
+                           const Int8Key& a, const TensorView& y, cudaStream_t stream);
+// out int8 [m, n] = clamp(W + [Z >= T] - [Z <= -T], -127, 127), Z = sum_k f_k qA_k qB_k^T over
+// pairs k of pair_fitness int8 [P] (values -1, 0, 1); out may be W itself.
+void int8_update(const TensorView& W, const TensorView& pair_fitness, int64_t threshold,
+                 const Int8Key& a, const TensorView& out, cudaStream_t stream);
+
 }  // namespace eggroll::cuda

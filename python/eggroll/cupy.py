@@ -324,3 +324,6 @@ def philox4x32(counter: Any, key: Any) -> cp.ndarray:
         out = cp.empty(c.shape, dtype=cp.uint32)
         _cuda.philox4x32(view(flat), view(k), view(out.reshape(-1, 4)), stream=_stream())
     return out
+
+
+from ._cupy_int8 import int8_update, perturbed_matmul_int8  # noqa: E402,F401  (integer path)
