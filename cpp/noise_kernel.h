@@ -9,6 +9,14 @@
 #include <cstring>
 #include "eggroll/noise.h"
 
+// The math below is shared with the CUDA kernels (cuda/noise_device.cuh instantiates it with
+// a one-lane device "ops" type); nvcc sees it as __host__ __device__, host compilers as plain.
+#if defined(__CUDACC__)
+#define EGGROLL_HD __host__ __device__
+#else
+#define EGGROLL_HD
+#endif
+
 namespace eggroll::detail {
 
 // ---- constants (docs/noise.md gives their derivation) --------------------------------
@@ -26,7 +34,7 @@ constexpr float kCos8 = 0x1.e1f506p+5f, kCos10 = -0x1.a6d1f2p+4f;
 
 // One Philox4x32-10 evaluation on L lanes. The key is the same in every lane.
 template <class V>
-inline void philox_rounds(typename V::U& c0, typename V::U& c1, typename V::U& c2,
+EGGROLL_HD inline void philox_rounds(typename V::U& c0, typename V::U& c1, typename V::U& c2,
                           typename V::U& c3, uint32_t k0, uint32_t k1) {
   using U = typename V::U;
   for (int round = 0; round < 10; ++round) {
@@ -44,7 +52,7 @@ inline void philox_rounds(typename V::U& c0, typename V::U& c1, typename V::U& c
 // Works on the odd integer v = 2 (x >> 9) + 1 < 2^24 so the exponent comes from bits:
 // v = 2^E m, m in [1, 2); m > sqrt(2) is halved so ln m is taken on [0.707, 1.414].
 template <class V>
-inline typename V::F box_muller_radius(typename V::U x) {
+EGGROLL_HD inline typename V::F box_muller_radius(typename V::U x) {
   using U = typename V::U; using F = typename V::F;
   U v = V::add(V::shl(V::shr(x, 9), 1), V::set1(1u));
   U bits = V::f2u(V::cvt_i32(v));                    // exact: v < 2^24
@@ -70,7 +78,7 @@ inline typename V::F box_muller_radius(typename V::U x) {
 // (cos 2 pi u(x), sin 2 pi u(x)) with the quadrant taken exactly in integers:
 // v = 2 (x >> 9) + 1, q = round(v / 2^22), r = (v - q 2^22) 2^-24 in (-1/8, 1/8) turn.
 template <class V>
-inline void box_muller_angle(typename V::U x, typename V::F& c, typename V::F& s) {
+EGGROLL_HD inline void box_muller_angle(typename V::U x, typename V::F& c, typename V::F& s) {
   using U = typename V::U; using F = typename V::F;
   U v = V::add(V::shl(V::shr(x, 9), 1), V::set1(1u));
   U q = V::shr(V::add(v, V::set1(1u << 21)), 22);
@@ -101,7 +109,7 @@ inline void box_muller_angle(typename V::U x, typename V::F& c, typename V::F& s
 
 // Writes normals 4*b0 .. 4*(b0 + V::L) - 1 of the stream to out (stream order).
 template <class V>
-inline void normal_blocks(float* out, const NoiseKey& key, uint32_t b0) {
+EGGROLL_HD inline void normal_blocks(float* out, const NoiseKey& key, uint32_t b0) {
   using U = typename V::U; using F = typename V::F;
   U c0 = V::add(V::iota(), V::set1(b0));
   U c1 = V::set1(key.noise_index), c2 = V::set1(key.epoch_index), c3 = V::set1(key.param_id);

@@ -30,6 +30,7 @@ __all__ = [
     "perturb_vector", "es_gradient", "centered_rank", "zscore", "antithetic_sign",
     "perturbed_matmul_int8", "int8_update",
     "set_num_threads", "get_num_threads", "get_isa", "set_isa", "best_isa", "__version__", "ES",
+    "cuda_available",
 ]
 
 
@@ -190,6 +191,16 @@ def set_isa(name: str) -> None:
     if not isinstance(name, str):
         raise TypeError(f"name: expected 'scalar', 'avx2' or 'avx512', got {type(name).__name__}")
     _core.set_isa(name)
+
+
+def cuda_available() -> bool:
+    """True when this build has the CUDA kernels (eggroll._cuda) and a GPU is visible.
+    Never raises; False on a CPU-only build or a machine without a driver or GPU."""
+    try:
+        from . import _cuda
+    except ImportError:
+        return False
+    return int(_cuda.device_count()) > 0
 
 
 from .es import ES  # noqa: E402  (the trainer builds on the ops above)

@@ -95,3 +95,14 @@ def check_shape_arg(shape: Any) -> tuple[int, ...]:
     if len(dims) not in (1, 2) or any(d < 1 for d in dims):
         raise ValueError(f"shape: expected (m, n) or (m,) with positive sizes, got {dims}")
     return dims
+
+
+def cuda_module() -> Any:
+    """eggroll._cuda (the CUDA kernels), or RuntimeError when this build has no CUDA."""
+    try:
+        from . import _cuda
+    except ImportError as e:
+        raise RuntimeError("eggroll was built without CUDA support (eggroll._cuda is missing: "
+                           "rebuild with nvcc on PATH, or -DEGGROLL_CUDA=ON; see "
+                           "docs/backends.md)") from e
+    return _cuda

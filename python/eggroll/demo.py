@@ -36,6 +36,8 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--baseline-steps", type=int, default=None,
                     help="steps timed for each of low / full rank (default 20, 3 with --quick)")
     ap.add_argument("--quick", action="store_true", help="smoke mode: a few steps, < 15 s")
+    ap.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
+                    help="cpu (NumPy, the C++ core) or cuda (CuPy arrays, the CUDA kernels)")
     args = ap.parse_args(argv)
     if args.steps is None:
         args.steps = 20 if args.quick else 600
@@ -64,23 +66,32 @@ class MLP:
     def population_logits(pop: Any, x: np.ndarray) -> np.ndarray:
         """x [N, b, 64] -> logits [N, b, 10], member i with its own perturbed weights."""
         h = pop.linear("W1", x, bias="b1")
-        np.tanh(h, out=h)
+        _xp(h).tanh(h, out=h)
         return pop.linear("W2", h, bias="b2")
 
     @staticmethod
     def logits(params: dict[str, np.ndarray], x: np.ndarray) -> np.ndarray:
         """The mean model on x [B, 64] -> [B, 10] (plain NumPy)."""
-        h = np.tanh(x @ params["W1"].T + params["b1"])
+        h = _xp(x).tanh(x @ params["W1"].T + params["b1"])
         return h @ params["W2"].T + params["b2"]
 
 
 def cross_entropy(logits: np.ndarray, labels: np.ndarray) -> np.ndarray:
     """Mean cross-entropy over the batch axis: logits [..., b, C], labels [b] -> [...]."""
+    xp = _xp(logits)
     z = logits - logits.max(axis=-1, keepdims=True)
-    lse = np.log(np.exp(z).sum(axis=-1))
-    picked = np.take_along_axis(z, np.broadcast_to(labels[:, None], z.shape[:-1] + (1,)),
+    lse = xp.log(xp.exp(z).sum(axis=-1))
+    picked = xp.take_along_axis(z, xp.broadcast_to(labels[:, None], z.shape[:-1] + (1,)),
                                 axis=-1)[..., 0]
     return (lse - picked).mean(axis=-1)
+
+
+def _xp(a: Any) -> Any:
+    """numpy, or cupy for CuPy arrays (--device cuda)."""
+    if type(a).__module__.split(".")[0] == "cupy":
+        import cupy
+        return cupy
+    return np
 
 
 def _median_steps(steps: dict[str, Callable[[], Any]], n: int) -> dict[str, float]:
@@ -116,30 +127,40 @@ def main(argv: list[str] | None = None) -> int:
     rng = np.random.default_rng(args.seed)
     model = MLP(X.shape[1], args.hidden, 10, rng)
     N, b, steps = args.population, args.batch, args.steps
+    xp = np
+    if args.device == "cuda":
+        if not eggroll.cuda_available():
+            print("eggroll demo: --device cuda needs a CUDA build of eggroll, CuPy and a GPU "
+                  "(eggroll.cuda_available() is False)", file=sys.stderr)
+            return 2
+        import cupy as xp
+    init = {k: xp.asarray(v) for k, v in model.init.items()}
+    ytr_d = xp.asarray(ytr)
 
     def make_es(full_rank: bool) -> Any:
-        return eggroll.ES(model.init, sigma=args.sigma,
+        return eggroll.ES(init, sigma=args.sigma,
                           lr=lambda t: args.lr * max(0.1, 1.0 - t / steps),
                           population=N, rank=args.rank, seed=args.seed, optimizer="adam",
                           shaping="centered_rank", full_rank=full_rank)
 
-    xbuf = np.empty((N, b, X.shape[1]), np.float32)     # one contiguous buffer, reused
+    xbuf = xp.empty((N, b, X.shape[1]), np.float32)     # one contiguous buffer, reused
     batch_rng = np.random.default_rng(args.seed + 1)
 
     def step(es: Any) -> dict[str, Any]:
         idx = batch_rng.choice(len(Xtr), size=b, replace=False)
-        xbuf[...] = Xtr[idx]                            # the same minibatch for every member
-        ce = cross_entropy(MLP.population_logits(es.ask(), xbuf), ytr[idx])   # [N]
+        xbuf[...] = xp.asarray(Xtr[idx])                # the same minibatch for every member
+        ce = cross_entropy(MLP.population_logits(es.ask(), xbuf), ytr_d[xp.asarray(idx)])  # [N]
         stats = es.tell(-ce)
         stats["loss"] = float(ce.mean())
         return stats
 
     def accuracy(es: Any, Xs: np.ndarray, ys: np.ndarray) -> float:
-        return float((MLP.logits(es.params, Xs).argmax(axis=1) == ys).mean())
+        return float((MLP.logits(es.params, xp.asarray(Xs)).argmax(axis=1) == xp.asarray(ys)).mean())
 
     print(f"digits: {len(Xtr)} train / {len(Xte)} test, MLP 64-{args.hidden}-10 (tanh), "
           f"population {N}, rank {args.rank}, batch {b}, sigma {args.sigma}, Adam lr "
-          f"{args.lr}, {steps} steps, {eggroll.get_num_threads()} threads")
+          f"{args.lr}, {steps} steps, "
+          + ("CUDA (CuPy)" if args.device == "cuda" else f"{eggroll.get_num_threads()} threads"))
     es = make_es(False)
     times = []
     t_train = time.perf_counter()

@@ -92,23 +92,37 @@ def _params(params: Any) -> dict[str, np.ndarray]:
     for name, value in params.items():
         if not isinstance(name, str):
             raise TypeError(f"params: names must be str, got {name!r}")
-        arr = np.asarray(value)
+        xp = _xp(value)
+        arr = value if xp is not np else np.asarray(value)
         if arr.dtype.kind not in "fiu":
             raise TypeError(f"params[{name!r}]: expected a real float array, got dtype "
                             f"{arr.dtype}")
         if arr.ndim not in (1, 2) or 0 in arr.shape:
             raise ValueError(f"params[{name!r}]: expected a non-empty 1-D [m] or 2-D [m, n] "
                              f"array, got shape {arr.shape}")
-        arr = np.array(arr, dtype=np.float32, order="C", copy=True)
-        if not np.isfinite(arr).all():
+        arr = xp.array(arr, dtype=np.float32, order="C", copy=True)
+        if not bool(xp.isfinite(arr).all()):
             raise ValueError(f"params[{name!r}]: contains NaN or inf")
         out[name] = arr
+    kinds = {_xp(a).__name__ for a in out.values()}
+    if len(kinds) > 1:
+        raise TypeError(f"params: mixes NumPy and CuPy arrays ({sorted(kinds)}); keep every "
+                        "parameter on one device")
     return out
+
+
+def _xp(a: Any) -> Any:
+    """The array module of a: cupy for CuPy arrays (imported only when one is seen), else numpy."""
+    if type(a).__module__.split(".")[0] == "cupy":
+        import cupy
+        return cupy
+    return np
 
 
 def _readonly(a: np.ndarray) -> np.ndarray:
     v = a.view()
-    v.flags.writeable = False
+    if isinstance(v, np.ndarray):  # CuPy arrays have no read-only flag
+        v.flags.writeable = False
     return v
 
 
@@ -192,8 +206,7 @@ class Population:
             return np.broadcast_to(v, (self._es.population, v.shape[0]))
         cached = self._vectors.get(name)
         if cached is None:
-            cached = perturb_vector(v, members=self.members, **key)
-            cached.flags.writeable = False
+            cached = _readonly(perturb_vector(v, members=self.members, **key))
             self._vectors[name] = cached
         return cached
 
@@ -342,8 +355,13 @@ class ES:
         Returns {"epoch", "fitness_mean", "fitness_max", "fitness_min", "nonfinite",
         "grad_norm", "grad_norms": {name: norm}, "sigma", "lr"} (fitness statistics over the
         raw values after the non-finite policy; norms of the estimates g, before the optimiser)."""
+        if _xp(raw_fitness) is not np:  # N values: shaped on the host, one small copy each way
+            raw_fitness = raw_fitness.get()
         f, nbad = check_fitness(raw_fitness, self.population, self.nonfinite)
         shaped = shape_fitness(f, self.shaping, self.group_size)
+        xp = _xp(next(iter(self._params.values())))
+        if xp is not np:  # es_gradient runs where the parameters live
+            shaped = xp.asarray(shaped)
         epoch = self.epoch
         sigma, lr = self.sigma_at(epoch), self.lr_at(epoch)
         norms: dict[str, float] = {}

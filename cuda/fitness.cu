@@ -1,0 +1,156 @@
+// CUDA fitness shaping (ops.md): centered_rank, zscore, antithetic_sign on device arrays.
+// centered_rank and antithetic_sign give the CPU's bits (the same double expressions);
+// zscore's sums are reduced in a different order (float tolerance). Finite inputs are the
+// caller's check (an in-kernel check could not raise without synchronising).
+#include <string>
+#include "common.cuh"
+
+namespace eggroll::cuda {
+using namespace detail;
+
+namespace {
+
+constexpr int kThreads = 256;
+
+template <class T>
+__device__ inline double val(const T* f, int64_t i) { return double(f[i]); }
+
+// out[i] = (rank_i / (N - 1)) - 0.5 with rank_i = #{f_j < f_i} + (#{f_j == f_i} - 1) / 2:
+// the mean of the tied sorted positions, exactly the CPU's 0.5 (s + e). Thread per i, f
+// tiled through shared memory: O(N^2) compares, fine for population sizes (~1e5 in ms).
+template <class T>
+__global__ void __launch_bounds__(kThreads)
+centered_rank_kernel(const T* __restrict__ f, float* __restrict__ out, int64_t N) {
+  __shared__ double tile[kThreads];
+  const int64_t i = blockIdx.x * int64_t(kThreads) + threadIdx.x;
+  const double fi = i < N ? val(f, i) : 0.0;
+  int64_t less = 0, equal = 0;
+  for (int64_t t0 = 0; t0 < N; t0 += kThreads) {
+    __syncthreads();
+    if (t0 + threadIdx.x < N) tile[threadIdx.x] = val(f, t0 + threadIdx.x);
+    __syncthreads();
+    const int cnt = int(min_of(int64_t(kThreads), N - t0));
+    for (int j = 0; j < cnt; ++j) {
+      less += tile[j] < fi;
+      equal += tile[j] == fi;
+    }
+  }
+  if (i < N) {
+    const double rank = 0.5 * double(less + less + equal - 1);
+    out[i] = N > 1 ? float(rank / double(N - 1) - 0.5) : 0.0f;
+  }
+}
+
+__device__ inline double block_sum(double v, double* red) {
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+  __syncthreads();
+  if (threadIdx.x % 32 == 0) red[threadIdx.x / 32] = v;
+  __syncthreads();
+  double s = 0;
+  for (int w = 0; w < kThreads / 32; ++w) s += red[w];
+  return s;
+}
+
+// One block: global mean and variance (double), then each group's mean: one thread per group
+// when groups are small (summed in member order, as on the CPU), else a block reduction.
+template <class T>
+__global__ void __launch_bounds__(kThreads)
+zscore_kernel(const T* __restrict__ f, float* __restrict__ out, int64_t N, int64_t G) {
+  __shared__ double red[kThreads / 32];
+  double s = 0;
+  for (int64_t i = threadIdx.x; i < N; i += kThreads) s += val(f, i);
+  const double mean = block_sum(s, red) / double(N);
+  double v = 0;
+  for (int64_t i = threadIdx.x; i < N; i += kThreads) {
+    const double d = val(f, i) - mean;
+    v += d * d;
+  }
+  const double inv = 1.0 / sqrt(block_sum(v, red) / double(N) + 1e-5);
+  if (G < 256) {
+    for (int64_t g0 = int64_t(threadIdx.x) * G; g0 < N; g0 += int64_t(kThreads) * G) {
+      double gm = 0;
+      for (int64_t i = g0; i < g0 + G; ++i) gm += val(f, i);
+      gm /= double(G);
+      for (int64_t i = g0; i < g0 + G; ++i) out[i] = float((val(f, i) - gm) * inv);
+    }
+  } else {
+    for (int64_t g0 = 0; g0 < N; g0 += G) {
+      double gs = 0;
+      for (int64_t i = g0 + threadIdx.x; i < g0 + G; i += kThreads) gs += val(f, i);
+      const double gm = block_sum(gs, red) / double(G);
+      for (int64_t i = g0 + threadIdx.x; i < g0 + G; i += kThreads) out[i] = float((val(f, i) - gm) * inv);
+    }
+  }
+}
+
+template <class T>
+__global__ void antithetic_sign_kernel(const T* __restrict__ f, float* __restrict__ out, int64_t P) {
+  for (int64_t k = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; k < P; k += int64_t(gridDim.x) * blockDim.x) {
+    const double d = val(f, 2 * k) - val(f, 2 * k + 1);
+    out[k] = d > 0 ? 1.0f : (d < 0 ? -1.0f : 0.0f);
+  }
+}
+
+int64_t check_f(const TensorView& f, const TensorView& out, int64_t out_len_div) {
+  check_device(f, "f");
+  if (f.dtype != DType::float32 && f.dtype != DType::float64)
+    type_error(std::string("f: expected float32 or float64, got ") + dtype_name(f.dtype));
+  if (f.ndim != 1) value_error("f: expected [N], got shape " + f.shape_str());
+  const int64_t N = f.shape[0];
+  if (out_len_div == 2 && N % 2 != 0)
+    value_error("f: antithetic_sign needs an even population, got " + std::to_string(N));
+  check_device(out, "out", &f, "f"); check_dtype(out, "out", DType::float32);
+  if (out.ndim != 1 || out.shape[0] != N / out_len_div)
+    value_error("out: expected shape (" + std::to_string(N / out_len_div) + ",), got " + out.shape_str());
+  check_no_overlap(out, "out", f, "f");
+  return N;
+}
+
+template <class Fn>
+void dispatch_fitness(DType d, Fn&& fn) {
+  if (d == DType::float32) fn(float{}); else fn(double{});
+}
+
+}  // namespace
+
+void centered_rank(const TensorView& f, const TensorView& out, cudaStream_t stream) {
+  const int64_t N = check_f(f, out, 1);
+  if (N == 0) return;
+  DeviceGuard guard(f.device_index);
+  dispatch_fitness(f.dtype, [&](auto t) {
+    using T = decltype(t);
+    centered_rank_kernel<T><<<unsigned((N + kThreads - 1) / kThreads), kThreads, 0, stream>>>(
+        f.ptr<const T>(), out.ptr<float>(), N);
+  });
+  check_launch("centered_rank");
+}
+
+void zscore(const TensorView& f, int64_t group_size, const TensorView& out, cudaStream_t stream) {
+  const int64_t N = check_f(f, out, 1);
+  if (group_size < 0) value_error("group_size: must be >= 0, got " + std::to_string(group_size));
+  if (group_size > 0 && N % group_size != 0)
+    value_error("group_size: " + std::to_string(group_size) + " does not divide the population " + std::to_string(N));
+  if (N == 0) return;
+  DeviceGuard guard(f.device_index);
+  dispatch_fitness(f.dtype, [&](auto t) {
+    using T = decltype(t);
+    zscore_kernel<T><<<1, kThreads, 0, stream>>>(f.ptr<const T>(), out.ptr<float>(), N,
+                                                 group_size > 0 ? group_size : N);
+  });
+  check_launch("zscore");
+}
+
+void antithetic_sign(const TensorView& f, const TensorView& out, cudaStream_t stream) {
+  const int64_t N = check_f(f, out, 2);
+  if (N == 0) return;
+  DeviceGuard guard(f.device_index);
+  dispatch_fitness(f.dtype, [&](auto t) {
+    using T = decltype(t);
+    antithetic_sign_kernel<T><<<grid_for(N / 2, 256), 256, 0, stream>>>(f.ptr<const T>(),
+                                                                        out.ptr<float>(), N / 2);
+  });
+  check_launch("antithetic_sign");
+}
+
+}  // namespace eggroll::cuda

@@ -1,0 +1,81 @@
+// CUDA noise: the raw Philox generator and the normal stream, bit-identical to the CPU.
+// Parallel decomposition: one thread per Philox block (4 normals) of the requested range,
+// grid-stride; thread t owns output values 4 (b0 + t) .. 4 (b0 + t) + 3 that fall in range.
+#include "common.cuh"
+
+namespace eggroll::cuda {
+using namespace detail;
+
+namespace {
+
+__global__ void philox_kernel(const uint32_t* counter, const uint32_t* key, uint32_t* out,
+                              int64_t count) {
+  const uint32_t k0 = key[0], k1 = key[1];
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < count;
+       i += int64_t(gridDim.x) * blockDim.x) {
+    uint32_t c0 = counter[4 * i], c1 = counter[4 * i + 1], c2 = counter[4 * i + 2], c3 = counter[4 * i + 3];
+    eggroll::detail::philox_rounds<DeviceOps>(c0, c1, c2, c3, k0, k1);
+    out[4 * i] = c0; out[4 * i + 1] = c1; out[4 * i + 2] = c2; out[4 * i + 3] = c3;
+  }
+}
+
+// out[j - offset] = z[j] for j in [offset, offset + count).
+__global__ void normal_kernel(float* out, Key key, uint32_t k, uint64_t offset, uint64_t count) {
+  const uint64_t first = offset >> 2, last = (offset + count + 3) >> 2;  // Philox blocks
+  for (uint64_t b = first + blockIdx.x * uint64_t(blockDim.x) + threadIdx.x; b < last;
+       b += uint64_t(gridDim.x) * blockDim.x) {
+    float z[4];
+    normal4(key, k, uint32_t(b), z);
+#pragma unroll
+    for (int q = 0; q < 4; ++q) {
+      const uint64_t j = 4 * b + q;
+      if (j >= offset && j < offset + count) out[j - offset] = z[q];
+    }
+  }
+}
+
+}  // namespace
+
+int device_count() {
+  int n = 0;
+  if (cudaGetDeviceCount(&n) != cudaSuccess) {
+    cudaGetLastError();  // clear the sticky "no driver" error so later calls are unaffected
+    return 0;
+  }
+  return n;
+}
+
+void philox4x32(const TensorView& counter, const TensorView& key, const TensorView& out,
+                cudaStream_t stream) {
+  check_device(counter, "counter"); check_device(key, "key", &counter, "counter");
+  check_device(out, "out", &counter, "counter");
+  check_dtype(counter, "counter", DType::uint32); check_dtype(key, "key", DType::uint32);
+  check_dtype(out, "out", DType::uint32);
+  if (counter.ndim != 2 || counter.shape[1] != 4)
+    value_error("counter: expected [count, 4], got shape " + counter.shape_str());
+  if (key.ndim != 1 || key.shape[0] != 2) value_error("key: expected shape (2,), got " + key.shape_str());
+  if (out.ndim != 2 || out.shape[0] != counter.shape[0] || out.shape[1] != 4)
+    value_error("out: expected shape " + counter.shape_str() + ", got " + out.shape_str());
+  const int64_t count = counter.shape[0];
+  if (count == 0) return;
+  DeviceGuard guard(counter.device_index);
+  philox_kernel<<<grid_for(count, 256), 256, 0, stream>>>(
+      counter.ptr<const uint32_t>(), key.ptr<const uint32_t>(), out.ptr<uint32_t>(), count);
+  check_launch("philox4x32");
+}
+
+void normal(const TensorView& out, const NoiseKey& key, uint64_t offset, cudaStream_t stream) {
+  check_device(out, "out"); check_dtype(out, "out", DType::float32);
+  if (out.ndim != 1) value_error("out: expected [count], got shape " + out.shape_str());
+  const uint64_t count = uint64_t(out.shape[0]);
+  if (offset > kStreamLength || count > kStreamLength - offset)
+    value_error("offset: offset + count must be <= 2^34 (one stream)");
+  if (count == 0) return;
+  DeviceGuard guard(out.device_index);
+  const Key k{key.seed, key.param_id, key.epoch_index};
+  normal_kernel<<<grid_for(int64_t((count + 3) / 4) + 1, 256), 256, 0, stream>>>(
+      out.ptr<float>(), k, key.noise_index, offset, count);
+  check_launch("normal");
+}
+
+}  // namespace eggroll::cuda

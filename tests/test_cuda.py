@@ -1,0 +1,424 @@
+"""The CUDA backend through the CuPy adapter: noise bit-identical to the CPU, every op vs the
+reference, streams, CUDA graph capture, device checks, ES and the demo on the GPU."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import eggroll
+from eggroll import reference as ref
+
+from conftest import (MEMBER_FORMS, assert_close_derived, fullrank_forward_magnitude,
+                      lowrank_forward_magnitude, make_members, stream_rows)
+
+cp = pytest.importorskip("cupy", reason="the CUDA tests run through CuPy (pip install cupy-cuda12x)")
+if not eggroll.cuda_available():
+    pytest.skip("no CUDA: eggroll was built without CUDA or no GPU/driver is visible "
+                "(eggroll.cuda_available() is False)", allow_module_level=True)
+from eggroll import cupy as ecp  # noqa: E402  (needs cupy and eggroll._cuda)
+
+pytestmark = pytest.mark.cuda
+
+SEED = 0x0123456789ABCDEF
+PARAM_ID = 11
+EPOCH = 7
+SIZES = (1, 17, 97)
+LAYOUTS = (None, 1, 17)
+M = 6
+
+
+def _inputs(rng, M, m, n, b):
+    x = rng.standard_normal((M, n) if b is None else (M, b, n)).astype(np.float32)
+    W = (rng.standard_normal((m, n)) / np.sqrt(n)).astype(np.float32)
+    return x, W
+
+
+def _key(members, sigma=0.5, noise_reuse=1, antithetic=True, **extra):
+    return dict(members=members, epoch=EPOCH, seed=SEED, param_id=PARAM_ID, sigma=sigma,
+                noise_reuse=noise_reuse, antithetic=antithetic, **extra)
+
+
+# ------------------------------------------------------------------------------------------
+# noise: bit-identical to the CPU kernel (and so to the reference)
+# ------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("count,offset", [(1, 0), (3, 1), (4, 4), (97, 5), (1 << 20, 3),
+                                          (1000, (1 << 34) - 1000)])
+@pytest.mark.parametrize("seed,param_id,e,k", [(0, 0, 0, 0), (SEED, 11, 7, 3),
+                                               ((1 << 64) - 1, (1 << 32) - 1, 5, (1 << 32) - 1)])
+def test_normal_bit_identical_to_cpu(count, offset, seed, param_id, e, k):
+    key = dict(seed=seed, param_id=param_id, epoch_index=e, noise_index=k, offset=offset)
+    gpu = ecp.normal(count, **key).get()
+    cpu = eggroll.normal(count, **key)
+    np.testing.assert_array_equal(gpu.view(np.uint32), cpu.view(np.uint32))
+    if count <= 1000:
+        np.testing.assert_array_equal(gpu.view(np.uint32), ref.normal(count, **key).view(np.uint32))
+
+
+def test_philox_known_answers_on_gpu():
+    cases = [((0, 0, 0, 0), (0, 0), (0x6627E8D5, 0xE169C58D, 0xBC57AC4C, 0x9B00DBD8)),
+             ((0xFFFFFFFF,) * 4, (0xFFFFFFFF,) * 2, (0x408F276D, 0x41C83B0E, 0xA20BC7C6, 0x6D5451FD)),
+             ((0x243F6A88, 0x85A308D3, 0x13198A2E, 0x03707344), (0xA4093822, 0x299F31D0),
+              (0xD16CFE09, 0x94FDCCEB, 0x5001E420, 0x24126EA1))]
+    for counter, key, want in cases:
+        out = eggroll.philox4x32(cp.asarray(np.array([counter], np.uint32)), np.array(key, np.uint32))
+        assert isinstance(out, cp.ndarray)
+        np.testing.assert_array_equal(out.get()[0], np.array(want, np.uint32))
+
+
+@pytest.mark.parametrize("form", MEMBER_FORMS)
+@pytest.mark.parametrize("m,n,rank", [(1, 1, 1), (17, 97, 3), (97, 17, 8), (64, 128, 1), (5, 7, 13)])
+@pytest.mark.parametrize("antithetic", [True, False])
+def test_lowrank_factors_bit_identical(form, m, n, rank, antithetic, rng):
+    key = _key(make_members(form, M, rng), antithetic=antithetic, rank=rank)
+    A, B = ecp.lowrank_factors((m, n), **key)
+    A_cpu, B_cpu = eggroll.lowrank_factors((m, n), **key)
+    np.testing.assert_array_equal(A.get().view(np.uint32), A_cpu.view(np.uint32))
+    np.testing.assert_array_equal(B.get().view(np.uint32), B_cpu.view(np.uint32))
+
+
+@pytest.mark.parametrize("form", MEMBER_FORMS)
+@pytest.mark.parametrize("m", SIZES + (1000,))
+@pytest.mark.parametrize("noise_reuse", [0, 1, 3])
+def test_perturb_vector_bit_identical(form, m, noise_reuse, rng):
+    v = rng.standard_normal(m).astype(np.float32)
+    key = _key(make_members(form, M, rng), noise_reuse=noise_reuse)
+    out = eggroll.perturb_vector(cp.asarray(v), **key)
+    assert isinstance(out, cp.ndarray) and out.shape == (M, m)
+    np.testing.assert_array_equal(out.get(), eggroll.perturb_vector(v, **key))
+    np.testing.assert_array_equal(out.get(), ref.perturb_vector(v, **key))
+
+
+# ------------------------------------------------------------------------------------------
+# forwards vs the reference (cuBLAS base product + eggroll's correction)
+# ------------------------------------------------------------------------------------------
+
+def _forward_grid():
+    cases = []
+    i = 0
+    for m in SIZES + (64,):
+        for n in SIZES + (128,):          # n % 4 == 0 takes the rank-1 fast path
+            for b in LAYOUTS:
+                for rank in (1, 2, 5, 12):  # 12 > 8: ranks split over passes
+                    i += 1
+                    cases.append(pytest.param(m, n, b, rank, bool(i % 2), MEMBER_FORMS[i % 3],
+                                              id=f"m{m}-n{n}-b{b}-r{rank}-{i % 2}-{MEMBER_FORMS[i % 3]}"))
+    return cases
+
+
+@pytest.mark.parametrize("m,n,b,rank,antithetic,form", _forward_grid())
+def test_perturbed_matmul_matches_reference(m, n, b, rank, antithetic, form, rng):
+    x, W = _inputs(rng, M, m, n, b)
+    key = _key(make_members(form, M, rng), antithetic=antithetic, rank=rank)
+    y = eggroll.perturbed_matmul(cp.asarray(x), cp.asarray(W), **key)
+    assert isinstance(y, cp.ndarray) and y.shape == x.shape[:-1] + (m,) and y.dtype == cp.float32
+    r64 = ref.perturbed_matmul(x, W, **key, dtype=np.float64)
+    r32 = ref.perturbed_matmul(x, W, **key)
+    A, B = ref.lowrank_factors((m, n), **key, dtype=np.float64)
+    assert_close_derived(y.get(), r64, r32, lowrank_forward_magnitude(x, W, A, B), "perturbed_matmul")
+
+
+def test_perturbed_matmul_unperturbed_is_the_gemm(rng):
+    x, W = _inputs(rng, M, 33, 40, 3)
+    y = eggroll.perturbed_matmul(cp.asarray(x), cp.asarray(W), **_key(None))
+    r64 = x.astype(np.float64) @ W.astype(np.float64).T
+    assert_close_derived(y.get(), r64, x @ W.T, np.abs(x) @ np.abs(W).T, "members=None")
+
+
+@pytest.mark.parametrize("m,n,b", [(1, 1, None), (17, 97, None), (97, 17, 3), (64, 128, 2)])
+@pytest.mark.parametrize("antithetic", [True, False])
+@pytest.mark.parametrize("form", MEMBER_FORMS)
+def test_perturbed_matmul_full_matches_reference(m, n, b, antithetic, form, rng):
+    x, W = _inputs(rng, M, m, n, b)
+    members = make_members(form, M, rng)
+    key = _key(members, sigma=0.3, antithetic=antithetic)
+    y = eggroll.perturbed_matmul_full(cp.asarray(x), cp.asarray(W), **key)
+    r64 = ref.perturbed_matmul_full(x, W, **key, dtype=np.float64)
+    r32 = ref.perturbed_matmul_full(x, W, **key)
+    Z, _ = stream_rows(m * n, members, seed=SEED, param_id=PARAM_ID, epoch=EPOCH,
+                       antithetic=antithetic)
+    E = 0.3 * Z.reshape(M, m, n)
+    assert_close_derived(y.get(), r64, r32, fullrank_forward_magnitude(x, W, E), "perturbed_matmul_full")
+
+
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
+@pytest.mark.parametrize("n", [128, 97])
+def test_half_precision_inputs(dtype, n, rng):
+    """x, W in half precision, float32 accumulation: the result equals the reference on the
+    rounded inputs up to the rounding of the output to that dtype (plus float32 error)."""
+    x, W = _inputs(rng, M, 48, n, 2)
+    try:
+        dt = cp.dtype(dtype)
+        xd, Wd = cp.asarray(x).astype(dt), cp.asarray(W).astype(dt)
+    except (TypeError, ValueError, NotImplementedError) as e:
+        pytest.skip(f"this CuPy has no usable {dtype} dtype ({e})")
+    x_r, W_r = xd.astype(cp.float32).get(), Wd.astype(cp.float32).get()
+    key = _key(range(M), rank=2)
+    y = eggroll.perturbed_matmul(xd, Wd, **key)
+    assert y.dtype == dt
+    r64 = ref.perturbed_matmul(x_r, W_r, **key, dtype=np.float64)
+    A, B = ref.lowrank_factors((48, n), **key, dtype=np.float64)
+    mag = lowrank_forward_magnitude(x_r, W_r, A, B)
+    eps = 2.0 ** -8 if dtype == "bfloat16" else 2.0 ** -11   # unit roundoff of the output
+    # the output rounding (and the half-precision GEMM result rounded before the
+    # correction is added: two roundings) plus float32 sums
+    tol = 2 * eps * np.abs(r64) + 2 * eps * mag + 64 * 2.0 ** -24 * mag
+    diff = np.abs(y.astype(cp.float32).get().astype(np.float64) - r64)
+    assert (diff <= tol).all(), float((diff - tol).max())
+
+
+# ------------------------------------------------------------------------------------------
+# es_gradient and fitness shaping
+# ------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("shape,rank", [((17, 97), 1), ((97, 17), 3), ((64, 128), 1), ((5, 7), 12)])
+@pytest.mark.parametrize("form", ["range", "permuted_int64"])
+@pytest.mark.parametrize("antithetic", [True, False])
+def test_es_gradient_lowrank(shape, rank, form, antithetic, rng):
+    N = 8
+    f = rng.standard_normal(N).astype(np.float32)
+    members = range(N) if form == "range" else rng.permutation(N)
+    key = _key(members, antithetic=antithetic, rank=rank)
+    g = eggroll.es_gradient(cp.asarray(f), shape, **key)
+    assert isinstance(g, cp.ndarray) and g.shape == shape
+    r64 = ref.es_gradient(f, shape, **key, dtype=np.float64)
+    r32 = ref.es_gradient(f, shape, **key)
+    A, B = ref.lowrank_factors(shape, **key, dtype=np.float64)
+    mag = np.einsum("i,imr,inr->mn", np.abs(f.astype(np.float64)), np.abs(A), np.abs(B)) / (N * 0.5)
+    assert_close_derived(g.get(), r64, r32, mag, "es_gradient")
+
+
+def test_es_gradient_factors_bit_identical_to_cpu(rng):
+    from eggroll import _core, _cuda
+    from eggroll.numpy import view as host_view
+    from eggroll._ops import es_args
+    N, m, n, r = 10, 13, 21, 3
+    f = rng.standard_normal(N).astype(np.float32)
+    mem = np.array([0, 1, 4, 5, 3, 2, 9, 7, 6, 8], np.int64)  # pairs together and apart
+    args = es_args(seed=SEED, param_id=3, epoch=2, noise_reuse=1, antithetic=True, sigma=0.2, rank=r)
+    C = _core.es_gradient_columns(host_view(mem), True, r)
+    Af, Bf = np.empty((C, m), np.float32), np.empty((C, n), np.float32)
+    _core.es_gradient_factors(host_view(f), host_view(mem), m, n, args, N, host_view(Af), host_view(Bf))
+    fd, md = cp.asarray(f), cp.asarray(mem)
+    Afd, Bfd = cp.empty((C, m), cp.float32), cp.empty((C, n), cp.float32)
+    _cuda.es_gradient_factors(ecp.view(fd), ecp.view(md), m, n, args, N, ecp.view(Afd),
+                              ecp.view(Bfd), stream=cp.cuda.get_current_stream().ptr)
+    np.testing.assert_array_equal(Afd.get(), Af)
+    np.testing.assert_array_equal(Bfd.get(), Bf)
+
+
+@pytest.mark.parametrize("shape", [(33,), (17, 9), (1000,)])
+@pytest.mark.parametrize("antithetic", [True, False])
+def test_es_gradient_fullrank_bit_identical_to_cpu(shape, antithetic, rng):
+    N = 10
+    f = rng.standard_normal(N).astype(np.float32)
+    key = _key(rng.permutation(N), antithetic=antithetic)
+    g = eggroll.es_gradient(cp.asarray(f), shape, full_rank=True, **key)
+    np.testing.assert_array_equal(g.get(), eggroll.es_gradient(f, shape, full_rank=True, **key))
+    r64 = ref.es_gradient(f, shape, full_rank=True, **key, dtype=np.float64)
+    r32 = ref.es_gradient(f, shape, full_rank=True, **key)
+    assert_close_derived(g.get(), r64, r32, None, "es_gradient full rank")
+
+
+@pytest.mark.parametrize("N", [1, 2, 7, 300, 4097])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_fitness_shaping(N, dtype, rng):
+    f = np.round(rng.standard_normal(N) * 4).astype(dtype)  # many ties
+    fd = cp.asarray(f)
+    np.testing.assert_array_equal(eggroll.centered_rank(fd).get(), eggroll.centered_rank(f))
+    np.testing.assert_array_equal(eggroll.centered_rank(fd).get(), ref.centered_rank(f))
+    for gs in (0, 1) + ((N,) if N > 1 else ()):
+        z = eggroll.zscore(fd, gs).get()
+        z64 = ref.zscore(f, gs, dtype=np.float64)
+        # float64 sums in another order, then one rounding to float32
+        np.testing.assert_allclose(z, z64, rtol=2.0 ** -23, atol=1e-6)
+    if N % 2 == 0:
+        np.testing.assert_array_equal(eggroll.antithetic_sign(fd).get(), ref.antithetic_sign(f))
+
+
+# ------------------------------------------------------------------------------------------
+# streams, graph capture, devices, errors
+# ------------------------------------------------------------------------------------------
+
+def test_non_default_stream_while_another_is_busy(rng):
+    """Inputs made at the end of a long queue on the current stream: eggroll must enqueue on
+    that stream (launching elsewhere would read x before it is ready)."""
+    x, W = _inputs(rng, 64, 96, 128, None)
+    key = _key(range(64), rank=2)
+    busy, s = cp.cuda.Stream(non_blocking=True), cp.cuda.Stream(non_blocking=True)
+    with busy:
+        h = cp.ones((4096, 4096), cp.float32)
+        for _ in range(8):
+            h = h @ h * np.float32(1 / 4096)
+    x0, W0 = cp.asarray(x), cp.asarray(W)
+    cp.cuda.Device().synchronize()
+    with s:
+        a = cp.ones((4096, 4096), cp.float32)
+        for _ in range(8):
+            a = a @ a * np.float32(1 / 4096)                  # stays all ones, takes a while
+        xs = x0 + (a[:64, :128] - np.float32(1))              # == x, ready only at the end
+        y = eggroll.perturbed_matmul(xs, W0, **key)
+        yf = eggroll.perturbed_matmul_full(xs, W0, **_key(range(64)))
+        g = eggroll.es_gradient(y[:, 0].copy(), (96, 128), **key)
+    s.synchronize()
+    r64 = ref.perturbed_matmul(x, W, **key, dtype=np.float64)
+    A, B = ref.lowrank_factors((96, 128), **key, dtype=np.float64)
+    assert_close_derived(y.get(), r64, ref.perturbed_matmul(x, W, **key),
+                         lowrank_forward_magnitude(x, W, A, B), "on a busy stream")
+    f = y[:, 0].get()
+    assert_close_derived(g.get(), ref.es_gradient(f, (96, 128), **key, dtype=np.float64),
+                         ref.es_gradient(f, (96, 128), **key),
+                         np.einsum("i,imr,inr->mn", np.abs(f.astype(np.float64)), np.abs(A),
+                                   np.abs(B)) / (64 * 0.5), "es_gradient on a busy stream")
+    assert np.isfinite(yf.get()).all()
+    busy.synchronize()
+
+
+def test_graph_capture_and_replay(rng):
+    x, W = _inputs(rng, 16, 40, 64, 3)
+    members = cp.arange(16, dtype=cp.int64)  # on the device: nothing to upload while capturing
+    key = dict(members=members, epoch=3, seed=SEED, sigma=0.1, rank=2)
+    host_key = dict(key, members=range(16))
+    s = cp.cuda.Stream(non_blocking=True)
+    xd, Wd = cp.asarray(x), cp.asarray(W)
+    out = cp.empty((16, 3, 40), cp.float32)
+    with s:
+        eggroll.perturbed_matmul(xd, Wd, out=out, **key)   # warm-up (cuBLAS handle, modules)
+        s.synchronize()
+        s.begin_capture()
+        eggroll.perturbed_matmul(xd, Wd, out=out, **key)
+        graph = s.end_capture()
+        out.fill(0)
+        graph.launch()
+    s.synchronize()
+    A, B = ref.lowrank_factors((40, 64), **host_key, dtype=np.float64)
+    assert_close_derived(out.get(), ref.perturbed_matmul(x, W, **host_key, dtype=np.float64),
+                         ref.perturbed_matmul(x, W, **host_key),
+                         lowrank_forward_magnitude(x, W, A, B), "graph replay")
+    x2 = (x * 2 - 1).astype(np.float32)
+    with s:
+        xd[...] = cp.asarray(x2)                             # replay on new inputs in place
+        graph.launch()
+    s.synchronize()
+    assert_close_derived(out.get(), ref.perturbed_matmul(x2, W, **host_key, dtype=np.float64),
+                         ref.perturbed_matmul(x2, W, **host_key),
+                         lowrank_forward_magnitude(x2, W, A, B), "graph replay, new x")
+
+
+def test_mixed_frameworks_and_devices(rng):
+    x, W = _inputs(rng, 4, 5, 6, None)
+    with pytest.raises(TypeError, match="^W: expected a CuPy array"):
+        eggroll.perturbed_matmul(cp.asarray(x), W, **_key(range(4)))
+    if cp.cuda.runtime.getDeviceCount() < 2:
+        pytest.skip("arrays on different GPUs need two GPUs")
+    with cp.cuda.Device(1):
+        W1 = cp.asarray(W)
+    with pytest.raises(ValueError, match="^W: on cuda:1 but x is on cuda:0"):
+        eggroll.perturbed_matmul(cp.asarray(x), W1, **_key(range(4)))
+
+
+def test_bad_inputs_raise_named_errors(rng):
+    x = cp.asarray(rng.standard_normal((4, 6)).astype(np.float32))
+    W = cp.asarray(rng.standard_normal((5, 6)).astype(np.float32))
+    with pytest.raises(ValueError, match="^W: expected shape"):
+        eggroll.perturbed_matmul(x, W[:, :5].copy(), **_key(range(4)))
+    with pytest.raises(ValueError, match="^members: has 3 entries"):
+        eggroll.perturbed_matmul(x, W, **_key(range(3)))
+    with pytest.raises(ValueError, match="^members: indices must be >= 0"):
+        eggroll.perturbed_matmul(x, W, **_key(cp.asarray([0, 1, -2, 3])))
+    with pytest.raises(ValueError, match="^x: must be C-contiguous"):
+        eggroll.perturbed_matmul(cp.asfortranarray(x), W, **_key(range(4)))
+    with pytest.raises(TypeError, match="^x: expected a float32"):
+        eggroll.perturbed_matmul(x.astype(cp.int32), W, **_key(range(4)))
+    with pytest.raises(ValueError, match="^out: overlaps"):
+        eggroll.perturbed_matmul(x, W, out=x.reshape(-1)[:20].reshape(4, 5), **_key(range(4)))
+    with pytest.raises(ValueError, match="^rank: the CUDA kernels support rank <= 4096"):
+        eggroll.perturbed_matmul(x, W, **_key(range(4), rank=5000))
+    with pytest.raises(ValueError, match="^fitness: contains NaN"):
+        eggroll.es_gradient(cp.asarray([1.0, np.nan], dtype=cp.float32), (5, 6), **_key(None))
+    with pytest.raises(ValueError, match="^fitness: antithetic sampling needs an even"):
+        eggroll.es_gradient(cp.ones(3, cp.float32), (5, 6), **_key(None))
+
+
+# ------------------------------------------------------------------------------------------
+# the trainer and the demo on the GPU
+# ------------------------------------------------------------------------------------------
+
+def test_es_with_cupy_params_matches_numpy(rng):
+    params = {"W": (rng.standard_normal((12, 20)) / 4).astype(np.float32),
+              "b": np.zeros(12, np.float32)}
+    # SGD: Adam's first step is ~sign(g), which would amplify rounding differences
+    kw = dict(sigma=0.1, lr=0.05, population=16, rank=2, seed=5, optimizer="sgd")
+    es_np = eggroll.ES(params, **kw)
+    es_cp = eggroll.ES({k: cp.asarray(v) for k, v in params.items()}, **kw)
+    x = rng.standard_normal((16, 3, 20)).astype(np.float32)
+    for _ in range(3):
+        y_np = es_np.ask().linear("W", x, bias="b")
+        y_cp = es_cp.ask().linear("W", cp.asarray(x), bias="b")
+        assert isinstance(y_cp, cp.ndarray)
+        np.testing.assert_allclose(y_cp.get(), y_np, rtol=1e-4, atol=1e-5)
+        fit = -np.square(y_np).sum(axis=(1, 2))       # the same fitness for both
+        es_np.tell(fit)
+        es_cp.tell(cp.asarray(fit))
+    for k in params:
+        got = es_cp.params[k]
+        assert isinstance(got, cp.ndarray)
+        np.testing.assert_allclose(got.get(), es_np.params[k], rtol=1e-4, atol=1e-5)
+
+
+def test_demo_runs_on_cuda():
+    pytest.importorskip("sklearn", reason="the demo needs scikit-learn")
+    pytest.importorskip("tqdm", reason="the demo needs tqdm")
+    from eggroll.demo import main
+    assert main(["--quick", "--device", "cuda"]) == 0
+
+
+# ------------------------------------------------------------------------------------------
+# the integer path: exact, so equal to the int64 reference bit for bit
+# ------------------------------------------------------------------------------------------
+
+needs_int8_ref = pytest.mark.skipif(not hasattr(ref, "perturbed_matmul_int8"),
+                                    reason="the int8 reference is on the int8 branch (not merged here)")
+
+
+@needs_int8_ref
+@pytest.mark.parametrize("m,n,b", [(1, 1, None), (17, 97, None), (97, 64, 3), (64, 4096, None),
+                                   (5, 1000, 2)])
+@pytest.mark.parametrize("rank,sigma_shift,fixed_point", [(1, 0, 4), (2, 3, 4), (9, 5, 7), (3, 32, 0)])
+@pytest.mark.parametrize("form", ["range", "permuted_int64", "none"])
+def test_perturbed_matmul_int8_exact(m, n, b, rank, sigma_shift, fixed_point, form, rng):
+    shape = (M, n) if b is None else (M, b, n)
+    x = rng.integers(-128, 128, shape, dtype=np.int8)
+    W = rng.integers(-128, 128, (m, n), dtype=np.int8)
+    members = None if form == "none" else make_members(form, M, rng)
+    key = dict(members=members, epoch=5, seed=SEED, param_id=3, rank=rank,
+               sigma_shift=sigma_shift, fixed_point=fixed_point)
+    y = ecp.perturbed_matmul_int8(cp.asarray(x), cp.asarray(W), **key)
+    assert y.dtype == cp.int8 and y.shape == shape[:-1] + (m,)
+    np.testing.assert_array_equal(y.get(), ref.perturbed_matmul_int8(x, W, **key))
+
+
+@needs_int8_ref
+def test_perturbed_matmul_int8_extremes():
+    n = 1 << 16                                       # the largest n: int32 sums at their limit
+    for v in (127, -128):
+        x = np.full((2, n), v, np.int8)
+        W = np.full((3, n), -128, np.int8)
+        key = dict(members=range(2), epoch=0, seed=1, rank=4, sigma_shift=0, fixed_point=7)
+        y = ecp.perturbed_matmul_int8(cp.asarray(x), cp.asarray(W), **key)
+        np.testing.assert_array_equal(y.get(), ref.perturbed_matmul_int8(x, W, **key))
+
+
+@needs_int8_ref
+@pytest.mark.parametrize("m,n,P,rank,threshold", [(1, 1, 1, 1, 1), (17, 97, 8, 2, 30),
+                                                  (64, 33, 40, 3, 100), (5, 7, 0, 1, 1)])
+def test_int8_update_exact(m, n, P, rank, threshold, rng):
+    W = rng.integers(-128, 128, (m, n), dtype=np.int8)
+    f = rng.integers(-1, 2, P).astype(np.int8)
+    key = dict(threshold=threshold, epoch=3, seed=SEED, param_id=9, rank=rank, fixed_point=4)
+    out = ecp.int8_update(cp.asarray(W), cp.asarray(f), **key)
+    want = ref.int8_update(W, f, **key)
+    np.testing.assert_array_equal(out.get(), want)
+    Wd = cp.asarray(W)
+    ecp.int8_update(Wd, cp.asarray(f), out=Wd, **key)  # in place
+    np.testing.assert_array_equal(Wd.get(), want)
