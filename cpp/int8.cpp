@@ -150,6 +150,15 @@ EGGROLL_CLONES void quantize(const float* z, int64_t count, int64_t fp, int8_t* 
     q[j] = int8_t(int32_t(std::min(std::max(z[j] * scale, -127.0f), 127.0f)));
 }
 
+// The same into column-major order: out[l * rows + j] = q(z[j * r + l]) (the factor's
+// columns contiguous, as the dot products and the epilogue read them).
+EGGROLL_CLONES void quantize_t(const float* z, int64_t rows, int64_t r, int64_t fp, int8_t* out) {
+  const float scale = float(int64_t(1) << fp);
+  for (int64_t l = 0; l < r; ++l)
+    for (int64_t j = 0; j < rows; ++j)
+      out[l * rows + j] = int8_t(int32_t(std::min(std::max(z[j * r + l] * scale, -127.0f), 127.0f)));
+}
+
 EGGROLL_CLONES int32_t dot_i8(const int8_t* a, const int8_t* b, int64_t n) {
   int32_t s = 0;  // |s| <= 128 * 127 * n < 2^31 for n <= 2^16
   for (int64_t j = 0; j < n; ++j) s += int32_t(a[j]) * int32_t(b[j]);
@@ -339,15 +348,13 @@ void perturbed_matmul_int8(const TensorView& x, const TensorView& W, const Tenso
       {
         const MemberNoise mn0 = member_noise(mem[runs_p[run]], anti);
         fill_normal(z, nr_ + mr_, NoiseKey{a.seed, a.param_id, e, mn0.k}, 0);
-        quantize(z, nr_ + mr_, fp, q);
         int8_t* Ar = At_p + run * mr_;
         if (r == 1) {
-          std::memcpy(Ar, q + n, size_t(m));
+          quantize(z, nr_, fp, q);
+          quantize(z + nr_, mr_, fp, Ar);
         } else {
-          for (int64_t j = 0; j < n; ++j)
-            for (int64_t l = 0; l < r; ++l) Bt[l * n + j] = q[j * r + l];
-          for (int64_t o = 0; o < m; ++o)
-            for (int64_t l = 0; l < r; ++l) Ar[l * m + o] = q[nr_ + o * r + l];
+          quantize_t(z, n, r, fp, Bt);
+          quantize_t(z + nr_, m, r, fp, Ar);
         }
         for (int64_t i = runs_p[run]; i < runs_p[run + 1]; ++i) {
           run_of_p[i] = run;
@@ -378,6 +385,12 @@ void perturbed_matmul_int8(const TensorView& x, const TensorView& W, const Tenso
       }
     }
   });
+  // Keep the scratch for the next call of a training loop, but not a one-off giant's.
+  constexpr size_t kKeepBytes = size_t(64) << 20;
+  if (Xp.capacity() > kKeepBytes) std::vector<int8_t>().swap(Xp);
+  if (P.data.capacity() > kKeepBytes) PackedCols().data.swap(P.data);
+  if (At.capacity() > kKeepBytes) std::vector<int8_t>().swap(At);
+  if (t.capacity() * sizeof(double) > kKeepBytes) std::vector<double>().swap(t);
 }
 
 // ---- update --------------------------------------------------------------------------------
