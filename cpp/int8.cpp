@@ -85,15 +85,18 @@ void pack_cols(const int8_t* W, int64_t cols, int64_t K, PackedCols& P) {
   P.cols = cols; P.nb = (cols + 15) / 16; P.Kp = round_up(std::max<int64_t>(K, 1), 64);
   zeroed(P.data, P.nb * P.Kp * 16);
   zeroed(P.wsum, P.nb * 16);
-  const int64_t K4 = K / 4 * 4;
-  parallel_for(P.nb, 4, [&](int64_t lo, int64_t hi) {
+  const int64_t K4 = K / 4 * 4, Kp = P.Kp;
+  int8_t* data = P.data.data();
+  int32_t* wsum = P.wsum.data();
+  parallel_for(P.nb, 4, [=](int64_t lo, int64_t hi) {  // by value: int8 stores alias all
     for (int64_t jb = lo; jb < hi; ++jb) {
-      int8_t* dst = P.data.data() + jb * P.Kp * 16;
+      int8_t* dst = data + jb * Kp * 16;
       for (int64_t jj = 0; jj < 16 && jb * 16 + jj < cols; ++jj) {
         const int8_t* w = W + (jb * 16 + jj) * K;
-        for (int64_t k = 0; k < K4; k += 4) std::memcpy(dst + k * 16 + jj * 4, w + k, 4);
+        int8_t* d = dst + jj * 4;
+        for (int64_t k = 0; k < K4; k += 4) std::memcpy(d + k * 16, w + k, 4);
         for (int64_t k = K4; k < K; ++k) dst[(k >> 2) * 64 + jj * 4 + (k & 3)] = w[k];
-        P.wsum[size_t(jb * 16 + jj)] = sum_i8(w, K);
+        wsum[jb * 16 + jj] = sum_i8(w, K);
       }
     }
   });
