@@ -85,15 +85,18 @@ void pack_cols(const int8_t* W, int64_t cols, int64_t K, PackedCols& P) {
   P.cols = cols; P.nb = (cols + 15) / 16; P.Kp = round_up(std::max<int64_t>(K, 1), 64);
   zeroed(P.data, P.nb * P.Kp * 16);
   zeroed(P.wsum, P.nb * 16);
-  const int64_t K4 = K / 4 * 4;
-  parallel_for(P.nb, 4, [&](int64_t lo, int64_t hi) {
+  const int64_t K4 = K / 4 * 4, Kp = P.Kp;
+  int8_t* data = P.data.data();
+  int32_t* wsum = P.wsum.data();
+  parallel_for(P.nb, 4, [=](int64_t lo, int64_t hi) {  // by value: int8 stores alias all
     for (int64_t jb = lo; jb < hi; ++jb) {
-      int8_t* dst = P.data.data() + jb * P.Kp * 16;
+      int8_t* dst = data + jb * Kp * 16;
       for (int64_t jj = 0; jj < 16 && jb * 16 + jj < cols; ++jj) {
         const int8_t* w = W + (jb * 16 + jj) * K;
-        for (int64_t k = 0; k < K4; k += 4) std::memcpy(dst + k * 16 + jj * 4, w + k, 4);
+        int8_t* d = dst + jj * 4;
+        for (int64_t k = 0; k < K4; k += 4) std::memcpy(d + k * 16, w + k, 4);
         for (int64_t k = K4; k < K; ++k) dst[(k >> 2) * 64 + jj * 4 + (k & 3)] = w[k];
-        P.wsum[size_t(jb * 16 + jj)] = sum_i8(w, K);
+        wsum[jb * 16 + jj] = sum_i8(w, K);
       }
     }
   });
@@ -148,6 +151,15 @@ EGGROLL_CLONES void quantize(const float* z, int64_t count, int64_t fp, int8_t* 
   const float scale = float(int64_t(1) << fp);
   for (int64_t j = 0; j < count; ++j)
     q[j] = int8_t(int32_t(std::min(std::max(z[j] * scale, -127.0f), 127.0f)));
+}
+
+// The same into column-major order: out[l * rows + j] = q(z[j * r + l]) (the factor's
+// columns contiguous, as the dot products and the epilogue read them).
+EGGROLL_CLONES void quantize_t(const float* z, int64_t rows, int64_t r, int64_t fp, int8_t* out) {
+  const float scale = float(int64_t(1) << fp);
+  for (int64_t l = 0; l < r; ++l)
+    for (int64_t j = 0; j < rows; ++j)
+      out[l * rows + j] = int8_t(int32_t(std::min(std::max(z[j * r + l] * scale, -127.0f), 127.0f)));
 }
 
 EGGROLL_CLONES int32_t dot_i8(const int8_t* a, const int8_t* b, int64_t n) {
@@ -339,15 +351,13 @@ void perturbed_matmul_int8(const TensorView& x, const TensorView& W, const Tenso
       {
         const MemberNoise mn0 = member_noise(mem[runs_p[run]], anti);
         fill_normal(z, nr_ + mr_, NoiseKey{a.seed, a.param_id, e, mn0.k}, 0);
-        quantize(z, nr_ + mr_, fp, q);
         int8_t* Ar = At_p + run * mr_;
         if (r == 1) {
-          std::memcpy(Ar, q + n, size_t(m));
+          quantize(z, nr_, fp, q);
+          quantize(z + nr_, mr_, fp, Ar);
         } else {
-          for (int64_t j = 0; j < n; ++j)
-            for (int64_t l = 0; l < r; ++l) Bt[l * n + j] = q[j * r + l];
-          for (int64_t o = 0; o < m; ++o)
-            for (int64_t l = 0; l < r; ++l) Ar[l * m + o] = q[nr_ + o * r + l];
+          quantize_t(z, n, r, fp, Bt);
+          quantize_t(z + nr_, m, r, fp, Ar);
         }
         for (int64_t i = runs_p[run]; i < runs_p[run + 1]; ++i) {
           run_of_p[i] = run;
@@ -378,6 +388,12 @@ void perturbed_matmul_int8(const TensorView& x, const TensorView& W, const Tenso
       }
     }
   });
+  // Keep the scratch for the next call of a training loop, but not a one-off giant's.
+  constexpr size_t kKeepBytes = size_t(64) << 20;
+  if (Xp.capacity() > kKeepBytes) std::vector<int8_t>().swap(Xp);
+  if (P.data.capacity() > kKeepBytes) PackedCols().data.swap(P.data);
+  if (At.capacity() > kKeepBytes) std::vector<int8_t>().swap(At);
+  if (t.capacity() * sizeof(double) > kKeepBytes) std::vector<double>().swap(t);
 }
 
 // ---- update --------------------------------------------------------------------------------

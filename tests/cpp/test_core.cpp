@@ -1,6 +1,7 @@
 // C++ tests of the core, built with -DEGGROLL_BUILD_TESTS=ON and run by ctest; CI runs them
 // under AddressSanitizer + UBSan (-DEGGROLL_SANITIZE=ON). Each check compares against an
 // independent construction (the explicit factors, a naive loop), never against itself.
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
@@ -105,6 +106,56 @@ static void test_ops() {
   CHECK(maxerr < 1e-5, "es_gradient vs explicit: %g", maxerr);
 }
 
+// The int8 forward equals a naive int64 evaluation built from the quantised stream (normals
+// -> trunc(z * 16) clamped), on every int8 GEMM path this CPU has and at 1 and 2 threads;
+// shapes with odd sizes and padding on both GEMM dimensions.
+static int64_t floordiv(int64_t a, int64_t b) { return a / b - ((a % b != 0) && ((a < 0) != (b < 0))); }
+
+static void test_int8() {
+  const int64_t M = 5, b = 2, n = 70, m = 19, r = 2, sigma_shift = 3;
+  Int8Args a; a.seed = 7; a.param_id = 2; a.epoch = 3; a.rank = r; a.sigma_shift = sigma_shift;
+  std::vector<int8_t> x(M * b * n), W(m * n), y(M * b * m), want(M * b * m);
+  for (size_t i = 0; i < x.size(); ++i) x[i] = int8_t(int(i * 37 % 33) - 16);
+  for (size_t i = 0; i < W.size(); ++i) W[i] = int8_t(int(i * 101 % 255) - 127);
+  std::vector<int64_t> mem = {0, 1, 4, 9, 2};
+  for (int64_t i = 0; i < M; ++i) {
+    const auto z = normals((n + m) * r, NoiseKey{a.seed, a.param_id, 3, uint32_t(mem[i] / 2)}, 0);
+    std::vector<int64_t> q(z.size());
+    for (size_t j = 0; j < z.size(); ++j) q[j] = std::max<int64_t>(-127, std::min<int64_t>(127, int64_t(std::trunc(z[j] * 16.0f))));
+    const int64_t s = (mem[i] & 1) ? -1 : 1;
+    for (int64_t row = 0; row < b; ++row)
+      for (int64_t o = 0; o < m; ++o) {
+        const int8_t* xr = &x[(i * b + row) * n];
+        int64_t acc = 0, corr = 0;
+        for (int64_t j = 0; j < n; ++j) acc += int64_t(xr[j]) * W[o * n + j];
+        for (int64_t l = 0; l < r; ++l) {
+          int64_t t = 0;
+          for (int64_t j = 0; j < n; ++j) t += int64_t(xr[j]) * q[j * r + l];
+          corr += t * s * q[n * r + o * r + l];
+        }
+        acc += corr >> (4 + sigma_shift);
+        want[(i * b + row) * m + o] = int8_t(std::max<int64_t>(-127, std::min<int64_t>(127, floordiv(acc, 16 * 8))));
+      }
+  }
+  const Int8Isa saved = active_int8_isa();
+  const int saved_threads = num_threads();
+  for (Int8Isa isa : {Int8Isa::scalar, Int8Isa::avx2, Int8Isa::avx_vnni, Int8Isa::avx512_vnni, Int8Isa::amx}) {
+    if (!int8_isa_supported(isa)) continue;
+    set_int8_isa(isa);
+    for (int th : {1, 2}) {
+      set_num_threads(th);
+      std::fill(y.begin(), y.end(), int8_t(0));
+      perturbed_matmul_int8(make_view(x.data(), DType::int8, {M, b, n}), make_view(W.data(), DType::int8, {m, n}),
+                            make_view(mem.data(), DType::int64, {M}), a, make_view(y.data(), DType::int8, {M, b, m}));
+      CHECK(y == want, "perturbed_matmul_int8 vs naive int64 on %s x%d", int8_isa_name(isa), th);
+    }
+  }
+  set_int8_isa(saved);
+  set_num_threads(saved_threads);
+  Int8Args bad = a; bad.fixed_point = 8;
+  CHECK(throws<ValueError>([&] { validate_int8_args(bad); }), "fixed_point 8");
+}
+
 static void test_errors() {
   std::vector<float> x(12), y(12), W(16);
   std::vector<int64_t> mem = {0, 1, 2};
@@ -132,6 +183,7 @@ int main() {
   test_philox();
   test_noise_isa_threads();
   test_ops();
+  test_int8();
   test_errors();
   std::printf("%d failed\n", failures);
   return failures ? 1 : 0;
