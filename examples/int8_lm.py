@@ -357,7 +357,9 @@ def train(args: argparse.Namespace) -> dict:
     t_loop = time.perf_counter() - elapsed0
     try:
         from tqdm import tqdm
-        bar = tqdm(total=args.steps, initial=step, unit="step", dynamic_ncols=True)
+        # a time budget decides when the run ends: the bar then counts steps without a total
+        bar = tqdm(total=None if args.minutes else args.steps, initial=step, unit="step",
+                   dynamic_ncols=True)
     except ImportError:
         bar = None
     pop_bits = float("nan")
@@ -445,11 +447,12 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--seq-len", type=int, default=64, help="bytes per member per step")
     p.add_argument("--sigma-shift", type=int, default=4, help="sigma = 2^-sigma_shift")
     p.add_argument("--noise-reuse", type=int, default=1)
-    p.add_argument("--alpha", type=float, default=0.5, help="initial fraction of weights moved")
-    p.add_argument("--alpha-min", type=float, default=0.05)
-    p.add_argument("--alpha-decay", type=float, default=200.0, help="steps to halve alpha")
-    p.add_argument("--eval-every", type=int, default=25)
-    p.add_argument("--eval-windows", type=int, default=128)
+    p.add_argument("--alpha", type=float, default=1.0,
+                   help="initial fraction of weights moved (1: every nonzero vote)")
+    p.add_argument("--alpha-min", type=float, default=0.1)
+    p.add_argument("--alpha-decay", type=float, default=1000.0, help="steps to halve alpha")
+    p.add_argument("--eval-every", type=int, default=50)
+    p.add_argument("--eval-windows", type=int, default=256)
     p.add_argument("--final-windows", type=int, default=1024)
     p.add_argument("--max-bytes", type=int, default=16 << 20, help="corpus cap")
     p.add_argument("--checkpoint-every", type=int, default=50)
@@ -467,6 +470,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     if args.population < 2 or args.population % 2:
         print("--population: expected an even number >= 2", file=sys.stderr)
+        return 2
+    if not 0.0 < args.alpha_min <= args.alpha <= 1.0:
+        print("--alpha: expected 0 < --alpha-min <= --alpha <= 1", file=sys.stderr)
         return 2
     if args.smoke:
         args.steps, args.minutes = min(args.steps, 4), 0
