@@ -24,9 +24,9 @@ from .._ops import (UINT32_MAX, UINT64_MAX, check_bool, check_int, check_shape_a
 from . import _ops
 from ._ops import seed_halves
 
-__all__ = ["ES", "linear", "philox4x32", "perturbed_matmul", "perturbed_matmul_full", "perturb_vector",
-           "lowrank_factors", "es_gradient", "centered_rank", "zscore", "antithetic_sign",
-           "members_tensor"]
+__all__ = ["ES", "linear", "philox4x32", "perturbed_matmul", "perturbed_matmul_full",
+           "perturb_vector", "lowrank_factors", "es_gradient", "centered_rank", "zscore",
+           "antithetic_sign", "members_tensor"]
 
 _CONVERT = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
 STREAM_LENGTH = 1 << 34
