@@ -189,14 +189,14 @@ def test_out_argument(rng):
 # opcheck and torch.compile(fullgraph=True) on every op
 # ------------------------------------------------------------------------------------------
 
-def _op_samples():
+def _op_samples(device="cpu"):
     g = torch.Generator().manual_seed(0)
     x = torch.randn(4, 3, 5, generator=g)
     W = torch.randn(7, 5, generator=g)
     m = torch.tensor([3, 0, 7, 2])
     key = (*_ops.seed_halves(SEED), PARAM_ID, EPOCH, 3, True, 0.3)
     f = torch.randn(6, generator=g)
-    return {
+    samples = {
         "perturbed_matmul": [(x, W, m, *key, 2), (x[:, 0].contiguous(), W, None, *key, 1)],
         "perturbed_matmul_full": [(x, W, m, *key), (x, W, None, *key)],
         "perturb_vector": [(torch.randn(5, generator=g), m, *key)],
@@ -209,11 +209,14 @@ def _op_samples():
         "philox4x32": [(torch.arange(12).reshape(3, 4).to(torch.uint32),
                         torch.tensor([1, 2]).to(torch.uint32))],
     }
+    return {name: [tuple(a.to(device) if isinstance(a, torch.Tensor) else a for a in args)
+                   for args in cases] for name, cases in samples.items()}
 
 
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("name", sorted(_ops.OPS))
-def test_opcheck(name):
-    for args in _op_samples()[name]:
+def test_opcheck(name, device):
+    for args in _op_samples(device)[name]:
         torch.library.opcheck(getattr(torch.ops.eggroll, name).default, args)
 
 

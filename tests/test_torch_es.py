@@ -141,6 +141,31 @@ def test_frozen_and_requires_grad_false_are_unperturbed_and_get_no_grad():
     assert model[0].bias.grad is not None and model[2].weight.grad is not None
 
 
+class _Transposed(nn.Module):
+    """Feeds nn.Linear a non-contiguous view: population mode makes it contiguous itself."""
+
+    def __init__(self):
+        super().__init__()
+        self.lin = nn.Linear(3, 2)
+
+    def forward(self, x):                       # x [P, 3, b] -> [P, b, 2]
+        return self.lin(x.transpose(1, 2))
+
+
+def test_non_contiguous_activations_are_fine_in_population_mode():
+    model = _Transposed()
+    es = et.ES(model, sigma=0.1, population=4)
+    x = torch.randn(4, 3, 5)
+    with es.ask():
+        y = model(x)
+    expected = et.perturbed_matmul(x.transpose(1, 2).contiguous(), model.lin.weight.detach(),
+                                   members=range(4), param_id=param_id("lin.weight"),
+                                   sigma=0.1)
+    expected += et.perturb_vector(model.lin.bias.detach(), members=range(4),
+                                  param_id=param_id("lin.bias"), sigma=0.1)[:, None, :]
+    torch.testing.assert_close(y, expected, rtol=0, atol=0)
+
+
 def test_param_ids_come_from_names():
     model = _mlp()
     es = et.ES(model, sigma=0.1, population=2)

@@ -24,9 +24,9 @@ from .._ops import (UINT32_MAX, UINT64_MAX, check_bool, check_int, check_shape_a
 from . import _ops
 from ._ops import seed_halves
 
-__all__ = ["ES", "linear", "philox4x32", "perturbed_matmul", "perturbed_matmul_full", "perturb_vector",
-           "lowrank_factors", "es_gradient", "centered_rank", "zscore", "antithetic_sign",
-           "members_tensor"]
+__all__ = ["ES", "linear", "philox4x32", "perturbed_matmul", "perturbed_matmul_full",
+           "perturb_vector", "lowrank_factors", "es_gradient", "centered_rank", "zscore",
+           "antithetic_sign", "members_tensor"]
 
 _CONVERT = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
 STREAM_LENGTH = 1 << 34
@@ -75,8 +75,13 @@ def members_tensor(members: Any, expected_len: int | None, device: torch.device,
         t = members.to(torch.int64).contiguous()
     else:
         from .._ops import members_array
-        arr = members_array(members, None, name, what)
-        t = torch.from_numpy(arr).to(device)
+        arr = members_array(members, None, name, what)          # checked on the host
+        if isinstance(members, range) and device.type != "cpu":
+            # made on the device: no host-to-device copy (a pageable copy syncs the stream)
+            t = torch.arange(members.start, members.stop, members.step, dtype=torch.int64,
+                             device=device)
+        else:
+            t = torch.from_numpy(arr).to(device, non_blocking=True)
     if expected_len is not None and t.shape[0] != expected_len:
         raise ValueError(f"{name}: has {t.shape[0]} entries but the leading dimension of "
                          f"{what} is {expected_len}")
@@ -136,7 +141,7 @@ def perturbed_matmul(x: Any, W: Any, *, members: Any, epoch: int = 0, seed: int 
     members=None gives exactly x @ W.T (the core's deterministic GEMM on the CPU).
     Differentiable with respect to x and W (the noise is a constant)."""
     args = _Args(seed=seed, param_id=param_id, epoch=epoch, noise_reuse=noise_reuse,
-                   antithetic=antithetic, sigma=sigma, rank=rank)
+                 antithetic=antithetic, sigma=sigma, rank=rank)
     x, W, mem = _forward_prep(x, W, members)
     y = _ops.perturbed_matmul(x, W, mem, *args.key, args.rank)
     return _out(out, y, {"x": x, "W": W})
@@ -147,7 +152,7 @@ def perturbed_matmul_full(x: Any, W: Any, *, members: Any, epoch: int = 0, seed:
                           antithetic: bool = True, out: Any = None) -> Tensor:
     """Full-rank (OpenES) forward: x_i (W + s_i sigma Z_k)^T. Shapes as perturbed_matmul."""
     args = _Args(seed=seed, param_id=param_id, epoch=epoch, noise_reuse=noise_reuse,
-                   antithetic=antithetic, sigma=sigma, rank=1)
+                 antithetic=antithetic, sigma=sigma, rank=1)
     x, W, mem = _forward_prep(x, W, members)
     y = _ops.perturbed_matmul_full(x, W, mem, *args.key)
     return _out(out, y, {"x": x, "W": W})
@@ -158,7 +163,7 @@ def perturb_vector(v: Any, *, members: Any, epoch: int = 0, seed: int = 0, param
                    out: Any = None) -> Tensor:
     """v float32 [m] -> [M, m], row i = v + s_i sigma z_k[0:m]."""
     args = _Args(seed=seed, param_id=param_id, epoch=epoch, noise_reuse=noise_reuse,
-                   antithetic=antithetic, sigma=sigma, rank=1)
+                 antithetic=antithetic, sigma=sigma, rank=1)
     v = as_float32(v, "v", (1,))
     mem = members_tensor(members, None, v.device)
     y = _ops.perturb_vector(v, mem, *args.key)
@@ -171,7 +176,7 @@ def lowrank_factors(shape: Any, *, members: Any, epoch: int = 0, seed: int = 0,
     """(A float32 [M, m, r] scaled by s_i sigma / sqrt(r), B float32 [M, n, r]) on device
     (the device of members when it is a tensor)."""
     args = _Args(seed=seed, param_id=param_id, epoch=epoch, noise_reuse=noise_reuse,
-                   antithetic=antithetic, sigma=sigma, rank=rank)
+                 antithetic=antithetic, sigma=sigma, rank=rank)
     dims = check_shape_arg(shape)
     if len(dims) != 2:
         raise ValueError(f"shape: expected (m, n) for a matrix parameter, got {dims}")
@@ -188,7 +193,7 @@ def es_gradient(fitness: Any, shape: Any, *, members: Any = None, epoch: int = 0
     """g float32 [shape] = (1/(N sigma)) sum_i f_i E_i on fitness's device (uphill).
     fitness: float32 [N] (already shaped); members defaults to range(N)."""
     args = _Args(seed=seed, param_id=param_id, epoch=epoch, noise_reuse=noise_reuse,
-                   antithetic=antithetic, sigma=sigma, rank=rank)
+                 antithetic=antithetic, sigma=sigma, rank=rank)
     dims = check_shape_arg(shape)
     f = as_float32(fitness, "fitness", (1,))
     if (f.device.type == "cpu" and not torch.compiler.is_compiling()
