@@ -18,6 +18,10 @@ from scikit_build_core.build import (build_editable, build_sdist, build_wheel,  
                                      prepare_metadata_for_build_editable,
                                      prepare_metadata_for_build_wheel)
 
+__all__ = ["build_editable", "build_sdist", "build_wheel", "get_requires_for_build_editable",
+           "get_requires_for_build_sdist", "get_requires_for_build_wheel",
+           "prepare_metadata_for_build_editable", "prepare_metadata_for_build_wheel"]
+
 # The oldest jaxlib whose FFI headers and jax.ffi module eggroll is written against (docs/jax.md).
 JAXLIB_REQUIREMENT = "jaxlib>=0.5.0"
 
