@@ -45,6 +45,16 @@ int device_count() {
   return n;
 }
 
+RuntimeInfo runtime_info() {
+  RuntimeInfo info{0, 0, ""};
+  cudaRuntimeGetVersion(&info.runtime_version);
+  if (cudaDriverGetVersion(&info.driver_version) != cudaSuccess) info.driver_version = 0;
+  int n = 0;
+  info.device_count_status = cudaGetErrorString(cudaGetDeviceCount(&n));
+  cudaGetLastError();
+  return info;
+}
+
 void philox4x32(const TensorView& counter, const TensorView& key, const TensorView& out,
                 cudaStream_t stream) {
   check_device(counter, "counter"); check_device(key, "key", &counter, "counter");

@@ -27,7 +27,8 @@ if ! pip install --no-build-isolation --no-deps -v \
 fi
 echo "built in $((SECONDS - t0)) s"
 # Run from a directory without the source tree on sys.path: the installed package is tested.
-python -c "import eggroll, eggroll._cuda as c; print('cuda_available', eggroll.cuda_available(), 'devices', c.device_count())" 2>&1 | tee "$OUT/import.txt"
+python -c "import eggroll, eggroll._cuda as c; print('cuda_available', eggroll.cuda_available(), 'devices', c.device_count(), c.runtime_info())" 2>&1 | tee "$OUT/import.txt"
+grep -q "cuda_available True" "$OUT/import.txt" || { echo "NO USABLE GPU for eggroll._cuda (see runtime_info above: a driver older than the toolkit?)"; status=1; }
 
 step "tests/test_cuda.py"
 # -W default: a warning printed by a framework at import must not turn into a test error here

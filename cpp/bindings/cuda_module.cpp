@@ -5,6 +5,7 @@
 // runtime is linked statically and loads the driver on the first call.
 #include <pybind11/pybind11.h>
 #include <cstdint>
+#include <string>
 #include "eggroll/check.h"
 #include "eggroll/cuda.h"
 #include "eggroll/update.h"
@@ -25,6 +26,15 @@ PYBIND11_MODULE(_cuda, mod) {
 
   mod.def("device_count", &cuda::device_count,
           "Number of CUDA devices (0 without a driver or GPU; never raises).");
+  mod.def("runtime_info", [] {
+    const cuda::RuntimeInfo i = cuda::runtime_info();
+    py::dict d;
+    d["runtime_version"] = i.runtime_version;
+    d["driver_version"] = i.driver_version;
+    d["device_count_status"] = std::string(i.device_count_status);
+    return d;
+  }, "CUDA runtime (built) and driver versions, and cudaGetDeviceCount's message: why "
+     "cuda_available() is False.");
   mod.def("philox4x32",
           [](const TensorView& c, const TensorView& k, const TensorView& o, uintptr_t s) {
             cuda::philox4x32(c, k, o, as_stream(s));

@@ -16,6 +16,10 @@ namespace eggroll::cuda {
 
 // Number of CUDA devices; 0 when there is no driver or no GPU (never throws).
 int device_count();
+// For diagnostics: the CUDA runtime version this was built with, the driver's version
+// (0 without a driver) and the message of cudaGetDeviceCount ("no error" when fine).
+struct RuntimeInfo { int runtime_version, driver_version; const char* device_count_status; };
+RuntimeInfo runtime_info();
 // Largest rank the kernels accept (the per-member factor dot products live in shared memory).
 constexpr int64_t kMaxRank = 4096;
 

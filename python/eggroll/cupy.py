@@ -39,8 +39,11 @@ def _stream() -> int:
 
 
 def _capturing() -> bool:
+    """Whether the current stream is capturing a CUDA graph (then nothing may synchronise)."""
     s = cp.cuda.get_current_stream()
-    return bool(getattr(s, "is_capturing", lambda: False)())
+    if hasattr(s, "is_capturing"):
+        return bool(s.is_capturing())
+    return bool(cp.cuda.runtime.streamIsCapturing(s.ptr))
 
 
 def view(a: cp.ndarray) -> Any:
