@@ -149,8 +149,10 @@ void gemm_tiles(const int8_t* Xp, int64_t rows, const PackedCols& P, const TileF
 // and clamping to the integers +-127 before the truncating conversion gives the same value.
 EGGROLL_CLONES void quantize(const float* z, int64_t count, int64_t fp, int8_t* q) {
   const float scale = float(int64_t(1) << fp);
+  // |z| < 7 for every value Box-Muller can produce from 32-bit uniforms, so z * 2^fp
+  // (< 2^10) converts to int32 without overflow; truncate, then clamp in integers.
   for (int64_t j = 0; j < count; ++j)
-    q[j] = int8_t(int32_t(std::min(std::max(z[j] * scale, -127.0f), 127.0f)));
+    q[j] = int8_t(std::min(std::max(int32_t(z[j] * scale), -127), 127));
 }
 
 // The same into column-major order: out[l * rows + j] = q(z[j * r + l]) (the factor's
@@ -159,7 +161,7 @@ EGGROLL_CLONES void quantize_t(const float* z, int64_t rows, int64_t r, int64_t 
   const float scale = float(int64_t(1) << fp);
   for (int64_t l = 0; l < r; ++l)
     for (int64_t j = 0; j < rows; ++j)
-      out[l * rows + j] = int8_t(int32_t(std::min(std::max(z[j * r + l] * scale, -127.0f), 127.0f)));
+      out[l * rows + j] = int8_t(std::min(std::max(int32_t(z[j * r + l] * scale), -127), 127));
 }
 
 EGGROLL_CLONES int32_t dot_i8(const int8_t* a, const int8_t* b, int64_t n) {
@@ -186,6 +188,15 @@ EGGROLL_CLONES void lowrank_corr(double* corr, int64_t nc, const double* t, int6
 EGGROLL_CLONES void requant_row(const int32_t* c, int64_t nc, const double* corr, double inv2sh,
                                 int64_t D, int8_t* y) {
   const double lim = 128.0 * double(D);
+  if (!corr && (D & (D - 1)) == 0) {  // exact scaling by 1/D, see requant_row_r1
+    const double invD = 1.0 / double(D);
+    for (int64_t o = 0; o < nc; ++o) {
+      const double v = std::min(std::max(double(c[o]), -lim), lim);
+      const int32_t q = int32_t(std::floor(v * invD));
+      y[o] = int8_t(std::min(std::max(q, -127), 127));
+    }
+    return;
+  }
   const float Df = float(D);
   for (int64_t o = 0; o < nc; ++o) {
     double v = double(c[o]);
@@ -211,6 +222,31 @@ void vote_row64(const int64_t* z, int64_t nc, const int8_t* w, int64_t T, int8_t
     const int64_t zj = z ? z[j] : 0;
     const int64_t v = int64_t(w[j]) + (zj >= T) - (zj <= -T);
     out[j] = int8_t(v < -127 ? -127 : (v > 127 ? 127 : v));
+  }
+}
+
+// Rank 1 in one pass: corr[o] = t * A[o] (|t * A| < 2^38, exact in double), then as above.
+// When D is a power of two (n a power of 4, as in the paper's layers) the division is an
+// exact scaling by 1/D: floor(v * 2^-k) in double.
+EGGROLL_CLONES void requant_row_r1(const int32_t* c, int64_t nc, double t, const int8_t* A,
+                                   double inv2sh, int64_t D, int8_t* y) {
+  const double lim = 128.0 * double(D);
+  if ((D & (D - 1)) == 0) {
+    const double invD = 1.0 / double(D);
+    for (int64_t o = 0; o < nc; ++o) {
+      double v = double(c[o]) + std::floor(t * double(A[o]) * inv2sh);
+      v = std::min(std::max(v, -lim), lim);
+      const int32_t q = int32_t(std::floor(v * invD));
+      y[o] = int8_t(std::min(std::max(q, -127), 127));
+    }
+    return;
+  }
+  const float Df = float(D);
+  for (int64_t o = 0; o < nc; ++o) {
+    double v = double(c[o]) + std::floor(t * double(A[o]) * inv2sh);
+    v = std::min(std::max(v, -lim), lim);
+    const int32_t q = int32_t(std::floor(float(v) / Df));
+    y[o] = int8_t(std::min(std::max(q, -127), 127));
   }
 }
 
@@ -381,6 +417,10 @@ void perturbed_matmul_int8(const TensorView& x, const TensorView& W, const Tenso
       const int32_t* c = C + (row - r0) * ldc;
       if (mem) {
         const int64_t run = run_of[size_t(row / b)];
+        if (r == 1) {
+          requant_row_r1(c, nc, t[size_t(row)], At.data() + run * m + c0, inv2sh, D, yp + row * m + c0);
+          continue;
+        }
         lowrank_corr(corr.data(), nc, t.data() + row * r, r, At.data() + run * r * m + c0, m);
         requant_row(c, nc, corr.data(), inv2sh, D, yp + row * m + c0);
       } else {
