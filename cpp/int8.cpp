@@ -81,7 +81,10 @@ template <class T> T* zeroed(std::vector<T>& v, int64_t n) {
   return v.data();
 }
 
-void pack_cols(const int8_t* W, int64_t cols, int64_t K, PackedCols& P) {
+// Only the VNNI kernels (u8 x s8) need the column sums.
+bool needs_wsum(Int8Isa isa) { return isa == Int8Isa::avx512_vnni || isa == Int8Isa::avx_vnni; }
+
+void pack_cols(const int8_t* W, int64_t cols, int64_t K, bool with_wsum, PackedCols& P) {
   P.cols = cols; P.nb = (cols + 15) / 16; P.Kp = round_up(std::max<int64_t>(K, 1), 64);
   zeroed(P.data, P.nb * P.Kp * 16);
   zeroed(P.wsum, P.nb * 16);
@@ -96,7 +99,7 @@ void pack_cols(const int8_t* W, int64_t cols, int64_t K, PackedCols& P) {
         int8_t* d = dst + jj * 4;
         for (int64_t k = 0; k < K4; k += 4) std::memcpy(d + k * 16, w + k, 4);
         for (int64_t k = K4; k < K; ++k) dst[(k >> 2) * 64 + jj * 4 + (k & 3)] = w[k];
-        wsum[jb * 16 + jj] = sum_i8(w, K);
+        if (with_wsum) wsum[jb * 16 + jj] = sum_i8(w, K);
       }
     }
   });
@@ -123,8 +126,9 @@ void dynamic_for(int64_t n, const std::function<void(int64_t)>& fn) {
 // Runs the active kernel over every (row tile, column chunk) and hands each int32 tile to
 // epi(r0, nr, c0, nc, C, ldc) with nr/nc the real (unpadded) rows and columns.
 using TileFn = std::function<void(int64_t, int64_t, int64_t, int64_t, const int32_t*, int64_t)>;
-void gemm_tiles(const int8_t* Xp, int64_t rows, const PackedCols& P, const TileFn& epi) {
-  const detail::Int8GemmFn kern = kernel_for(active_int8_isa());
+void gemm_tiles(Int8Isa isa, const int8_t* Xp, int64_t rows, const PackedCols& P,
+                const TileFn& epi) {
+  const detail::Int8GemmFn kern = kernel_for(isa);
   const int64_t Rpad = round_up(std::max<int64_t>(rows, 1), 16);
   const int64_t rt = (Rpad + kRowTile - 1) / kRowTile, ct = (P.nb + kColBlocks - 1) / kColBlocks;
   const int64_t ldc = kColBlocks * 16;
@@ -346,7 +350,8 @@ void perturbed_matmul_int8(const TensorView& x, const TensorView& W, const Tenso
   thread_local std::vector<int8_t> tl_Xp;
   PackedCols& P = tl_P;
   std::vector<int8_t>& Xp = tl_Xp;
-  pack_cols(W.ptr<const int8_t>(), m, n, P);
+  const Int8Isa isa = active_int8_isa();  // read once: packing depends on it
+  pack_cols(W.ptr<const int8_t>(), m, n, needs_wsum(isa), P);
   // x already has the packed layout when its rows need no padding (n % 64 == 0, R % 16 == 0).
   const bool direct = n == P.Kp && R % 16 == 0;
   if (!direct) pack_rows(xp, R, n, P.Kp, Xp);
@@ -409,7 +414,7 @@ void perturbed_matmul_int8(const TensorView& x, const TensorView& W, const Tenso
   const double inv2sh = std::ldexp(1.0, -int(a.fixed_point + a.sigma_shift));
   const int64_t D = (int64_t(1) << a.fixed_point) * isqrt(n);
   int8_t* yp = y.ptr<int8_t>();
-  gemm_tiles(xpacked, R, P, [&](int64_t r0, int64_t nr, int64_t c0, int64_t nc, const int32_t* C, int64_t ldc) {
+  gemm_tiles(isa, xpacked, R, P, [&](int64_t r0, int64_t nr, int64_t c0, int64_t nc, const int32_t* C, int64_t ldc) {
     thread_local std::vector<double> tl_corr;
     std::vector<double>& corr = tl_corr;
     if (mem) corr.resize(size_t(nc));
@@ -475,6 +480,7 @@ void int8_update(const TensorView& W, const TensorView& pair_fitness, int64_t th
   const int64_t nchunks = (int64_t(nz.size()) + per_chunk - 1) / per_chunk;
   std::vector<int64_t> Z(nchunks > 1 ? size_t(m * n) : 0, 0);
   const uint32_t e = epoch_index(a.epoch, a.noise_reuse);
+  const Int8Isa isa = active_int8_isa();
   for (int64_t ch = 0; ch < nchunks; ++ch) {
     const int64_t p0 = ch * per_chunk, np = std::min(per_chunk, int64_t(nz.size()) - p0);
     const int64_t K = np * r, Kp = round_up(K, 64);
@@ -508,7 +514,7 @@ void int8_update(const TensorView& W, const TensorView& pair_fitness, int64_t th
         for (int64_t j = 0; j < n; ++j) wc[(j >> 4) * Kp * 16 + (j & 15) * 4] = q[j * r + l];
       }
     });
-    parallel_for(Pc.nb, 4, [=](int64_t lo, int64_t hi) {  // column sums, read contiguously
+    if (needs_wsum(isa)) parallel_for(Pc.nb, 4, [=](int64_t lo, int64_t hi) {  // column sums
       for (int64_t jb = lo; jb < hi; ++jb) {
         int32_t acc[16] = {0};
         const int8_t* blk = wd + jb * Kp * 16;
@@ -521,7 +527,7 @@ void int8_update(const TensorView& W, const TensorView& pair_fitness, int64_t th
     });
     const bool last = ch == nchunks - 1;
     int64_t* Zp = Z.data();
-    gemm_tiles(xd, m, Pc, [=](int64_t r0, int64_t nr, int64_t c0, int64_t nc, const int32_t* C, int64_t ldc) {
+    gemm_tiles(isa, xd, m, Pc, [=](int64_t r0, int64_t nr, int64_t c0, int64_t nc, const int32_t* C, int64_t ldc) {
       for (int64_t o = r0; o < r0 + nr; ++o) {
         const int32_t* crow = C + (o - r0) * ldc;
         if (nchunks == 1) {
