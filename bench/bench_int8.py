@@ -13,6 +13,8 @@ others in the same run (median of >= 5).
 Ratios (same-run medians):
   f32/int8            perturbed_matmul (float32) / perturbed_matmul_int8 (best path).
                       Target >= 2 (stretch 3).
+  f32/int8 cpu         the same ratio of CPU time per call (process_time; robust to other
+                      processes' load on a shared machine).
   f32/int8[isa]       the same for each int8 GEMM path, forced (eggroll's _core.set_int8_isa).
   int8_base/int_mm    perturbed_matmul_int8(members=None) (W packing + GEMM + requantisation
                       to int8) / torch._int_mm (the bare int8 x int8 -> int32 GEMM, no
@@ -22,7 +24,9 @@ GOP/s count the base GEMM only: 2 * M * b * m * n.
 """
 from __future__ import annotations
 
+import statistics
 import sys
+import time
 from typing import Any, Callable
 
 import numpy as np
@@ -105,6 +109,20 @@ def run_config(s: harness.Session, kind: str, P: int, b: int, m: int, n: int, r:
         rec[f"f32_over_int8[{isa}]"] = med["f32"] / med[f"int8[{isa}]"]
     if "int_mm" in med:
         rec["int8_base_over_int_mm"] = med["int8_base_vs_lib"] / med["int_mm"]
+    # CPU time per call (all threads of the process), interleaved in rounds: on a shared VM
+    # another process's load inflates wall time far more than the CPU time a call uses.
+    cpu: dict[str, list[float]] = {"f32": [], "int8": []}
+    _core.set_int8_isa(best)
+    for _ in range(7):
+        for name in cpu:
+            fns[name]()
+            c0 = time.process_time()
+            for _ in range(5):
+                fns[name]()
+            cpu[name].append((time.process_time() - c0) / 5)
+    for name, v in cpu.items():
+        rec[f"cpu_{name}_s"] = statistics.median(v)
+    rec["f32_over_int8_cpu"] = rec["cpu_f32_s"] / rec["cpu_int8_s"]
     rec["noisy"] = any(v for k, v in rec.items() if k.endswith("_noisy"))
     return s.emit(rec)
 
@@ -128,6 +146,9 @@ def headline_table(rec: dict[str, Any]) -> None:
                          f"r={rec['rank']}, threads {rec['threads']}"))
     v = rec["f32_over_int8"]
     print(f"  f32 / int8 = {v:.2f} (target >= 2, stretch 3: {'met' if v >= 2 else 'NOT met'})",
+          file=sys.stderr)
+    print(f"  CPU time per call: f32 {rec['cpu_f32_s'] * 1e3:.2f} ms, int8 "
+          f"{rec['cpu_int8_s'] * 1e3:.2f} ms: f32 / int8 = {rec['f32_over_int8_cpu']:.2f}",
           file=sys.stderr)
     if "int8_base_over_int_mm" in rec:
         print(f"  int8 base (GEMM + requantisation) / torch._int_mm = "
@@ -157,6 +178,7 @@ def main() -> int:
         harness.table(rows, ["P", "b", "m", "n", ("rank", "r"), ("f32_ms", "f32 ms"),
                              ("int8_ms", "int8 ms"), ("base_ms", "int8 base ms"),
                              ("lib_ms", "_int_mm ms"), ("f32_over_int8", "f32/int8"),
+                             ("f32_over_int8_cpu", "f32/int8 cpu"),
                              ("int8_base_over_int_mm", "base/_int_mm"), ("flag", "")],
                       title="grid (b rows per member)")
     return 0

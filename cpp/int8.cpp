@@ -81,7 +81,10 @@ template <class T> T* zeroed(std::vector<T>& v, int64_t n) {
   return v.data();
 }
 
-void pack_cols(const int8_t* W, int64_t cols, int64_t K, PackedCols& P) {
+// Only the VNNI kernels (u8 x s8) need the column sums.
+bool needs_wsum(Int8Isa isa) { return isa == Int8Isa::avx512_vnni || isa == Int8Isa::avx_vnni; }
+
+void pack_cols(const int8_t* W, int64_t cols, int64_t K, bool with_wsum, PackedCols& P) {
   P.cols = cols; P.nb = (cols + 15) / 16; P.Kp = round_up(std::max<int64_t>(K, 1), 64);
   zeroed(P.data, P.nb * P.Kp * 16);
   zeroed(P.wsum, P.nb * 16);
@@ -96,7 +99,7 @@ void pack_cols(const int8_t* W, int64_t cols, int64_t K, PackedCols& P) {
         int8_t* d = dst + jj * 4;
         for (int64_t k = 0; k < K4; k += 4) std::memcpy(d + k * 16, w + k, 4);
         for (int64_t k = K4; k < K; ++k) dst[(k >> 2) * 64 + jj * 4 + (k & 3)] = w[k];
-        wsum[jb * 16 + jj] = sum_i8(w, K);
+        if (with_wsum) wsum[jb * 16 + jj] = sum_i8(w, K);
       }
     }
   });
@@ -123,8 +126,9 @@ void dynamic_for(int64_t n, const std::function<void(int64_t)>& fn) {
 // Runs the active kernel over every (row tile, column chunk) and hands each int32 tile to
 // epi(r0, nr, c0, nc, C, ldc) with nr/nc the real (unpadded) rows and columns.
 using TileFn = std::function<void(int64_t, int64_t, int64_t, int64_t, const int32_t*, int64_t)>;
-void gemm_tiles(const int8_t* Xp, int64_t rows, const PackedCols& P, const TileFn& epi) {
-  const detail::Int8GemmFn kern = kernel_for(active_int8_isa());
+void gemm_tiles(Int8Isa isa, const int8_t* Xp, int64_t rows, const PackedCols& P,
+                const TileFn& epi) {
+  const detail::Int8GemmFn kern = kernel_for(isa);
   const int64_t Rpad = round_up(std::max<int64_t>(rows, 1), 16);
   const int64_t rt = (Rpad + kRowTile - 1) / kRowTile, ct = (P.nb + kColBlocks - 1) / kColBlocks;
   const int64_t ldc = kColBlocks * 16;
@@ -149,8 +153,10 @@ void gemm_tiles(const int8_t* Xp, int64_t rows, const PackedCols& P, const TileF
 // and clamping to the integers +-127 before the truncating conversion gives the same value.
 EGGROLL_CLONES void quantize(const float* z, int64_t count, int64_t fp, int8_t* q) {
   const float scale = float(int64_t(1) << fp);
+  // |z| < 7 for every value Box-Muller can produce from 32-bit uniforms, so z * 2^fp
+  // (< 2^10) converts to int32 without overflow; truncate, then clamp in integers.
   for (int64_t j = 0; j < count; ++j)
-    q[j] = int8_t(int32_t(std::min(std::max(z[j] * scale, -127.0f), 127.0f)));
+    q[j] = int8_t(std::min(std::max(int32_t(z[j] * scale), -127), 127));
 }
 
 // The same into column-major order: out[l * rows + j] = q(z[j * r + l]) (the factor's
@@ -159,7 +165,7 @@ EGGROLL_CLONES void quantize_t(const float* z, int64_t rows, int64_t r, int64_t 
   const float scale = float(int64_t(1) << fp);
   for (int64_t l = 0; l < r; ++l)
     for (int64_t j = 0; j < rows; ++j)
-      out[l * rows + j] = int8_t(int32_t(std::min(std::max(z[j * r + l] * scale, -127.0f), 127.0f)));
+      out[l * rows + j] = int8_t(std::min(std::max(int32_t(z[j * r + l] * scale), -127), 127));
 }
 
 EGGROLL_CLONES int32_t dot_i8(const int8_t* a, const int8_t* b, int64_t n) {
@@ -186,6 +192,15 @@ EGGROLL_CLONES void lowrank_corr(double* corr, int64_t nc, const double* t, int6
 EGGROLL_CLONES void requant_row(const int32_t* c, int64_t nc, const double* corr, double inv2sh,
                                 int64_t D, int8_t* y) {
   const double lim = 128.0 * double(D);
+  if (!corr && (D & (D - 1)) == 0) {  // exact scaling by 1/D, see requant_row_r1
+    const double invD = 1.0 / double(D);
+    for (int64_t o = 0; o < nc; ++o) {
+      const double v = std::min(std::max(double(c[o]), -lim), lim);
+      const int32_t q = int32_t(std::floor(v * invD));
+      y[o] = int8_t(std::min(std::max(q, -127), 127));
+    }
+    return;
+  }
   const float Df = float(D);
   for (int64_t o = 0; o < nc; ++o) {
     double v = double(c[o]);
@@ -211,6 +226,31 @@ void vote_row64(const int64_t* z, int64_t nc, const int8_t* w, int64_t T, int8_t
     const int64_t zj = z ? z[j] : 0;
     const int64_t v = int64_t(w[j]) + (zj >= T) - (zj <= -T);
     out[j] = int8_t(v < -127 ? -127 : (v > 127 ? 127 : v));
+  }
+}
+
+// Rank 1 in one pass: corr[o] = t * A[o] (|t * A| < 2^38, exact in double), then as above.
+// When D is a power of two (n a power of 4, as in the paper's layers) the division is an
+// exact scaling by 1/D: floor(v * 2^-k) in double.
+EGGROLL_CLONES void requant_row_r1(const int32_t* c, int64_t nc, double t, const int8_t* A,
+                                   double inv2sh, int64_t D, int8_t* y) {
+  const double lim = 128.0 * double(D);
+  if ((D & (D - 1)) == 0) {
+    const double invD = 1.0 / double(D);
+    for (int64_t o = 0; o < nc; ++o) {
+      double v = double(c[o]) + std::floor(t * double(A[o]) * inv2sh);
+      v = std::min(std::max(v, -lim), lim);
+      const int32_t q = int32_t(std::floor(v * invD));
+      y[o] = int8_t(std::min(std::max(q, -127), 127));
+    }
+    return;
+  }
+  const float Df = float(D);
+  for (int64_t o = 0; o < nc; ++o) {
+    double v = double(c[o]) + std::floor(t * double(A[o]) * inv2sh);
+    v = std::min(std::max(v, -lim), lim);
+    const int32_t q = int32_t(std::floor(float(v) / Df));
+    y[o] = int8_t(std::min(std::max(q, -127), 127));
   }
 }
 
@@ -310,7 +350,8 @@ void perturbed_matmul_int8(const TensorView& x, const TensorView& W, const Tenso
   thread_local std::vector<int8_t> tl_Xp;
   PackedCols& P = tl_P;
   std::vector<int8_t>& Xp = tl_Xp;
-  pack_cols(W.ptr<const int8_t>(), m, n, P);
+  const Int8Isa isa = active_int8_isa();  // read once: packing depends on it
+  pack_cols(W.ptr<const int8_t>(), m, n, needs_wsum(isa), P);
   // x already has the packed layout when its rows need no padding (n % 64 == 0, R % 16 == 0).
   const bool direct = n == P.Kp && R % 16 == 0;
   if (!direct) pack_rows(xp, R, n, P.Kp, Xp);
@@ -373,7 +414,7 @@ void perturbed_matmul_int8(const TensorView& x, const TensorView& W, const Tenso
   const double inv2sh = std::ldexp(1.0, -int(a.fixed_point + a.sigma_shift));
   const int64_t D = (int64_t(1) << a.fixed_point) * isqrt(n);
   int8_t* yp = y.ptr<int8_t>();
-  gemm_tiles(xpacked, R, P, [&](int64_t r0, int64_t nr, int64_t c0, int64_t nc, const int32_t* C, int64_t ldc) {
+  gemm_tiles(isa, xpacked, R, P, [&](int64_t r0, int64_t nr, int64_t c0, int64_t nc, const int32_t* C, int64_t ldc) {
     thread_local std::vector<double> tl_corr;
     std::vector<double>& corr = tl_corr;
     if (mem) corr.resize(size_t(nc));
@@ -381,6 +422,10 @@ void perturbed_matmul_int8(const TensorView& x, const TensorView& W, const Tenso
       const int32_t* c = C + (row - r0) * ldc;
       if (mem) {
         const int64_t run = run_of[size_t(row / b)];
+        if (r == 1) {
+          requant_row_r1(c, nc, t[size_t(row)], At.data() + run * m + c0, inv2sh, D, yp + row * m + c0);
+          continue;
+        }
         lowrank_corr(corr.data(), nc, t.data() + row * r, r, At.data() + run * r * m + c0, m);
         requant_row(c, nc, corr.data(), inv2sh, D, yp + row * m + c0);
       } else {
@@ -435,6 +480,7 @@ void int8_update(const TensorView& W, const TensorView& pair_fitness, int64_t th
   const int64_t nchunks = (int64_t(nz.size()) + per_chunk - 1) / per_chunk;
   std::vector<int64_t> Z(nchunks > 1 ? size_t(m * n) : 0, 0);
   const uint32_t e = epoch_index(a.epoch, a.noise_reuse);
+  const Int8Isa isa = active_int8_isa();
   for (int64_t ch = 0; ch < nchunks; ++ch) {
     const int64_t p0 = ch * per_chunk, np = std::min(per_chunk, int64_t(nz.size()) - p0);
     const int64_t K = np * r, Kp = round_up(K, 64);
@@ -468,7 +514,7 @@ void int8_update(const TensorView& W, const TensorView& pair_fitness, int64_t th
         for (int64_t j = 0; j < n; ++j) wc[(j >> 4) * Kp * 16 + (j & 15) * 4] = q[j * r + l];
       }
     });
-    parallel_for(Pc.nb, 4, [=](int64_t lo, int64_t hi) {  // column sums, read contiguously
+    if (needs_wsum(isa)) parallel_for(Pc.nb, 4, [=](int64_t lo, int64_t hi) {  // column sums
       for (int64_t jb = lo; jb < hi; ++jb) {
         int32_t acc[16] = {0};
         const int8_t* blk = wd + jb * Kp * 16;
@@ -481,7 +527,7 @@ void int8_update(const TensorView& W, const TensorView& pair_fitness, int64_t th
     });
     const bool last = ch == nchunks - 1;
     int64_t* Zp = Z.data();
-    gemm_tiles(xd, m, Pc, [=](int64_t r0, int64_t nr, int64_t c0, int64_t nc, const int32_t* C, int64_t ldc) {
+    gemm_tiles(isa, xd, m, Pc, [=](int64_t r0, int64_t nr, int64_t c0, int64_t nc, const int32_t* C, int64_t ldc) {
       for (int64_t o = r0; o < r0 + nr; ++o) {
         const int32_t* crow = C + (o - r0) * ldc;
         if (nchunks == 1) {
