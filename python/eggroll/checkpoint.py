@@ -5,6 +5,9 @@ A state dict is plain data: python scalars and strings, "frozen" a list of names
 "adam_v"; the moments are empty for SGD). In a file every entry is one .npy member of the
 .npz: scalars as 0-d arrays, the dicts flattened to "params/<name>" etc. A schedule (callable
 sigma or lr) is stored as None in the dict and left out of the file.
+A CuPy-held ES gives a state dict of CuPy arrays (from_state_dict resumes it on the GPU);
+its files hold NumPy copies (load gives a NumPy ES; pass cupy.asarray'd params to resume on
+the GPU).
 """
 from __future__ import annotations
 
@@ -21,6 +24,16 @@ SCALARS = ("epoch", "seed", "population", "rank", "optimizer", "shaping", "group
            "noise_reuse", "antithetic", "weight_decay", "full_rank", "nonfinite", "adam_eps",
            "sigma", "lr")
 OPTIONAL = ("shaping", "sigma", "lr")   # None allowed (left out of files)
+
+
+def _xp(a: Any) -> Any:
+    from .es import _xp as xp_of
+    return xp_of(a)
+
+
+def _host(a: Any) -> np.ndarray:
+    """A NumPy array (CuPy arrays are copied to the host: files hold NumPy arrays)."""
+    return a.get() if _xp(a) is not np else np.asarray(a)
 
 
 def state_dict(es: Any) -> dict[str, Any]:
@@ -67,11 +80,12 @@ def from_state_dict(cls: Any, state: Mapping[str, Any], *, sigma: Any, lr: Any) 
                 a = saved.get(name) if isinstance(saved, Mapping) else None
                 if a is None:
                     raise ValueError(f"state: {group} has no entry for {name!r}")
-                a = np.asarray(a)
+                xp = _xp(target[name])           # numpy, or cupy for a CuPy-held ES
+                a = xp.asarray(a)
                 if a.shape != target[name].shape:
                     raise ValueError(f"state: {group}[{name!r}] has shape {a.shape}, expected "
                                      f"{target[name].shape}")
-                target[name] = np.array(a, dtype=np.float32, order="C", copy=True)
+                target[name] = xp.array(a, dtype=np.float32, order="C", copy=True)
     return es
 
 
@@ -80,7 +94,7 @@ def _flatten(state: Mapping[str, Any]) -> dict[str, np.ndarray]:
     for key, value in state.items():
         if key in ARRAY_GROUPS:
             for name, arr in value.items():
-                flat[f"{key}/{name}"] = np.asarray(arr)
+                flat[f"{key}/{name}"] = _host(arr)
         elif key == "frozen":
             flat[key] = np.array(list(value), dtype=np.str_)
         elif value is not None:

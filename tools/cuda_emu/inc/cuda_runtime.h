@@ -1,0 +1,104 @@
+// Host emulation of the CUDA runtime subset eggroll's kernels use (tools/cuda_emu/run.sh):
+// blocks run one after another, each as real std::threads (one per CUDA thread) with a
+// std::barrier for __syncthreads and per-warp barriers for shuffles and ballots, so the
+// kernels' indexing, synchronisation and arithmetic run unchanged on a machine without a GPU.
+// "Device" memory is host memory; streams are ignored (everything is synchronous).
+#pragma once
+#include <algorithm>
+#include <barrier>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <functional>
+#include <memory>
+#include <thread>
+#include <vector>
+#define __global__
+#define __device__
+#define __host__
+#define __forceinline__ inline
+#define __launch_bounds__(x)
+#define __shared__ static
+#define __align__(n) __attribute__((aligned(n)))
+struct CUstream_st;
+typedef CUstream_st* cudaStream_t;
+typedef int cudaError_t;
+constexpr cudaError_t cudaSuccess = 0;
+struct dim3 { unsigned x = 1, y = 1, z = 1; dim3(unsigned a = 1, unsigned b = 1, unsigned c = 1) : x(a), y(b), z(c) {} };
+namespace emu {
+inline thread_local dim3 tIdx, bIdx, bDim, gDim;
+inline std::barrier<>* block_bar = nullptr;
+struct Warp { std::barrier<> bar{32}; uint64_t buf[32]; };
+inline std::vector<std::unique_ptr<Warp>>* warps = nullptr;
+template <class K, class... A>
+void run(dim3 grid, dim3 block, K kernel, A... args) {
+  const unsigned nt = block.x * block.y * block.z;
+  for (unsigned by = 0; by < grid.y; ++by)
+    for (unsigned bx = 0; bx < grid.x; ++bx) {
+      std::barrier<> bar(nt);
+      std::vector<std::unique_ptr<Warp>> ws;
+      for (unsigned w = 0; w < (nt + 31) / 32; ++w) ws.emplace_back(new Warp);
+      block_bar = &bar; warps = &ws;
+      std::vector<std::thread> th;
+      for (unsigned t = 0; t < nt; ++t)
+        th.emplace_back([=] {
+          tIdx = dim3(t % block.x, t / block.x); bIdx = dim3(bx, by); bDim = block; gDim = grid;
+          kernel(args...);
+        });
+      for (auto& x : th) x.join();
+    }
+}
+struct Launch {
+  dim3 g, b;
+  template <class K> auto operator()(K k) { return [g = g, b = b, k](auto... a) { run(g, b, k, a...); }; }
+};
+template <class T> T shfl_xor(T v, int o) {
+  const unsigned t = tIdx.x + tIdx.y * bDim.x;
+  Warp& w = *(*warps)[t / 32];
+  uint64_t bits = 0; std::memcpy(&bits, &v, sizeof(T));
+  w.buf[t % 32] = bits; w.bar.arrive_and_wait();
+  uint64_t got = w.buf[(t % 32) ^ o]; w.bar.arrive_and_wait();
+  T r; std::memcpy(&r, &got, sizeof(T)); return r;
+}
+inline unsigned ballot(bool p) {
+  const unsigned t = tIdx.x + tIdx.y * bDim.x;
+  Warp& w = *(*warps)[t / 32];
+  w.buf[t % 32] = p; w.bar.arrive_and_wait();
+  unsigned r = 0; for (int l = 0; l < 32; ++l) r |= unsigned(w.buf[l] != 0) << l;
+  w.bar.arrive_and_wait(); return r;
+}
+}  // namespace emu
+#define threadIdx emu::tIdx
+#define blockIdx emu::bIdx
+#define blockDim emu::bDim
+#define gridDim emu::gDim
+#define EMU_LAUNCH(k, g, b, ...) emu::Launch{dim3(g), dim3(b)}(k)
+inline void __syncthreads() { emu::block_bar->arrive_and_wait(); }
+template <class T> T __shfl_xor_sync(unsigned, T v, int o) { return emu::shfl_xor(v, o); }
+inline unsigned __ballot_sync(unsigned, bool p) { return emu::ballot(p); }
+inline int __popc(unsigned x) { return __builtin_popcount(x); }
+inline uint32_t __umulhi(uint32_t a, uint32_t b) { return uint32_t((uint64_t(a) * b) >> 32); }
+inline int __dp4a(int a, int b, int c) {
+  for (int i = 0; i < 4; ++i) c += int(int8_t(a >> (8 * i))) * int(int8_t(b >> (8 * i)));
+  return c;
+}
+inline float __fadd_rn(float a, float b) { volatile float r = a + b; return r; }
+inline float __fsub_rn(float a, float b) { volatile float r = a - b; return r; }
+inline float __fmul_rn(float a, float b) { volatile float r = a * b; return r; }
+inline float __fdiv_rn(float a, float b) { volatile float r = a / b; return r; }
+inline float __fsqrt_rn(float a) { return std::sqrt(a); }
+inline float __int2float_rn(int a) { return float(a); }
+inline float __uint_as_float(uint32_t a) { float f; std::memcpy(&f, &a, 4); return f; }
+inline uint32_t __float_as_uint(float f) { uint32_t a; std::memcpy(&a, &f, 4); return a; }
+using std::fminf; using std::fmaxf; using std::sqrt;
+inline cudaError_t cudaGetDevice(int* d) { *d = 0; return 0; }
+inline cudaError_t cudaSetDevice(int) { return 0; }
+inline cudaError_t cudaGetLastError() { return 0; }
+inline const char* cudaGetErrorString(cudaError_t) { return "emu"; }
+inline cudaError_t cudaGetDeviceCount(int* n) { *n = 1; return 0; }
+inline cudaError_t cudaRuntimeGetVersion(int* v) { *v = 0; return 0; }
+inline cudaError_t cudaDriverGetVersion(int* v) { *v = 0; return 0; }
+inline cudaError_t cudaMallocAsync(void** p, size_t n, cudaStream_t) { *p = std::malloc(n ? n : 1); return 0; }
+template <class T> cudaError_t cudaMallocAsync(T** p, size_t n, cudaStream_t s) { return cudaMallocAsync(reinterpret_cast<void**>(p), n, s); }
+inline cudaError_t cudaFreeAsync(void* p, cudaStream_t) { std::free(p); return 0; }
+inline cudaError_t cudaMemsetAsync(void* p, int v, size_t n, cudaStream_t) { std::memset(p, v, n); return 0; }
