@@ -15,6 +15,8 @@ dtype, device and layout, because a wrong pointer here would read the wrong memo
 """
 from __future__ import annotations
 
+import importlib
+
 from typing import Any, Optional, Sequence
 
 import torch
@@ -70,7 +72,9 @@ def _check(t: Tensor, name: str, dtypes: Sequence[torch.dtype], device: torch.de
 def _cuda() -> Any:
     """eggroll._cuda, or a RuntimeError that says this build has no CUDA kernels."""
     try:
-        from .. import _cuda as mod  # type: ignore[attr-defined]
+        # import_module consults sys.modules (so a module blocked there counts as absent even
+        # after `eggroll._cuda` became an attribute of the package).
+        mod = importlib.import_module("eggroll._cuda")
     except ImportError:
         raise RuntimeError("eggroll was built without CUDA (no eggroll._cuda module): CUDA "
                            "tensors need a CUDA build; move the tensors to the CPU or "
