@@ -42,7 +42,8 @@ if "$PY" -m pip install --no-build-isolation --no-deps -v \
 else
   echo "pip install FAILED (tail of build.log below); falling back to a plain CMake build" | tee -a "$OUT/summary.txt"
   tail -15 "$LOGS/build.log"
-  if ! cmake -S . -B build/gpu -G Ninja -DEGGROLL_BUILD_PYTHON=ON -DCMAKE_BUILD_TYPE=Release \
+  gen=(); command -v ninja > /dev/null && gen=(-G Ninja)
+  if ! cmake -S . -B build/gpu "${gen[@]}" -DEGGROLL_BUILD_PYTHON=ON -DCMAKE_BUILD_TYPE=Release \
         -DEGGROLL_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES=90-real \
         -DPython_EXECUTABLE="$(command -v "$PY")" \
         -Dpybind11_DIR="$("$PY" -m pybind11 --cmakedir)" > "$LOGS/cmake.log" 2>&1 \
@@ -80,6 +81,8 @@ import eggroll
 from eggroll import _core, _cuda
 from eggroll._ops import es_args
 print("device_count", _cuda.device_count(), flush=True)  # initialises the runtime, as the tests do
+with open("/proc/self/maps") as maps:  # which C++ runtime is really loaded (one copy?)
+    print("mapped:", sorted({l.split()[-1] for l in maps if "libstdc++" in l or "libgcc_s" in l}), flush=True)
 def dev(shape, ptr):
     return _core.TensorView(ptr, 0, list(shape), [shape[1], 1] if len(shape) == 2 else [1], 1, 0)
 a = es_args(seed=1, param_id=0, epoch=0, noise_reuse=1, antithetic=True, sigma=0.1, rank=1)
@@ -91,8 +94,11 @@ except ValueError as e:
 PYEOF
   timeout 120 gdb -batch -ex run -ex bt -ex "info sharedlibrary" --args "$PY" "$LOGS/validate_one.py" \
     > "$LOGS/validate_gdb.log" 2>&1
-  grep -E "raised|SIGSEGV|^#" "$LOGS/validate_gdb.log" | head -30 | tee -a "$OUT/summary.txt"
+  grep -E "raised|mapped|SIGSEGV|^#" "$LOGS/validate_gdb.log" | head -30 | tee -a "$OUT/summary.txt"
 fi
+for so in python/eggroll/_cuda*.so "$("$PY" -c 'import eggroll._cuda as c; print(c.__file__)' 2>/dev/null)"; do
+  [ -f "$so" ] && { echo "ldd $so"; ldd "$so"; } >> "$LOGS/ldd.txt" 2>&1
+done
 
 for f in tests/test_adapter_torch.py tests/test_torch_es.py tests/test_adapter_jax.py tests/test_jax_es.py; do
   [ -f "$f" ] || continue
