@@ -371,7 +371,7 @@ def test_graph_capture_es_gradient_and_members(rng):
         with pytest.raises(ValueError, match="^members: while capturing"):
             eggroll.es_gradient(fd, shape, members=cp.arange(N), **key)
         with pytest.raises(ValueError, match="^members: while capturing"):
-            eggroll.perturb_vector(cp.zeros(3, cp.float32), members=[0, 1], **key)
+            eggroll.perturb_vector(cp.zeros(3, cp.float32), members=[0, 1], seed=SEED, sigma=0.1)
         graph = s.end_capture()
         g.fill(np.nan)
         graph.launch()

@@ -15,8 +15,8 @@ host; a CuPy index array is checked on the device (one synchronisation), except 
 stream is capturing a graph, where it is used as given.
 While capturing, host members must be a range (generated on the device by an arange kernel;
 es_gradient's default members=None is one): an upload from the host would be baked into the
-graph from a temporary buffer. Fitness shaping and es_gradient check that fitness is finite (one synchronisation, skipped
-under graph capture).
+graph from a temporary buffer. Fitness shaping and es_gradient check that fitness is finite
+(one synchronisation, skipped under graph capture).
 """
 from __future__ import annotations
 
@@ -251,8 +251,8 @@ def es_gradient(fitness: Any, shape: Any, *, members: Any = None, epoch: int = 0
         if host is None:  # the run structure is computed on the host (once, small)
             if _capturing():  # reading it back would synchronise, which capture forbids
                 raise ValueError("members: while capturing a CUDA graph, the low-rank "
-                                 "es_gradient needs members on the host (None, a range, a "
-                                 "sequence or a NumPy array), not a CuPy array")
+                                 "es_gradient needs members=None or a range (its run "
+                                 "structure is computed on the host), not a CuPy array")
             host = cp.asnumpy(mem)
         m, n = dims
         g = cp.empty(dims, dtype=cp.float32)
