@@ -30,16 +30,6 @@ needs_module = pytest.mark.skipif(_cuda is None, reason="CPU-only build (no eggr
 ARGS = dict(seed=1, param_id=0, epoch=0, noise_reuse=1, antithetic=True, sigma=0.1, rank=1)
 
 
-def _dev(shape, dtype=0, ptr=0x1000, device_index=0):
-    """A CUDA-device view with a fake pointer: validation must never dereference it (the
-    child-process cases below use the same construction)."""
-    strides, acc = [], 1
-    for d in reversed(shape):
-        strides.insert(0, acc)
-        acc *= d
-    return _core.TensorView(ptr, dtype, list(shape), strides, 1, device_index)
-
-
 def test_cuda_available_is_a_bool():
     assert isinstance(eggroll.cuda_available(), bool)
     if _cuda is None:
@@ -76,6 +66,7 @@ def test_launchers_reject_cpu_arrays_before_any_cuda_call():
 # launchers must raise before touching the pointers or the device, but a crash on a GPU
 # machine (it happened once, see docs/backends.md "CUDA: known issues") then fails that one
 # case, naming it, instead of killing the whole test run.
+# _dev: a CUDA-device view with a fake pointer (validation must never dereference it).
 _CHILD_SETUP = """
 import faulthandler, json, re, sys
 faulthandler.enable()
