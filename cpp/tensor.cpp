@@ -1,5 +1,5 @@
 // TensorView helpers and the argument checks shared by every op.
-#include <sstream>
+#include <string>
 #include "eggroll/check.h"
 #include "eggroll/tensor.h"
 
@@ -40,12 +40,12 @@ bool TensorView::is_contiguous() const {
 }
 
 std::string TensorView::shape_str() const {
-  std::ostringstream s;
-  s << "(";
-  for (int i = 0; i < ndim; ++i) s << (i ? ", " : "") << shape[i];
-  if (ndim == 1) s << ",";
-  s << ")";
-  return s.str();
+  // Plain string concatenation, no iostreams: this runs on error paths of every module
+  // (including _cuda), where the less runtime machinery involved the better.
+  std::string s = "(";
+  for (int i = 0; i < ndim; ++i) s += (i ? ", " : "") + std::to_string(shape[i]);
+  if (ndim == 1) s += ",";
+  return s + ")";
 }
 
 TensorView make_view(void* data, DType dtype, std::initializer_list<int64_t> shape) {

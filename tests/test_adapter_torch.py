@@ -352,6 +352,8 @@ def test_wrong_device_inputs_are_rejected():
 
 def test_cuda_without_a_cuda_build_is_a_clear_error(monkeypatch):
     monkeypatch.setitem(sys.modules, "eggroll._cuda", None)    # import -> ImportError
+    # ... also when a CUDA build already imported it: `from .. import _cuda` reads the attribute
+    monkeypatch.delattr(eggroll, "_cuda", raising=False)
     with pytest.raises(RuntimeError, match="built without CUDA"):
         _ops._cuda()
     if torch.cuda.is_available():       # the whole path, with real CUDA tensors

@@ -3,6 +3,14 @@ CPU-only build answers a CUDA request with RuntimeError, and eggroll._cuda (when
 imports without a driver and validates its arguments before touching the device."""
 from __future__ import annotations
 
+import json
+import os
+import re
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -15,17 +23,11 @@ try:
 except ImportError:
     _cuda = None
 
+# The children import the same eggroll as this process (installed package or the working tree).
+REPO_PYTHON = Path(eggroll.__file__).resolve().parents[1]
+
 needs_module = pytest.mark.skipif(_cuda is None, reason="CPU-only build (no eggroll._cuda)")
 ARGS = dict(seed=1, param_id=0, epoch=0, noise_reuse=1, antithetic=True, sigma=0.1, rank=1)
-
-
-def _dev(shape, dtype=0, ptr=0x1000, device_index=0):
-    """A CUDA-device view with a fake pointer: fine, because validation never dereferences."""
-    strides, acc = [], 1
-    for d in reversed(shape):
-        strides.insert(0, acc)
-        acc *= d
-    return _core.TensorView(ptr, dtype, list(shape), strides, 1, device_index)
 
 
 def test_cuda_available_is_a_bool():
@@ -60,29 +62,94 @@ def test_launchers_reject_cpu_arrays_before_any_cuda_call():
         _cuda.centered_rank(view(x[0]), view(y[0]), stream=0)
 
 
+# Launcher validation with fake device pointers (_dev), one child process per case: the
+# launchers must raise before touching the pointers or the device, but a crash on a GPU
+# machine (it happened once, see docs/backends.md "CUDA: known issues") then fails that one
+# case, naming it, instead of killing the whole test run.
+# _dev: a CUDA-device view with a fake pointer (validation must never dereference it).
+_CHILD_SETUP = """
+import faulthandler, json, re, sys
+faulthandler.enable()
+from eggroll import _core, _cuda
+from eggroll._ops import es_args
+ARGS = dict(seed=1, param_id=0, epoch=0, noise_reuse=1, antithetic=True, sigma=0.1, rank=1)
+
+def _dev(shape, dtype=0, ptr=0x1000, device_index=0):
+    strides, acc = [], 1
+    for d in reversed(shape):
+        strides.insert(0, acc)
+        acc *= d
+    return _core.TensorView(ptr, dtype, list(shape), strides, 1, device_index)
+
+a = es_args(**ARGS)
+x, mem = _dev((2, 3)), _dev((2,), dtype=6, ptr=0x2000)
+"""
+
+_CHILD_CALL = """
+print("CALLING", flush=True)
+try:
+    {call}
+    res = {{"raised": None}}
+except (ValueError, TypeError) as e:
+    res = {{"raised": "ValueError" if isinstance(e, ValueError) else "TypeError",
+            "message": str(e)}}
+except Exception as e:
+    res = {{"raised": type(e).__name__, "message": str(e)}}
+print("RESULT " + json.dumps(res), flush=True)
+"""
+
+VALIDATION_CASES = {
+    "out_shape": ("_cuda.lowrank_correction(x, mem, a, _dev((3, 4), ptr=0x3000), stream=0)",
+                  "ValueError", "^out: expected shape"),
+    "out_device": ("_cuda.lowrank_correction(x, mem, a, _dev((2, 4), ptr=0x3000, device_index=1), "
+                   "stream=0)", "ValueError", "^out: on device cuda:1 but x is on cuda:0"),
+    "x_dtype": ("_cuda.fullrank_correction(_dev((2, 3), dtype=4), mem, a, _dev((2, 4), ptr=0x3000), "
+                "stream=0)", "TypeError", "^x: expected float32, float16 or bfloat16"),
+    "members_dtype": ("_cuda.lowrank_correction(x, _dev((2,), dtype=5, ptr=0x2000), a, "
+                      "_dev((2, 4), ptr=0x3000), stream=0)", "TypeError", "^members: expected dtype int64"),
+    "out_overlap": ("_cuda.lowrank_correction(x, mem, a, _dev((2, 4), ptr=0x1004), stream=0)",
+                    "ValueError", "^out: .*overlaps"),
+    "rank_limit": ("_cuda.lowrank_correction(x, mem, es_args(**dict(ARGS, rank=5000)), "
+                   "_dev((2, 4), ptr=0x3000), stream=0)", "ValueError",
+                   "^rank: the CUDA kernels support rank <= 4096"),
+    "es_gradient_low_rank": ("_cuda.es_gradient(_dev((2,)), mem, a, False, 2, False, "
+                             "_dev((4, 3), ptr=0x3000), stream=0)", "ValueError",
+                             "^full_rank: the CUDA es_gradient computes full-rank"),
+    "factors_shape": ("_cuda.es_gradient_factors(_dev((2,)), mem, 4, 3, a, 2, _dev((5, 4), ptr=0x3000), "
+                      "_dev((5, 3), ptr=0x4000), stream=0)", "ValueError", "^Af: expected shape"),
+    "antithetic_odd": ("_cuda.antithetic_sign(_dev((3,)), _dev((1,), ptr=0x3000), stream=0)",
+                       "ValueError", "^f: antithetic_sign needs an even population"),
+    "stream_keyword": ("_cuda.centered_rank(_dev((3,)), _dev((3,), ptr=0x3000))", "TypeError",
+                       "incompatible function arguments"),
+    "gemm_shape": ("_cuda.gemm_nt(_dev((4, 3)), _dev((5, 2), ptr=0x3000), _dev((4, 5), ptr=0x4000), "
+                   "stream=0)", "ValueError", "^W: expected shape"),
+    "gemm_out_dtype": ("_cuda.gemm_nt(_dev((4, 3)), _dev((5, 3), ptr=0x3000), "
+                       "_dev((4, 5), dtype=1, ptr=0x4000), stream=0)", "TypeError",
+                       "^out: expected float32, float16 or bfloat16"),
+    "gemm_tn_shape": ("_cuda.gemm_tn(_dev((6, 4)), _dev((5, 3), ptr=0x3000), _dev((4, 3), ptr=0x4000), "
+                      "False, stream=0)", "ValueError", "^B: expected shape"),
+}
+
+
+def _run_child(call: str, timeout: float = 180) -> dict:
+    code = _CHILD_SETUP + _CHILD_CALL.format(call=call)
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO_PYTHON), env.get("PYTHONPATH")) if p)
+    proc = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], env=env,
+                          capture_output=True, text=True, timeout=timeout)
+    assert proc.returncode == 0, (
+        f"child exited with {proc.returncode} (negative = killed by signal {-proc.returncode}) "
+        f"{'inside' if 'CALLING' in proc.stdout else 'before'} the launcher call {call!r}; "
+        f"stderr tail:\n{proc.stderr[-3000:]}")
+    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
+    assert lines, f"child printed no result; stdout:\n{proc.stdout[-2000:]}"
+    return json.loads(lines[-1][len("RESULT "):])
+
+
 @needs_module
-def test_launchers_validate_shapes_dtypes_devices():
-    a = es_args(**ARGS)
-    x, mem = _dev((2, 3)), _dev((2,), dtype=6, ptr=0x2000)
-    with pytest.raises(ValueError, match="^out: expected shape"):
-        _cuda.lowrank_correction(x, mem, a, _dev((3, 4), ptr=0x3000), stream=0)
-    with pytest.raises(ValueError, match="^out: on device cuda:1 but x is on cuda:0"):
-        _cuda.lowrank_correction(x, mem, a, _dev((2, 4), ptr=0x3000, device_index=1), stream=0)
-    with pytest.raises(TypeError, match="^x: expected float32, float16 or bfloat16"):
-        _cuda.fullrank_correction(_dev((2, 3), dtype=4), mem, a, _dev((2, 4), ptr=0x3000), stream=0)
-    with pytest.raises(TypeError, match="^members: expected dtype int64"):
-        _cuda.lowrank_correction(x, _dev((2,), dtype=5, ptr=0x2000), a, _dev((2, 4), ptr=0x3000), stream=0)
-    with pytest.raises(ValueError, match="^out: .*overlaps"):
-        _cuda.lowrank_correction(x, mem, a, _dev((2, 4), ptr=0x1004), stream=0)
-    big = es_args(**dict(ARGS, rank=5000))
-    with pytest.raises(ValueError, match="^rank: the CUDA kernels support rank <= 4096"):
-        _cuda.lowrank_correction(x, mem, big, _dev((2, 4), ptr=0x3000), stream=0)
-    with pytest.raises(ValueError, match="^full_rank: the CUDA es_gradient computes full-rank"):
-        _cuda.es_gradient(_dev((2,)), mem, a, False, 2, False, _dev((4, 3), ptr=0x3000), stream=0)
-    with pytest.raises(ValueError, match="^Af: expected shape"):
-        _cuda.es_gradient_factors(_dev((2,)), mem, 4, 3, a, 2, _dev((5, 4), ptr=0x3000),
-                                  _dev((5, 3), ptr=0x4000), stream=0)
-    with pytest.raises(ValueError, match="^f: antithetic_sign needs an even population"):
-        _cuda.antithetic_sign(_dev((3,)), _dev((1,), ptr=0x3000), stream=0)
-    with pytest.raises(TypeError):  # stream is keyword-only and required
-        _cuda.centered_rank(_dev((3,)), _dev((3,), ptr=0x3000))
+@pytest.mark.parametrize("case", sorted(VALIDATION_CASES))
+def test_launchers_validate_shapes_dtypes_devices(case):
+    call, exc, pattern = VALIDATION_CASES[case]
+    res = _run_child(call)
+    assert res["raised"] == exc, res
+    assert re.search(pattern, res["message"]), res

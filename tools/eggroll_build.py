@@ -10,9 +10,17 @@ are switched off: EGGROLL_JAX=OFF in the environment, or
 from __future__ import annotations
 
 import os
+import sys
 from typing import Any
 
-from scikit_build_core import build as _skbuild
+try:
+    from scikit_build_core import build as _skbuild
+except ImportError as e:  # pip then says only "BackendUnavailable: Cannot import 'eggroll_build'"
+    raise ImportError(
+        f"eggroll_build needs scikit-build-core in the Python running pip ({sys.executable}); "
+        "with --no-build-isolation install it there first (python -m pip install "
+        "scikit-build-core pybind11), and run pip as `python -m pip` so that it is the same "
+        "Python") from e
 from scikit_build_core.build import (build_editable, build_sdist, build_wheel,  # noqa: F401
                                      get_requires_for_build_sdist,
                                      prepare_metadata_for_build_editable,

@@ -35,6 +35,17 @@ PYBIND11_MODULE(_cuda, mod) {
     return d;
   }, "CUDA runtime (built) and driver versions, and cudaGetDeviceCount's message: why "
      "cuda_available() is False.");
+  // Fallback GEMMs (no cuBLAS): the adapters use them while a stream captures a CUDA graph.
+  mod.def("gemm_nt",
+          [](const TensorView& x, const TensorView& W, const TensorView& out, uintptr_t s) {
+            cuda::gemm_nt(x, W, out, as_stream(s));
+          },
+          py::arg("x"), py::arg("W"), py::arg("out"), py::kw_only(), py::arg("stream"), release());
+  mod.def("gemm_tn",
+          [](const TensorView& A, const TensorView& B, const TensorView& out, bool accumulate,
+             uintptr_t s) { cuda::gemm_tn(A, B, out, accumulate, as_stream(s)); },
+          py::arg("A"), py::arg("B"), py::arg("out"), py::arg("accumulate"), py::kw_only(),
+          py::arg("stream"), release());
   mod.def("philox4x32",
           [](const TensorView& c, const TensorView& k, const TensorView& o, uintptr_t s) {
             cuda::philox4x32(c, k, o, as_stream(s));

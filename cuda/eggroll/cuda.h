@@ -1,8 +1,9 @@
 // The CUDA launchers: the same ops as the CPU core (cpp/eggroll/*.h), on device memory, each
 // enqueued on an explicit stream. No launcher allocates a user-visible array or synchronises
 // the device; outputs are caller-provided TensorViews with device == Device::cuda.
-// Base GEMMs (x W^T, Af^T Bf) are NOT here: they come from the caller's cuBLAS (the framework's
-// matmul); these kernels add what no library does (noise regenerated on the fly).
+// Base GEMMs (x W^T, Af^T Bf) come from the caller's cuBLAS (the framework's matmul); these
+// kernels add what no library does (noise regenerated on the fly). gemm_nt / gemm_tn are a
+// plain fallback for where cuBLAS cannot be called (CuPy under CUDA graph capture).
 // Shapes and dtypes are those of the CPU headers; x / out of the forward corrections may be
 // float32, float16 or bfloat16 (float32 accumulation).
 #pragma once
@@ -22,6 +23,13 @@ struct RuntimeInfo { int runtime_version, driver_version; const char* device_cou
 RuntimeInfo runtime_info();
 // Largest rank the kernels accept (the per-member factor dot products live in shared memory).
 constexpr int64_t kMaxRank = 4096;
+
+// ---- fallback GEMMs (cuda/gemm.cu): simple tiled kernels, float32 accumulation ------------
+// out [R, m] = x [R, n] W^T with W [m, n]; x / W one float storage dtype, out any of them.
+void gemm_nt(const TensorView& x, const TensorView& W, const TensorView& out, cudaStream_t stream);
+// out [m, n] (+)= A^T B with A float32 [C, m], B float32 [C, n] (the es_gradient product).
+void gemm_tn(const TensorView& A, const TensorView& B, const TensorView& out, bool accumulate,
+             cudaStream_t stream);
 
 // ---- noise (cuda/noise.cu) -----------------------------------------------------------------
 // counter uint32 [count, 4], key uint32 [2] (device), out uint32 [count, 4].

@@ -4,15 +4,19 @@ Same function names and keyword arguments as ``eggroll.numpy``. Outputs are allo
 CuPy on the inputs' device; every kernel is enqueued on CuPy's current stream of that device
 (``cupy.cuda.get_current_stream().ptr``), so calls compose with user streams and CUDA graph
 capture. Base products (x @ W.T, Af.T @ Bf) are ``cupy.matmul`` (cuBLAS); eggroll's kernels
-add the per-member noise terms on top.
+add the per-member noise terms on top. While the current stream is capturing a CUDA graph
+they are eggroll's own tiled GEMM kernels instead (``_cuda.gemm_nt`` / ``gemm_tn``), because
+CuPy refuses to call cuBLAS during stream capture; see docs/backends.md.
 
 Dtype policy: x / W / out may be float32, float16 or bfloat16 (float32 accumulation; the
 result has the dtype of ``x @ W.T``); float64 is converted to float32; anything else raises
 TypeError. Members (a range, a sequence, a NumPy or a CuPy int array) are validated on the
 host; a CuPy index array is checked on the device (one synchronisation), except while the
 stream is capturing a graph, where it is used as given.
-Fitness shaping and es_gradient check that fitness is finite (one synchronisation, skipped
-under graph capture).
+While capturing, host members must be a range (generated on the device by an arange kernel;
+es_gradient's default members=None is one): an upload from the host would be baked into the
+graph from a temporary buffer. Fitness shaping and es_gradient check that fitness is finite
+(one synchronisation, skipped under graph capture).
 """
 from __future__ import annotations
 
@@ -114,6 +118,14 @@ def _members(members: Any, expected_len: int | None, ref: cp.ndarray, what: str 
             raise ValueError(f"members: indices must be >= 0, got {int(mem.min())}")
         return mem, None
     host = members_array(members, expected_len, what=what)
+    if _capturing():
+        # An upload would be captured as a copy from CuPy's pooled staging buffer, which is
+        # reused once the capture-time copy "completes": replays could read other data. A range
+        # becomes an arange kernel (nothing read from the host); other host forms are refused.
+        if not isinstance(members, range):
+            raise ValueError("members: while capturing a CUDA graph, pass a range or a CuPy "
+                             "int array (a host array would be uploaded from a temporary buffer)")
+        return cp.arange(members.start, members.stop, members.step, dtype=cp.int64), host
     return cp.asarray(host), host
 
 
@@ -147,8 +159,13 @@ def _forward(x: Any, W: Any, members: Any, out: Any, args: Any, correction: Any)
     with x.device:
         mem = None if members is None else _members(members, x.shape[0], x)[0]
         y = _out(out, x.shape[:-1] + (W.shape[0],), x.dtype, x, {"x": x, "W": W})
-        # Base product: one cuBLAS GEMM over all M * b rows (float32 accumulation).
-        cp.matmul(x.reshape(-1, x.shape[-1]), W.T, out=y.reshape(-1, W.shape[0]))
+        # Base product over all M * b rows (float32 accumulation): one cuBLAS GEMM, or the
+        # fallback kernel while capturing a graph (CuPy cannot call cuBLAS then).
+        x2, y2 = x.reshape(-1, x.shape[-1]), y.reshape(-1, W.shape[0])
+        if _capturing():
+            _cuda.gemm_nt(view(x2), view(W), view(y2), stream=_stream())
+        else:
+            cp.matmul(x2, W.T, out=y2)
         if mem is not None:
             correction(view(x), view(mem), args, view(y), stream=_stream())
     return y
@@ -232,11 +249,17 @@ def es_gradient(fitness: Any, shape: Any, *, members: Any = None, epoch: int = 0
             _cuda.es_gradient(view(f), view(mem), args, True, N, False, view(g), stream=_stream())
             return g
         if host is None:  # the run structure is computed on the host (once, small)
+            if _capturing():  # reading it back would synchronise, which capture forbids
+                raise ValueError("members: while capturing a CUDA graph, the low-rank "
+                                 "es_gradient needs members=None or a range (its run "
+                                 "structure is computed on the host), not a CuPy array")
             host = cp.asnumpy(mem)
         m, n = dims
         g = cp.empty(dims, dtype=cp.float32)
         # Bounded memory: members in even-sized chunks (antithetic pairs stay together),
-        # each chunk's factors summed into g by one cuBLAS GEMM g (+)= Af^T Bf.
+        # each chunk's factors summed into g by one GEMM g (+)= Af^T Bf (cuBLAS, or the
+        # fallback kernel under graph capture).
+        capturing = _capturing()
         step = max(2, (_FACTOR_BYTES // (4 * (m + n) * rank)) & ~1)
         for c0 in range(0, N, step):
             c1 = min(N, c0 + step)
@@ -245,7 +268,9 @@ def es_gradient(fitness: Any, shape: Any, *, members: Any = None, epoch: int = 0
             Bf = cp.empty((C, n), dtype=cp.float32)
             _cuda.es_gradient_factors(view(f[c0:c1]), view(mem[c0:c1]), m, n, args, N,
                                       view(Af), view(Bf), stream=_stream())
-            if c0 == 0:
+            if capturing:
+                _cuda.gemm_tn(view(Af), view(Bf), view(g), c0 > 0, stream=_stream())
+            elif c0 == 0:
                 cp.matmul(Af.T, Bf, out=g)
             else:
                 g += cp.matmul(Af.T, Bf)
