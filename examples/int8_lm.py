@@ -55,6 +55,7 @@ class Config:
     sigma_shift: int = 4       # sigma = 2^-sigma_shift, as the paper's default
     rank: int = 1
     noise_reuse: int = 1
+    init_std: int = 16         # weights start as round(init_std * N(0, 1)); the paper: 16
     seed: int = 0
 
     def as_dict(self) -> dict:
@@ -74,9 +75,9 @@ def param_shapes(cfg: Config) -> dict[str, tuple[int, int]]:
 
 
 def init_params(cfg: Config) -> dict[str, np.ndarray]:
-    """int8 weights round(16 * N(0, 1)) clipped to +-127, as the paper's EGG."""
+    """int8 weights round(init_std * N(0, 1)) clipped to +-127 (the paper's EGG: 16)."""
     rng = np.random.default_rng(cfg.seed)
-    return {name: np.clip(np.round(16.0 * rng.standard_normal(shape)), -127, 127)
+    return {name: np.clip(np.round(cfg.init_std * rng.standard_normal(shape)), -127, 127)
             .astype(np.int8) for name, shape in param_shapes(cfg).items()}
 
 
@@ -332,7 +333,7 @@ def train(args: argparse.Namespace) -> dict:
     else:
         cfg = Config(hidden=args.hidden, layers=args.layers, mlp_mult=args.mlp_mult,
                         sigma_shift=args.sigma_shift, noise_reuse=args.noise_reuse,
-                        seed=args.seed)
+                        init_std=args.init_std, seed=args.seed)
         params, step, elapsed0 = init_params(cfg), 0, 0.0
         history = {k: [] for k in HIST_KEYS}
     n_params = sum(w.size for w in params.values())
@@ -447,6 +448,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--seq-len", type=int, default=64, help="bytes per member per step")
     p.add_argument("--sigma-shift", type=int, default=4, help="sigma = 2^-sigma_shift")
     p.add_argument("--noise-reuse", type=int, default=1)
+    p.add_argument("--init-std", type=int, default=16,
+                   help="initial weights round(init_std * N(0,1)): each +-1 update is 1/init_std")
     p.add_argument("--alpha", type=float, default=1.0,
                    help="initial fraction of weights moved (1: every nonzero vote)")
     p.add_argument("--alpha-min", type=float, default=0.1)
