@@ -299,6 +299,7 @@ def save_checkpoint(path: Path, params: dict, cfg: Config, step: int, history: d
 
 
 def load_checkpoint(path: Path) -> tuple[dict, Config, int, dict, dict, float]:
+    """(weights, config, step, history, fixed hyper-parameters, training seconds so far)."""
     with np.load(path) as z:
         meta = json.loads(bytes(z["meta"]).decode())
         params = {k[6:]: z[k].copy() for k in z.files if k.startswith("param_")}
@@ -319,23 +320,26 @@ def train(args: argparse.Namespace) -> dict:
     ckpt = Path(args.checkpoint) if args.checkpoint else png.with_suffix(".npz")
     t_start = time.perf_counter()
 
-    train_bytes, held_bytes, nfiles = load_corpus(args.max_bytes)
-    unigram, bigram = baselines(train_bytes, held_bytes)
-    print(f"corpus: {nfiles} stdlib files, {train_bytes.size:,} train / {held_bytes.size:,} "
-          f"held-out bytes (every 10th file)")
-    print(f"baselines (held-out bits/byte): unigram {unigram:.3f}, bigram {bigram:.3f}")
-
+    # the checkpoint first: it fixes the hyper-parameters, the corpus cap among them
     if args.resume and ckpt.exists():
         params, cfg, step, history, targs, elapsed0 = load_checkpoint(ckpt)
         for k in TRAIN_ARGS:
             setattr(args, k, targs[k])
         print(f"resumed {ckpt} at step {step} ({cfg})")
     else:
+        if args.resume:
+            print(f"no checkpoint at {ckpt}: starting from scratch")
         cfg = Config(hidden=args.hidden, layers=args.layers, mlp_mult=args.mlp_mult,
-                        sigma_shift=args.sigma_shift, noise_reuse=args.noise_reuse,
-                        init_std=args.init_std, seed=args.seed)
+                     sigma_shift=args.sigma_shift, noise_reuse=args.noise_reuse,
+                     init_std=args.init_std, seed=args.seed)
         params, step, elapsed0 = init_params(cfg), 0, 0.0
         history = {k: [] for k in HIST_KEYS}
+
+    train_bytes, held_bytes, nfiles = load_corpus(args.max_bytes)
+    unigram, bigram = baselines(train_bytes, held_bytes)
+    print(f"corpus: {nfiles} stdlib files, {train_bytes.size:,} train / {held_bytes.size:,} "
+          f"held-out bytes (every 10th file)")
+    print(f"baselines (held-out bits/byte): unigram {unigram:.3f}, bigram {bigram:.3f}")
     n_params = sum(w.size for w in params.values())
     pairs = args.population // 2
     print(f"model: {cfg.layers} minGRU layer(s), hidden {cfg.hidden}, {n_params:,} int8 "
