@@ -55,6 +55,7 @@ class Config:
     sigma_shift: int = 4       # sigma = 2^-sigma_shift, as the paper's default
     rank: int = 1
     noise_reuse: int = 1
+    init_std: int = 16         # weights start as round(init_std * N(0, 1)); the paper: 16
     seed: int = 0
 
     def as_dict(self) -> dict:
@@ -74,9 +75,9 @@ def param_shapes(cfg: Config) -> dict[str, tuple[int, int]]:
 
 
 def init_params(cfg: Config) -> dict[str, np.ndarray]:
-    """int8 weights round(16 * N(0, 1)) clipped to +-127, as the paper's EGG."""
+    """int8 weights round(init_std * N(0, 1)) clipped to +-127 (the paper's EGG: 16)."""
     rng = np.random.default_rng(cfg.seed)
-    return {name: np.clip(np.round(16.0 * rng.standard_normal(shape)), -127, 127)
+    return {name: np.clip(np.round(cfg.init_std * rng.standard_normal(shape)), -127, 127)
             .astype(np.int8) for name, shape in param_shapes(cfg).items()}
 
 
@@ -298,6 +299,7 @@ def save_checkpoint(path: Path, params: dict, cfg: Config, step: int, history: d
 
 
 def load_checkpoint(path: Path) -> tuple[dict, Config, int, dict, dict, float]:
+    """(weights, config, step, history, fixed hyper-parameters, training seconds so far)."""
     with np.load(path) as z:
         meta = json.loads(bytes(z["meta"]).decode())
         params = {k[6:]: z[k].copy() for k in z.files if k.startswith("param_")}
@@ -318,23 +320,26 @@ def train(args: argparse.Namespace) -> dict:
     ckpt = Path(args.checkpoint) if args.checkpoint else png.with_suffix(".npz")
     t_start = time.perf_counter()
 
-    train_bytes, held_bytes, nfiles = load_corpus(args.max_bytes)
-    unigram, bigram = baselines(train_bytes, held_bytes)
-    print(f"corpus: {nfiles} stdlib files, {train_bytes.size:,} train / {held_bytes.size:,} "
-          f"held-out bytes (every 10th file)")
-    print(f"baselines (held-out bits/byte): unigram {unigram:.3f}, bigram {bigram:.3f}")
-
+    # the checkpoint first: it fixes the hyper-parameters, the corpus cap among them
     if args.resume and ckpt.exists():
         params, cfg, step, history, targs, elapsed0 = load_checkpoint(ckpt)
         for k in TRAIN_ARGS:
             setattr(args, k, targs[k])
         print(f"resumed {ckpt} at step {step} ({cfg})")
     else:
+        if args.resume:
+            print(f"no checkpoint at {ckpt}: starting from scratch")
         cfg = Config(hidden=args.hidden, layers=args.layers, mlp_mult=args.mlp_mult,
-                        sigma_shift=args.sigma_shift, noise_reuse=args.noise_reuse,
-                        seed=args.seed)
+                     sigma_shift=args.sigma_shift, noise_reuse=args.noise_reuse,
+                     init_std=args.init_std, seed=args.seed)
         params, step, elapsed0 = init_params(cfg), 0, 0.0
         history = {k: [] for k in HIST_KEYS}
+
+    train_bytes, held_bytes, nfiles = load_corpus(args.max_bytes)
+    unigram, bigram = baselines(train_bytes, held_bytes)
+    print(f"corpus: {nfiles} stdlib files, {train_bytes.size:,} train / {held_bytes.size:,} "
+          f"held-out bytes (every 10th file)")
+    print(f"baselines (held-out bits/byte): unigram {unigram:.3f}, bigram {bigram:.3f}")
     n_params = sum(w.size for w in params.values())
     pairs = args.population // 2
     print(f"model: {cfg.layers} minGRU layer(s), hidden {cfg.hidden}, {n_params:,} int8 "
@@ -447,6 +452,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--seq-len", type=int, default=64, help="bytes per member per step")
     p.add_argument("--sigma-shift", type=int, default=4, help="sigma = 2^-sigma_shift")
     p.add_argument("--noise-reuse", type=int, default=1)
+    p.add_argument("--init-std", type=int, default=16,
+                   help="initial weights round(init_std * N(0,1)): each +-1 update is 1/init_std")
     p.add_argument("--alpha", type=float, default=1.0,
                    help="initial fraction of weights moved (1: every nonzero vote)")
     p.add_argument("--alpha-min", type=float, default=0.1)
