@@ -24,7 +24,8 @@ from .._ops import (UINT32_MAX, UINT64_MAX, check_bool, check_int, check_shape_a
 from . import _ops
 from ._ops import seed_halves
 
-__all__ = ["ES", "linear", "philox4x32", "perturbed_matmul", "perturbed_matmul_full",
+__all__ = ["ES", "linear", "perturbed_matmul_int8", "int8_update", "philox4x32",
+           "perturbed_matmul", "perturbed_matmul_full",
            "perturb_vector", "lowrank_factors", "es_gradient", "centered_rank", "zscore",
            "antithetic_sign", "members_tensor"]
 
@@ -269,4 +270,5 @@ def philox4x32(counter: Any, key: Any) -> Tensor:
     return _ops.philox4x32(c.reshape(-1, 4), k).reshape(c.shape)
 
 
+from ._int8 import int8_update, perturbed_matmul_int8  # noqa: E402
 from .es import ES, linear  # noqa: E402  (the trainer builds on the functions above)
