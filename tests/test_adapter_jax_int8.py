@@ -131,6 +131,19 @@ def test_update_jit_traced_epoch_and_fitness_compiles_once():
     assert upd._cache_size() == 1
 
 
+def test_update_under_vmap_over_epochs():
+    """int8_update batched over epochs (vmap_method="sequential"): one update per epoch."""
+    rng = np.random.default_rng(7)
+    W = _rand_int8(rng, (6, 10))
+    f = np.array([1, -1, 1, 0], np.int8)
+    epochs = jnp.arange(3, dtype=jnp.int32)
+    out = jax.vmap(lambda e: ej.int8_update(jnp.asarray(W), jnp.asarray(f), threshold=1,
+                                            epoch=e, seed=3, rank=2))(epochs)
+    for e in range(3):
+        np.testing.assert_array_equal(np.asarray(out[e]), ref.int8_update(
+            W, f, threshold=1, epoch=e, seed=3, rank=2))
+
+
 def test_traced_bad_values_fail_in_the_handler():
     """Values only known at run time are checked by the C++ core: an error naming the
     argument, never a crash or a silently wrapped value."""
