@@ -3,7 +3,8 @@
 // and go to the same core functions the NumPy adapter calls, so results are bit-identical.
 //
 // Traced values (the arrays, members, seed, epoch) are operands; everything that shapes the
-// computation (rank, sigma, noise_reuse, antithetic, param_id) is a static attribute, so a
+// computation (rank, sigma, noise_reuse, antithetic, param_id; for int8 also fixed_point,
+// sigma_shift, threshold) is a static attribute, so a
 // jitted step compiles once for all epochs. No C++ exception crosses the FFI boundary: every
 // handler catches and returns an ffi::Error (the JAX adapter validates at trace time, so these
 // only fire on traced values that turn out bad, e.g. a negative epoch).
@@ -194,6 +195,56 @@ ffi::Error antithetic_sign_ffi(ffi::AnyBuffer f, ffi::Result<ffi::AnyBuffer> out
   return guarded([&] { antithetic_sign(view(f), view(out)); });
 }
 
+// The int8 key from its traced parts (seed uint32 [2], epoch scalar) and static attributes.
+Int8Args int8_args(ffi::Buffer<ffi::U32> seed, ffi::AnyBuffer epoch, int64_t param_id,
+                   int64_t rank, int64_t noise_reuse, bool antithetic, int64_t fixed_point,
+                   int64_t sigma_shift) {
+  // es_args decodes seed and epoch (and checks them); sigma = 1 is a placeholder it validates.
+  EsArgs e = es_args(seed, epoch, param_id, 1.0, 1, noise_reuse, antithetic);
+  Int8Args a;
+  a.seed = e.seed;
+  a.param_id = e.param_id;
+  a.epoch = e.epoch;
+  a.noise_reuse = noise_reuse;
+  a.antithetic = antithetic;
+  a.rank = rank;
+  a.fixed_point = fixed_point;
+  a.sigma_shift = sigma_shift;
+  validate_int8_args(a);
+  return a;
+}
+
+// x int8 [M, n] | [M, b, n], W int8 [m, n], members [M] -> y int8 [M, (b,) m].
+// perturb == 0: the unperturbed product (members ignored).
+ffi::Error perturbed_matmul_int8_ffi(ffi::AnyBuffer x, ffi::AnyBuffer W, ffi::AnyBuffer members,
+                                     ffi::Buffer<ffi::U32> seed, ffi::AnyBuffer epoch,
+                                     ffi::Result<ffi::AnyBuffer> y, int64_t param_id,
+                                     int64_t rank, int64_t noise_reuse, bool antithetic,
+                                     int64_t fixed_point, int64_t sigma_shift, bool perturb) {
+  return guarded([&] {
+    Int8Args a = int8_args(seed, epoch, param_id, rank, noise_reuse, antithetic, fixed_point,
+                           sigma_shift);
+    std::vector<int64_t> mem;
+    TensorView mv;  // null view: no perturbation
+    if (perturb) {
+      mem = member_indices(members);
+      mv = make_view(mem.data(), DType::int64, {int64_t(mem.size())});
+    }
+    perturbed_matmul_int8(view(x), view(W), mv, a, view(y));
+  });
+}
+
+// W int8 [m, n], pair_fitness int8 [P] in {-1, 0, 1} -> out int8 [m, n].
+ffi::Error int8_update_ffi(ffi::AnyBuffer W, ffi::AnyBuffer pair_fitness,
+                           ffi::Buffer<ffi::U32> seed, ffi::AnyBuffer epoch,
+                           ffi::Result<ffi::AnyBuffer> out, int64_t threshold, int64_t param_id,
+                           int64_t rank, int64_t noise_reuse, int64_t fixed_point) {
+  return guarded([&] {
+    Int8Args a = int8_args(seed, epoch, param_id, rank, noise_reuse, true, fixed_point, 0);
+    int8_update(view(W), view(pair_fitness), threshold, a, view(out));
+  });
+}
+
 // The noise-key operands and attributes every keyed op binds, in this order.
 #define EGGROLL_KEY_OPERANDS .Arg<ffi::Buffer<ffi::U32>>().Arg<ffi::AnyBuffer>()
 
@@ -234,6 +285,21 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(
         .Attr<int64_t>("param_id").Attr<double>("sigma").Attr<int64_t>("rank")
         .Attr<int64_t>("noise_reuse").Attr<bool>("antithetic").Attr<bool>("full_rank"));
 
+XLA_FFI_DEFINE_HANDLER_SYMBOL(
+    eggroll_perturbed_matmul_int8, perturbed_matmul_int8_ffi,
+    ffi::Ffi::Bind().Arg<ffi::AnyBuffer>().Arg<ffi::AnyBuffer>().Arg<ffi::AnyBuffer>()
+        EGGROLL_KEY_OPERANDS.Ret<ffi::AnyBuffer>()
+        .Attr<int64_t>("param_id").Attr<int64_t>("rank").Attr<int64_t>("noise_reuse")
+        .Attr<bool>("antithetic").Attr<int64_t>("fixed_point").Attr<int64_t>("sigma_shift")
+        .Attr<bool>("perturb"));
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(
+    eggroll_int8_update, int8_update_ffi,
+    ffi::Ffi::Bind().Arg<ffi::AnyBuffer>().Arg<ffi::AnyBuffer>()
+        EGGROLL_KEY_OPERANDS.Ret<ffi::AnyBuffer>()
+        .Attr<int64_t>("threshold").Attr<int64_t>("param_id").Attr<int64_t>("rank")
+        .Attr<int64_t>("noise_reuse").Attr<int64_t>("fixed_point"));
+
 XLA_FFI_DEFINE_HANDLER_SYMBOL(eggroll_centered_rank, centered_rank_ffi,
                               ffi::Ffi::Bind().Arg<ffi::AnyBuffer>().Ret<ffi::AnyBuffer>());
 XLA_FFI_DEFINE_HANDLER_SYMBOL(eggroll_zscore, zscore_ffi,
@@ -264,6 +330,8 @@ PYBIND11_MODULE(_xla_ffi, mod) {
     cpu["centered_rank"] = capsule(eggroll_centered_rank);
     cpu["zscore"] = capsule(eggroll_zscore);
     cpu["antithetic_sign"] = capsule(eggroll_antithetic_sign);
+    cpu["perturbed_matmul_int8"] = capsule(eggroll_perturbed_matmul_int8);
+    cpu["int8_update"] = capsule(eggroll_int8_update);
     py::dict out;
     out["cpu"] = cpu;
     return out;

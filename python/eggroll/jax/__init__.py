@@ -25,7 +25,8 @@ from .._ops import UINT32_MAX, UINT64_MAX, check_bool, check_int, check_shape_ar
 from . import _ffi
 
 __all__ = ["perturbed_matmul", "perturbed_matmul_full", "perturb_vector", "lowrank_factors",
-           "es_gradient", "centered_rank", "zscore", "antithetic_sign", "ES", "param_id"]
+           "es_gradient", "centered_rank", "zscore", "antithetic_sign", "ES", "param_id",
+           "perturbed_matmul_int8", "int8_update"]
 
 STREAM_LENGTH = 1 << 34
 _FLOATS = (jnp.float32, jnp.float64, jnp.float16, jnp.bfloat16)
@@ -269,3 +270,4 @@ def antithetic_sign(f: Any) -> jax.Array:
 
 
 from .es import ES, param_id  # noqa: E402  (the trainer builds on the ops above)
+from ._int8 import int8_update, perturbed_matmul_int8  # noqa: E402  (the integer path)

@@ -140,6 +140,36 @@ def perturb_vector_fn(param_id: int, sigma: float, noise_reuse: int, antithetic:
     return f
 
 
+@functools.lru_cache(maxsize=None)
+def forward_int8_fn(perturb: bool, param_id: int, rank: int, noise_reuse: int, antithetic: bool,
+                    fixed_point: int, sigma_shift: int) -> Any:
+    """f(W, x, members, seed, epoch) -> y int8, the int8 forward with the same
+    population-folding vmap rule as the float forwards."""
+    attrs = dict(param_id=np.int64(param_id), rank=np.int64(rank),
+                 noise_reuse=np.int64(noise_reuse), antithetic=np.bool_(antithetic),
+                 fixed_point=np.int64(fixed_point), sigma_shift=np.int64(sigma_shift),
+                 perturb=np.bool_(perturb))
+
+    @jax.custom_batching.custom_vmap
+    def f(W: jax.Array, x: jax.Array, members: jax.Array, seed: jax.Array,
+          epoch: jax.Array) -> jax.Array:
+        out = jax.ShapeDtypeStruct(x.shape[:-1] + (W.shape[0],), jnp.int8)
+        return _call("perturbed_matmul_int8", out, x, W, members, seed, epoch, **attrs)
+
+    f.def_vmap(_fold_rule(f, 1))
+    return f
+
+
+def int8_update(W: jax.Array, pair_fitness: jax.Array, seed: jax.Array, epoch: jax.Array, *,
+                threshold: int, param_id: int, rank: int, noise_reuse: int,
+                fixed_point: int) -> jax.Array:
+    """W int8 [m, n], pair_fitness int8 [P] -> W' int8 [m, n] (vmap: one call per element)."""
+    out = jax.ShapeDtypeStruct(W.shape, jnp.int8)
+    return _call("int8_update", out, W, pair_fitness, seed, epoch, threshold=np.int64(threshold),
+                 param_id=np.int64(param_id), rank=np.int64(rank),
+                 noise_reuse=np.int64(noise_reuse), fixed_point=np.int64(fixed_point))
+
+
 # ------------------------------------------------------------------------------------------
 # the rest (vmap: one call per batch element)
 # ------------------------------------------------------------------------------------------
