@@ -71,6 +71,37 @@ void gemm_impl(const float* x, bool x_kmajor, const float* W, bool w_kmajor, flo
   const int64_t nrb = (rows + MR - 1) / MR;            // row blocks
   const int64_t npanels = (m + NR - 1) / NR;           // column panels
 
+  // Tall product with a small W (many members x rows, a narrow layer): threads own row blocks
+  // instead of column panels. Each thread packs all of W once (<= 1 MiB, stays in L2), then
+  // per row block packs one KC-slice of x into an L1 buffer and runs every panel through it,
+  // slice after slice: x is read once with no row-sized packed copy, and the block's y rows
+  // stay in L1 across the k slices. Same tiles, same slice order: same bits as below.
+  if (m * n <= (int64_t(1) << 18) && nrb >= 16) {
+    parallel_for(nrb, 2, [&](int64_t r0, int64_t r1) {
+      thread_local std::vector<float> Bw, Ab;
+      if (Bw.size() < static_cast<size_t>(npanels * n * NR)) Bw.resize(static_cast<size_t>(npanels * n * NR));
+      if (Ab.size() < static_cast<size_t>(KC * MR)) Ab.resize(static_cast<size_t>(KC * MR));
+      for (int64_t p = 0; p < npanels; ++p) {  // panel p: Bw[(p * n + k) * NR + j]
+        const int64_t valid = std::min(NR, m - p * NR);
+        float* dst = Bw.data() + p * n * NR;
+        if (w_kmajor) pack_kmajor(W + p * NR, m, valid, NR, n, dst);
+        else kern.pack(W + p * NR * n, n, valid, NR, n, dst);
+      }
+      for (int64_t rb = r0; rb < r1; ++rb) {
+        const int64_t vr = std::min(MR, rows - rb * MR);
+        for (int64_t k0 = 0; k0 < n; k0 += KC) {
+          const int64_t kc = std::min(KC, n - k0);
+          if (x_kmajor) pack_kmajor(x + k0 * rows + rb * MR, rows, vr, MR, kc, Ab.data());
+          else kern.pack(x + rb * MR * n + k0, n, vr, MR, kc, Ab.data());
+          for (int64_t p = 0; p < npanels; ++p)
+            kern.tile(kc, Ab.data(), Bw.data() + (p * n + k0) * NR, y + rb * MR * m + p * NR, m,
+                      int(vr), int(std::min(NR, m - p * NR)), k0 > 0);
+        }
+      }
+    });
+    return;
+  }
+
   // 1. Pack x: row block rb, k-major: Ap[(rb * n + k) * MR + i] = x[rb*MR + i, k] (0-padded).
   //    The buffer is reused across calls (no zeroing, no fresh pages each call).
   static thread_local std::vector<float> Ap;

@@ -214,7 +214,9 @@ def test_reference_fma32_rounds_once():
                       np.array([np.float32(-1)]))[0] == 0.5
 
 
-GEMM_SHAPES = [(6, 1, 1), (85, 1, 97), (6, 97, 97), (17, 17, 256), (9, 5, 257), (33, 40, 600)]
+# The last two are "tall" (>= 16 row blocks, W <= 2^18 values): the driver's row-split path.
+GEMM_SHAPES = [(6, 1, 1), (85, 1, 97), (6, 97, 97), (17, 17, 256), (9, 5, 257), (33, 40, 600),
+               (300, 40, 300), (225, 33, 513)]
 
 
 @pytest.mark.parametrize("R,m,n", GEMM_SHAPES)

@@ -86,7 +86,7 @@ def test_es_gradient_matches_reference(shape, rank, full_rank, antithetic, noise
 # Explicit constructions from the public noise (independent of reference.es_gradient)
 # ------------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("m,n", [(1, 1), (17, 97), (97, 17)])
+@pytest.mark.parametrize("m,n", [(1, 1), (17, 97), (97, 17), (300, 40)])  # 300: tall GEMM path
 @pytest.mark.parametrize("rank", [1, 4, 8])
 @pytest.mark.parametrize("antithetic", [True, False])
 def test_es_gradient_equals_explicit_lowrank_sum(m, n, rank, antithetic, rng):
