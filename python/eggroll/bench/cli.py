@@ -138,7 +138,10 @@ def run_part(key: str, module: str, title: str, out: pathlib.Path, quick: bool
         res["status"] = "error"
         res["message"] = f"{module} failed to import: {type(e).__name__}: {e}"
         return res
-    started, t0 = time.time(), time.perf_counter()
+    # PNGs the part wrote: new files or changed mtimes. (Comparing mtimes with time.time()
+    # missed fresh files: the kernel stamps files with a coarse clock that can trail it.)
+    before = {p.name: p.stat().st_mtime_ns for p in out.glob("*.png")}
+    t0 = time.perf_counter()
     try:
         recs = list(mod.run(out, quick))
         res["markdown"] = str(mod.summary_markdown(recs))
@@ -151,7 +154,8 @@ def run_part(key: str, module: str, title: str, out: pathlib.Path, quick: bool
     for r in recs:
         r.setdefault("suite", key)
     res["records"] = recs
-    res["pngs"] = sorted(p.name for p in out.glob("*.png") if p.stat().st_mtime >= started)
+    res["pngs"] = sorted(p.name for p in out.glob("*.png")
+                         if before.get(p.name) != p.stat().st_mtime_ns)
     return res
 
 
