@@ -282,8 +282,10 @@ def test_fallback_gemm_nt(R, n, m, rng):
     x = rng.standard_normal((R, n)).astype(np.float32)
     W = rng.standard_normal((m, n)).astype(np.float32)
     out = cp.full((R, m), np.nan, cp.float32)
-    ecp._cuda.gemm_nt(ecp.view(cp.asarray(x)), ecp.view(cp.asarray(W)), ecp.view(out),
-                      stream=ecp._stream())
+    # Keep the device arrays alive: a view holds only a raw pointer, and CuPy's pool hands a
+    # freed temporary's block to the next allocation (the first H200 run compared W with W).
+    xd, Wd = cp.asarray(x), cp.asarray(W)
+    ecp._cuda.gemm_nt(ecp.view(xd), ecp.view(Wd), ecp.view(out), stream=ecp._stream())
     x64, W64 = x.astype(np.float64), W.astype(np.float64)
     assert_close_derived(out.get(), x64 @ W64.T, x @ W.T, np.abs(x64) @ np.abs(W64).T,
                          "gemm_nt")
@@ -316,8 +318,9 @@ def test_fallback_gemm_tn(C, m, n, accumulate, rng):
     B = rng.standard_normal((C, n)).astype(np.float32)
     g0 = rng.standard_normal((m, n)).astype(np.float32)
     out = cp.asarray(g0)
-    ecp._cuda.gemm_tn(ecp.view(cp.asarray(A)), ecp.view(cp.asarray(B)), ecp.view(out),
-                      accumulate, stream=ecp._stream())
+    Ad, Bd = cp.asarray(A), cp.asarray(B)          # alive until the kernel has run
+    ecp._cuda.gemm_tn(ecp.view(Ad), ecp.view(Bd), ecp.view(out), accumulate,
+                      stream=ecp._stream())
     A64, B64 = A.astype(np.float64), B.astype(np.float64)
     base64 = g0.astype(np.float64) if accumulate else 0.0
     base32 = g0 if accumulate else np.float32(0)
@@ -371,7 +374,8 @@ def test_graph_capture_es_gradient_and_members(rng):
         with pytest.raises(ValueError, match="^members: while capturing"):
             eggroll.es_gradient(fd, shape, members=cp.arange(N), **key)
         with pytest.raises(ValueError, match="^members: while capturing"):
-            eggroll.perturb_vector(cp.zeros(3, cp.float32), members=[0, 1], seed=SEED, sigma=0.1)
+            eggroll.perturb_vector(cp.zeros(3, cp.float32), members=[0, 1], epoch=0,
+                                       seed=SEED, sigma=0.1)
         graph = s.end_capture()
         g.fill(np.nan)
         graph.launch()
