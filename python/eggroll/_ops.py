@@ -97,6 +97,37 @@ def check_shape_arg(shape: Any) -> tuple[int, ...]:
     return dims
 
 
+STREAM_LENGTH = 1 << 34  # values addressable in one noise stream (noise.md, "Keying")
+
+
+def check_factor_shape(shape: Any, rank: int) -> tuple[int, int]:
+    """(m, n) of a matrix parameter whose rank-r factors fit one noise stream (every adapter's
+    lowrank_factors)."""
+    dims = check_shape_arg(shape)
+    if len(dims) != 2:
+        raise ValueError(f"shape: expected (m, n) for a matrix parameter, got {dims}")
+    m, n = dims
+    if (m + n) * rank > STREAM_LENGTH:
+        raise ValueError(f"rank: (m + n) * rank = {(m + n) * rank} exceeds the 2^34 values of "
+                         "one noise stream")
+    return m, n
+
+
+def check_names(names: Any, arg: str) -> tuple[str, ...]:
+    """A str or an iterable of str (parameter names) as a tuple, TypeError naming arg."""
+    if isinstance(names, str):
+        names = (names,)
+    try:
+        out = tuple(names)
+    except TypeError:
+        raise TypeError(f"{arg}: expected an iterable of parameter names, got "
+                        f"{type(names).__name__}") from None
+    for n in out:
+        if not isinstance(n, str):
+            raise TypeError(f"{arg}: names must be str, got {n!r}")
+    return out
+
+
 def cuda_module() -> Any:
     """eggroll._cuda (the CUDA kernels), or RuntimeError when this build has no CUDA."""
     try:

@@ -26,11 +26,10 @@ import cupy as cp
 import numpy as np
 
 from . import _core
-from ._ops import (UINT32_MAX, UINT64_MAX, check_bool, check_int, check_shape_arg, cuda_module,
-                   es_args, members_array)
+from ._ops import (STREAM_LENGTH, UINT32_MAX, UINT64_MAX, check_bool, check_factor_shape,
+                   check_int, check_shape_arg, cuda_module, es_args, members_array)
 
 _cuda = cuda_module()
-STREAM_LENGTH = 1 << 34
 _CODES = {"float32": 0, "float64": 1, "float16": 2, "bfloat16": 3, "int8": 4, "int32": 5,
           "int64": 6, "uint32": 7}
 _FLOAT_STORAGE = ("float32", "float16", "bfloat16")
@@ -206,13 +205,7 @@ def lowrank_factors(shape: Any, *, members: Any, epoch: int = 0, seed: int = 0,
     """(A float32 [M, m, r], B float32 [M, n, r]) on the current device (bits of the CPU)."""
     args = es_args(seed=seed, param_id=param_id, epoch=epoch, noise_reuse=noise_reuse,
                    antithetic=antithetic, sigma=sigma, rank=rank)
-    dims = check_shape_arg(shape)
-    if len(dims) != 2:
-        raise ValueError(f"shape: expected (m, n) for a matrix parameter, got {dims}")
-    m, n = dims
-    if (m + n) * rank > STREAM_LENGTH:
-        raise ValueError(f"rank: (m + n) * rank = {(m + n) * rank} exceeds the 2^34 values of "
-                         "one noise stream")
+    m, n = check_factor_shape(shape, rank)
     A = cp.empty((0,), dtype=cp.float32)  # the current device's reference for _members
     mem = _members(members, None, A, "the current device")[0]
     A = cp.empty((mem.shape[0], m, rank), dtype=cp.float32)

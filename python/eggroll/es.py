@@ -22,7 +22,7 @@ from typing import Any, Callable, Iterable, Mapping, Union
 import numpy as np
 
 from . import es_gradient, perturb_vector, perturbed_matmul, perturbed_matmul_full
-from ._ops import UINT32_MAX, UINT64_MAX
+from ._ops import UINT32_MAX, UINT64_MAX, check_names
 from .optim import (NONFINITE, OPTIMIZERS, SHAPINGS, adam_step, check_fitness, sgd_step,
                     shape_fitness)
 
@@ -299,16 +299,8 @@ class ES:
         return out
 
     def _frozen(self, frozen: Any) -> tuple[str, ...]:
-        if isinstance(frozen, str):
-            frozen = (frozen,)
-        try:
-            names = tuple(frozen)
-        except TypeError:
-            raise TypeError(f"frozen: expected an iterable of parameter names, got "
-                            f"{type(frozen).__name__}") from None
+        names = check_names(frozen, "frozen")
         for name in names:
-            if not isinstance(name, str):
-                raise TypeError(f"frozen: names must be str, got {name!r}")
             if name not in self._params:
                 raise ValueError(f"frozen: no parameter named {name!r} (have "
                                  f"{sorted(self._params)})")

@@ -14,12 +14,11 @@ from typing import Any
 import numpy as np
 
 from . import _core
-from ._ops import (DTYPE_CODES, FLOAT_DTYPES, UINT32_MAX, UINT64_MAX, check_bool, check_int,
-                   check_shape_arg, es_args, members_array)
+from ._ops import (DTYPE_CODES, FLOAT_DTYPES, STREAM_LENGTH, UINT32_MAX, UINT64_MAX, check_bool,
+                   check_factor_shape, check_int, check_shape_arg, es_args, members_array)
 
 # A null view: "no members" (the unperturbed product).
 NO_MEMBERS = _core.TensorView()
-STREAM_LENGTH = 1 << 34  # values addressable in one noise stream
 
 
 def view(a: np.ndarray) -> Any:
@@ -112,13 +111,7 @@ def lowrank_factors(shape: Any, *, members: Any, epoch: int = 0, seed: int = 0,
                     antithetic: bool = True) -> tuple[np.ndarray, np.ndarray]:
     args = es_args(seed=seed, param_id=param_id, epoch=epoch, noise_reuse=noise_reuse,
                    antithetic=antithetic, sigma=sigma, rank=rank)
-    dims = check_shape_arg(shape)
-    if len(dims) != 2:
-        raise ValueError(f"shape: expected (m, n) for a matrix parameter, got {dims}")
-    m, n = dims
-    if (m + n) * rank > STREAM_LENGTH:
-        raise ValueError(f"rank: (m + n) * rank = {(m + n) * rank} exceeds the 2^34 values of "
-                         "one noise stream")
+    m, n = check_factor_shape(shape, rank)
     mem = members_array(members, None)
     A = np.empty((mem.shape[0], m, rank), dtype=np.float32)
     B = np.empty((mem.shape[0], n, rank), dtype=np.float32)

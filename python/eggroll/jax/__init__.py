@@ -21,14 +21,14 @@ import jax.numpy as jnp
 import numpy as np
 
 from .. import _ops
-from .._ops import UINT32_MAX, UINT64_MAX, check_bool, check_int, check_shape_arg, check_sigma
+from .._ops import (STREAM_LENGTH, UINT32_MAX, UINT64_MAX, check_bool, check_factor_shape,
+                    check_int, check_shape_arg, check_sigma)
 from . import _ffi
 
 __all__ = ["perturbed_matmul", "perturbed_matmul_full", "perturb_vector", "lowrank_factors",
            "es_gradient", "centered_rank", "zscore", "antithetic_sign", "ES", "param_id",
            "perturbed_matmul_int8", "int8_update"]
 
-STREAM_LENGTH = 1 << 34
 _FLOATS = (jnp.float32, jnp.float64, jnp.float16, jnp.bfloat16)
 
 
@@ -197,13 +197,7 @@ def lowrank_factors(shape: Any, *, members: Any, epoch: Any = 0, seed: Any = 0,
     ``eggroll.lowrank_factors`` answers in NumPy; call this one for JAX arrays (members may be
     traced)."""
     key = _key(param_id, sigma, noise_reuse, antithetic, rank)
-    dims = check_shape_arg(shape)
-    if len(dims) != 2:
-        raise ValueError(f"shape: expected (m, n) for a matrix parameter, got {dims}")
-    m, n = dims
-    if (m + n) * key["rank"] > STREAM_LENGTH:
-        raise ValueError(f"rank: (m + n) * rank = {(m + n) * key['rank']} exceeds the 2^34 "
-                         "values of one noise stream")
+    m, n = check_factor_shape(shape, key["rank"])
     return _ffi.lowrank_factors(_members(members, None), _seed(seed), _epoch(epoch), m, n, **key)
 
 

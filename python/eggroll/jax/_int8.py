@@ -17,10 +17,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from .._int8 import MAX_N, MAX_RANK
-from .._ops import UINT32_MAX, check_bool, check_int
+from .._ops import STREAM_LENGTH, UINT32_MAX, check_bool, check_int
 from . import _ffi
-
-STREAM_LENGTH = 1 << 34
 
 
 def _traced(v: Any) -> bool:

@@ -19,8 +19,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .._ops import (UINT32_MAX, UINT64_MAX, check_bool, check_int, check_shape_arg,
-                    check_sigma)
+from .._ops import (STREAM_LENGTH, UINT32_MAX, UINT64_MAX, check_bool, check_factor_shape,
+                    check_int, check_shape_arg, check_sigma)
 from . import _ops
 from ._ops import seed_halves
 
@@ -30,7 +30,6 @@ __all__ = ["ES", "linear", "perturbed_matmul_int8", "int8_update", "philox4x32",
            "antithetic_sign", "members_tensor"]
 
 _CONVERT = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
-STREAM_LENGTH = 1 << 34
 
 
 def as_float32(t: Any, name: str, ndims: tuple[int, ...]) -> Tensor:
@@ -178,11 +177,7 @@ def lowrank_factors(shape: Any, *, members: Any, epoch: int = 0, seed: int = 0,
     (the device of members when it is a tensor)."""
     args = _Args(seed=seed, param_id=param_id, epoch=epoch, noise_reuse=noise_reuse,
                  antithetic=antithetic, sigma=sigma, rank=rank)
-    dims = check_shape_arg(shape)
-    if len(dims) != 2:
-        raise ValueError(f"shape: expected (m, n) for a matrix parameter, got {dims}")
-    if (dims[0] + dims[1]) * args.rank > STREAM_LENGTH:
-        raise ValueError("rank: (m + n) * rank exceeds the 2^34 values of one noise stream")
+    dims = check_factor_shape(shape, args.rank)
     dev = members.device if isinstance(members, Tensor) else torch.device(device)
     mem = members_tensor(members, None, dev)
     return _ops.lowrank_factors(mem, dims[0], dims[1], *args.key, args.rank)

@@ -24,7 +24,7 @@ import torch
 from torch import Tensor, nn
 
 from .. import es as _np_es
-from .._ops import UINT32_MAX, UINT64_MAX
+from .._ops import UINT32_MAX, UINT64_MAX, check_names
 from ..optim import NONFINITE, SHAPINGS, check_fitness, shape_fitness
 from . import es_gradient
 from ._ops import perturb_vector as _perturb_vector_op
@@ -254,24 +254,10 @@ class ES:
                              f"population {self.population}, got {self.group_size}")
         if self.shaping == "antithetic_sign" and not self.antithetic:
             raise ValueError("shaping: 'antithetic_sign' needs antithetic=True")
-        self._collect(module, self._names_arg(matmul_weights, "matmul_weights"))
+        self._collect(module, set(check_names(matmul_weights, "matmul_weights")))
         self.frozen = self._frozen(frozen)
         self.epoch = 0
         self._sigma_cache: tuple[int, float] | None = None
-
-    @staticmethod
-    def _names_arg(names: Any, arg: str) -> set[str]:
-        if isinstance(names, str):
-            names = (names,)
-        try:
-            out = set(names)
-        except TypeError:
-            raise TypeError(f"{arg}: expected an iterable of parameter names, got "
-                            f"{type(names).__name__}") from None
-        for n in out:
-            if not isinstance(n, str):
-                raise TypeError(f"{arg}: names must be str, got {n!r}")
-        return out
 
     def _collect(self, module: nn.Module, matmul: set[str]) -> None:
         """Parameters by name, how each is perturbed, and the modules population mode patches
