@@ -1,5 +1,7 @@
-// A small persistent thread pool. Between jobs a worker spins for a short while (50 us by
-// default, EGGROLL_SPIN_US) and then sleeps on a condition variable: an op is several jobs
+// The core's threads: parallel_for's tasks are claimed from a shared counter by the caller and
+// by helpers, which are the threads of the caller's Executor (a host framework's) or else a
+// small persistent pool of our own. Between jobs a pool worker spins for a short while (50 us
+// by default, EGGROLL_SPIN_US) and then sleeps on a condition variable: an op is several jobs
 // back to back (pack, compute, correction), and waking a sleeping thread on a VM costs
 // 50-500 us, yet a long spin would steal a core from whatever runs next (NumPy's OpenBLAS
 // spins for ~0.1 s after each call, which is exactly the behaviour we avoid).
@@ -10,6 +12,7 @@
 #include <condition_variable>
 #include <cstdlib>
 #include <exception>
+#include <memory>
 #include <mutex>
 #include <thread>
 #include <vector>
@@ -38,6 +41,7 @@ int env_threads() {
 
 std::atomic<int> g_threads{0};
 thread_local bool t_in_pool = false;
+thread_local const Executor* t_executor = nullptr;
 
 inline void cpu_relax() {
 #if defined(__x86_64__) || defined(__i386__)
@@ -65,6 +69,48 @@ bool spin_until(Pred pred) {
   }
 }
 
+// One parallel_for call: tasks [0, n) claimed from `next` by every thread that joins.
+// Held by shared_ptr: a helper that starts late (after the caller finished every task
+// itself) only reads `next` and leaves; `fn` is called only for claimed tasks, all of which
+// finish before the caller returns.
+struct Job {
+  const std::function<void(int)>* fn = nullptr;
+  int n = 0;
+  std::atomic<int> next{0}, done{0};
+  std::mutex mu;                  // guards error; pairs the last task's notify with the wait
+  std::condition_variable cv;
+  std::exception_ptr error;
+};
+
+// Runs tasks until none is left to claim. Never throws (it may run on a host's thread).
+void work(Job& j) {
+  for (;;) {
+    const int t = j.next.fetch_add(1, std::memory_order_acq_rel);
+    if (t >= j.n) return;
+    const bool outer = t_in_pool;
+    t_in_pool = true;  // nested parallel_for calls run inline
+    try { (*j.fn)(t); } catch (...) {
+      std::lock_guard<std::mutex> g(j.mu);
+      if (!j.error) j.error = std::current_exception();
+    }
+    t_in_pool = outer;
+    if (j.done.fetch_add(1, std::memory_order_acq_rel) + 1 == j.n) {
+      std::lock_guard<std::mutex> g(j.mu);
+      j.cv.notify_all();
+    }
+  }
+}
+
+// The caller's share: claim tasks, then wait for the ones other threads claimed.
+void work_and_wait(Job& j) {
+  work(j);
+  auto finished = [&] { return j.done.load(std::memory_order_acquire) == j.n; };
+  if (!spin_until(finished)) {
+    std::unique_lock<std::mutex> lk(j.mu);
+    j.cv.wait(lk, finished);
+  }
+}
+
 class Pool {
  public:
   ~Pool() {
@@ -72,29 +118,23 @@ class Pool {
     cv_.notify_all();
     for (auto& t : workers_) t.join();
   }
-  // Runs fn(task) for task in [0, ntasks); the caller runs task 0.
-  void run(int ntasks, const std::function<void(int)>& fn) {
+  // Runs every task of `job` with up to `helpers` workers joining the caller.
+  void run(const std::shared_ptr<Job>& job, int helpers) {
     std::unique_lock<std::mutex> busy(run_mu_, std::try_to_lock);
-    if (!busy.owns_lock()) {  // another thread is using the pool: run inline
-      for (int t = 0; t < ntasks; ++t) fn(t);
+    if (!busy.owns_lock()) {  // another thread is using the pool: the caller does it all
+      work_and_wait(*job);
       return;
     }
-    ensure_workers(ntasks - 1);
+    ensure_workers(helpers);
     {
       std::lock_guard<std::mutex> lk(mu_);
-      fn_ = &fn; ntasks_ = ntasks; error_ = nullptr;
-      pending_.store(ntasks - 1, std::memory_order_relaxed);
-      generation_.fetch_add(1, std::memory_order_release);  // publishes fn_, ntasks_
+      job_ = job; helpers_ = helpers;
+      generation_.fetch_add(1, std::memory_order_release);
     }
     cv_.notify_all();
-    run_task(0);
-    if (!spin_until([&] { return pending_.load(std::memory_order_acquire) == 0; })) {
-      std::unique_lock<std::mutex> lk(mu_);
-      done_cv_.wait(lk, [&] { return pending_.load(std::memory_order_acquire) == 0; });
-    }
+    work_and_wait(*job);
     std::lock_guard<std::mutex> lk(mu_);
-    fn_ = nullptr;
-    if (error_) std::rethrow_exception(error_);
+    job_.reset();
   }
 
  private:
@@ -103,14 +143,6 @@ class Pool {
       int id = int(workers_.size()) + 1;
       workers_.emplace_back([this, id] { loop(id); });
     }
-  }
-  void run_task(int t) {
-    t_in_pool = true;
-    try { (*fn_)(t); } catch (...) {
-      std::lock_guard<std::mutex> lk(mu_);
-      if (!error_) error_ = std::current_exception();
-    }
-    t_in_pool = false;
   }
   void loop(int id) {
     uint64_t seen = 0;
@@ -125,25 +157,18 @@ class Pool {
         lk.lock();
       }
       seen = generation_.load(std::memory_order_acquire);
-      const bool mine = id < ntasks_;
+      std::shared_ptr<Job> j = id <= helpers_ ? job_ : nullptr;
       lk.unlock();
-      if (!mine) continue;
-      run_task(id);
-      if (pending_.fetch_sub(1, std::memory_order_acq_rel) == 1) {
-        std::lock_guard<std::mutex> g(mu_);  // pairs with the caller's wait predicate
-        done_cv_.notify_one();
-      }
+      if (j) work(*j);
     }
   }
   std::vector<std::thread> workers_;
   std::mutex mu_, run_mu_;
-  std::condition_variable cv_, done_cv_;
-  const std::function<void(int)>* fn_ = nullptr;
-  int ntasks_ = 0;
-  std::atomic<int> pending_{0};
+  std::condition_variable cv_;
+  std::shared_ptr<Job> job_;  // guarded by mu_
+  int helpers_ = 0;           // guarded by mu_
   std::atomic<uint64_t> generation_{0};
   bool stop_ = false;
-  std::exception_ptr error_;
 };
 
 Pool* g_pool = nullptr;
@@ -159,9 +184,37 @@ Pool& pool() {
   return *g_pool;
 }
 
+void fork_join_entry(void* job) { work(*static_cast<Job*>(job)); }
+void schedule_entry(void* ref) {
+  auto* j = static_cast<std::shared_ptr<Job>*>(ref);
+  work(**j);
+  delete j;
+}
+
+// Runs fn(t) for t in [0, ntasks) on the calling thread's executor (or the pool).
+void run_tasks(int ntasks, const std::function<void(int)>& fn) {
+  auto job = std::make_shared<Job>();
+  job->fn = &fn;
+  job->n = ntasks;
+  const Executor* ex = t_executor;
+  if (ex && ex->fork_join) {
+    // The team (maybe only the caller) has returned: every claimed task has finished, and
+    // members only return once nothing is left to claim.
+    ex->fork_join(&fork_join_entry, job.get(), unsigned(ntasks), 0);
+    work_and_wait(*job);
+  } else if (ex && ex->schedule) {
+    for (int i = 1; i < ntasks; ++i) ex->schedule(ex->ctx, &schedule_entry, new std::shared_ptr<Job>(job));
+    work_and_wait(*job);
+  } else {
+    pool().run(job, ntasks - 1);
+  }
+  if (job->error) std::rethrow_exception(job->error);
+}
+
 }  // namespace
 
 int num_threads() {
+  if (const Executor* ex = t_executor) return std::max(1, ex->threads);
   int n = g_threads.load();
   if (n == 0) { n = env_threads(); g_threads.store(n); }
   return n;
@@ -172,13 +225,16 @@ void set_num_threads(int n) {
   g_threads.store(n);
 }
 
+ScopedExecutor::ScopedExecutor(const Executor* ex) : prev_(t_executor) { t_executor = ex; }
+ScopedExecutor::~ScopedExecutor() { t_executor = prev_; }
+
 void parallel_for(int64_t n, int64_t grain, const std::function<void(int64_t, int64_t)>& fn) {
   if (n <= 0) return;
   grain = std::max<int64_t>(grain, 1);
   int64_t tasks = std::min<int64_t>(num_threads(), (n + grain - 1) / grain);
   if (tasks <= 1 || t_in_pool) { fn(0, n); return; }
   int nt = int(tasks);
-  pool().run(nt, [&](int t) {
+  run_tasks(nt, [&](int t) {
     int64_t b = n * t / nt, e = n * (t + 1) / nt;
     if (b < e) fn(b, e);
   });

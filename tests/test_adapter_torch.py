@@ -174,6 +174,35 @@ def test_split_population_is_bit_identical(rng):
     assert torch.equal(whole, parts)
 
 
+@pytest.mark.parametrize("threads", [1, 2, 3])
+def test_torch_threads_give_the_pool_bits(threads, rng):
+    """On torch's OpenMP team (any torch.set_num_threads) or on eggroll's own pool: the same
+    bits for every op that runs in parallel."""
+    x = torch.from_numpy(rng.standard_normal((67, 300)).astype(np.float32))
+    W = torch.from_numpy(rng.standard_normal((130, 300)).astype(np.float32))
+    f = torch.from_numpy(rng.standard_normal(68).astype(np.float32))
+    key = dict(epoch=2, seed=SEED, sigma=0.1)
+
+    def run():
+        return (et.perturbed_matmul(x, W, members=range(67), rank=3, **key),
+                et.es_gradient(f, (130, 300), rank=2, **key),
+                et.perturb_vector(W[0], members=range(67), **key))
+    saved = torch.get_num_threads()
+    try:
+        assert et.use_torch_threads(False) is False
+        own = run()
+        assert et.use_torch_threads(True) is ("OpenMP" in torch.__config__.parallel_info())
+        torch.set_num_threads(threads)
+        lent = run()
+    finally:
+        torch.set_num_threads(saved)
+        et.use_torch_threads(True)
+    for a, b in zip(own, lent):
+        assert torch.equal(a, b)
+    np.testing.assert_array_equal(own[0].numpy(), eggroll.perturbed_matmul(
+        x.numpy(), W.numpy(), members=range(67), rank=3, **key))
+
+
 def test_out_argument(rng):
     x = torch.from_numpy(rng.standard_normal((4, 6)).astype(np.float32))
     W = torch.from_numpy(rng.standard_normal((3, 6)).astype(np.float32))

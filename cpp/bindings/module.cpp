@@ -28,7 +28,29 @@ TensorView make_tensor(uintptr_t ptr, int dtype, const std::vector<int64_t>& sha
   return t;
 }
 
-using release = py::call_guard<py::gil_scoped_release>;
+// Host threads: a framework adapter (eggroll.torch) lends its intra-op OpenMP team to the
+// calls it makes (parallel.h's Executor), so that torch's workers, which spin for a while
+// after each torch op, and the core's pool do not fight over the cores. The runtime's
+// GOMP_parallel is found by the adapter (the libgomp / libiomp5 torch loaded) and registered
+// once; set_host_threads(n) turns it on for the calling thread's following calls.
+using ForkJoin = void (*)(void (*)(void*), void*, unsigned, unsigned);
+ForkJoin g_fork_join = nullptr;
+thread_local int t_host_threads = 0;  // 0: the core's own pool
+thread_local Executor t_host;
+
+// Every bound computation runs under this (constructed before the GIL is released).
+struct HostThreads {
+  ScopedExecutor scope;
+  HostThreads() : scope(select()) {}
+  static const Executor* select() {
+    if (t_host_threads <= 0 || !g_fork_join) return nullptr;
+    t_host.threads = t_host_threads;
+    t_host.fork_join = g_fork_join;
+    return &t_host;
+  }
+};
+
+using release = py::call_guard<HostThreads, py::gil_scoped_release>;
 
 }  // namespace
 
@@ -114,6 +136,18 @@ PYBIND11_MODULE(_core, mod) {
     throw ValueError("name: expected 'scalar', 'avx2', 'avx_vnni', 'avx512_vnni' or 'amx', got '" + name + "'");
   }, py::arg("name"));
 
+  mod.def("set_openmp_runtime", [](uintptr_t gomp_parallel) {
+    g_fork_join = reinterpret_cast<ForkJoin>(gomp_parallel);
+  }, py::arg("gomp_parallel"),
+     "Registers an OpenMP runtime's GOMP_parallel (its address; 0 forgets it) for set_host_threads.");
+  mod.def("set_host_threads", [](int n) {
+    if (n < 0) throw ValueError("n: must be >= 0, got " + std::to_string(n));
+    const int prev = t_host_threads;
+    t_host_threads = n;
+    return prev;
+  }, py::arg("n"),
+     "This thread's following calls run on n threads of the registered OpenMP runtime (0: the "
+     "core's own pool). Returns the previous value.");
   mod.def("num_threads", &num_threads);
   mod.def("set_num_threads", &set_num_threads, py::arg("n"));
   mod.def("isa", [] { return std::string(isa_name(active_isa())); });

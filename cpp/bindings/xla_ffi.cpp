@@ -93,10 +93,21 @@ EsArgs es_args(ffi::Buffer<ffi::U32> seed, ffi::AnyBuffer epoch, int64_t param_i
   return a;
 }
 
-// Runs body and turns any exception into an FFI error (never lets one cross into XLA).
+void schedule_on_xla(void* pool, void (*fn)(void*), void* arg) {
+  static_cast<ffi::ThreadPool*>(pool)->Schedule([fn, arg] { fn(arg); });
+}
+
+// Runs body on XLA's intra-op threads (the FFI ThreadPool XLA hands every CPU handler: its
+// Eigen workers spin after each XLA op, so a pool of our own would fight them for the cores)
+// and turns any exception into an FFI error (never lets one cross into XLA).
 template <class F>
-ffi::Error guarded(F&& body) {
+ffi::Error guarded(ffi::ThreadPool& pool, F&& body) {
   try {
+    Executor ex;
+    ex.threads = int(pool.num_threads());
+    ex.schedule = &schedule_on_xla;
+    ex.ctx = &pool;
+    ScopedExecutor scope(ex.threads >= 1 ? &ex : nullptr);  // no pool: the core's own
     body();
     return ffi::Error::Success();
   } catch (const ValueError& e) {
@@ -111,11 +122,12 @@ ffi::Error guarded(F&& body) {
 }
 
 // x [M, n] | [M, b, n], W [m, n], members [M] -> y [M, (b,) m]. perturb == 0: y = x W^T.
-ffi::Error forward_impl(bool full, ffi::AnyBuffer x, ffi::AnyBuffer W, ffi::AnyBuffer members,
+ffi::Error forward_impl(ffi::ThreadPool& pool, bool full, ffi::AnyBuffer x, ffi::AnyBuffer W,
+                        ffi::AnyBuffer members,
                         ffi::Buffer<ffi::U32> seed, ffi::AnyBuffer epoch,
                         ffi::Result<ffi::AnyBuffer> y, int64_t param_id, double sigma,
                         int64_t rank, int64_t noise_reuse, bool antithetic, bool perturb) {
-  return guarded([&] {
+  return guarded(pool, [&] {
     EsArgs a = es_args(seed, epoch, param_id, sigma, rank, noise_reuse, antithetic);
     std::vector<int64_t> mem;
     TensorView mv;  // null view: no perturbation
@@ -128,27 +140,30 @@ ffi::Error forward_impl(bool full, ffi::AnyBuffer x, ffi::AnyBuffer W, ffi::AnyB
   });
 }
 
-ffi::Error perturbed_matmul_ffi(ffi::AnyBuffer x, ffi::AnyBuffer W, ffi::AnyBuffer members,
+ffi::Error perturbed_matmul_ffi(ffi::ThreadPool pool,
+                                ffi::AnyBuffer x, ffi::AnyBuffer W, ffi::AnyBuffer members,
                                 ffi::Buffer<ffi::U32> seed, ffi::AnyBuffer epoch,
                                 ffi::Result<ffi::AnyBuffer> y, int64_t param_id, double sigma,
                                 int64_t rank, int64_t noise_reuse, bool antithetic, bool perturb) {
-  return forward_impl(false, x, W, members, seed, epoch, y, param_id, sigma, rank, noise_reuse,
+  return forward_impl(pool, false, x, W, members, seed, epoch, y, param_id, sigma, rank, noise_reuse,
                       antithetic, perturb);
 }
-ffi::Error perturbed_matmul_full_ffi(ffi::AnyBuffer x, ffi::AnyBuffer W, ffi::AnyBuffer members,
+ffi::Error perturbed_matmul_full_ffi(ffi::ThreadPool pool,
+                                     ffi::AnyBuffer x, ffi::AnyBuffer W, ffi::AnyBuffer members,
                                      ffi::Buffer<ffi::U32> seed, ffi::AnyBuffer epoch,
                                      ffi::Result<ffi::AnyBuffer> y, int64_t param_id,
                                      double sigma, int64_t rank, int64_t noise_reuse,
                                      bool antithetic, bool perturb) {
-  return forward_impl(true, x, W, members, seed, epoch, y, param_id, sigma, rank, noise_reuse,
+  return forward_impl(pool, true, x, W, members, seed, epoch, y, param_id, sigma, rank, noise_reuse,
                       antithetic, perturb);
 }
 
 // v [m], members [M] -> out [M, m].
-ffi::Error perturb_vector_ffi(ffi::AnyBuffer v, ffi::AnyBuffer members, ffi::Buffer<ffi::U32> seed,
+ffi::Error perturb_vector_ffi(ffi::ThreadPool pool,
+                              ffi::AnyBuffer v, ffi::AnyBuffer members, ffi::Buffer<ffi::U32> seed,
                               ffi::AnyBuffer epoch, ffi::Result<ffi::AnyBuffer> out,
                               int64_t param_id, double sigma, int64_t noise_reuse, bool antithetic) {
-  return guarded([&] {
+  return guarded(pool, [&] {
     EsArgs a = es_args(seed, epoch, param_id, sigma, 1, noise_reuse, antithetic);
     std::vector<int64_t> mem = member_indices(members);
     perturb_vector(view(v), make_view(mem.data(), DType::int64, {int64_t(mem.size())}), a,
@@ -157,11 +172,12 @@ ffi::Error perturb_vector_ffi(ffi::AnyBuffer v, ffi::AnyBuffer members, ffi::Buf
 }
 
 // members [M] -> A [M, m, r], B [M, n, r] (m, n from the result shapes).
-ffi::Error lowrank_factors_ffi(ffi::AnyBuffer members, ffi::Buffer<ffi::U32> seed,
+ffi::Error lowrank_factors_ffi(ffi::ThreadPool pool,
+                               ffi::AnyBuffer members, ffi::Buffer<ffi::U32> seed,
                                ffi::AnyBuffer epoch, ffi::Result<ffi::AnyBuffer> A,
                                ffi::Result<ffi::AnyBuffer> B, int64_t param_id, double sigma,
                                int64_t rank, int64_t noise_reuse, bool antithetic) {
-  return guarded([&] {
+  return guarded(pool, [&] {
     EsArgs a = es_args(seed, epoch, param_id, sigma, rank, noise_reuse, antithetic);
     std::vector<int64_t> mem = member_indices(members);
     TensorView Av = view(A), Bv = view(B);
@@ -172,11 +188,12 @@ ffi::Error lowrank_factors_ffi(ffi::AnyBuffer members, ffi::Buffer<ffi::U32> see
 }
 
 // fitness [N], members [N] -> g [m, n] or [m] (full rank for 1-D g or full_rank).
-ffi::Error es_gradient_ffi(ffi::AnyBuffer fitness, ffi::AnyBuffer members,
+ffi::Error es_gradient_ffi(ffi::ThreadPool pool,
+                           ffi::AnyBuffer fitness, ffi::AnyBuffer members,
                            ffi::Buffer<ffi::U32> seed, ffi::AnyBuffer epoch,
                            ffi::Result<ffi::AnyBuffer> g, int64_t param_id, double sigma,
                            int64_t rank, int64_t noise_reuse, bool antithetic, bool full_rank) {
-  return guarded([&] {
+  return guarded(pool, [&] {
     EsArgs a = es_args(seed, epoch, param_id, sigma, rank, noise_reuse, antithetic);
     std::vector<int64_t> mem = member_indices(members);
     TensorView f = view(fitness);
@@ -185,14 +202,17 @@ ffi::Error es_gradient_ffi(ffi::AnyBuffer fitness, ffi::AnyBuffer members,
   });
 }
 
-ffi::Error centered_rank_ffi(ffi::AnyBuffer f, ffi::Result<ffi::AnyBuffer> out) {
-  return guarded([&] { centered_rank(view(f), view(out)); });
+ffi::Error centered_rank_ffi(ffi::ThreadPool pool,
+                             ffi::AnyBuffer f, ffi::Result<ffi::AnyBuffer> out) {
+  return guarded(pool, [&] { centered_rank(view(f), view(out)); });
 }
-ffi::Error zscore_ffi(ffi::AnyBuffer f, ffi::Result<ffi::AnyBuffer> out, int64_t group_size) {
-  return guarded([&] { zscore(view(f), group_size, view(out)); });
+ffi::Error zscore_ffi(ffi::ThreadPool pool,
+                      ffi::AnyBuffer f, ffi::Result<ffi::AnyBuffer> out, int64_t group_size) {
+  return guarded(pool, [&] { zscore(view(f), group_size, view(out)); });
 }
-ffi::Error antithetic_sign_ffi(ffi::AnyBuffer f, ffi::Result<ffi::AnyBuffer> out) {
-  return guarded([&] { antithetic_sign(view(f), view(out)); });
+ffi::Error antithetic_sign_ffi(ffi::ThreadPool pool,
+                               ffi::AnyBuffer f, ffi::Result<ffi::AnyBuffer> out) {
+  return guarded(pool, [&] { antithetic_sign(view(f), view(out)); });
 }
 
 // The int8 key from its traced parts (seed uint32 [2], epoch scalar) and static attributes.
@@ -216,12 +236,13 @@ Int8Args int8_args(ffi::Buffer<ffi::U32> seed, ffi::AnyBuffer epoch, int64_t par
 
 // x int8 [M, n] | [M, b, n], W int8 [m, n], members [M] -> y int8 [M, (b,) m].
 // perturb == 0: the unperturbed product (members ignored).
-ffi::Error perturbed_matmul_int8_ffi(ffi::AnyBuffer x, ffi::AnyBuffer W, ffi::AnyBuffer members,
+ffi::Error perturbed_matmul_int8_ffi(ffi::ThreadPool pool,
+                                     ffi::AnyBuffer x, ffi::AnyBuffer W, ffi::AnyBuffer members,
                                      ffi::Buffer<ffi::U32> seed, ffi::AnyBuffer epoch,
                                      ffi::Result<ffi::AnyBuffer> y, int64_t param_id,
                                      int64_t rank, int64_t noise_reuse, bool antithetic,
                                      int64_t fixed_point, int64_t sigma_shift, bool perturb) {
-  return guarded([&] {
+  return guarded(pool, [&] {
     Int8Args a = int8_args(seed, epoch, param_id, rank, noise_reuse, antithetic, fixed_point,
                            sigma_shift);
     std::vector<int64_t> mem;
@@ -235,11 +256,12 @@ ffi::Error perturbed_matmul_int8_ffi(ffi::AnyBuffer x, ffi::AnyBuffer W, ffi::An
 }
 
 // W int8 [m, n], pair_fitness int8 [P] in {-1, 0, 1} -> out int8 [m, n].
-ffi::Error int8_update_ffi(ffi::AnyBuffer W, ffi::AnyBuffer pair_fitness,
+ffi::Error int8_update_ffi(ffi::ThreadPool pool,
+                           ffi::AnyBuffer W, ffi::AnyBuffer pair_fitness,
                            ffi::Buffer<ffi::U32> seed, ffi::AnyBuffer epoch,
                            ffi::Result<ffi::AnyBuffer> out, int64_t threshold, int64_t param_id,
                            int64_t rank, int64_t noise_reuse, int64_t fixed_point) {
-  return guarded([&] {
+  return guarded(pool, [&] {
     Int8Args a = int8_args(seed, epoch, param_id, rank, noise_reuse, true, fixed_point, 0);
     int8_update(view(W), view(pair_fitness), threshold, a, view(out));
   });
@@ -252,42 +274,45 @@ ffi::Error int8_update_ffi(ffi::AnyBuffer W, ffi::AnyBuffer pair_fitness,
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(
     eggroll_perturbed_matmul, perturbed_matmul_ffi,
-    ffi::Ffi::Bind().Arg<ffi::AnyBuffer>().Arg<ffi::AnyBuffer>().Arg<ffi::AnyBuffer>()
+    ffi::Ffi::Bind().Ctx<ffi::ThreadPool>()
+        .Arg<ffi::AnyBuffer>().Arg<ffi::AnyBuffer>().Arg<ffi::AnyBuffer>()
         EGGROLL_KEY_OPERANDS.Ret<ffi::AnyBuffer>()
         .Attr<int64_t>("param_id").Attr<double>("sigma").Attr<int64_t>("rank")
         .Attr<int64_t>("noise_reuse").Attr<bool>("antithetic").Attr<bool>("perturb"));
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(
     eggroll_perturbed_matmul_full, perturbed_matmul_full_ffi,
-    ffi::Ffi::Bind().Arg<ffi::AnyBuffer>().Arg<ffi::AnyBuffer>().Arg<ffi::AnyBuffer>()
+    ffi::Ffi::Bind().Ctx<ffi::ThreadPool>()
+        .Arg<ffi::AnyBuffer>().Arg<ffi::AnyBuffer>().Arg<ffi::AnyBuffer>()
         EGGROLL_KEY_OPERANDS.Ret<ffi::AnyBuffer>()
         .Attr<int64_t>("param_id").Attr<double>("sigma").Attr<int64_t>("rank")
         .Attr<int64_t>("noise_reuse").Attr<bool>("antithetic").Attr<bool>("perturb"));
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(
     eggroll_perturb_vector, perturb_vector_ffi,
-    ffi::Ffi::Bind().Arg<ffi::AnyBuffer>().Arg<ffi::AnyBuffer>()
+    ffi::Ffi::Bind().Ctx<ffi::ThreadPool>().Arg<ffi::AnyBuffer>().Arg<ffi::AnyBuffer>()
         EGGROLL_KEY_OPERANDS.Ret<ffi::AnyBuffer>()
         .Attr<int64_t>("param_id").Attr<double>("sigma").Attr<int64_t>("noise_reuse")
         .Attr<bool>("antithetic"));
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(
     eggroll_lowrank_factors, lowrank_factors_ffi,
-    ffi::Ffi::Bind().Arg<ffi::AnyBuffer>() EGGROLL_KEY_OPERANDS
+    ffi::Ffi::Bind().Ctx<ffi::ThreadPool>().Arg<ffi::AnyBuffer>() EGGROLL_KEY_OPERANDS
         .Ret<ffi::AnyBuffer>().Ret<ffi::AnyBuffer>()
         .Attr<int64_t>("param_id").Attr<double>("sigma").Attr<int64_t>("rank")
         .Attr<int64_t>("noise_reuse").Attr<bool>("antithetic"));
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(
     eggroll_es_gradient, es_gradient_ffi,
-    ffi::Ffi::Bind().Arg<ffi::AnyBuffer>().Arg<ffi::AnyBuffer>()
+    ffi::Ffi::Bind().Ctx<ffi::ThreadPool>().Arg<ffi::AnyBuffer>().Arg<ffi::AnyBuffer>()
         EGGROLL_KEY_OPERANDS.Ret<ffi::AnyBuffer>()
         .Attr<int64_t>("param_id").Attr<double>("sigma").Attr<int64_t>("rank")
         .Attr<int64_t>("noise_reuse").Attr<bool>("antithetic").Attr<bool>("full_rank"));
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(
     eggroll_perturbed_matmul_int8, perturbed_matmul_int8_ffi,
-    ffi::Ffi::Bind().Arg<ffi::AnyBuffer>().Arg<ffi::AnyBuffer>().Arg<ffi::AnyBuffer>()
+    ffi::Ffi::Bind().Ctx<ffi::ThreadPool>()
+        .Arg<ffi::AnyBuffer>().Arg<ffi::AnyBuffer>().Arg<ffi::AnyBuffer>()
         EGGROLL_KEY_OPERANDS.Ret<ffi::AnyBuffer>()
         .Attr<int64_t>("param_id").Attr<int64_t>("rank").Attr<int64_t>("noise_reuse")
         .Attr<bool>("antithetic").Attr<int64_t>("fixed_point").Attr<int64_t>("sigma_shift")
@@ -295,18 +320,21 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(
     eggroll_int8_update, int8_update_ffi,
-    ffi::Ffi::Bind().Arg<ffi::AnyBuffer>().Arg<ffi::AnyBuffer>()
+    ffi::Ffi::Bind().Ctx<ffi::ThreadPool>().Arg<ffi::AnyBuffer>().Arg<ffi::AnyBuffer>()
         EGGROLL_KEY_OPERANDS.Ret<ffi::AnyBuffer>()
         .Attr<int64_t>("threshold").Attr<int64_t>("param_id").Attr<int64_t>("rank")
         .Attr<int64_t>("noise_reuse").Attr<int64_t>("fixed_point"));
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(eggroll_centered_rank, centered_rank_ffi,
-                              ffi::Ffi::Bind().Arg<ffi::AnyBuffer>().Ret<ffi::AnyBuffer>());
+                              ffi::Ffi::Bind().Ctx<ffi::ThreadPool>()
+                                  .Arg<ffi::AnyBuffer>().Ret<ffi::AnyBuffer>());
 XLA_FFI_DEFINE_HANDLER_SYMBOL(eggroll_zscore, zscore_ffi,
-                              ffi::Ffi::Bind().Arg<ffi::AnyBuffer>().Ret<ffi::AnyBuffer>()
+                              ffi::Ffi::Bind().Ctx<ffi::ThreadPool>()
+                                  .Arg<ffi::AnyBuffer>().Ret<ffi::AnyBuffer>()
                                   .Attr<int64_t>("group_size"));
 XLA_FFI_DEFINE_HANDLER_SYMBOL(eggroll_antithetic_sign, antithetic_sign_ffi,
-                              ffi::Ffi::Bind().Arg<ffi::AnyBuffer>().Ret<ffi::AnyBuffer>());
+                              ffi::Ffi::Bind().Ctx<ffi::ThreadPool>()
+                                  .Arg<ffi::AnyBuffer>().Ret<ffi::AnyBuffer>());
 
 namespace {
 template <class T>

@@ -6,7 +6,10 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <atomic>
 #include <functional>
+#include <stdexcept>
+#include <thread>
 #include <vector>
 #include "eggroll/eggroll.h"
 
@@ -179,12 +182,91 @@ static void test_errors() {
   CHECK(throws<ValueError>([&] { es_gradient(fv, mv, a, false, 3, false, Wv); }), "odd N antithetic");
 }
 
+// Executors (parallel.h): whoever runs parallel_for's ranges - a host's schedule-style pool
+// that runs tasks late, inline or on other threads, or a fork-join team of any size - every
+// range runs exactly once, exceptions reach the caller, and results are the pool's bits.
+namespace exec_test {
+std::vector<std::pair<void (*)(void*), void*>> deferred;      // tasks a "busy" host runs late
+void schedule_deferred(void*, void (*fn)(void*), void* arg) { deferred.emplace_back(fn, arg); }
+void schedule_inline(void*, void (*fn)(void*), void* arg) { fn(arg); }
+std::vector<std::thread> spawned;
+void schedule_thread(void*, void (*fn)(void*), void* arg) { spawned.emplace_back(fn, arg); }
+unsigned team_cap = 0;                                        // 0: the requested size
+std::atomic<int> team_calls{0};
+void fork_join(void (*fn)(void*), void* arg, unsigned threads, unsigned) {
+  ++team_calls;
+  const unsigned n = team_cap ? std::min(team_cap, threads) : threads;
+  std::vector<std::thread> team;
+  for (unsigned i = 1; i < n; ++i) team.emplace_back(fn, arg);
+  fn(arg);
+  for (auto& t : team) t.join();
+}
+void run_late() {
+  for (auto& d : deferred) d.first(d.second);
+  deferred.clear();
+  for (auto& t : spawned) t.join();
+  spawned.clear();
+}
+}  // namespace exec_test
+
+static void test_executors() {
+  using namespace exec_test;
+  const int64_t R = 37, m = 300, n = 520;  // two GEMM paths' worth of tiles, ragged edges
+  std::vector<float> x(size_t(R * n)), W(size_t(m * n));
+  normal(make_view(x.data(), DType::float32, {R * n}), NoiseKey{1, 2, 3, 4}, 0);
+  normal(make_view(W.data(), DType::float32, {m * n}), NoiseKey{5, 6, 7, 8}, 0);
+  std::vector<int64_t> mem(static_cast<size_t>(R));
+  for (int64_t i = 0; i < R; ++i) mem[size_t(i)] = (i * 7) % 50;
+  EsArgs a{99, 3, 2, 1, true, 0.05, 2};
+  auto forward = [&] {
+    std::vector<float> y(size_t(R * m));
+    perturbed_matmul(make_view(x.data(), DType::float32, {R, n}), make_view(W.data(), DType::float32, {m, n}),
+                     make_view(mem.data(), DType::int64, {R}), a, make_view(y.data(), DType::float32, {R, m}));
+    return y;
+  };
+  set_num_threads(3);
+  const auto ref = forward();
+  Executor late, inl, thr, team, small;
+  late.threads = 3; late.schedule = &schedule_deferred;
+  inl.threads = 4; inl.schedule = &schedule_inline;
+  thr.threads = 3; thr.schedule = &schedule_thread;
+  team.threads = 3; team.fork_join = &fork_join;
+  small.threads = 4; small.fork_join = &fork_join;
+  const std::pair<const char*, Executor*> cases[] = {{"late", &late}, {"inline", &inl}, {"threads", &thr},
+                                                     {"team", &team}, {"team of 1", &small}};
+  for (const auto& c : cases) {
+    team_cap = c.second == &small ? 1 : 0;
+    std::vector<float> y;
+    {
+      ScopedExecutor scope(c.second);
+      CHECK(num_threads() == c.second->threads, "%s: num_threads %d", c.first, num_threads());
+      y = forward();
+      std::vector<std::atomic<int>> hits(1000);
+      parallel_for(1000, 1, [&](int64_t b, int64_t e) { for (int64_t i = b; i < e; ++i) ++hits[size_t(i)]; });
+      bool once = true;
+      for (auto& h : hits) once = once && h.load() == 1;
+      CHECK(once, "%s: a range ran twice or never", c.first);
+      CHECK(throws<ValueError>([] {
+              parallel_for(8, 1, [](int64_t b, int64_t) { if (b >= 4) value_error("boom"); });
+            }), "%s: exception lost", c.first);
+    }
+    run_late();  // a late helper finds nothing left to claim (its job is still alive)
+    CHECK(std::memcmp(y.data(), ref.data(), y.size() * 4) == 0, "%s: bits differ from the pool's", c.first);
+  }
+  CHECK(team_calls.load() > 0, "fork_join never used");
+  CHECK(num_threads() == 3, "scope did not restore num_threads");
+  ScopedExecutor none(nullptr);  // nullptr: the core's pool again
+  CHECK(std::memcmp(forward().data(), ref.data(), ref.size() * 4) == 0, "pool after scopes");
+  set_num_threads(2);
+}
+
 int main() {
   test_philox();
   test_noise_isa_threads();
   test_ops();
   test_int8();
   test_errors();
+  test_executors();
   std::printf("%d failed\n", failures);
   return failures ? 1 : 0;
 }

@@ -9,6 +9,9 @@ name the argument, as in the NumPy adapter), then call the custom ops
 Dtype policy, as NumPy's: computation is float32; float64/float16/bfloat16 inputs are
 converted (a copy) and results are float32. Inputs must be contiguous (ValueError otherwise:
 no silent layout copies) and on one device; results are on the inputs' device.
+
+Threads: on CPU tensors the ops run on torch's own intra-op (OpenMP) threads, as many as
+``torch.get_num_threads()``, like any torch op (``use_torch_threads``; docs/torch.md).
 """
 from __future__ import annotations
 
@@ -23,11 +26,12 @@ from .._ops import (STREAM_LENGTH, UINT32_MAX, UINT64_MAX, check_bool, check_fac
                     check_int, check_shape_arg, check_sigma)
 from . import _ops
 from ._ops import seed_halves
+from ._threads import use_torch_threads
 
 __all__ = ["ES", "linear", "perturbed_matmul_int8", "int8_update", "philox4x32",
            "perturbed_matmul", "perturbed_matmul_full",
            "perturb_vector", "lowrank_factors", "es_gradient", "centered_rank", "zscore",
-           "antithetic_sign", "members_tensor"]
+           "antithetic_sign", "members_tensor", "use_torch_threads"]
 
 _CONVERT = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
 

@@ -16,6 +16,7 @@ from torch import Tensor
 from .. import _int8 as _np_int8
 from .._ops import UINT64_MAX, check_int
 from ._ops import NS, seed_halves
+from ._threads import on_torch_threads
 
 
 def _cpu_int8(t: Any, name: str) -> Tensor:
@@ -39,11 +40,12 @@ def perturbed_matmul_int8_op(x: Tensor, W: Tensor, members: Optional[Tensor], se
                              fixed_point: int) -> Tensor:
     """int8 [M, (b,) m] from x int8 [M, (b,) n], W int8 [m, n]; members int64 [M] or None."""
     y = torch.empty(tuple(x.shape[:-1]) + (W.shape[0],), dtype=torch.int8)
-    _np_int8.perturbed_matmul_int8(
-        x.numpy(), W.numpy(), members=None if members is None else members.numpy(),
-        epoch=epoch, seed=(seed_hi << 32) | seed_lo, param_id=param_id, rank=rank,
-        sigma_shift=sigma_shift, fixed_point=fixed_point, noise_reuse=noise_reuse,
-        antithetic=antithetic, out=y.numpy())
+    with on_torch_threads():
+        _np_int8.perturbed_matmul_int8(
+            x.numpy(), W.numpy(), members=None if members is None else members.numpy(),
+            epoch=epoch, seed=(seed_hi << 32) | seed_lo, param_id=param_id, rank=rank,
+            sigma_shift=sigma_shift, fixed_point=fixed_point, noise_reuse=noise_reuse,
+            antithetic=antithetic, out=y.numpy())
     return y
 
 
@@ -61,9 +63,11 @@ def int8_update_op(W: Tensor, pair_fitness: Tensor, threshold: int, seed_lo: int
                    fixed_point: int) -> Tensor:
     """W' int8 [m, n] (a new tensor) from W int8 [m, n] and pair_fitness [P] in {-1, 0, 1}."""
     y = torch.empty_like(W)
-    _np_int8.int8_update(W.numpy(), pair_fitness.numpy(), threshold=threshold, epoch=epoch,
-                         seed=(seed_hi << 32) | seed_lo, param_id=param_id, rank=rank,
-                         fixed_point=fixed_point, noise_reuse=noise_reuse, out=y.numpy())
+    with on_torch_threads():
+        _np_int8.int8_update(W.numpy(), pair_fitness.numpy(), threshold=threshold,
+                             epoch=epoch, seed=(seed_hi << 32) | seed_lo, param_id=param_id,
+                             rank=rank, fixed_point=fixed_point, noise_reuse=noise_reuse,
+                             out=y.numpy())
     return y
 
 

@@ -23,6 +23,7 @@ import torch
 from torch import Tensor
 
 from .. import _core
+from ._threads import on_torch_threads
 
 NS = "eggroll"
 _CODES = {torch.float32: 0, torch.float64: 1, torch.float16: 2, torch.bfloat16: 3,
@@ -111,7 +112,8 @@ def perturbed_matmul(x: Tensor, W: Tensor, members: Optional[Tensor], seed_lo: i
     _forward_checks(x, W, members)
     args = _args(seed_lo, seed_hi, param_id, epoch, noise_reuse, antithetic, sigma, rank)
     y = x.new_empty(x.shape[:-1] + (W.shape[0],))
-    _core.perturbed_matmul(view(x), view(W), _mview(members), args, view(y))
+    with on_torch_threads():
+        _core.perturbed_matmul(view(x), view(W), _mview(members), args, view(y))
     return y
 
 
@@ -144,7 +146,8 @@ def lowrank_factors(members: Tensor, m: int, n: int, seed_lo: int, seed_hi: int,
     args = _args(seed_lo, seed_hi, param_id, epoch, noise_reuse, antithetic, sigma, rank)
     A = torch.empty((members.shape[0], m, rank), dtype=torch.float32)
     B = torch.empty((members.shape[0], n, rank), dtype=torch.float32)
-    _core.lowrank_factors(view(members), m, n, args, view(A), view(B))
+    with on_torch_threads():
+        _core.lowrank_factors(view(members), m, n, args, view(A), view(B))
     return A, B
 
 
@@ -206,7 +209,8 @@ def perturbed_matmul_full(x: Tensor, W: Tensor, members: Optional[Tensor], seed_
     _forward_checks(x, W, members)
     args = _args(seed_lo, seed_hi, param_id, epoch, noise_reuse, antithetic, sigma, 1)
     y = x.new_empty(x.shape[:-1] + (W.shape[0],))
-    _core.perturbed_matmul_full(view(x), view(W), _mview(members), args, view(y))
+    with on_torch_threads():
+        _core.perturbed_matmul_full(view(x), view(W), _mview(members), args, view(y))
     return y
 
 
@@ -238,7 +242,8 @@ def perturb_vector(v: Tensor, members: Tensor, seed_lo: int, seed_hi: int, param
     _check(members, "members", _I64, v.device)
     args = _args(seed_lo, seed_hi, param_id, epoch, noise_reuse, antithetic, sigma, 1)
     y = v.new_empty((members.shape[0], v.shape[0]))
-    _core.perturb_vector(view(v), view(members), args, view(y))
+    with on_torch_threads():
+        _core.perturb_vector(view(v), view(members), args, view(y))
     return y
 
 
@@ -287,8 +292,9 @@ def es_gradient(fitness: Tensor, members: Tensor, shape: Sequence[int], seed_lo:
         raise ValueError("fitness: contains NaN or inf")
     args = _args(seed_lo, seed_hi, param_id, epoch, noise_reuse, antithetic, sigma, rank)
     g = fitness.new_empty(tuple(shape))
-    _core.es_gradient(view(fitness), view(members), args, full_rank or len(shape) == 1,
-                      fitness.shape[0], False, view(g))
+    with on_torch_threads():
+        _core.es_gradient(view(fitness), view(members), args, full_rank or len(shape) == 1,
+                          fitness.shape[0], False, view(g))
     return g
 
 
@@ -348,7 +354,8 @@ def _fitness_kernel(name: str, out_len: Any, extra: tuple = ()) -> Any:
     def cpu(f: Tensor, *rest: Any) -> Tensor:
         _check(f, "f", _FIT, f.device)
         out = f.new_empty((out_len(f.shape[0]),), dtype=torch.float32)
-        getattr(_core, name)(view(f), *rest, view(out))
+        with on_torch_threads():
+            getattr(_core, name)(view(f), *rest, view(out))
         return out
 
     def cuda(f: Tensor, *rest: Any) -> Tensor:
@@ -401,7 +408,8 @@ def philox4x32(counter: Tensor, key: Tensor) -> Tensor:
     _check(counter, "counter", (torch.uint32,), counter.device)
     _check(key, "key", (torch.uint32,), counter.device)
     out = torch.empty_like(counter)
-    _core.philox4x32(view(counter), view(key), view(out))
+    with on_torch_threads():
+        _core.philox4x32(view(counter), view(key), view(out))
     return out
 
 
