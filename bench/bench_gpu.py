@@ -18,6 +18,13 @@ round robin (a, b, a, b, ...) after 3 warm-up calls each; the median of --repeat
      ([8192, 512] @ [512, 8192], float32) alone. Target ratio <= 1.3.
   4. Noise: eggroll._cuda.normal of 2^28 float32 values, in G normals/s, against the write
      bandwidth bound: cupy fill of the same buffer (4 B written per value).
+  5. int8: eggroll.perturbed_matmul_int8 on CuPy int8 arrays (the CUDA dp4a GEMM with the
+     correction in its epilogue; fixed_point 4, sigma_shift 4) at the headline shape, against
+     the float32 perturbed forward (eggroll.perturbed_matmul on CuPy float32: cuBLAS SGEMM +
+     lowrank_correction) and the half-precision one of group 1 (bf16 with torch, float16 with
+     CuPy), all in one round robin, members=range(1024) through the public API for int8 and
+     float32. Same shape, so throughput ratio = time ratio: int8/float32 = t_f32 / t_int8.
+     Target >= 2 (the issue's). TOP/s count the base product: 2 * 1024 * 8192 * 8192.
 """
 from __future__ import annotations
 
@@ -198,6 +205,48 @@ def update_group(repeat: int) -> dict[str, Any]:
                 ratio_to_gemm=t["es_gradient"] / t["gemm"], target=1.3)
 
 
+def int8_summary(t: dict[str, float], half_dtype: str | None) -> dict[str, Any]:
+    """The int8 record from the group's median times (ms): "int8", "float32" and, when timed,
+    "half" (the half-precision forward of group 1, dtype half_dtype)."""
+    ops = 2.0 * M_ROWS * N_IN * N_OUT
+    rec = dict(bench="forward_int8", members=M_ROWS, rows_per_member=1, m=N_OUT, n=N_IN, rank=1,
+               fixed_point=4, sigma_shift=4, int8_ms=t["int8"], float32_ms=t["float32"],
+               int8_tops=ops / t["int8"] / 1e9, float32_tflops=ops / t["float32"] / 1e9,
+               int8_vs_float32=t["float32"] / t["int8"], target=2.0)
+    if "half" in t:
+        rec.update(half_dtype=half_dtype, half_ms=t["half"], int8_vs_half=t["half"] / t["int8"])
+    return rec
+
+
+def int8_group(bk: Any, repeat: int) -> dict[str, Any]:
+    import cupy as cp
+    rng = np.random.default_rng(SEED)
+    # bench/bench_int8.py's value ranges: x in [-16, 16], W in [-127, 127]; float32 copies.
+    x8 = cp.asarray(rng.integers(-16, 17, (M_ROWS, N_IN)).astype(np.int8))
+    W8 = cp.asarray(rng.integers(-127, 128, (N_OUT, N_IN)).astype(np.int8))
+    x32 = x8.astype(cp.float32) / 16
+    W32 = W8.astype(cp.float32) / np.float32(16 * np.sqrt(N_IN))
+    key = dict(members=range(M_ROWS), epoch=0, seed=SEED, rank=1)
+    fns = {"int8": lambda: eggroll.perturbed_matmul_int8(x8, W8, sigma_shift=4, fixed_point=4, **key),
+           "float32": lambda: eggroll.perturbed_matmul(x32, W32, sigma=0.01, **key)}
+    # The half-precision forward of group 1 (same gemm + correction), on its backend's inputs.
+    cu = cuda_module()
+    xh, Wh, yh, memh = bk.inputs()
+    args = es_args(seed=SEED, param_id=0, epoch=0, noise_reuse=1, antithetic=True, sigma=0.01, rank=1)
+    vx, vy, vm = bk.view(xh), bk.view(yh), bk.view(memh)
+
+    def half() -> None:
+        bk.gemm(xh, Wh, yh)
+        cu.lowrank_correction(vx, vm, args, vy, stream=bk.stream())
+
+    fns["half"] = half
+    # CuPy events on CuPy's current stream; torch's and CuPy's default streams are both the
+    # legacy default stream, so the half contender (torch) is ordered between them too.
+    ev = lambda: (cp.cuda.Event(), cp.cuda.Event())  # noqa: E731
+    t = time_group(fns, ev, cp.cuda.Device().synchronize, repeat)
+    return int8_summary(t, bk.dtype_name)
+
+
 def noise_group(repeat: int, count: int) -> dict[str, Any]:
     import cupy as cp
     from eggroll import cupy as ecp
@@ -213,6 +262,35 @@ def noise_group(repeat: int, count: int) -> dict[str, Any]:
     return dict(bench="noise", count=count, normal_ms=t["normal"], fill_ms=t["fill"],
                 g_normals_per_s=rate, write_bound_g_per_s=bound,
                 write_gb_per_s=4 * bound, of_bound=rate / bound)
+
+
+def render_md(records: list[dict[str, Any]], stamp: dict[str, Any], repeat: int) -> list[str]:
+    """The human table: one row per measurement, from the records by their "bench" name."""
+    by = {r["bench"]: r for r in records}
+    f, ff, u, z, q = (by["forward"], by["forward_full_rank"], by["es_gradient"], by["noise"],
+                      by["forward_int8"])
+    half = (f"; int8/{q['half_dtype']} {q['int8_vs_half']:.2f}x" if "half_ms" in q else "")
+    half_base = (f"; {q['half_dtype']} forward {q['half_ms']:.3f} ms" if "half_ms" in q else "")
+    md = [f"GPU benchmarks, {stamp['date']}, {stamp['gpu']} (bench/bench_gpu.py, median of "
+          f"{repeat} calls, CUDA events)", "",
+          "| measurement | eggroll | baseline | ratio | target |", "|---|---|---|---|---|",
+          f"| forward {f['dtype']}, 1024 x [8192 -> 8192], r=1 (regenerating) | "
+          f"{f['eggroll_ms']:.3f} ms (correction {f['correction_ms']:.3f} ms) | inference "
+          f"{f['inference_ms']:.3f} ms ({f['inference_tflops']:.0f} TFLOP/s) | "
+          f"{f['fraction_of_inference']:.3f} of inference | >= 0.95 |",
+          f"| full-rank (OpenES) forward, same setting | {ff['full_rank_ms']:.1f} ms | inference "
+          f"{ff['inference_ms']:.3f} ms | {100 * ff['fraction_of_inference']:.3f}% of inference; "
+          f"EGGROLL {ff['eggroll_speedup_vs_full']:.0f}x faster | paper: 0.41% |",
+          f"| es_gradient fp32, N=1024, [8192, 8192], r=1 | {u['es_gradient_ms']:.3f} ms | cuBLAS "
+          f"GEMM [8192,512]@[512,8192] {u['gemm_ms']:.3f} ms | {u['ratio_to_gemm']:.2f}x | <= 1.3x |",
+          f"| noise, 2^28 normals | {z['g_normals_per_s']:.1f} G normals/s | write bound "
+          f"{z['write_bound_g_per_s']:.1f} G/s ({z['write_gb_per_s']:.0f} GB/s) | "
+          f"{z['of_bound']:.2f} of bound | - |",
+          f"| int8 forward (dp4a), 1024 x [8192 -> 8192], r=1 | {q['int8_ms']:.3f} ms "
+          f"({q['int8_tops']:.0f} TOP/s) | float32 forward {q['float32_ms']:.3f} ms "
+          f"({q['float32_tflops']:.0f} TFLOP/s){half_base} | int8/float32 throughput "
+          f"{q['int8_vs_float32']:.2f}x{half} | >= 2x float32 |"]
+    return md
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -233,27 +311,13 @@ def main(argv: list[str] | None = None) -> int:
     records = forward_group(bk, repeat, 3 if args.quick else 5)
     records.append(update_group(repeat))
     records.append(noise_group(repeat, 1 << 28))
+    records.append(int8_group(bk, repeat))
     stamp = dict(date=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
                  gpu=bk.gpu_name(), eggroll=eggroll.__version__)
     lines = [json.dumps(dict(stamp, **r)) for r in records]
     for line in lines:
         print(line)
-    f, ff, u, z = records
-    md = [f"GPU benchmarks, {stamp['date']}, {stamp['gpu']} (bench/bench_gpu.py, median of "
-          f"{repeat} calls, CUDA events)", "",
-          "| measurement | eggroll | baseline | ratio | target |", "|---|---|---|---|---|",
-          f"| forward {f['dtype']}, 1024 x [8192 -> 8192], r=1 (regenerating) | "
-          f"{f['eggroll_ms']:.3f} ms (correction {f['correction_ms']:.3f} ms) | inference "
-          f"{f['inference_ms']:.3f} ms ({f['inference_tflops']:.0f} TFLOP/s) | "
-          f"{f['fraction_of_inference']:.3f} of inference | >= 0.95 |",
-          f"| full-rank (OpenES) forward, same setting | {ff['full_rank_ms']:.1f} ms | inference "
-          f"{ff['inference_ms']:.3f} ms | {100 * ff['fraction_of_inference']:.3f}% of inference; "
-          f"EGGROLL {ff['eggroll_speedup_vs_full']:.0f}x faster | paper: 0.41% |",
-          f"| es_gradient fp32, N=1024, [8192, 8192], r=1 | {u['es_gradient_ms']:.3f} ms | cuBLAS "
-          f"GEMM [8192,512]@[512,8192] {u['gemm_ms']:.3f} ms | {u['ratio_to_gemm']:.2f}x | <= 1.3x |",
-          f"| noise, 2^28 normals | {z['g_normals_per_s']:.1f} G normals/s | write bound "
-          f"{z['write_bound_g_per_s']:.1f} G/s ({z['write_gb_per_s']:.0f} GB/s) | "
-          f"{z['of_bound']:.2f} of bound | - |"]
+    md = render_md(records, stamp, repeat)
     print("\n".join(md), file=sys.stderr)
     if args.out:
         os.makedirs(args.out, exist_ok=True)

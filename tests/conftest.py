@@ -95,6 +95,35 @@ def fullrank_forward_magnitude(x: np.ndarray, W: np.ndarray, E: np.ndarray) -> n
 
 
 # ------------------------------------------------------------------------------------------
+# JAX: how many custom calls a traced function makes
+# ------------------------------------------------------------------------------------------
+
+def ffi_call_count(fn: Any, *args: Any) -> int:
+    """Number of ffi_call equations one execution of fn's jaxpr runs, nested jaxprs included.
+    A cond runs one branch, so it counts as its largest branch: in CUDA builds every op is a
+    platform_dependent cond (CPU / CUDA / default lowering), of which XLA compiles one."""
+    def jaxpr_of(closed):
+        j = closed.jaxpr
+        return j if hasattr(j, "eqns") else j.jaxpr
+
+    def count(jaxpr):
+        c = 0
+        for eqn in jaxpr.eqns:
+            c += eqn.primitive.name == "ffi_call"
+            if eqn.primitive.name == "cond":
+                c += max(count(jaxpr_of(b)) for b in eqn.params["branches"])
+                continue
+            for p in eqn.params.values():
+                for sub in (p if isinstance(p, (list, tuple)) else (p,)):
+                    inner = getattr(sub, "jaxpr", None)
+                    if inner is not None:
+                        c += count(inner if hasattr(inner, "eqns") else inner.jaxpr)
+        return c
+    import jax  # the JAX tests only: importing conftest must not need jax
+    return count(jax.make_jaxpr(fn)(*args).jaxpr)
+
+
+# ------------------------------------------------------------------------------------------
 # Member index forms: every op must accept a range and any int array, in any order
 # ------------------------------------------------------------------------------------------
 

@@ -24,13 +24,23 @@ import eggroll  # noqa: E402
 import eggroll.jax as ej  # noqa: E402
 from eggroll import reference as ref  # noqa: E402
 
-from conftest import (MEMBER_FORMS, assert_close_derived, fullrank_forward_magnitude,  # noqa: E402
-                      lowrank_forward_magnitude, make_members, stream_rows)
+from conftest import (MEMBER_FORMS, assert_close_derived, ffi_call_count,  # noqa: E402
+                      fullrank_forward_magnitude, lowrank_forward_magnitude, make_members,
+                      stream_rows)
 
 SEED = 0x0123456789ABCDEF            # uses both 32-bit words of the seed operand
 PARAM_ID = 11
 EPOCH = 7
 M = 5
+
+
+@pytest.fixture(autouse=True)
+def _on_the_cpu():
+    """These test the CPU handlers (bit for bit against NumPy): JAX's default device is pinned
+    to the CPU, also on a machine with a CUDA jaxlib, where tests/test_jax_cuda.py covers the
+    CUDA handlers."""
+    with jax.default_device(jax.devices("cpu")[0]):
+        yield
 
 
 def _inputs(rng, M, m, n, b):
@@ -43,21 +53,6 @@ def _key(members, **kw):
     base = dict(members=members, epoch=EPOCH, seed=SEED, param_id=PARAM_ID, sigma=0.3)
     base.update(kw)
     return base
-
-
-def _ffi_calls(fn, *args):
-    """Number of ffi_call equations in fn's jaxpr, nested jaxprs included."""
-    def count(jaxpr):
-        c = 0
-        for eqn in jaxpr.eqns:
-            c += eqn.primitive.name == "ffi_call"
-            for p in eqn.params.values():
-                for sub in (p if isinstance(p, (list, tuple)) else (p,)):
-                    inner = getattr(sub, "jaxpr", None)
-                    if inner is not None:
-                        c += count(inner if hasattr(inner, "eqns") else inner.jaxpr)
-        return c
-    return count(jax.make_jaxpr(fn)(*args).jaxpr)
 
 
 # ------------------------------------------------------------------------------------------
@@ -223,7 +218,7 @@ def test_vmap_over_members_is_one_call_with_shared_W(rng):
     y = f(jnp.asarray(x), jnp.arange(8))
     np.testing.assert_array_equal(np.asarray(y), eggroll.perturbed_matmul(
         x, W, members=range(8), epoch=4, seed=9, sigma=0.2, rank=2))
-    assert _ffi_calls(jax.vmap(member), jnp.asarray(x), jnp.arange(8)) == 1
+    assert ffi_call_count(jax.vmap(member), jnp.asarray(x), jnp.arange(8)) == 1
     hlo = f.lower(jnp.asarray(x), jnp.arange(8)).as_text()
     assert "tensor<7x11xf32>" in hlo and "tensor<8x7x11xf32>" not in hlo  # W never copied per member
 

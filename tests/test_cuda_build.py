@@ -153,3 +153,28 @@ def test_launchers_validate_shapes_dtypes_devices(case):
     res = _run_child(call)
     assert res["raised"] == exc, res
     assert re.search(pattern, res["message"]), res
+
+
+# The JAX CUDA handlers: built whenever both the CUDA module and the JAX handlers are (the
+# CMake wiring), importable without a GPU or driver, and covering every op of the CPU table.
+def _imports(name: str) -> bool:
+    try:
+        __import__(f"eggroll.{name}")
+    except ImportError:
+        return False
+    return True
+
+
+@pytest.mark.skipif(_cuda is None or not _imports("_xla_ffi"),
+                    reason="needs a build with both CUDA (eggroll._cuda) and the JAX handlers "
+                           "(eggroll._xla_ffi)")
+def test_jax_cuda_handlers_are_built_and_cover_every_op():
+    from eggroll import _xla_ffi, _xla_ffi_cuda   # an ImportError here: CMakeLists.txt lost it
+    table = _xla_ffi_cuda.registrations()
+    assert list(table) == ["CUDA"]
+    cpu = _xla_ffi.registrations()["cpu"]
+    missing = set(cpu) - set(table["CUDA"])
+    assert not missing, f"ops without a CUDA handler: {sorted(missing)}"
+    assert all(type(c).__name__ == "PyCapsule" for c in table["CUDA"].values())
+    # and importing it needed no driver: this process may have none (cuda_available False)
+    assert isinstance(eggroll.cuda_available(), bool)

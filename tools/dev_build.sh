@@ -13,7 +13,8 @@ fi
 ninja -C "$B" >/dev/null
 so=$(ls "$B"/_core*.so)
 cp "$so" "python/eggroll/.tmp_core.so" && mv -f "python/eggroll/.tmp_core.so" "python/eggroll/$(basename "$so")"
-# The JAX FFI handlers, when the build found jaxlib (EGGROLL_JAX=AUTO).
+# The JAX FFI handlers, when the build found jaxlib (EGGROLL_JAX=AUTO): _xla_ffi, and
+# _xla_ffi_cuda in CUDA builds (the glob takes both).
 for so in "$B"/_xla_ffi*.so; do
   [ -f "$so" ] || continue
   cp "$so" "python/eggroll/.tmp_xla.so" && mv -f "python/eggroll/.tmp_xla.so" "python/eggroll/$(basename "$so")"

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The GPU check, in one call on a machine with an NVIDIA GPU and nvcc (no internet needed):
 # build eggroll with CUDA (pip, or a plain CMake build when pip cannot), run the CUDA tests
-# (and the torch / JAX CUDA tests when those files exist), the GPU benchmark and the demo on
-# the GPU. Everything it writes lands in $OUT (default ./gpu-check-out), then is packed into
+# (and the torch / JAX CUDA tests when those files exist; tests/test_jax_cuda.py for the JAX
+# CUDA handlers), the GPU benchmark (int8 row included) and the demo on the GPU. Everything it writes lands in $OUT (default ./gpu-check-out), then is packed into
 # $OUT/gpu_check.tgz plus the few small files worth reading first (summary, benchmark table):
 # the device runner returns at most 8 files.
 # Usage: OUT=/some/dir tools/gpu_check.sh      (exit status: 0 only if everything passed)
@@ -109,6 +109,16 @@ for f in tests/test_adapter_torch.py tests/test_torch_es.py tests/test_adapter_j
   [ $rc -eq 0 ] || [ $rc -eq 5 ] || status=1   # 5: no CUDA-marked test in that file
   tail -15 "$LOGS/$name.log"
 done
+
+step "tests/test_jax_cuda.py (JAX on the GPU: eggroll._xla_ffi_cuda; skips without a CUDA jaxlib)"
+"$PY" -c "import jax; print('jax', jax.__version__, jax.devices())" > "$LOGS/jax_devices.txt" 2>&1
+head -3 "$LOGS/jax_devices.txt" | tee -a "$OUT/summary.txt"
+"$PY" -m pytest tests/test_jax_cuda.py -q -rs -W default --junitxml="$LOGS/test_jax_cuda.xml" \
+  > "$LOGS/test_jax_cuda.log" 2>&1 || status=1
+tail -25 "$LOGS/test_jax_cuda.log"
+tail -1 "$LOGS/test_jax_cuda.log" >> "$OUT/summary.txt"
+grep -q "no GPU visible to JAX" "$LOGS/test_jax_cuda.log" \
+  && echo "NOTE: JAX saw no GPU (CPU-only jaxlib?): the JAX CUDA tests were skipped" | tee -a "$OUT/summary.txt"
 
 step "CPU tests still pass with the CUDA build installed (quick subset)"
 "$PY" -m pytest tests/test_noise.py tests/test_perturb.py tests/test_update.py tests/test_fitness.py \

@@ -1,4 +1,5 @@
-"""JAX adapter: every op on jax.Arrays through XLA FFI custom calls (eggroll._xla_ffi), plus
+"""JAX adapter: every op on jax.Arrays through XLA FFI custom calls (eggroll._xla_ffi on the
+CPU; eggroll._xla_ffi_cuda on NVIDIA GPUs in CUDA builds, see _cuda.py), plus
 ``eggroll.jax.ES`` (ES over a parameter pytree with optax).
 
 The functions have the names and keyword arguments of eggroll.numpy, which
@@ -10,7 +11,10 @@ can be checked at trace time is, so bad input raises ValueError / TypeError at t
 
 Dtype policy (as eggroll.numpy): computation is float32; float64/float16/bfloat16 inputs are
 converted, results are float32. ``out=`` is not supported (JAX arrays are immutable).
-Results equal the NumPy path's bit for bit (the same core functions run on the buffers).
+On the CPU, results equal the NumPy path's bit for bit (the same core functions run on the
+buffers); on a GPU, the CuPy path's kernels run (noise, factors, vectors, full-rank estimates,
+ranks and int8 bit for bit; float forwards within the derived tolerance: the base product is
+XLA's cuBLAS dot in true float32). docs/jax.md says what runs where.
 """
 from __future__ import annotations
 

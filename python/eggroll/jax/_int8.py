@@ -1,12 +1,13 @@
 """The integer (int8) path on jax.Arrays: ``perturbed_matmul_int8`` and ``int8_update`` through
-the XLA FFI handlers of eggroll._xla_ffi (CPU), checked at trace time.
+the XLA FFI handlers of eggroll._xla_ffi (CPU) or eggroll._xla_ffi_cuda (NVIDIA GPUs: the CUDA
+backend's own dp4a GEMM), checked at trace time.
 
 Same names, keyword arguments, dtype policy and messages as the NumPy adapter (eggroll/_int8.py):
 x, W must already be int8 (converting wider integers would silently wrap); ``pair_fitness``
 may be any integer or float array with values exactly -1, 0 or 1. Arrays, ``members``,
 ``seed`` and ``epoch`` may be traced; ``param_id``, ``rank``, ``noise_reuse``, ``antithetic``,
 ``fixed_point``, ``sigma_shift`` and ``threshold`` are static. Semantics and exactness limits:
-docs/ops.md "Integer path (int8)". Results equal the NumPy path bit for bit.
+docs/ops.md "Integer path (int8)". Results equal the NumPy path bit for bit, on both devices.
 """
 from __future__ import annotations
 

@@ -11,6 +11,7 @@
 #include <cstring>
 #include <functional>
 #include <memory>
+#include <mutex>
 #include <thread>
 #include <vector>
 #define __global__
@@ -30,8 +31,10 @@ inline thread_local dim3 tIdx, bIdx, bDim, gDim;
 inline std::barrier<>* block_bar = nullptr;
 struct Warp { std::barrier<> bar{32}; uint64_t buf[32]; };
 inline std::vector<std::unique_ptr<Warp>>* warps = nullptr;
+inline std::mutex launch_mutex;  // callers on several threads (XLA's CPU runtime): one launch at a time
 template <class K, class... A>
 void run(dim3 grid, dim3 block, K kernel, A... args) {
+  std::lock_guard<std::mutex> lock(launch_mutex);
   const unsigned nt = block.x * block.y * block.z;
   for (unsigned by = 0; by < grid.y; ++by)
     for (unsigned bx = 0; bx < grid.x; ++bx) {
@@ -102,3 +105,9 @@ inline cudaError_t cudaMallocAsync(void** p, size_t n, cudaStream_t) { *p = std:
 template <class T> cudaError_t cudaMallocAsync(T** p, size_t n, cudaStream_t s) { return cudaMallocAsync(reinterpret_cast<void**>(p), n, s); }
 inline cudaError_t cudaFreeAsync(void* p, cudaStream_t) { std::free(p); return 0; }
 inline cudaError_t cudaMemsetAsync(void* p, int v, size_t n, cudaStream_t) { std::memset(p, v, n); return 0; }
+enum cudaMemcpyKind { cudaMemcpyHostToHost, cudaMemcpyHostToDevice, cudaMemcpyDeviceToHost,
+                      cudaMemcpyDeviceToDevice, cudaMemcpyDefault };
+inline cudaError_t cudaMemcpyAsync(void* d, const void* s, size_t n, cudaMemcpyKind, cudaStream_t) {
+  std::memmove(d, s, n); return 0;
+}
+inline cudaError_t cudaStreamSynchronize(cudaStream_t) { return 0; }
