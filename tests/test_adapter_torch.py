@@ -421,6 +421,17 @@ def test_cuda_ops_use_the_current_stream_and_compile():
     torch.testing.assert_close(f(x * 3, W, members), expected, rtol=0, atol=0)
 
 
+@pytest.mark.cuda
+@pytest.mark.skipif(not (torch.cuda.is_available() and _has_cuda_build()),
+                    reason="needs a GPU and eggroll built with CUDA")
+def test_negative_cuda_members_are_rejected():
+    """The CUDA kernels read any int64 as an index, so the adapter checks the signs."""
+    x = torch.randn(2, 3, device="cuda")
+    W = torch.randn(4, 3, device="cuda")
+    with pytest.raises(ValueError, match="^members: indices must be >= 0, got -3"):
+        et.perturbed_matmul(x, W, members=torch.tensor([0, -3], device="cuda"), sigma=0.1)
+
+
 @pytest.mark.parametrize("kwargs,exc,match", [
     (dict(x=torch.randn(2, 3).int()), TypeError, "^x: expected a float32 tensor"),
     (dict(x=torch.randn(3)), ValueError, "^x: expected a 2-D or 3-D tensor"),

@@ -60,8 +60,11 @@ def _same_device(t: Tensor, name: str, device: torch.device, ref: str) -> None:
 def members_tensor(members: Any, expected_len: int | None, device: torch.device,
                    name: str = "members", what: str = "x") -> Tensor:
     """members (range, int sequence, NumPy or torch int array) as a contiguous int64 [M]
-    tensor on device. A CUDA tensor is taken as is: checking its signs would sync the
-    device (the kernels reject negative members themselves)."""
+    tensor on device. Indices are checked to be >= 0 (the kernels would read a negative one
+    as a huge noise index): on the host for host forms; a CUDA index tensor costs one
+    device sync for that check, as in the CuPy adapter, except under torch.compile or while
+    a CUDA graph is captured, where a value check cannot run (the caller vouches for the
+    indices there). A range never syncs: it is checked on the host and made on the device."""
     if isinstance(members, Tensor):
         if members.dim() != 1:
             raise ValueError(f"{name}: expected a 1-D index tensor or range, got shape "
@@ -69,13 +72,16 @@ def members_tensor(members: Any, expected_len: int | None, device: torch.device,
         if members.numel() and (members.dtype.is_floating_point or members.dtype.is_complex
                                 or members.dtype == torch.bool):
             raise TypeError(f"{name}: expected integer indices, got dtype {members.dtype}")
-        # (eager CPU only: under torch.compile a value check would break the graph, and on a
-        # GPU it would sync; the kernels reject negative members themselves)
-        if (members.device.type == "cpu" and members.numel()
-                and not torch.compiler.is_compiling() and int(members.min()) < 0):
-            raise ValueError(f"{name}: indices must be >= 0, got {int(members.min())}")
         if members.device != device:
             raise ValueError(f"{name}: is on {members.device} but {what} is on {device}")
+        # Not under torch.compile (a value check would break the graph) nor while a CUDA
+        # graph is captured (a sync is illegal there).
+        if (members.numel() and members.device.type in ("cpu", "cuda")
+                and not torch.compiler.is_compiling()
+                and not (members.device.type == "cuda"
+                         and torch.cuda.is_current_stream_capturing())
+                and int(members.min()) < 0):
+            raise ValueError(f"{name}: indices must be >= 0, got {int(members.min())}")
         t = members.to(torch.int64).contiguous()
     else:
         from .._ops import members_array
