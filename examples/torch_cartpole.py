@@ -105,9 +105,8 @@ def main(argv: list[str] | None = None) -> int:
     import eggroll
     import eggroll.torch
 
-    # The heavy work is eggroll's (its own thread pool); torch's OpenMP threads, spinning
-    # after each small elementwise op, would compete with it for the cores: one is faster here.
-    torch.set_num_threads(1)
+    # eggroll's ops on CPU tensors run on torch's own OpenMP threads (torch.get_num_threads()),
+    # so torch's default thread count is right for both (docs/torch.md "Threads").
     torch.manual_seed(args.seed)
     P = args.population
     policy = nn.Sequential(nn.Linear(4, args.hidden), nn.Tanh(), nn.Linear(args.hidden, 2))

@@ -84,9 +84,8 @@ def main(argv: list[str] | None = None) -> int:
     import eggroll
     import eggroll.torch
 
-    # The heavy work is eggroll's (its own thread pool); torch's OpenMP threads, spinning
-    # after each small elementwise op, would compete with it for the cores: one is faster here.
-    torch.set_num_threads(1)
+    # eggroll's ops on CPU tensors run on torch's own OpenMP threads (torch.get_num_threads()),
+    # so torch's default thread count is right for both (docs/torch.md "Threads").
     X, y = load_digits(return_X_y=True)
     Xtr, Xte, ytr, yte = train_test_split(X / 16.0, y, test_size=0.25, random_state=args.seed,
                                           stratify=y)
@@ -107,8 +106,8 @@ def main(argv: list[str] | None = None) -> int:
 
     print(f"torch digits: {len(Xtr)} train / {len(Xte)} test, MLP 64-{args.hidden}-10 (tanh), "
           f"eggroll.torch.ES population {P}, rank {args.rank}, sigma {args.sigma}, "
-          f"torch.optim.Adam lr {args.lr}, {steps} steps, {eggroll.get_num_threads()} eggroll "
-          f"threads, {torch.get_num_threads()} torch thread")
+          f"torch.optim.Adam lr {args.lr}, {steps} steps, {torch.get_num_threads()} torch "
+          f"threads (eggroll's ops run on them)")
     curve_steps, curve_loss, eval_steps, eval_acc = [], [], [], []
     t_train = time.perf_counter()
     bar = tqdm(range(steps), desc="ES", unit="step", dynamic_ncols=True, mininterval=0.5,
