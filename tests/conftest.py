@@ -156,6 +156,15 @@ def rng() -> np.random.Generator:
 
 
 @pytest.fixture
+def jax_on_cpu():
+    """JAX's default device pinned to the CPU (for tests of the CPU FFI handlers, also where
+    a CUDA jaxlib would place arrays on a GPU)."""
+    import jax
+    with jax.default_device(jax.devices("cpu")[0]):
+        yield
+
+
+@pytest.fixture
 def restore_threads():
     """Put the core's thread count back the way the test found it."""
     before = eggroll.get_num_threads()

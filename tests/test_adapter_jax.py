@@ -34,13 +34,9 @@ EPOCH = 7
 M = 5
 
 
-@pytest.fixture(autouse=True)
-def _on_the_cpu():
-    """These test the CPU handlers (bit for bit against NumPy): JAX's default device is pinned
-    to the CPU, also on a machine with a CUDA jaxlib, where tests/test_jax_cuda.py covers the
-    CUDA handlers."""
-    with jax.default_device(jax.devices("cpu")[0]):
-        yield
+# These test the CPU handlers (bit for bit against NumPy), also on a machine with a CUDA
+# jaxlib, where tests/test_jax_cuda.py covers the CUDA handlers.
+pytestmark = pytest.mark.usefixtures("jax_on_cpu")
 
 
 def _inputs(rng, M, m, n, b):

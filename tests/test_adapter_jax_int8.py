@@ -27,13 +27,9 @@ from conftest import ffi_call_count  # noqa: E402
 KEY = dict(epoch=3, seed=(1 << 63) + 12345, param_id=7)   # both 32-bit seed words in use
 
 
-@pytest.fixture(autouse=True)
-def _on_the_cpu():
-    """These test the CPU handlers (bit for bit against NumPy): JAX's default device is pinned
-    to the CPU, also on a machine with a CUDA jaxlib, where tests/test_jax_cuda.py covers the
-    CUDA handlers."""
-    with jax.default_device(jax.devices("cpu")[0]):
-        yield
+# These test the CPU handlers (bit for bit against NumPy), also on a machine with a CUDA
+# jaxlib, where tests/test_jax_cuda.py covers the CUDA handlers.
+pytestmark = pytest.mark.usefixtures("jax_on_cpu")
 
 
 def _rand_int8(rng, shape):

@@ -15,44 +15,15 @@
 #include <vector>
 #include "eggroll/eggroll.h"
 #include "xla/ffi/api/ffi.h"
+#include "xla_ffi_common.h"
 
 namespace ffi = xla::ffi;
 namespace py = pybind11;
 using namespace eggroll;
+using eggroll::xla_ffi::view;
+using eggroll::xla_ffi::capsule;
 
 namespace {
-
-DType to_dtype(ffi::DataType dt) {
-  switch (dt) {
-    case ffi::DataType::F32: return DType::float32;
-    case ffi::DataType::F64: return DType::float64;
-    case ffi::DataType::S8: return DType::int8;
-    case ffi::DataType::S32: return DType::int32;
-    case ffi::DataType::S64: return DType::int64;
-    case ffi::DataType::U32: return DType::uint32;
-    default: type_error("array: unsupported XLA element type " + std::to_string(int(dt)));
-  }
-}
-
-// A contiguous (XLA's default row-major layout) view over an XLA buffer.
-TensorView view(void* data, ffi::DataType dt, ffi::Span<const int64_t> dims) {
-  if (dims.size() > size_t(TensorView::kMaxDims)) value_error("array: at most 4 dimensions");
-  TensorView t;
-  t.data = data;
-  t.dtype = to_dtype(dt);
-  t.ndim = int(dims.size());
-  int64_t stride = 1;
-  for (int i = t.ndim - 1; i >= 0; --i) {
-    t.shape[i] = dims[size_t(i)];
-    t.strides[i] = stride;
-    stride *= dims[size_t(i)];
-  }
-  return t;
-}
-TensorView view(ffi::AnyBuffer b) { return view(b.untyped_data(), b.element_type(), b.dimensions()); }
-TensorView view(ffi::Result<ffi::AnyBuffer> b) {
-  return view(b->untyped_data(), b->element_type(), b->dimensions());
-}
 
 // members arrive as int32 (JAX's default) or int64; the core takes int64 [M].
 std::vector<int64_t> member_indices(ffi::AnyBuffer members) {
@@ -102,23 +73,14 @@ void schedule_on_xla(void* pool, void (*fn)(void*), void* arg) {
 // and turns any exception into an FFI error (never lets one cross into XLA).
 template <class F>
 ffi::Error guarded(ffi::ThreadPool& pool, F&& body) {
-  try {
+  return eggroll::xla_ffi::guarded([&] {
     Executor ex;
     ex.threads = int(pool.num_threads());
     ex.schedule = &schedule_on_xla;
     ex.ctx = &pool;
     ScopedExecutor scope(ex.threads >= 1 ? &ex : nullptr);  // no pool: the core's own
     body();
-    return ffi::Error::Success();
-  } catch (const ValueError& e) {
-    return ffi::Error::InvalidArgument(e.what());
-  } catch (const TypeError& e) {
-    return ffi::Error::InvalidArgument(e.what());
-  } catch (const std::exception& e) {
-    return ffi::Error::Internal(std::string("eggroll: ") + e.what());
-  } catch (...) {
-    return ffi::Error::Internal("eggroll: unknown C++ exception");
-  }
+  });
 }
 
 // x [M, n] | [M, b, n], W [m, n], members [M] -> y [M, (b,) m]. perturb == 0: y = x W^T.
@@ -335,15 +297,6 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(eggroll_zscore, zscore_ffi,
 XLA_FFI_DEFINE_HANDLER_SYMBOL(eggroll_antithetic_sign, antithetic_sign_ffi,
                               ffi::Ffi::Bind().Ctx<ffi::ThreadPool>()
                                   .Arg<ffi::AnyBuffer>().Ret<ffi::AnyBuffer>());
-
-namespace {
-template <class T>
-py::capsule capsule(T* fn) {
-  static_assert(std::is_invocable_r_v<XLA_FFI_Error*, T, XLA_FFI_CallFrame*>,
-                "an XLA FFI handler takes a call frame");
-  return py::capsule(reinterpret_cast<void*>(fn));
-}
-}  // namespace
 
 PYBIND11_MODULE(_xla_ffi, mod) {
   mod.doc() = "eggroll XLA FFI handlers (CPU). Used by eggroll.jax; not a public API.";

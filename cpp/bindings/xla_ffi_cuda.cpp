@@ -30,68 +30,16 @@
 #include "eggroll/cuda.h"
 #include "eggroll/eggroll.h"
 #include "xla/ffi/api/ffi.h"
+#include "xla_ffi_common.h"
 
 namespace ffi = xla::ffi;
 namespace py = pybind11;
 using namespace eggroll;
+using eggroll::xla_ffi::guarded;
+using eggroll::xla_ffi::view;
+using eggroll::xla_ffi::capsule;
 
 namespace {
-
-// ---- shared with the CPU handlers (copied from xla_ffi.cpp, not shared: that file is
-// another module's, and these few lines are all that is needed) ----------------------------
-
-DType to_dtype(ffi::DataType dt) {
-  switch (dt) {
-    case ffi::DataType::F32: return DType::float32;
-    case ffi::DataType::F64: return DType::float64;
-    case ffi::DataType::S8: return DType::int8;
-    case ffi::DataType::S32: return DType::int32;
-    case ffi::DataType::S64: return DType::int64;
-    case ffi::DataType::U32: return DType::uint32;
-    default: type_error("array: unsupported XLA element type " + std::to_string(int(dt)));
-  }
-}
-
-// A contiguous (XLA's default row-major layout) view over an XLA buffer on CUDA device `dev`.
-TensorView view(void* data, ffi::DataType dt, ffi::Span<const int64_t> dims, int dev) {
-  if (dims.size() > size_t(TensorView::kMaxDims)) value_error("array: at most 4 dimensions");
-  TensorView t;
-  t.data = data;
-  t.dtype = to_dtype(dt);
-  t.ndim = int(dims.size());
-  int64_t stride = 1;
-  for (int i = t.ndim - 1; i >= 0; --i) {
-    t.shape[i] = dims[size_t(i)];
-    t.strides[i] = stride;
-    stride *= dims[size_t(i)];
-  }
-  t.device = Device::cuda;
-  t.device_index = dev;
-  return t;
-}
-TensorView view(ffi::AnyBuffer b, int dev) {
-  return view(b.untyped_data(), b.element_type(), b.dimensions(), dev);
-}
-TensorView view(ffi::Result<ffi::AnyBuffer> b, int dev) {
-  return view(b->untyped_data(), b->element_type(), b->dimensions(), dev);
-}
-
-// Runs body and turns any exception into an FFI error (never lets one cross into XLA).
-template <class F>
-ffi::Error guarded(F&& body) {
-  try {
-    body();
-    return ffi::Error::Success();
-  } catch (const ValueError& e) {
-    return ffi::Error::InvalidArgument(e.what());
-  } catch (const TypeError& e) {
-    return ffi::Error::InvalidArgument(e.what());
-  } catch (const std::exception& e) {
-    return ffi::Error::Internal(std::string("eggroll: ") + e.what());
-  } catch (...) {
-    return ffi::Error::Internal("eggroll: unknown C++ exception");
-  }
-}
 
 // ---- CUDA host helpers ---------------------------------------------------------------------
 
@@ -439,15 +387,6 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(
         .Ret<ffi::AnyBuffer>()
         .Attr<int64_t>("threshold").Attr<int64_t>("param_id").Attr<int64_t>("rank")
         .Attr<int64_t>("noise_reuse").Attr<int64_t>("fixed_point"));
-
-namespace {
-template <class T>
-py::capsule capsule(T* fn) {
-  static_assert(std::is_invocable_r_v<XLA_FFI_Error*, T, XLA_FFI_CallFrame*>,
-                "an XLA FFI handler takes a call frame");
-  return py::capsule(reinterpret_cast<void*>(fn));
-}
-}  // namespace
 
 PYBIND11_MODULE(_xla_ffi_cuda, mod) {
   mod.doc() = "eggroll XLA FFI handlers (CUDA). Used by eggroll.jax; not a public API. "
