@@ -203,6 +203,30 @@ def test_torch_threads_give_the_pool_bits(threads, rng):
         x.numpy(), W.numpy(), members=range(67), rank=3, **key))
 
 
+def _fork_child(x, W, expected, q):
+    y = et.perturbed_matmul(x, W, members=range(x.shape[0]), seed=SEED, epoch=1, sigma=0.1)
+    q.put(bool(torch.equal(y, expected)))
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="fork start method")
+def test_forked_child_runs_the_ops_without_hanging(rng):
+    """libgomp's team does not survive fork (a torch op in such a child hangs): eggroll's
+    ops in the child fall back to eggroll's own pool and give the parent's bits."""
+    import multiprocessing as mp
+    x = torch.from_numpy(rng.standard_normal((64, 300)).astype(np.float32))
+    W = torch.from_numpy(rng.standard_normal((200, 300)).astype(np.float32))
+    expected = et.perturbed_matmul(x, W, members=range(64), seed=SEED, epoch=1, sigma=0.1)
+    ctx = mp.get_context("fork")
+    q = ctx.Queue()
+    p = ctx.Process(target=_fork_child, args=(x, W, expected, q))
+    p.start()
+    p.join(timeout=60)
+    if p.is_alive():
+        p.kill()
+        pytest.fail("the eggroll op hung in a forked child")
+    assert p.exitcode == 0 and q.get(timeout=5) is True
+
+
 def test_out_argument(rng):
     x = torch.from_numpy(rng.standard_normal((4, 6)).astype(np.float32))
     W = torch.from_numpy(rng.standard_normal((3, 6)).astype(np.float32))

@@ -4,6 +4,10 @@
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 #include <cstdint>
+#include <mutex>
+#if defined(__linux__)
+#include <pthread.h>
+#endif
 #include <vector>
 #include "eggroll/eggroll.h"
 
@@ -138,6 +142,13 @@ PYBIND11_MODULE(_core, mod) {
 
   mod.def("set_openmp_runtime", [](uintptr_t gomp_parallel) {
     g_fork_join = reinterpret_cast<ForkJoin>(gomp_parallel);
+#if defined(__linux__)
+    // libgomp is not fork-safe: in a forked child its team's threads are gone and the next
+    // parallel region hangs (torch's own ops hang there too). The child forgets the runtime
+    // and runs on the core's pool, which rebuilds itself after a fork.
+    static std::once_flag once;
+    std::call_once(once, [] { pthread_atfork(nullptr, nullptr, [] { g_fork_join = nullptr; }); });
+#endif
   }, py::arg("gomp_parallel"),
      "Registers an OpenMP runtime's GOMP_parallel (its address; 0 forgets it) for set_host_threads.");
   mod.def("set_host_threads", [](int n) {
