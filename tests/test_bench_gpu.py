@@ -30,7 +30,8 @@ def _records(bench, half=True):
              inference_tflops=700.0, fraction_of_inference=0.97),
         dict(bench="forward_full_rank", full_rank_ms=300.0, inference_ms=0.97,
              fraction_of_inference=0.003, eggroll_speedup_vs_full=300.0),
-        dict(bench="es_gradient", es_gradient_ms=1.2, gemm_ms=1.0, ratio_to_gemm=1.2),
+        dict(bench="es_gradient", es_gradient_ms=1.2, gemm_ms=1.0, factors_ms=0.05, rest_ms=0.15,
+             ratio_to_gemm=1.2),
         dict(bench="noise", g_normals_per_s=100.0, write_bound_g_per_s=200.0, write_gb_per_s=800.0,
              of_bound=0.5),
         q,
@@ -58,6 +59,8 @@ def test_table_has_every_row(bench, half):
     int8 = [r for r in rows if r.startswith("| int8 forward")]
     assert len(int8) == 1
     assert "int8/float32 throughput 2.40x" in int8[0] and ">= 2x float32" in int8[0]
+    upd = [r for r in rows if r.startswith("| es_gradient")]
+    assert len(upd) == 1 and "(factor kernel 0.050 ms, rest 0.150 ms)" in upd[0]
     assert ("int8/bfloat16 1.20x" in int8[0]) == half
     assert all(r.count("|") == 6 for r in rows)                  # five columns each
 

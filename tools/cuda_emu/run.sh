@@ -22,7 +22,7 @@ g++ -O1 -std=c++20 -fPIC -shared -ffp-contract=off -Wno-unknown-pragmas \
     -I tools/cuda_emu/inc -I "$E/src" -I cpp -I cuda \
     -I "$(python3 -c "import sysconfig; print(sysconfig.get_paths()['include'])")" \
     -I "$(python3 -c "import pybind11; print(pybind11.get_include())")" \
-    "$E"/src/{noise,perturb,update,fitness,int8,cuda_module}.cpp "$E/core/libeggroll.a" -lpthread \
+    "$E"/src/{noise,perturb,update,fitness,int8,gemm,cuda_module}.cpp "$E/core/libeggroll.a" -lpthread \
     -o "$E/pkg/eggroll/_cuda$(python3 -c "import sysconfig; print(sysconfig.get_config_var('EXT_SUFFIX'))")"
 K=${1:-"normal_bit or philox or lowrank_factors or perturb_vector or perturbed_matmul or es_gradient or fitness or bad_inputs or es_with or checkpoint or int8"}
 PYTHONPATH="tools/cuda_emu/fakecupy:$E/pkg" python3 -m pytest tests/test_cuda.py -q -p no:cacheprovider -k "$K"
