@@ -5,7 +5,8 @@
 # tests/test_cuda.py through a NumPy stand-in of CuPy (tools/cuda_emu/fakecupy). It checks the
 # kernels' logic (indexing, passes, reductions, exact bits); it cannot check anything that is
 # GPU-specific (streams, graphs, memory model, performance): tools/gpu_check.sh does that.
-# Usage: tools/cuda_emu/run.sh [pytest -k expression]   (default: every op test; ~10 min)
+# Usage: tools/cuda_emu/run.sh [pytest -k expression]   (default: every op test but the CUDA-graph
+# captures, which need real streams; 403 pass, ~5 min)
 # An int8 reference (the int8 branch's reference.py) is used when eggroll.reference has one.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -24,5 +25,5 @@ g++ -O1 -std=c++20 -fPIC -shared -ffp-contract=off -Wno-unknown-pragmas \
     -I "$(python3 -c "import pybind11; print(pybind11.get_include())")" \
     "$E"/src/{noise,perturb,update,fitness,int8,gemm,cuda_module}.cpp "$E/core/libeggroll.a" -lpthread \
     -o "$E/pkg/eggroll/_cuda$(python3 -c "import sysconfig; print(sysconfig.get_config_var('EXT_SUFFIX'))")"
-K=${1:-"normal_bit or philox or lowrank_factors or perturb_vector or perturbed_matmul or es_gradient or fitness or bad_inputs or es_with or checkpoint or int8"}
+K=${1:-"(normal_bit or philox or lowrank_factors or perturb_vector or perturbed_matmul or es_gradient or fitness or bad_inputs or es_with or checkpoint or int8) and not graph_capture"}
 PYTHONPATH="tools/cuda_emu/fakecupy:$E/pkg" python3 -m pytest tests/test_cuda.py -q -p no:cacheprovider -k "$K"
