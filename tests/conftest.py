@@ -149,6 +149,14 @@ def make_members(form: str, M: int, rng: np.random.Generator) -> Any:
 # Fixtures
 # ------------------------------------------------------------------------------------------
 
+def forward_inputs(rng: np.random.Generator, M: int, m: int, n: int, b: Any
+                   ) -> tuple[np.ndarray, np.ndarray]:
+    """x float32 [M, n] (b None) or [M, b, n] and W float32 [m, n] (entries of order 1 in y)."""
+    x = rng.standard_normal((M, n) if b is None else (M, b, n)).astype(np.float32)
+    W = (rng.standard_normal((m, n)) / np.sqrt(n)).astype(np.float32)
+    return x, W
+
+
 @pytest.fixture
 def rng() -> np.random.Generator:
     """A fixed-seed generator for inputs (x, W, fitness): every run sees the same numbers."""

@@ -25,8 +25,8 @@ import eggroll.jax as ej  # noqa: E402
 from eggroll import reference as ref  # noqa: E402
 
 from conftest import (MEMBER_FORMS, assert_close_derived, ffi_call_count,  # noqa: E402
-                      fullrank_forward_magnitude, lowrank_forward_magnitude, make_members,
-                      stream_rows)
+                      forward_inputs, fullrank_forward_magnitude,
+                      lowrank_forward_magnitude, make_members, stream_rows)
 
 SEED = 0x0123456789ABCDEF            # uses both 32-bit words of the seed operand
 PARAM_ID = 11
@@ -39,10 +39,7 @@ M = 5
 pytestmark = pytest.mark.usefixtures("jax_on_cpu")
 
 
-def _inputs(rng, M, m, n, b):
-    x = rng.standard_normal((M, n) if b is None else (M, b, n)).astype(np.float32)
-    W = (rng.standard_normal((m, n)) / np.sqrt(n)).astype(np.float32)
-    return x, W
+_inputs = forward_inputs
 
 
 def _key(members, **kw):

@@ -8,8 +8,9 @@ import pytest
 import eggroll
 from eggroll import reference as ref
 
-from conftest import (MEMBER_FORMS, assert_close_derived, fullrank_forward_magnitude,
-                      lowrank_forward_magnitude, make_members, stream_rows)
+from conftest import (MEMBER_FORMS, assert_close_derived, forward_inputs,
+                      fullrank_forward_magnitude, lowrank_forward_magnitude, make_members,
+                      stream_rows)
 
 cp = pytest.importorskip("cupy", reason="the CUDA tests run through CuPy (pip install cupy-cuda12x)")
 if not eggroll.cuda_available():
@@ -27,10 +28,7 @@ LAYOUTS = (None, 1, 17)
 M = 6
 
 
-def _inputs(rng, M, m, n, b):
-    x = rng.standard_normal((M, n) if b is None else (M, b, n)).astype(np.float32)
-    W = (rng.standard_normal((m, n)) / np.sqrt(n)).astype(np.float32)
-    return x, W
+_inputs = forward_inputs
 
 
 def _key(members, sigma=0.5, noise_reuse=1, antithetic=True, **extra):

@@ -32,8 +32,8 @@ from eggroll import reference as ref  # noqa: E402
 from eggroll.jax import _cuda, _ffi  # noqa: E402
 
 from conftest import (MEMBER_FORMS, assert_close_derived, ffi_call_count,  # noqa: E402
-                      fullrank_forward_magnitude, lowrank_forward_magnitude, make_members,
-                      stream_rows)
+                      forward_inputs, fullrank_forward_magnitude,
+                      lowrank_forward_magnitude, make_members, stream_rows)
 
 EMU = os.environ.get("EGGROLL_JAX_CUDA_EMU") == "1"
 
@@ -80,10 +80,7 @@ def put(a):
     return jax.device_put(np.asarray(a), DEV)
 
 
-def _inputs(rng, M, m, n, b):
-    x = rng.standard_normal((M, n) if b is None else (M, b, n)).astype(np.float32)
-    W = (rng.standard_normal((m, n)) / np.sqrt(n)).astype(np.float32)
-    return x, W
+_inputs = forward_inputs
 
 
 def _key(members, **kw):

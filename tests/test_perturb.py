@@ -9,8 +9,9 @@ import pytest
 import eggroll
 from eggroll import reference as ref
 
-from conftest import (MEMBER_FORMS, assert_close_derived, fullrank_forward_magnitude,
-                      lowrank_forward_magnitude, make_members, stream_rows)
+from conftest import (MEMBER_FORMS, assert_close_derived, forward_inputs,
+                      fullrank_forward_magnitude, lowrank_forward_magnitude, make_members,
+                      stream_rows)
 
 SIZES = (1, 17, 97)                  # m, n: odd on purpose
 LAYOUTS = (None, 1, 17, 97)          # None: x [M, n]; b: x [M, b, n]
@@ -27,11 +28,7 @@ def _layout_id(b):
     return "2d" if b is None else f"b{b}"
 
 
-def _inputs(rng, M, m, n, b):
-    """x float32 [M, n] or [M, b, n] and W float32 [m, n] (entries of order 1 in y)."""
-    x = rng.standard_normal((M, n) if b is None else (M, b, n)).astype(np.float32)
-    W = (rng.standard_normal((m, n)) / np.sqrt(n)).astype(np.float32)
-    return x, W
+_inputs = forward_inputs
 
 
 def _grid():
