@@ -43,7 +43,6 @@ def candidates(torch: Any, x: Any, W: Any, P: int, b: int, r: int
     import eggroll.torch as et
     m, n = W.shape
     dev = x.device
-    members = torch.arange(P, device=dev)
     x2 = x.reshape(P * b, n)
     x3 = x.reshape(P, b, n)
     sign = torch.tensor([1.0, -1.0], device=dev).repeat(P // 2)        # [P] antithetic s_i
@@ -60,7 +59,9 @@ def candidates(torch: Any, x: Any, W: Any, P: int, b: int, r: int
 
     return {
         "plain": lambda: x2 @ W.T,
-        "eggroll": lambda: et.perturbed_matmul(x, W, members=members, seed=SEED,
+        # A range: checked on the host and made on the device (a CUDA index tensor would
+        # cost a sync per call for its sign check).
+        "eggroll": lambda: et.perturbed_matmul(x, W, members=range(P), seed=SEED,
                                                sigma=SIGMA, rank=r),
         "idiom": idiom,
     }
