@@ -198,8 +198,9 @@ void run_tasks(int ntasks, const std::function<void(int)>& fn) {
   job->n = ntasks;
   const Executor* ex = t_executor;
   if (ex && ex->fork_join) {
-    // The team (maybe only the caller) has returned: every claimed task has finished, and
-    // members only return once nothing is left to claim.
+    // When the team (maybe only the caller) has returned, every task has run: members only
+    // return once nothing is left to claim. work_and_wait then has nothing to do unless the
+    // runtime ran no member at all, in which case the caller does the work itself.
     ex->fork_join(&fork_join_entry, job.get(), unsigned(ntasks), 0);
     work_and_wait(*job);
   } else if (ex && ex->schedule) {

@@ -9,6 +9,7 @@
 #include <string>
 #include "eggroll/check.h"
 #include "eggroll/cuda.h"
+#include "host_util.h"
 #include "noise_kernel.h"
 
 namespace eggroll::cuda::detail {
@@ -81,28 +82,10 @@ __device__ inline void store(__half* p, float v) { *p = __float2half_rn(v); }
 __device__ inline void store(__nv_bfloat16* p, float v) { *p = __float2bfloat16_rn(v); }
 
 // ---- host side
-// Throws std::runtime_error (RuntimeError in Python) carrying CUDA's message.
-inline void check_cuda(cudaError_t err, const char* what) {
-  if (err != cudaSuccess)
-    throw std::runtime_error(std::string("CUDA error in ") + what + ": " + cudaGetErrorString(err));
-}
+// check_cuda and DeviceGuard: host_util.h.
 // After a launch: configuration errors surface here (asynchronous faults surface later, on
 // the caller's next synchronising call, as with any CUDA library).
 inline void check_launch(const char* what) { check_cuda(cudaGetLastError(), what); }
-
-// Makes `device` current for the scope (launches go to the tensors' GPU), then restores.
-class DeviceGuard {
- public:
-  explicit DeviceGuard(int device) {
-    check_cuda(cudaGetDevice(&prev_), "cudaGetDevice");
-    if (prev_ != device) check_cuda(cudaSetDevice(device), "cudaSetDevice");
-  }
-  ~DeviceGuard() { cudaSetDevice(prev_); }
-  DeviceGuard(const DeviceGuard&) = delete;
-  DeviceGuard& operator=(const DeviceGuard&) = delete;
- private:
-  int prev_ = 0;
-};
 
 // name: on a CUDA device (the one of `ref` when given), contiguous.
 inline void check_device(const TensorView& t, const char* name, const TensorView* ref = nullptr,

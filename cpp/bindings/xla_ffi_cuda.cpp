@@ -29,6 +29,7 @@
 #include <vector>
 #include "eggroll/cuda.h"
 #include "eggroll/eggroll.h"
+#include "host_util.h"
 #include "xla/ffi/api/ffi.h"
 #include "xla_ffi_common.h"
 
@@ -43,24 +44,8 @@ namespace {
 
 // ---- CUDA host helpers ---------------------------------------------------------------------
 
-void check_cuda(cudaError_t err, const char* what) {
-  if (err != cudaSuccess)
-    throw std::runtime_error(std::string("CUDA error in ") + what + ": " + cudaGetErrorString(err));
-}
-
-// Makes XLA's device current for the copies below (the launchers guard their own launches).
-class DeviceGuard {
- public:
-  explicit DeviceGuard(int dev) {
-    check_cuda(cudaGetDevice(&prev_), "cudaGetDevice");
-    if (prev_ != dev) check_cuda(cudaSetDevice(dev), "cudaSetDevice");
-  }
-  ~DeviceGuard() { cudaSetDevice(prev_); }
-  DeviceGuard(const DeviceGuard&) = delete;
-  DeviceGuard& operator=(const DeviceGuard&) = delete;
- private:
-  int prev_ = 0;
-};
+using eggroll::cuda::detail::check_cuda;
+using eggroll::cuda::detail::DeviceGuard;   // makes XLA's device current for the copies below
 
 // bytes of device memory at src -> host dst, ordered after everything queued on `stream`,
 // and waited for (the value is needed on the host now).

@@ -10,20 +10,10 @@
 # An int8 reference (the int8 branch's reference.py) is used when eggroll.reference has one.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-E=build/cuda_emu
-mkdir -p "$E"
-cmake -S . -B "$E/core" -G Ninja -DEGGROLL_CUDA=OFF -DEGGROLL_BUILD_PYTHON=ON -DCMAKE_BUILD_TYPE=Release \
-      -Dpybind11_DIR="$(python3 -m pybind11 --cmakedir)" >/dev/null
-ninja -C "$E/core" >/dev/null
-python3 tools/cuda_emu/translate.py cuda "$E/src" >/dev/null
+source tools/cuda_emu/common.sh
 cp cpp/bindings/cuda_module.cpp "$E/src/"
-rm -rf "$E/pkg" && mkdir -p "$E/pkg" && cp -r python/eggroll "$E/pkg/" && rm -f "$E/pkg/eggroll/"*.so
+emu_pkg "$E/pkg"
 cp "$E/core/"_core*.so "$E/pkg/eggroll/"
-g++ -O1 -std=c++20 -fPIC -shared -ffp-contract=off -Wno-unknown-pragmas \
-    -I tools/cuda_emu/inc -I "$E/src" -I cpp -I cuda \
-    -I "$(python3 -c "import sysconfig; print(sysconfig.get_paths()['include'])")" \
-    -I "$(python3 -c "import pybind11; print(pybind11.get_include())")" \
-    "$E"/src/{noise,perturb,update,fitness,int8,gemm,cuda_module}.cpp "$E/core/libeggroll.a" -lpthread \
-    -o "$E/pkg/eggroll/_cuda$(python3 -c "import sysconfig; print(sysconfig.get_config_var('EXT_SUFFIX'))")"
+emu_cxx "$E/pkg/eggroll/_cuda$EXT" "$E"/src/{noise,perturb,update,fitness,int8,gemm,cuda_module}.cpp
 K=${1:-"(normal_bit or philox or lowrank_factors or perturb_vector or perturbed_matmul or es_gradient or fitness or bad_inputs or es_with or checkpoint or int8) and not graph_capture"}
 PYTHONPATH="tools/cuda_emu/fakecupy:$E/pkg" python3 -m pytest tests/test_cuda.py -q -p no:cacheprovider -k "$K"

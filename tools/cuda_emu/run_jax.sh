@@ -11,22 +11,12 @@
 # Usage: tools/cuda_emu/run_jax.sh [pytest -k expression]
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-E=build/cuda_emu
-mkdir -p "$E"
-cmake -S . -B "$E/core" -G Ninja -DEGGROLL_CUDA=OFF -DEGGROLL_BUILD_PYTHON=ON -DCMAKE_BUILD_TYPE=Release \
-      -Dpybind11_DIR="$(python3 -m pybind11 --cmakedir)" >/dev/null
-ninja -j2 -C "$E/core" >/dev/null
-python3 tools/cuda_emu/translate.py cuda "$E/src" >/dev/null
-JAXINC=$(python3 -c "import jaxlib, os; print(os.path.join(os.path.dirname(jaxlib.__file__), 'include'))")
-EXT=$(python3 -c "import sysconfig; print(sysconfig.get_config_var('EXT_SUFFIX'))")
+source tools/cuda_emu/common.sh
 P="$E/pkg_jax"
-rm -rf "$P" && mkdir -p "$P" && cp -r python/eggroll "$P/" && rm -f "$P/eggroll/"*.so
+emu_pkg "$P"
 cp "$E/core/"_core*.so "$E/core/"_xla_ffi*.so "$P/eggroll/"
-g++ -O1 -std=c++20 -fPIC -shared -ffp-contract=off -Wno-unknown-pragmas \
-    -I tools/cuda_emu/inc -I "$E/src" -I cpp -I cuda -isystem "$JAXINC" \
-    -I "$(python3 -c "import sysconfig; print(sysconfig.get_paths()['include'])")" \
-    -I "$(python3 -c "import pybind11; print(pybind11.get_include())")" \
-    "$E"/src/{noise,perturb,update,fitness,int8}.cpp tools/cuda_emu/xla_ffi_cuda_emu.cpp \
-    "$E/core/libeggroll.a" -lpthread -o "$P/eggroll/_xla_ffi_cuda$EXT"
+EMU_CXXFLAGS="-isystem $(python3 -c "import jaxlib, os; print(os.path.join(os.path.dirname(jaxlib.__file__), 'include'))")" \
+  emu_cxx "$P/eggroll/_xla_ffi_cuda$EXT" "$E"/src/{noise,perturb,update,fitness,int8}.cpp \
+          tools/cuda_emu/xla_ffi_cuda_emu.cpp
 K=${1:-""}
 EGGROLL_JAX_CUDA_EMU=1 PYTHONPATH="$P" python3 -m pytest tests/test_jax_cuda.py -q -p no:cacheprovider ${K:+-k "$K"}
