@@ -78,6 +78,13 @@ PYBIND11_MODULE(_cuda, mod) {
              uintptr_t s) { cuda::perturb_vector(v, mem, a, out, as_stream(s)); },
           py::arg("v"), py::arg("members"), py::arg("args"), py::arg("out"), py::kw_only(),
           py::arg("stream"), release());
+  mod.def("perturbed_embedding",
+          [](const TensorView& ids, const TensorView& W, const TensorView& mem, const EsArgs& a,
+             const TensorView& out, uintptr_t s) {
+            cuda::perturbed_embedding(ids, W, mem, a, out, as_stream(s));
+          },
+          py::arg("ids"), py::arg("W"), py::arg("members"), py::arg("args"), py::arg("out"),
+          py::kw_only(), py::arg("stream"), release());
   // Host-side helper: members here are a CPU int64 [M] view (the adapter's own copy).
   mod.def("es_gradient_columns", &es_gradient_columns, py::arg("members"), py::arg("antithetic"),
           py::arg("rank"), release());

@@ -100,6 +100,8 @@ PYBIND11_MODULE(_core, mod) {
           py::arg("args"), py::arg("out"), release());
   mod.def("perturbed_matmul_full", &perturbed_matmul_full, py::arg("x"), py::arg("W"),
           py::arg("members"), py::arg("args"), py::arg("out"), release());
+  mod.def("perturbed_embedding", &perturbed_embedding, py::arg("ids"), py::arg("W"),
+          py::arg("members"), py::arg("args"), py::arg("out"), release());
   mod.def("perturb_vector", &perturb_vector, py::arg("v"), py::arg("members"), py::arg("args"),
           py::arg("out"), release());
   mod.def("es_gradient_columns", &es_gradient_columns, py::arg("members"), py::arg("antithetic"),

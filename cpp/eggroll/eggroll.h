@@ -1,6 +1,7 @@
 // Umbrella header of the eggroll C++ core.
 #pragma once
 #include "eggroll/check.h"
+#include "eggroll/embedding.h"
 #include "eggroll/fitness.h"
 #include "eggroll/int8.h"
 #include "eggroll/noise.h"

@@ -54,6 +54,13 @@ void fullrank_correction(const TensorView& x, const TensorView& members, const E
 void perturb_vector(const TensorView& v, const TensorView& members, const EsArgs& a,
                     const TensorView& out, cudaStream_t stream);
 
+// ---- embedding (cuda/embedding.cu) -----------------------------------------------------------
+// ids int64/int32 [M, T] (stride 0 on axis 0: shared), W float32 [V, d], members int64 [M] or
+// null -> out float32 [M, T, d]: rows of W + E_i (the CPU's bits). Ids are range-checked by
+// the caller; an id outside [0, V) writes a NaN row instead of reading outside W.
+void perturbed_embedding(const TensorView& ids, const TensorView& W, const TensorView& members,
+                         const EsArgs& a, const TensorView& out, cudaStream_t stream);
+
 // ---- update (cuda/update.cu) -----------------------------------------------------------------
 // Af float32 [C, m], Bf float32 [C, n] with C = es_gradient_columns(members on the host, ...):
 // the CPU's factor rows bit for bit; g = Af^T Bf is then one GEMM by the caller.

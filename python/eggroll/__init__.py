@@ -27,7 +27,7 @@ __version__: str = _core.__version__
 
 __all__ = [
     "philox4x32", "normal", "lowrank_factors", "perturbed_matmul", "perturbed_matmul_full",
-    "perturb_vector", "es_gradient", "centered_rank", "zscore", "antithetic_sign",
+    "perturb_vector", "perturbed_embedding", "es_gradient", "centered_rank", "zscore", "antithetic_sign",
     "perturbed_matmul_int8", "int8_update",
     "set_num_threads", "get_num_threads", "get_isa", "set_isa", "best_isa", "__version__", "ES",
     "cuda_available",
@@ -108,6 +108,18 @@ def perturb_vector(v: Any, *, members: Any, epoch: int, seed: int, param_id: int
     return _adapter(v, "v", "perturb_vector").perturb_vector(v, members=members, epoch=epoch, seed=seed,
                                            param_id=param_id, sigma=sigma,
                                            noise_reuse=noise_reuse, antithetic=antithetic)
+
+
+def perturbed_embedding(ids: Any, W: Any, *, members: Any, epoch: int, seed: int,
+                        param_id: int = 0, sigma: float, rank: int = 1, noise_reuse: int = 1,
+                        antithetic: bool = True) -> Any:
+    """Low-rank perturbed embedding lookup (docs/ops.md). ids int [M, ...], W [V, d] ->
+    [M, ..., d]: row t of member i is row t of W + E_i, with E_i the perturbation
+    perturbed_matmul gives a weight W [V, d] (so a tied output projection shares it).
+    A broadcast axis 0 of ids (stride 0) is one id array shared by every member."""
+    return _adapter(W, "W", "perturbed_embedding").perturbed_embedding(
+        ids, W, members=members, epoch=epoch, seed=seed, param_id=param_id, sigma=sigma,
+        rank=rank, noise_reuse=noise_reuse, antithetic=antithetic)
 
 
 def es_gradient(fitness: Any, shape: Any, *, members: Any = None, epoch: int, seed: int,

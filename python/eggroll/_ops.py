@@ -113,6 +113,28 @@ def check_factor_shape(shape: Any, rank: int) -> tuple[int, int]:
     return m, n
 
 
+def ids_layout(shape: tuple[int, ...], strides: tuple[int, ...], name: str = "ids"
+               ) -> tuple[int, int, bool]:
+    """Token ids [M, ...] (strides in elements) as M rows of T ids: (M, T, shared). The
+    trailing axes must be C-contiguous; axis 0 contiguous too, or broadcast (stride 0: one id
+    array shared by every member, e.g. numpy.broadcast_to or tensor.expand), read once."""
+    if len(shape) < 1:
+        raise ValueError(f"{name}: expected [M, ...] (one row of ids per member), got shape "
+                         f"{tuple(shape)}")
+    M, T = shape[0], math.prod(shape[1:])
+    expect = 1
+    for d, s in zip(reversed(shape[1:]), reversed(strides[1:])):
+        if d != 1 and s != expect:
+            raise ValueError(f"{name}: each member's ids must be contiguous; pass "
+                             f"{name}.contiguous() (or numpy.ascontiguousarray)")
+        expect *= d
+    shared = M > 1 and strides[0] == 0
+    if M > 1 and not shared and strides[0] != T:
+        raise ValueError(f"{name}: axis 0 must be contiguous or broadcast (stride 0), got "
+                         f"stride {strides[0]}")
+    return M, T, shared
+
+
 def check_names(names: Any, arg: str) -> tuple[str, ...]:
     """A str or an iterable of str (parameter names) as a tuple, TypeError naming arg."""
     if isinstance(names, str):

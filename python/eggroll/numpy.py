@@ -15,7 +15,8 @@ import numpy as np
 
 from . import _core
 from ._ops import (DTYPE_CODES, FLOAT_DTYPES, STREAM_LENGTH, UINT32_MAX, UINT64_MAX, check_bool,
-                   check_factor_shape, check_int, check_shape_arg, es_args, members_array)
+                   check_factor_shape, check_int, check_shape_arg, es_args, ids_layout,
+                   members_array)
 
 # A null view: "no members" (the unperturbed product).
 NO_MEMBERS = _core.TensorView()
@@ -103,6 +104,26 @@ def perturb_vector(v: Any, *, members: Any, epoch: int = 0, seed: int = 0, param
     mem = members_array(members, None)
     y = out_array(out, (mem.shape[0], v.shape[0]), {"v": v})
     _core.perturb_vector(view(v), view(mem), args, view(y))
+    return y
+
+
+def perturbed_embedding(ids: Any, W: Any, *, members: Any, epoch: int = 0, seed: int = 0,
+                        param_id: int = 0, sigma: float = 1.0, rank: int = 1,
+                        noise_reuse: int = 1, antithetic: bool = True,
+                        out: Any = None) -> np.ndarray:
+    args = es_args(seed=seed, param_id=param_id, epoch=epoch, noise_reuse=noise_reuse,
+                   antithetic=antithetic, sigma=sigma, rank=rank)
+    ids = np.asarray(ids)
+    if ids.dtype not in (np.dtype(np.int64), np.dtype(np.int32)):
+        raise TypeError(f"ids: expected int64 or int32 token ids, got dtype {ids.dtype}")
+    M, T, shared = ids_layout(ids.shape, tuple(s // ids.itemsize for s in ids.strides))
+    W = as_float32(W, "W", (2,))
+    mem = None if members is None else members_array(members, M, what="ids")
+    y = out_array(out, ids.shape + (W.shape[1],), {"W": W})
+    rows = np.lib.stride_tricks.as_strided(ids, (M, T), (0 if shared else T * ids.itemsize,
+                                                         ids.itemsize))
+    _core.perturbed_embedding(view(rows), view(W), NO_MEMBERS if mem is None else view(mem),
+                              args, view(y.reshape(M, T, W.shape[1])))
     return y
 
 

@@ -23,7 +23,7 @@ import numpy as np
 
 __all__ = [
     "philox4x32", "normal", "member_noise", "lowrank_factors", "perturbed_matmul",
-    "perturbed_matmul_full", "perturb_vector", "es_gradient", "centered_rank", "zscore",
+    "perturbed_matmul_full", "perturb_vector", "perturbed_embedding", "es_gradient", "centered_rank", "zscore",
     "antithetic_sign", "epoch_index", "matmul_nt", "int8_noise", "perturbed_matmul_int8",
     "int8_update",
 ]
@@ -299,6 +299,43 @@ def perturb_vector(v: np.ndarray, *, members: Any, epoch: int, seed: int, param_
         z, sign = _stream(m, i, seed=seed, param_id=param_id, epoch=epoch,
                           noise_reuse=noise_reuse, antithetic=antithetic)
         out[row] = v + _coef(sign, sigma, dtype) * z.astype(dtype)
+    return out
+
+
+def perturbed_embedding(ids: np.ndarray, W: np.ndarray, *, members: Any, epoch: int,
+                        seed: int, param_id: int = 0, sigma: float, rank: int = 1,
+                        noise_reuse: int = 1, antithetic: bool = True,
+                        dtype: Any = np.float32) -> np.ndarray:
+    """Rows of member i's table W + E_i, E_i = A_i @ B_i.T the low-rank perturbation of the
+    parameter shape (V, d) (lowrank_factors((V, d)): the one perturbed_matmul applies to a
+    weight W [V, d], so a tied output projection sees the same noise).
+
+    ids int [M, ...] (a broadcast axis 0 is one id array shared by every member), W [V, d]
+    -> [M, ..., d]; members=None: W[ids]. Row t of member i is
+
+        W[t] + corr,  corr = t_0 B_i[:, 0] + t_1 B_i[:, 1] + ...  (in that order),
+        t_l = A_i[t, l] = (s_i sigma / sqrt r) * a_k[t, l]
+
+    each product and sum rounded in dtype (the core's order)."""
+    ids = np.asarray(ids)
+    W = np.asarray(W, dtype=dtype)
+    if ids.ndim < 1:
+        raise ValueError(f"ids: expected [M, ...], got shape {ids.shape}")
+    if ids.size and (ids.min() < 0 or ids.max() >= W.shape[0]):
+        raise ValueError(f"ids: every id must be in [0, {W.shape[0]})")
+    if members is None:
+        return W[ids]
+    mem = _members_list(members)
+    out = np.empty(ids.shape + (W.shape[1],), dtype=dtype)
+    for row, i in enumerate(mem):
+        A, B = lowrank_factors(W.shape, members=[i], epoch=epoch, seed=seed, param_id=param_id,
+                               sigma=sigma, rank=rank, noise_reuse=noise_reuse,
+                               antithetic=antithetic, dtype=dtype)
+        t = A[0][ids[row]]                               # [..., r]: A_i's rows of these ids
+        corr = t[..., 0:1] * B[0][:, 0]
+        for l in range(1, rank):
+            corr = corr + t[..., l:l + 1] * B[0][:, l]
+        out[row] = W[ids[row]] + corr
     return out
 
 

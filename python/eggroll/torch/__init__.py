@@ -23,14 +23,14 @@ import torch
 from torch import Tensor
 
 from .._ops import (STREAM_LENGTH, UINT32_MAX, UINT64_MAX, check_bool, check_factor_shape,
-                    check_int, check_shape_arg, check_sigma)
-from . import _ops
+                    check_int, check_shape_arg, check_sigma, ids_layout)
+from . import _embedding, _ops
 from ._ops import seed_halves
 from ._threads import use_torch_threads
 
 __all__ = ["ES", "linear", "perturbed_matmul_int8", "int8_update", "philox4x32",
            "perturbed_matmul", "perturbed_matmul_full",
-           "perturb_vector", "lowrank_factors", "es_gradient", "centered_rank", "zscore",
+           "perturb_vector", "perturbed_embedding", "lowrank_factors", "es_gradient", "centered_rank", "zscore",
            "antithetic_sign", "members_tensor", "use_torch_threads"]
 
 _CONVERT = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
@@ -178,6 +178,28 @@ def perturb_vector(v: Any, *, members: Any, epoch: int = 0, seed: int = 0, param
     mem = members_tensor(members, None, v.device)
     y = _ops.perturb_vector(v, mem, *args.key)
     return _out(out, y, {"v": v})
+
+
+def perturbed_embedding(ids: Any, W: Any, *, members: Any, epoch: int = 0, seed: int = 0,
+                        param_id: int = 0, sigma: float = 1.0, rank: int = 1,
+                        noise_reuse: int = 1, antithetic: bool = True) -> Tensor:
+    """ids int64/int32 [M, ...], W [V, d] -> float32 [M, ..., d]: row t of member i's table
+    W + E_i (E_i the low-rank noise of shape (V, d), as perturbed_matmul perturbs a weight
+    [V, d]). An expanded axis 0 (ids.expand(M, ...), stride 0) is read once. members=None:
+    W[ids]. Differentiable with respect to W."""
+    args = _Args(seed=seed, param_id=param_id, epoch=epoch, noise_reuse=noise_reuse,
+                 antithetic=antithetic, sigma=sigma, rank=rank)
+    if not isinstance(ids, Tensor):
+        raise TypeError(f"ids: expected a torch.Tensor, got {type(ids).__name__}")
+    if ids.dtype not in (torch.int64, torch.int32):
+        raise TypeError(f"ids: expected int64 or int32 token ids, got dtype {ids.dtype}")
+    M, T, shared = ids_layout(tuple(ids.shape), tuple(ids.stride()))
+    W = as_float32(W, "W", (2,))
+    _same_device(ids, "ids", W.device, "W")
+    mem = None if members is None else members_tensor(members, M, W.device, what="ids")
+    rows = ids.as_strided((M, T), (0 if shared else T, 1))
+    y = _embedding.perturbed_embedding(rows, W, mem, *args.key, args.rank)
+    return y.reshape(*ids.shape, W.shape[1])
 
 
 def lowrank_factors(shape: Any, *, members: Any, epoch: int = 0, seed: int = 0,
