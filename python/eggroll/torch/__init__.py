@@ -198,6 +198,13 @@ def perturbed_embedding(ids: Any, W: Any, *, members: Any, epoch: int = 0, seed:
     _same_device(ids, "ids", W.device, "W")
     mem = None if members is None else members_tensor(members, M, W.device, what="ids")
     rows = ids.as_strided((M, T), (0 if shared else T, 1))
+    if (rows.device.type == "cuda" and rows.numel() and not torch.compiler.is_compiling()
+            and not torch.cuda.is_current_stream_capturing()):
+        # the CPU core checks the ids itself; on CUDA this costs one sync (docs/ops.md)
+        lo, hi = int(rows.min()), int(rows.max())
+        if lo < 0 or hi >= W.shape[0]:
+            raise ValueError(f"ids: every id must be in [0, {W.shape[0]}) (the rows of W), "
+                             f"got {lo if lo < 0 else hi}")
     y = _embedding.perturbed_embedding(rows, W, mem, *args.key, args.rank)
     return y.reshape(*ids.shape, W.shape[1])
 
