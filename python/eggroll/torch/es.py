@@ -1,243 +1,112 @@
-"""eggroll.torch.ES: evolution strategies for any nn.Module, with any torch.optim optimiser.
+"""eggroll.torch.ES: evolution strategies for any nn.Module (Hugging Face language models
+included), with any torch.optim optimiser.
 
 One step (docs/torch.md)::
 
     es = eggroll.torch.ES(model, sigma=0.05, population=512)
-    opt = torch.optim.Adam(model.parameters(), lr=0.02)
+    opt = torch.optim.Adam(es.parameters(), lr=0.02)
     with es.ask():                              # population mode: no copies of the module
         logits = model(x.expand(512, *x.shape))     # [P, batch, ...] -> member i sees W + E_i
     es.tell(fitness)                            # [P], higher is better -> p.grad = -g
     opt.step()
 
-Inside ``es.ask()`` every nn.Linear computes the eggroll op on its [P, ..., n] input (its
-weight perturbed low rank, its bias full rank, per member); every other module with
-parameters of its own runs under torch.vmap with per-member full-rank copies of those
-parameters (torch.func.functional_call). ``tell`` regenerates the same noise from
-(seed, param_id(name), epoch) and writes the negated ES estimate into ``.grad``.
+Population mode (population.py) evaluates every member in one call: matrices (nn.Linear,
+transformers' Conv1D, nn.Embedding, eggroll.torch.linear weights) low rank, vectors full
+rank, never a per-member copy of a matrix. ``tell`` regenerates the same noise from
+(seed, param_id(name), epoch) and writes the negated ES estimate into ``.grad``. A bf16/fp16
+model trains an fp32 master copy (``es.parameters()``) that refreshes the model's weights
+after every optimiser step.
 """
 from __future__ import annotations
 
 import math
+import re
+import weakref
 from typing import Any, Callable, Iterable, Mapping
 
 import torch
 from torch import Tensor, nn
+from torch.optim.optimizer import (register_optimizer_step_post_hook,
+                                   register_optimizer_step_pre_hook)
 
 from .. import es as _np_es
 from .._ops import UINT32_MAX, UINT64_MAX, check_member_block, check_names
 from ..optim import NONFINITE, SHAPINGS, check_fitness, shape_fitness
 from . import es_gradient
-from ._ops import perturb_vector as _perturb_vector_op
-from ._ops import perturbed_matmul as _perturbed_matmul_op
-from ._ops import perturbed_matmul_full as _perturbed_matmul_full_op
-from ._ops import seed_halves
+from .population import ACTIVE, FULL, LOWRANK, Population
 
 __all__ = ["ES", "Population", "linear"]
 
-LOWRANK, FULL = "lowrank", "full"
-_ACTIVE: list[Population] = []         # the populations inside `with es.ask():`, innermost last
+_HALF = (torch.float16, torch.bfloat16)
 
 
 def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
     """F.linear(x, weight, bias), except inside ``with es.ask():`` for a weight the ES
     trains (an nn.Linear weight or one named in ES(matmul_weights=...)): then every member
-    i computes x_i @ (weight + E_i).T (+ bias_i), x [P, ..., n] -> [P, ..., m].
+    i computes x_i @ (weight + E_i).T (+ bias_i) on folded (or shared) rows.
 
     Use it in a module's forward for a 2-D parameter applied as a matmul weight, so that it
     is perturbed low rank like an nn.Linear weight."""
-    for pop in reversed(_ACTIVE):
-        if id(weight) in pop._es._names:
+    for pop in reversed(ACTIVE):
+        if pop._es.name_of(weight) is not None:
             return pop.linear(x, weight, bias)
     return torch.nn.functional.linear(x, weight, bias)
 
 
-class Population:
-    """The population-mode context of one epoch (``with es.ask(): ...``).
+def _is_conv1d(module: nn.Module) -> bool:
+    """transformers' Conv1D (GPT-2 style: y = x @ W + b with W stored [in, out]), recognised
+    without importing transformers."""
+    cls = type(module)
+    return (cls.__name__ == "Conv1D" and cls.__module__.startswith("transformers")
+            and isinstance(getattr(module, "weight", None), Tensor) and module.weight.dim() == 2)
 
-    On entry every nn.Linear and every other module with parameters of its own gets an
-    instance ``forward`` that evaluates all members at once; on exit the modules are as they
-    were. Runs under torch.no_grad(): ES needs no backward pass. block: the members evaluated
-    (es.ask(members=range(lo, hi)); all by default): inputs carry len(block) rows, row j for
-    member block[j]."""
 
-    def __init__(self, es: ES, block: range | None = None) -> None:
-        self._es = es
-        self.block = range(es.population) if block is None else block
-        self.epoch = es.epoch
-        self.sigma = es.sigma_at(es.epoch)
-        self._members: dict[torch.device, Tensor] = {}
-        self._vectors: dict[str, Tensor] = {}     # per-member 1-D/flattened params, once/epoch
-        self._patched: list[nn.Module] = []
-        self._no_grad: Any = None
-
-    def __len__(self) -> int:
-        return len(self.block)
-
-    def __repr__(self) -> str:
-        return f"Population(members={len(self)}, epoch={self.epoch}, sigma={self.sigma})"
-
-    def __enter__(self) -> Population:
-        if self._patched:
-            raise RuntimeError("this Population is already active")
-        self._check_epoch()
-        self._no_grad = torch.no_grad()
-        self._no_grad.__enter__()
-        _ACTIVE.append(self)
-        try:
-            for mod_name, module in self._es._modules.items():
-                if mod_name in self._es._direct:
-                    continue                  # its forward calls eggroll.torch.linear itself
-                if "forward" in module.__dict__:
-                    raise RuntimeError(f"module {mod_name!r} already has an instance forward "
-                                       "(nested es.ask()?)")
-                if isinstance(module, nn.Linear):
-                    module.forward = self._linear_forward(mod_name, module)
-                else:
-                    module.forward = self._vmap_forward(mod_name, module)
-                self._patched.append(module)
-        except BaseException:
-            self.__exit__(None, None, None)
-            raise
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        for module in self._patched:
-            module.__dict__.pop("forward", None)
-        self._patched = []
-        if self in _ACTIVE:
-            _ACTIVE.remove(self)
-        if self._no_grad is not None:
-            self._no_grad.__exit__(None, None, None)
-            self._no_grad = None
-
-    # -- noise keys ------------------------------------------------------------------------
-
-    def _check_epoch(self) -> None:
-        if self._es.epoch != self.epoch:
-            raise RuntimeError(f"this Population is of epoch {self.epoch} but the ES is at "
-                               f"epoch {self._es.epoch}: call es.ask() again after tell()")
-
-    def _key(self, name: str) -> tuple:
-        es = self._es
-        lo, hi = seed_halves(es.seed)
-        return (lo, hi, es.param_ids[name], self.epoch, es.noise_reuse, es.antithetic,
-                self.sigma)
-
-    def members(self, device: torch.device) -> Tensor:
-        m = self._members.get(device)
-        if m is None:
-            m = torch.arange(self.block.start, self.block.stop, dtype=torch.int64,
-                             device=device)
-            self._members[device] = m
-        return m
-
-    def vector(self, name: str) -> Tensor:
-        """float32 [M, *shape] (M = len(block)): row j is member block[j]'s copy of parameter
-        name perturbed full rank
-        (v + s_i sigma z_k over the flattened values), made once per epoch; a frozen
-        parameter gives an expanded view of itself."""
-        self._check_epoch()
-        es = self._es
-        p = es._params[name]
-        if name in es.frozen:
-            return p.detach().expand(len(self.block), *p.shape)
-        v = self._vectors.get(name)
-        if v is None:
-            flat = p.detach().reshape(-1).float().contiguous()
-            v = _perturb_vector_op(flat, self.members(p.device), *self._key(name))
-            v = v.reshape(len(self.block), *p.shape)
-            self._vectors[name] = v
-        return v
-
-    # -- population forwards ---------------------------------------------------------------
-
-    def _check_x(self, x: Any, mod_name: str) -> Tensor:
-        P = len(self.block)
-        if not isinstance(x, Tensor) or x.dim() < 2 or x.shape[0] != P:
-            shape = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
-            raise ValueError(f"x: module {mod_name!r} expects [population={P}, ..., features] "
-                             f"inputs in population mode, got {shape}")
-        return x
-
-    def linear(self, x: Tensor, weight: Tensor, bias: Tensor | None = None,
-               where: str = "") -> Tensor:
-        """x [P, ..., n] @ (weight + E_i).T (+ bias_i) for every member i: weight [m, n] a
-        parameter of the module (low rank, or full rank with full_rank=True); bias [m] a
-        parameter (perturbed per member) or any other tensor (added as is)."""
-        self._check_epoch()
-        es = self._es
-        wname = es._names.get(id(weight))
-        if wname is None or weight.dim() != 2:
-            raise ValueError(f"weight: not a 2-D parameter of the module this ES trains "
-                             f"({where or 'eggroll.torch.linear'})")
-        x = self._check_x(x, where or wname)
-        W = weight.detach()
-        if W.dtype != torch.float32:
-            raise TypeError(f"{wname}: population mode computes in float32, got {W.dtype}")
-        lead = x.shape[:-1]
-        x3 = x.reshape(x.shape[0], -1, x.shape[-1]) if x.dim() != 3 else x
-        x3 = x3.contiguous().float()
-        mem = None if wname in es.frozen else self.members(x.device)
-        if es.kinds[wname] == LOWRANK:
-            y = _perturbed_matmul_op(x3, W, mem, *self._key(wname), es.rank)
-        else:
-            y = _perturbed_matmul_full_op(x3, W, mem, *self._key(wname))
-        if bias is not None:
-            bname = es._names.get(id(bias))
-            y.add_(self.vector(bname)[:, None, :] if bname is not None else bias.detach())
-        return y.reshape(*lead, W.shape[0])
-
-    def _linear_forward(self, mod_name: str, module: nn.Linear) -> Callable[[Tensor], Tensor]:
-        def forward(x: Tensor) -> Tensor:
-            return self.linear(x, module.weight, module.bias, mod_name)
-        return forward
-
-    def _vmap_forward(self, mod_name: str, module: nn.Module) -> Callable[..., Any]:
-        names = {local: f"{mod_name}.{local}" if mod_name else local
-                 for local, _ in module.named_parameters(recurse=False)}
-
-        def forward(*args: Any, **kwargs: Any) -> Any:
-            self._check_epoch()
-            if not args:
-                raise ValueError(f"x: module {mod_name!r} got no positional input")
-            self._check_x(args[0], mod_name)
-            stacked = {local: self.vector(full) for local, full in names.items()}
-            own = module.__dict__.pop("forward")     # functional_call must reach the class's
-
-            def one(params: dict[str, Tensor], *a: Any) -> Any:
-                return torch.func.functional_call(module, params, a, kwargs)
-            in_dims = (0, *(0 if isinstance(a, Tensor) else None for a in args))
-            try:
-                return torch.vmap(one, in_dims=in_dims)(stacked, *args)
-            finally:
-                module.forward = own
-        return forward
+def _matches(name: str, targets: Any) -> bool:
+    """PEFT's target_modules rule: a str is a regular expression the whole module name must
+    match; a list holds module names, each matching itself or any name ending in '.' + it."""
+    if isinstance(targets, str):
+        return re.fullmatch(targets, name) is not None
+    return any(name == t or name.endswith("." + t) for t in targets)
 
 
 class ES:
     """Evolution strategies over an nn.Module's parameters (docs/torch.md).
 
-    module: any nn.Module whose forward accepts inputs with a leading population axis
-      [P, batch, ...]. nn.Linear weights are perturbed low rank (rank r), every other
-      parameter full rank; parameters named in frozen, or with requires_grad=False, are used
-      unperturbed and get no .grad.
+    module: any nn.Module. In population mode (``with es.ask() as pop:``) its inputs carry the
+      population folded into the leading axis ([P, ...], or [P * b, ...] with b rows per
+      member after pop.fold) or are shared by all members (expanded, or without that axis).
+      nn.Linear, transformers' Conv1D and nn.Embedding weights are perturbed low rank (rank
+      r); vector parameters (biases, norms) full rank; other modules with trainable
+      parameters must be frozen, declared (matmul_weights) or opted into per-member copies
+      (vmap_modules), else ValueError here.
     sigma: float, or a callable epoch -> float. population: P (even when antithetic).
     shaping / group_size / noise_reuse / antithetic / full_rank / nonfinite: as eggroll.ES.
     seed: 64-bit noise seed. param_ids come from the parameter names (eggroll.es.param_id).
+    frozen: parameter names used unperturbed and given no .grad (as is any parameter with
+      requires_grad=False). target_modules: PEFT-style module names (a list: names or name
+      suffixes; a str: a regular expression) whose parameters evolve; every other parameter
+      is frozen.
     matmul_weights: names of 2-D parameters of other modules that their forward applies with
       eggroll.torch.linear(x, W, b): perturbed low rank like nn.Linear weights. Such a module
-      runs as written in population mode (no vmap), so its other own parameters must be
-      used as the bias of eggroll.torch.linear, or be frozen.
+      runs as written in population mode, so its other own parameters must be used as the
+      bias of eggroll.torch.linear, or be frozen.
+    vmap_modules: names of modules with trainable parameters of another kind (Conv2d, ...)
+      that run under torch.vmap with a full per-member copy of their parameters (P times
+      their memory: opt in knowingly).
+    track_changes: measure the fraction of float32 weights each optimiser step changes (one
+      copy of them during the step; half-precision weights are always measured, free).
     The update itself is the optimiser's: tell() writes p.grad = -g (g points uphill), so a
-    minimising torch.optim optimiser ascends the fitness.
+    minimising torch.optim optimiser ascends the fitness. Give it es.parameters(): the
+    module's trainable parameters, or their fp32 masters for bf16/fp16 ones.
     """
 
     def __init__(self, module: nn.Module, *, sigma: float | Callable[[int], float],
                  population: int, rank: int = 1, seed: int = 0,
                  shaping: str | None = "centered_rank", group_size: int = 0,
                  noise_reuse: int = 1, antithetic: bool = True, frozen: Iterable[str] = (),
-                 full_rank: bool = False, nonfinite: str = "raise",
-                 matmul_weights: Iterable[str] = ()) -> None:
+                 target_modules: str | Iterable[str] | None = None, full_rank: bool = False,
+                 nonfinite: str = "raise", matmul_weights: Iterable[str] = (),
+                 vmap_modules: Iterable[str] = (), track_changes: bool = False) -> None:
         if not isinstance(module, nn.Module):
             raise TypeError(f"module: expected a torch.nn.Module, got {type(module).__name__}")
         self.module = module
@@ -251,6 +120,7 @@ class ES:
         self.antithetic = _np_es._bool(antithetic, "antithetic")
         self.full_rank = _np_es._bool(full_rank, "full_rank")
         self.nonfinite = _np_es._choice(nonfinite, "nonfinite", NONFINITE)
+        self.track_changes = _np_es._bool(track_changes, "track_changes")
         if self.antithetic and self.population % 2:
             raise ValueError(f"population: antithetic sampling needs an even population, got "
                              f"{self.population} (or pass antithetic=False)")
@@ -259,67 +129,133 @@ class ES:
                              f"population {self.population}, got {self.group_size}")
         if self.shaping == "antithetic_sign" and not self.antithetic:
             raise ValueError("shaping: 'antithetic_sign' needs antithetic=True")
-        self._collect(module, set(check_names(matmul_weights, "matmul_weights")))
+        self._collect(module, set(check_names(matmul_weights, "matmul_weights")),
+                      set(check_names(vmap_modules, "vmap_modules")))
+        self.target_modules = self._targets(target_modules)
         self.frozen = self._frozen(frozen)
+        self._classify()
         self.epoch = 0
         self._sigma_cache: tuple[int, float] | None = None
+        self._make_masters()
+        self.last_weights_changed: float | None = None   # set by each optimiser step
+        self._snapshot: dict[str, Tensor] = {}
+        self._hooks = _register_optimizer_hooks(self)
 
-    def _collect(self, module: nn.Module, matmul: set[str]) -> None:
-        """Parameters by name, how each is perturbed, and the modules population mode patches
-        (nn.Linear: the op; modules holding a matmul_weights parameter: left as written, their
-        forward calls eggroll.torch.linear; other modules with parameters: vmap)."""
-        self._params: dict[str, nn.Parameter] = {}
-        self._names: dict[int, str] = {}
-        self.kinds: dict[str, str] = {}
-        self._modules: dict[str, nn.Module] = {}
-        self._direct: set[str] = set()
-        seen: set[int] = set()
-        all_names = {n for n, _ in module.named_parameters()}
+    # -- parameters and modules ------------------------------------------------------------
+
+    def _collect(self, module: nn.Module, matmul: set[str], vmap: set[str]) -> None:
+        """Parameters by canonical name (the first of a tied parameter's names), the modules
+        holding them, and per parameter how it is perturbed and in which layout."""
+        self.params: dict[str, nn.Parameter] = dict(module.named_parameters())
+        if not self.params:
+            raise ValueError("module: has no parameters")
+        self._names: dict[int, str] = {id(p): n for n, p in self.params.items()}
+        all_names = {n for n, _ in module.named_parameters(remove_duplicate=False)}
         unknown = matmul - all_names
         if unknown:
             raise ValueError(f"matmul_weights: no parameter named {sorted(unknown)[0]!r}")
+        self.modules: dict[str, nn.Module] = {}
+        self._module_params: dict[str, list[str]] = {}
+        self._base_kinds: dict[str, str] = {}
+        self.kinds: dict[str, str] = {}
+        self.transposed: dict[str, bool] = {}
+        names_by_id = dict(self._names)
+        module_names = {n for n, _ in module.named_modules()}
+        missing = vmap - module_names
+        if missing:
+            raise ValueError(f"vmap_modules: no module named {sorted(missing)[0]!r}")
         for mod_name, sub in module.named_modules():
-            own = [(n, p) for n, p in sub.named_parameters(recurse=False)]
+            own = list(sub.named_parameters(recurse=False))
             if not own:
                 continue
             full = {local: f"{mod_name}.{local}" if mod_name else local for local, _ in own}
-            direct = any(n in matmul for n in full.values())
-            if direct:
-                self._direct.add(mod_name)
-            elif not isinstance(sub, nn.Linear) and any(
-                    True for c in sub.children() for _ in c.parameters()):
-                raise ValueError(f"module: {mod_name or type(sub).__name__!r} has parameters "
-                                 "of its own and submodules with parameters; move its own "
-                                 "parameters into a submodule (population mode runs each "
-                                 "such module under vmap)")
+            canon = [names_by_id[id(p)] for _, p in own]
+            where = mod_name or type(sub).__name__
             for local, p in own:
-                name = f"{mod_name}.{local}" if mod_name else local
-                if id(p) in seen:
-                    raise ValueError(f"module: parameter {name!r} is shared with another "
-                                     "module (tied weights are not supported)")
-                seen.add(id(p))
                 if not p.dtype.is_floating_point:
-                    raise TypeError(f"module: parameter {name!r} has dtype {p.dtype}; "
+                    raise TypeError(f"module: parameter {full[local]!r} has dtype {p.dtype}; "
                                     "expected a float parameter")
-                self._params[name] = p
-                self._names[id(p)] = name
-                if name in matmul and p.dim() != 2:
-                    raise ValueError(f"matmul_weights: {name!r} has shape {tuple(p.shape)}; "
-                                     "expected a 2-D [m, n] weight")
-                lowrank = (isinstance(sub, nn.Linear) and local == "weight") or name in matmul
-                self.kinds[name] = LOWRANK if lowrank and not self.full_rank else FULL
-            self._modules[mod_name] = sub
-        if not self._params:
-            raise ValueError("module: has no parameters")
+            if any(n in matmul for n in full.values()):
+                kind = "direct"
+            elif mod_name in vmap:
+                kind = "vmap"
+            elif isinstance(sub, nn.Linear):
+                kind = "linear"
+            elif _is_conv1d(sub):
+                kind = "conv1d"
+            elif isinstance(sub, nn.Embedding):
+                if sub.max_norm is not None:
+                    raise ValueError(f"module: {where!r} is an nn.Embedding with max_norm, "
+                                     "which rewrites its weight during the forward; "
+                                     "population mode cannot perturb it (drop max_norm or "
+                                     "freeze it)")
+                kind = "embedding"
+            elif isinstance(sub, nn.LayerNorm):
+                kind = "layernorm"
+            elif all(p.dim() == 1 for _, p in own):
+                kind = "vector"
+            else:
+                kind = "unknown"
+            if kind in ("vector", "vmap") and any(
+                    True for c in sub.children() for _ in c.parameters()):
+                raise ValueError(f"module: {where!r} has parameters of its own and "
+                                 "submodules with parameters; move its own parameters into a "
+                                 "submodule (population mode evaluates it as one unit)")
+            self.modules[mod_name] = sub
+            self._module_params[mod_name] = canon
+            self._base_kinds[mod_name] = kind
+            for (local, p), name in zip(own, canon):
+                lowrank = ((kind in ("linear", "conv1d", "embedding") and local == "weight")
+                           or full[local] in matmul)
+                if full[local] in matmul and p.dim() != 2:
+                    raise ValueError(f"matmul_weights: {full[local]!r} has shape "
+                                     f"{tuple(p.shape)}; expected a 2-D [m, n] weight")
+                pkind = LOWRANK if lowrank else FULL
+                transposed = kind == "conv1d" and local == "weight"
+                if name in self.kinds and (self.kinds[name], self.transposed[name]) != (
+                        pkind, transposed):
+                    raise ValueError(f"module: the tied parameter {name!r} is used by {where!r} "
+                                     "in another layout (low rank / vector / transposed) than "
+                                     "by its other module; population mode needs one noise "
+                                     "shape per parameter")
+                self.kinds[name] = pkind
+                self.transposed[name] = transposed
+        if self.full_rank:
+            for name, k in self.kinds.items():
+                if k == LOWRANK and not self._embedding_only(name):
+                    self.kinds[name] = FULL
         self.param_ids: dict[str, int] = {}
         ids: dict[int, str] = {}
-        for name in self._params:
+        for name in self.params:
             pid = _np_es.param_id(name)
             if pid in ids:
                 raise ValueError(f"module: the parameter names {ids[pid]!r} and {name!r} have "
                                  f"the same param_id {pid:#010x} (blake2b collision)")
             ids[pid] = name
             self.param_ids[name] = pid
+
+    def _embedding_only(self, name: str) -> bool:
+        return any(self._base_kinds[m] == "embedding" and name in ps
+                   for m, ps in self._module_params.items())
+
+    def _targets(self, targets: Any) -> Any:
+        if targets is None:
+            return None
+        if isinstance(targets, str):
+            try:
+                re.compile(targets)
+            except re.error as e:
+                raise ValueError(f"target_modules: not a regular expression ({e})") from None
+            if not any(_matches(m, targets) for m in self.modules):
+                raise ValueError(f"target_modules: {targets!r} matches no module with "
+                                 f"parameters (have {sorted(self.modules)})")
+            return targets
+        names = check_names(targets, "target_modules")
+        for t in names:
+            if not any(_matches(m, [t]) for m in self.modules):
+                raise ValueError(f"target_modules: {t!r} matches no module with parameters "
+                                 f"(have {sorted(self.modules)})")
+        return names
 
     def _frozen(self, frozen: Any) -> tuple[str, ...]:
         if isinstance(frozen, str):
@@ -330,16 +266,114 @@ class ES:
             raise TypeError(f"frozen: expected an iterable of parameter names, got "
                             f"{type(frozen).__name__}") from None
         for name in names:
-            if name not in self._params:
+            if name not in self.params:
                 raise ValueError(f"frozen: no parameter named {name!r} (have "
-                                 f"{sorted(self._params)})")
-        names |= {n for n, p in self._params.items() if not p.requires_grad}
+                                 f"{sorted(self.params)})")
+        names |= {n for n, p in self.params.items() if not p.requires_grad}
+        if self.target_modules is not None:
+            targeted = {n for m, ps in self._module_params.items()
+                        if _matches(m, self.target_modules) for n in ps}
+            names |= set(self.params) - targeted
         return tuple(sorted(names))
+
+    def _classify(self) -> None:
+        """module_kinds: how population mode runs each module with parameters ('frozen':
+        as written, nothing of it trainable). Rejects what it cannot run without copies."""
+        self.module_kinds: dict[str, str] = {}
+        frozen = set(self.frozen)
+        for mod_name, kind in self._base_kinds.items():
+            names = self._module_params[mod_name]
+            trainable = [n for n in names if n not in frozen]
+            where = mod_name or type(self.modules[mod_name]).__name__
+            if kind != "direct" and not trainable:
+                kind = "frozen"
+            elif kind == "unknown":
+                raise ValueError(
+                    f"module: {where!r} ({type(self.modules[mod_name]).__name__}) has trainable "
+                    f"parameters {trainable} that population mode cannot perturb without a "
+                    f"full copy per member; freeze them (frozen=[...] or target_modules=...), "
+                    "apply a 2-D weight with eggroll.torch.linear and name it in "
+                    f"matmul_weights=[...], or accept per-member copies with "
+                    f"vmap_modules=[{mod_name!r}]")
+            if kind == "embedding" and self.full_rank and trainable:
+                raise ValueError(f"full_rank: the embedding {where!r} is perturbed low rank "
+                                 "only; freeze it for a full-rank run")
+            for n in trainable:
+                p = self.params[n]
+                if p.dtype == torch.float64:
+                    raise TypeError(f"module: parameter {n!r} is float64; population mode "
+                                    "computes in float32 (call module.float(), or freeze it)")
+            self.module_kinds[mod_name] = kind
+
+    def name_of(self, p: Any) -> str | None:
+        """The canonical name of a parameter of the module (None for any other tensor)."""
+        return self._names.get(id(p))
 
     @property
     def trainable(self) -> list[str]:
         """Names of the parameters tell() writes a .grad for."""
-        return [n for n in self._params if n not in self.frozen]
+        frozen = set(self.frozen)
+        return [n for n in self.params if n not in frozen]
+
+    # -- fp32 master weights of half-precision models ----------------------------------------
+
+    def _make_masters(self) -> None:
+        self._masters: dict[str, nn.Parameter] = {}
+        for name in self.trainable:
+            p = self.params[name]
+            if p.dtype in _HALF:
+                self._masters[name] = nn.Parameter(p.detach().float().clone())
+        self._versions = {n: (m._version, self.params[n]._version)
+                          for n, m in self._masters.items()}
+
+    def master(self, name: str) -> Tensor:
+        """The parameter the optimiser steps: the fp32 master of a half-precision one, else the
+        module's parameter itself."""
+        return self._masters.get(name, self.params[name])
+
+    def parameters(self) -> list[nn.Parameter]:
+        """What to give the optimiser: every trainable parameter (its fp32 master copy for
+        bf16/fp16 ones), in module order."""
+        return [self.master(n) for n in self.trainable]  # type: ignore[misc]
+
+    def named_parameters(self) -> list[tuple[str, nn.Parameter]]:
+        return [(n, self.master(n)) for n in self.trainable]  # type: ignore[misc]
+
+    def sync_weights(self) -> None:
+        """Write the fp32 masters into the half-precision model weights (rounded once). Runs by
+        itself after each optimiser step over es.parameters() and on entering ask(); a model
+        weight written since (load_state_dict, ...) is copied into its master instead."""
+        changed = total = 0
+        for name, mp in self._masters.items():
+            p = self.params[name]
+            mv, pv = self._versions[name]
+            if mp._version != mv:
+                with torch.no_grad():
+                    new = mp.detach().to(p.dtype)
+                    changed += int((new != p.detach()).sum())
+                    total += p.numel()
+                    p.copy_(new)
+            elif p._version != pv:
+                with torch.no_grad():
+                    mp.copy_(p.detach().float())
+            self._versions[name] = (mp._version, p._version)
+        if total:
+            self._half_changed = (changed, total)
+
+    def _before_step(self) -> None:
+        self._half_changed = (0, 0)
+        if self.track_changes:
+            self._snapshot = {n: self.params[n].detach().clone() for n in self.trainable
+                              if n not in self._masters}
+
+    def _after_step(self) -> None:
+        self.sync_weights()
+        changed, total = getattr(self, "_half_changed", (0, 0))
+        for n, before in self._snapshot.items():
+            changed += int((self.params[n].detach() != before).sum())
+            total += before.numel()
+        self._snapshot = {}
+        self.last_weights_changed = changed / total if total else None
 
     def sigma_at(self, epoch: int) -> float:
         if not callable(self.sigma):
@@ -353,20 +387,22 @@ class ES:
     # -- ask / tell ------------------------------------------------------------------------
 
     def ask(self, members: range | None = None) -> Population:
-        """The population of the current epoch, as a context: ``with es.ask(): model(x)``.
+        """The population of the current epoch, as a context: ``with es.ask() as pop:``.
 
         members: a block range(lo, hi) to evaluate here (None: all); inputs then carry
-        hi - lo rows and each member's outputs are bit for bit those of the whole population
-        (how eggroll.distributed splits a population over ranks). tell() still takes the
-        whole population's fitness."""
+        hi - lo members and each member's outputs are bit for bit those of the whole
+        population (how eggroll.distributed splits a population over ranks). tell() still
+        takes the whole population's fitness."""
         if self.epoch > UINT32_MAX:
             raise ValueError(f"epoch: the noise key holds 32-bit epochs; reached {self.epoch}")
         return Population(self, check_member_block(members, self.population))
 
     def tell(self, raw_fitness: Any) -> dict[str, Any]:
-        """Shape raw_fitness [population] (higher is better), write p.grad = -g for every
-        trainable parameter (replacing any .grad), and advance the epoch. Then call the
-        optimiser's step(). Returns the statistics eggroll.ES.tell returns."""
+        """Shape raw_fitness [population] (higher is better), write .grad = -g for every
+        trainable parameter (its master for half-precision ones; replacing any .grad), and
+        advance the epoch. Then call the optimiser's step(). Returns the statistics
+        eggroll.ES.tell returns, plus pair_disagreement (antithetic: the fraction of pairs
+        whose two members scored differently; 0 means the step carries no signal)."""
         if isinstance(raw_fitness, Tensor):
             raw_fitness = raw_fitness.detach().to("cpu", torch.float64).numpy()
         f, nbad = check_fitness(raw_fitness, self.population, self.nonfinite)
@@ -376,40 +412,52 @@ class ES:
         norms: dict[str, float] = {}
         on_device: dict[torch.device, Tensor] = {}
         for name in self.trainable:
-            p = self._params[name]
+            p = self.master(name)
             fit = on_device.get(p.device)
             if fit is None:
                 fit = on_device[p.device] = shaped.to(p.device)
-            shape = tuple(p.shape) if self.kinds[name] == LOWRANK else (p.numel(),)
+            if self.kinds[name] == LOWRANK:
+                shape = tuple(p.shape)[::-1] if self.transposed[name] else tuple(p.shape)
+            else:
+                shape = (p.numel(),)
             g = es_gradient(fit, shape, epoch=epoch, seed=self.seed,
                             param_id=self.param_ids[name], sigma=sigma, rank=self.rank,
                             noise_reuse=self.noise_reuse, antithetic=self.antithetic,
                             full_rank=False)
             norms[name] = float(torch.linalg.vector_norm(g.double()))
-            p.grad = g.neg_().reshape(p.shape).to(p.dtype)
+            g = g.neg_()
+            if self.transposed[name]:
+                g = g.t().contiguous()
+            p.grad = g.reshape(p.shape).to(p.dtype)
         self.epoch = epoch + 1
-        return {"epoch": epoch, "fitness_mean": float(f.mean()), "fitness_max": float(f.max()),
-                "fitness_min": float(f.min()), "nonfinite": nbad,
-                "grad_norm": math.sqrt(sum(v * v for v in norms.values())),
-                "grad_norms": norms, "sigma": sigma}
+        stats = {"epoch": epoch, "fitness_mean": float(f.mean()),
+                 "fitness_max": float(f.max()), "fitness_min": float(f.min()),
+                 "nonfinite": nbad, "grad_norm": math.sqrt(sum(v * v for v in norms.values())),
+                 "grad_norms": norms, "sigma": sigma}
+        if self.antithetic:
+            stats["pair_disagreement"] = float((f[0::2] != f[1::2]).mean())
+        return stats
 
     # -- checkpoints -----------------------------------------------------------------------
 
     def state_dict(self) -> dict[str, Any]:
-        """The ES state (epoch, noise key, shaping and the other settings): plain Python
-        values. The parameters and the optimiser have their own state_dicts."""
+        """The ES state (epoch, noise key, shaping and the other settings, the parameters'
+        names and shapes) as plain Python values, and the fp32 masters of a half-precision
+        model. The module's parameters and the optimiser have their own state_dicts."""
         return {"epoch": self.epoch, "seed": self.seed,
                 "sigma": None if callable(self.sigma) else self.sigma,
                 "population": self.population, "rank": self.rank, "shaping": self.shaping,
                 "group_size": self.group_size, "noise_reuse": self.noise_reuse,
                 "antithetic": self.antithetic, "full_rank": self.full_rank,
                 "nonfinite": self.nonfinite, "frozen": list(self.frozen),
-                "param_ids": dict(self.param_ids)}
+                "param_ids": dict(self.param_ids),
+                "shapes": {n: list(p.shape) for n, p in self.params.items()},
+                "masters": {n: m.detach().clone() for n, m in self._masters.items()}}
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         """Continue where state_dict() was taken: epoch, seed, sigma (unless a schedule was
-        used: then this ES's schedule stays), shaping and the other settings. The module's
-        parameter names must give the same param_ids."""
+        used: then this ES's schedule stays), shaping and the other settings, fp32 masters.
+        The module's parameters must have the same names (param_ids) and shapes."""
         if not isinstance(state, Mapping):
             raise TypeError(f"state: expected a dict, got {type(state).__name__}")
         missing = {"epoch", "seed", "population", "rank", "param_ids"} - set(state)
@@ -418,6 +466,10 @@ class ES:
         if dict(state["param_ids"]) != self.param_ids:
             raise ValueError("state: its parameters (names -> param_ids) differ from this "
                              "module's")
+        for name, shape in dict(state.get("shapes", {})).items():
+            if tuple(shape) != tuple(self.params[name].shape):
+                raise ValueError(f"state: parameter {name!r} has shape {tuple(shape)} in the "
+                                 f"state but {tuple(self.params[name].shape)} in this module")
         if int(state["population"]) != self.population or int(state["rank"]) != self.rank:
             raise ValueError(f"state: population/rank {state['population']}/{state['rank']} "
                              f"differ from this ES's {self.population}/{self.rank}")
@@ -431,12 +483,54 @@ class ES:
                 setattr(self, key, state[key])
         if "frozen" in state:
             self.frozen = self._frozen(state["frozen"])
+            self._classify()
+        masters = dict(state.get("masters", {}))
+        if set(masters) - set(self._masters):
+            raise ValueError(f"state: fp32 masters of {sorted(set(masters) - set(self._masters))}"
+                             " but those are not half-precision trainable parameters here")
+        with torch.no_grad():
+            for name, value in masters.items():
+                self._masters[name].copy_(value)
+        self.sync_weights()
         self._sigma_cache = None
 
     def __repr__(self) -> str:
-        lowrank = sum(1 for k in self.kinds.values() if k == LOWRANK)
-        return (f"ES({type(self.module).__name__}: {len(self._params)} parameters, {lowrank} "
-                f"low rank; population={self.population}, rank={self.rank}, "
+        lowrank = sum(1 for n in self.trainable if self.kinds[n] == LOWRANK)
+        return (f"ES({type(self.module).__name__}: {len(self.params)} parameters, "
+                f"{len(self.trainable)} trainable, {lowrank} low rank; "
+                f"population={self.population}, rank={self.rank}, "
                 f"shaping={self.shaping!r}, epoch={self.epoch})")
 
 
+def _register_optimizer_hooks(es: ES) -> tuple[Any, Any]:
+    """Global optimiser step hooks that act for this ES when an optimiser steps one of
+    es.parameters(): the fp32 masters are written into the half-precision model, and the
+    changed-weight fraction is measured. Held through a weak reference: they do nothing (and
+    are removed) once the ES is gone."""
+    ref = weakref.ref(es)
+
+    def owns(opt: torch.optim.Optimizer) -> ES | None:
+        me = ref()
+        if me is None:
+            return None
+        mine = {id(p) for p in me.parameters()}
+        for group in opt.param_groups:
+            for p in group["params"]:
+                if id(p) in mine:
+                    return me
+        return None
+
+    def pre(opt: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
+        me = owns(opt)
+        if me is not None:
+            me._before_step()
+
+    def post(opt: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
+        me = owns(opt)
+        if me is not None:
+            me._after_step()
+
+    handles = (register_optimizer_step_pre_hook(pre),
+               register_optimizer_step_post_hook(post))
+    weakref.finalize(es, lambda: [h.remove() for h in handles])
+    return handles
