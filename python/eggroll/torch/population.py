@@ -395,6 +395,8 @@ class Population:
                 self._checked.add(where)
         finally:
             module.forward = own
+        if ym.dtype != x.dtype and ym.dtype.is_floating_point and x.dtype.is_floating_point:
+            ym = ym.to(x.dtype)      # fp32 member vectors on a half-precision activation
         if shared:
             return self._fold_shared(ym.expand(M, *ym.shape[1:]), rows)
         return ym.reshape(rows, *ym.shape[2:])
