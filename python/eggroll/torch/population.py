@@ -37,6 +37,17 @@ from ._ops import seed_halves
 
 __all__ = ["Population", "ACTIVE"]
 
+# Activation modules and their in-place forms (module, x) -> x.
+_INPLACE: dict[type, Callable[[nn.Module, Tensor], Tensor]] = {
+    nn.Tanh: lambda m, x: x.tanh_(),
+    nn.Sigmoid: lambda m, x: x.sigmoid_(),
+    nn.ReLU: lambda m, x: x.relu_(),
+    nn.SiLU: lambda m, x: nn.functional.silu(x, inplace=True),
+    nn.LeakyReLU: lambda m, x: nn.functional.leaky_relu_(x, m.negative_slope),
+    nn.ELU: lambda m, x: nn.functional.elu_(x, m.alpha),
+    nn.Hardtanh: lambda m, x: nn.functional.hardtanh_(x, m.min_val, m.max_val),
+}
+
 LOWRANK, FULL = "lowrank", "full"
 ACTIVE: list["Population"] = []     # the populations inside `with es.ask():`, innermost last
 _MAIN_INPUTS = ("input_ids", "inputs_embeds", "x", "input")
@@ -96,6 +107,7 @@ class Population:
                                        "(nested es.ask()?)")
                 module.forward = self._forward_for(mod_name, module, kind)
                 self._patched.append(module)
+            self._patch_inplace_activations(root)
             self._hooks.append(root.register_forward_pre_hook(self._tile_extras,
                                                               with_kwargs=True))
         except BaseException:
@@ -118,6 +130,27 @@ class Population:
         if self._no_grad is not None:
             self._no_grad.__exit__(None, None, None)
             self._no_grad = None
+
+    def _patch_inplace_activations(self, root: nn.Module) -> None:
+        """An activation that directly follows a Linear / Conv1D / LayerNorm in an
+        nn.Sequential reads a tensor population mode has just allocated and nothing else
+        holds: it runs in place (saving one [M * b, ..., m] allocation and pass). Not for
+        an activation module used in more than one place."""
+        uses: dict[int, int] = {}
+        for _, m in root.named_modules(remove_duplicate=False):
+            uses[id(m)] = uses.get(id(m), 0) + 1
+        kinds = {id(self._es.modules[n]): k for n, k in self._es.module_kinds.items()}
+        for seq in root.modules():
+            if not isinstance(seq, nn.Sequential):
+                continue
+            children = list(seq.children())
+            for prev, act in zip(children, children[1:]):
+                inplace = _INPLACE.get(type(act))
+                if (inplace is None or uses.get(id(act), 0) != 1 or "forward" in act.__dict__
+                        or kinds.get(id(prev)) not in ("linear", "conv1d", "layernorm")):
+                    continue
+                act.forward = (lambda f, a: (lambda x: f(a, x)))(inplace, act)
+                self._patched.append(act)
 
     # -- batch layout ----------------------------------------------------------------------
 
@@ -304,10 +337,18 @@ class Population:
         core's GEMM: the bits of every row equal the per-member path's), then each member's
         rank-r correction (x B_i) A_i^T from the regenerated factors."""
         es = self._es
-        base = _perturbed_matmul_op(x[None], W, None, *self._key(wname), es.rank)   # [1, R, m]
+        M, R, r = len(self), x.shape[0], es.rank
+        base = _perturbed_matmul_op(x[None], W, None, *self._key(wname), r)    # [1, R, m]
         A, B = _factors_op(self.members(x.device), W.shape[0], W.shape[1],
-                           *self._key(wname), es.rank)
-        return torch.matmul(torch.matmul(x, B), A.transpose(1, 2)).add_(base)
+                           *self._key(wname), r)                            # [M, m|n, r]
+        # t = x B_i for every member as ONE GEMM [R, n] @ [n, M r] (torch.matmul would
+        # broadcast x to [M, R, n], a copy per member), then y_i = base + t_i A_i^T in one
+        # pass over the output.
+        t = (x @ B.permute(1, 0, 2).reshape(B.shape[1], M * r)).view(R, M, r).transpose(0, 1)
+        out = base.new_empty((M, R, base.shape[2]))     # row-major, whatever t's strides
+        if r == 1:
+            return torch.addcmul(base, t, A.transpose(1, 2), out=out)
+        return torch.baddbmm(base.expand(M, R, base.shape[2]), t, A.transpose(1, 2), out=out)
 
     def _embedding(self, ids: Tensor, name: str, module: nn.Embedding, where: str) -> Tensor:
         self._check_epoch()
