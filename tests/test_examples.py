@@ -32,6 +32,7 @@ SMOKE = {
     "torch_cartpole.py": (["--smoke"], "torch_cartpole.png", ("torch", "gymnasium", "tqdm")),
     "torch_digits.py": (["--smoke"], "torch_digits.png", ("torch", "sklearn", "tqdm")),
     "jax_digits.py": (["--smoke"], None, ("jax", "optax", "sklearn", "eggroll._xla_ffi")),
+    "llm_addition.py": (["--smoke"], "llm_addition.png", ("torch", "transformers", "tqdm")),
 }
 
 

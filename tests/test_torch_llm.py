@@ -309,3 +309,53 @@ def test_errors_name_the_argument_and_module():
                                 n_head=2))
     with pytest.raises(ValueError, match="^state: parameter 'transformer.wte.weight' has shape"):
         et.ES(other, sigma=0.1, population=4).load_state_dict(es.state_dict())
+
+
+# ------------------------------------------------------------------------------------------
+# reward plumbing: eggroll.torch.llm
+# ------------------------------------------------------------------------------------------
+
+def test_group_fitness_is_a_per_prompt_baseline():
+    from eggroll.torch.llm import group_fitness
+    r = np.array([[1, 1, 0], [1, 0, 0], [1, 1, 1], [1, 0, 0]], dtype=float)   # [P=4, b=3]
+    centred = r - r.mean(axis=0)            # prompt 0: every member right -> no signal
+    np.testing.assert_allclose(group_fitness(r, normalize=False), centred.mean(axis=1))
+    expected = (centred / (r.std(axis=0) + 1e-6)).mean(axis=1)
+    np.testing.assert_allclose(group_fitness(torch.tensor(r)), expected)
+    assert group_fitness(r)[2] > group_fitness(r)[0] > group_fitness(r)[1]
+    np.testing.assert_array_equal(group_fitness(np.ones((4, 2))), np.zeros(4))
+    with pytest.raises(ValueError, match=r"^rewards: expected \[members, prompts\]"):
+        group_fitness(np.ones(4))
+    with pytest.raises(ValueError, match="^rewards: contains NaN"):
+        group_fitness(np.array([[np.nan], [1.0]]))
+
+
+def test_monitor_records_the_diagnostics_and_calls_back(tmp_path):
+    from eggroll.torch.llm import Monitor, jsonl_logger, print_every
+    model = gpt2()
+    es = et.ES(model, sigma=0.05, population=4, track_changes=True)
+    opt = torch.optim.SGD(es.parameters(), lr=0.1)
+    lines: list[str] = []
+    log = tmp_path / "log.jsonl"
+    seen: list[dict] = []
+
+    def both(rec):
+        print_every(2, lines.append)(rec)
+        jsonl_logger(log)(rec)
+        seen.append(rec)
+
+    mon = Monitor(es, total=2, callback=both, bar=False)
+    rewards = torch.tensor([[1.0, 0.0], [1.0, 1.0], [0.0, 0.0], [0.0, 0.0]])
+    for _ in range(2):
+        with es.ask() as pop, mon.timed() as t:
+            out = model(pop.fold(_ids(2, 3))).logits
+            t.tokens = out.shape[0] * out.shape[1]
+        stats = es.tell(rewards.mean(1))
+        opt.step()
+        rec = mon.update(stats, rewards, note="x")
+    assert rec["pair_disagreement"] == 0.25          # pair (0, 1): prompt 1 differs; (2, 3): none
+    assert rec["reward_mean"] == 0.375 and rec["reward_max"] == 1.0
+    assert rec["tokens_per_s"] > 0 and rec["note"] == "x"
+    assert 0 < rec["weights_changed"] <= 1
+    assert len(mon.history) == 2 and len(seen) == 2 and len(lines) == 1
+    assert len(log.read_text().splitlines()) == 2
