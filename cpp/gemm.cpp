@@ -156,4 +156,8 @@ void gemm_tn(const float* A, const float* B, float* y, int64_t rows, int64_t m, 
   gemm_impl(A, true, B, true, y, rows, m, K);
 }
 
+void gemm_nk(const float* x, const float* Wt, float* y, int64_t rows, int64_t m, int64_t n) {
+  gemm_impl(x, false, Wt, true, y, rows, m, n);
+}
+
 }  // namespace eggroll

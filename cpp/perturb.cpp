@@ -160,22 +160,32 @@ void lowrank_correction(const TensorView& x, const TensorView& members, const Es
 }
 
 namespace {
-void check_weight(const TensorView& W, int64_t n) {
-  check_cpu(W, "W"); check_dtype(W, "W", DType::float32); check_contiguous(W, "W");
+// W [m, n] row-major, or the transpose of a row-major [n, m] array (strides (1, m): a weight
+// stored [in, out], such as transformers' Conv1D, passed as W.T without a copy). Returns
+// whether it is the transposed layout.
+bool check_weight(const TensorView& W, int64_t n) {
+  check_cpu(W, "W"); check_dtype(W, "W", DType::float32);
   if (W.ndim != 2) value_error("W: expected [m, n], got shape " + W.shape_str());
   if (W.shape[1] != n)
     value_error("W: expected " + std::to_string(n) + " columns to match x's last dimension, got shape " + W.shape_str());
+  if (W.is_contiguous()) return false;
+  if (W.strides[0] == 1 && W.strides[1] == W.shape[0]) return true;
+  value_error("W: must be contiguous [m, n] or the transpose of a contiguous [n, m] array");
 }
 // Both forwards: validate everything (members too, so a bad call never writes y), then
-// y = x W^T with the core's deterministic GEMM over all M * b rows at once.
+// y = x W^T with the core's deterministic GEMM over all M * b rows at once (a transposed W
+// is packed from its own layout into the same panels: the same bits).
 void base_product(const TensorView& x, const TensorView& W, const TensorView& members,
                   const EsArgs& a, const TensorView& y) {
   validate_args(a);
-  check_weight(W, x.ndim >= 2 ? x.shape[x.ndim - 1] : -1);
+  const bool transposed = check_weight(W, x.ndim >= 2 ? x.shape[x.ndim - 1] : -1);
   const auto s = detail::check_forward(x, y, W.shape[0]);
   check_no_overlap(y, "out", W, "W");
   if (members.data) detail::member_ptr(members, s.M, a.antithetic, false);
-  gemm_nt(x.ptr<const float>(), W.ptr<const float>(), y.ptr<float>(), s.M * s.b, s.m, s.n);
+  if (transposed)
+    gemm_nk(x.ptr<const float>(), W.ptr<const float>(), y.ptr<float>(), s.M * s.b, s.m, s.n);
+  else
+    gemm_nt(x.ptr<const float>(), W.ptr<const float>(), y.ptr<float>(), s.M * s.b, s.m, s.n);
 }
 
 }  // namespace

@@ -359,3 +359,20 @@ def test_monitor_records_the_diagnostics_and_calls_back(tmp_path):
     assert 0 < rec["weights_changed"] <= 1
     assert len(mon.history) == 2 and len(seen) == 2 and len(lines) == 1
     assert len(log.read_text().splitlines()) == 2
+
+
+@pytest.mark.parametrize("rows,n,m", [(5, 7, 3), (300, 64, 96), (70, 300, 1100)])
+def test_a_weight_stored_transposed_is_read_without_a_copy_bit_for_bit(rows, n, m):
+    """Conv1D keeps W^T [n, m]; the ops take its transposed view (strides (1, m)) and the core
+    packs it into the same GEMM panels: the same bits as the contiguous copy, on both the
+    tall-product and the general GEMM path."""
+    g = torch.Generator().manual_seed(rows)
+    Wt = torch.randn(n, m, generator=g)
+    x = torch.randn(4, rows, n, generator=g)
+    key = dict(epoch=1, seed=SEED, param_id=5, sigma=0.1)
+    for members in (None, range(4)):
+        a = et.perturbed_matmul(x, Wt.t(), members=members, **key)
+        b = et.perturbed_matmul(x, Wt.t().contiguous(), members=members, **key)
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+    with pytest.raises(ValueError, match="^W: must be contiguous"):
+        et.perturbed_matmul(x, torch.randn(2 * m, n)[::2], members=None, **key)

@@ -57,5 +57,8 @@ void gemm_nt(const float* x, const float* W, float* y, int64_t rows, int64_t m, 
 // y [rows, m] = A [K, rows]^T B [K, m]: the same GEMM on k-major operands (bit-identical to
 // gemm_nt on the transposes).
 void gemm_tn(const float* A, const float* B, float* y, int64_t rows, int64_t m, int64_t K);
+// y [rows, m] = x [rows, n] Wt [n, m]: the same GEMM with W given transposed, as stored by a
+// layer that computes x @ Wt (bit-identical to gemm_nt on W = Wt^T).
+void gemm_nk(const float* x, const float* Wt, float* y, int64_t rows, int64_t m, int64_t n);
 
 }  // namespace eggroll

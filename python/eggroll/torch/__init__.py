@@ -135,7 +135,10 @@ def _out(out: Any, result: Tensor, inputs: dict[str, Tensor]) -> Tensor:
 
 def _forward_prep(x: Any, W: Any, members: Any) -> tuple[Tensor, Tensor, Tensor | None]:
     x = as_float32(x, "x", (2, 3))
-    W = as_float32(W, "W", (2,))
+    if isinstance(W, Tensor) and W.dim() == 2 and not W.is_contiguous() and W.t().is_contiguous():
+        W = as_float32(W.t(), "W", (2,)).t()    # a transposed weight: no copy (docs/ops.md)
+    else:
+        W = as_float32(W, "W", (2,))
     _same_device(W, "W", x.device, "x")
     if W.shape[1] != x.shape[-1]:
         raise ValueError(f"W: expected shape (m, {x.shape[-1]}) to match x's last dimension, "

@@ -98,7 +98,9 @@ _I64 = (torch.int64,)
 
 def _forward_checks(x: Tensor, W: Tensor, members: Optional[Tensor]) -> None:
     _check(x, "x", _F32, x.device)
-    _check(W, "W", _F32, x.device)
+    # W [m, n] contiguous, or the transpose of a contiguous [n, m] (a weight stored [in, out],
+    # passed as W.t() without a copy: the core packs it into the same GEMM panels)
+    _check(W if W.dim() != 2 or W.is_contiguous() else W.t(), "W", _F32, x.device)
     if members is not None:
         _check(members, "members", _I64, x.device)
 

@@ -269,16 +269,16 @@ class Population:
         return v
 
     def weight(self, name: str) -> Tensor:
-        """float32 [m, n] contiguous: the weight in the x @ W.T form the ops take (the fp32
-        master of a half-precision model; transformers' Conv1D [n, m] transposed), once per
-        population."""
+        """float32 [m, n]: the weight in the x @ W.T form the ops take (the fp32 master of a
+        half-precision model; transformers' Conv1D [n, m] as its transposed view, which the
+        core's GEMM reads without a copy), once per population."""
         W = self._weights.get(name)
         if W is None:
             es = self._es
             W = (es.master(name) if name not in es.frozen else es.params[name]).detach()
-            if es.transposed.get(name):
-                W = W.t()
-            W = W.float().contiguous()
+            W = W.float()        # no copy for float32
+            # Conv1D stores [in, out]: its transpose is a view the core GEMM reads as is
+            W = W.t() if es.transposed.get(name) else W.contiguous()
             self._weights[name] = W
         return W
 

@@ -1,0 +1,297 @@
+"""Benchmark of eggroll.torch.ES on Hugging Face causal LMs: the population forward against
+plain batched inference of the same model, the per-member-weights idiom, and the
+`eggroll-es` package.
+
+Run:  PYTHONPATH=python python bench/bench_llm.py [--quick] [--repeat R] [--jsonl out.jsonl]
+      [--eggroll-es-python /path/to/venv/bin/python]    (JSON lines on stdout, tables on stderr)
+
+1. Population forward (hidden 512, Llama style: nn.Linear, RMSNorm, rotary; and GPT-2 style:
+   Conv1D, LayerNorm, tied head): P members x T tokens, one sequence per member ([P, T] ids;
+   b = 1). Candidates, timed interleaved in one process (median of >= 5):
+     plain     model(ids): the same batch through the unperturbed model (what inference of
+               P sequences costs anyway)
+     eggroll   with es.ask(): model(ids): every member its own low-rank perturbation of every
+               matrix (embeddings and head included) and its own norm/bias vectors
+     idiom     what a user writes without eggroll: per-member weights W + sigma A B^T
+               materialised and the model run per member with torch.func.functional_call
+               (vmap over HF models trips on their data-dependent mask code, so a loop)
+   tokens/s = P * T / median; targets: eggroll >= 0.85 x plain tokens/s. Peak memory of one
+   call, each candidate in a fresh process (VmHWM after a warm-up and a reset of the
+   counter, minus the resident set before): target eggroll <= 1.2 x plain.
+2. Seconds per ES generation on a small model (the example's: GPT-2 style, width 64, two
+   blocks), P members x b prompts, greedy generation of 5 tokens, exact-match reward: eggroll
+   (one batched generate in population mode + tell + Adam) against `eggroll-es` 0.2.0 from
+   PyPI (it holds a dense perturbation per member and parameter and evaluates the members one
+   after the other). eggroll-es ships a module named `eggroll`, so it runs as a subprocess
+   of its own interpreter: create a venv, `pip install --no-deps eggroll-es==0.2.0` into it,
+   make torch and transformers importable there (e.g. a .pth file naming this environment's
+   site-packages) and pass its python with --eggroll-es-python (or EGGROLL_ES_PYTHON); the
+   child runs without PYTHONPATH so that this tree's eggroll stays invisible to it.
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+import time
+from typing import Any, Callable
+
+import torch
+
+from eggroll.bench import harness
+
+HIDDEN = 512
+SIGMA = 0.01
+
+# --------------------------------------------------------------------------------------------
+# models
+# --------------------------------------------------------------------------------------------
+
+MODEL_CODE = textwrap.dedent('''
+    def build(arch, hidden, layers, vocab, positions, seed=0):
+        import torch, transformers
+        transformers.logging.set_verbosity_error()
+        torch.manual_seed(seed)
+        if arch == "gpt2":
+            cfg = transformers.GPT2Config(vocab_size=vocab, n_positions=positions, n_embd=hidden,
+                                          n_layer=layers, n_head=max(1, hidden // 64),
+                                          bos_token_id=0, eos_token_id=0, pad_token_id=0)
+            return transformers.GPT2LMHeadModel(cfg).eval()
+        cfg = transformers.LlamaConfig(vocab_size=vocab, hidden_size=hidden,
+                                       intermediate_size=2 * hidden, num_hidden_layers=layers,
+                                       num_attention_heads=max(1, hidden // 64),
+                                       num_key_value_heads=max(1, hidden // 64),
+                                       max_position_embeddings=positions, bos_token_id=0,
+                                       eos_token_id=0, pad_token_id=0, tie_word_embeddings=False)
+        return transformers.LlamaForCausalLM(cfg).eval()
+''')
+exec(MODEL_CODE)        # defines build() here; the memory children run the same text
+
+
+def idiom_forward(model: Any, ids: torch.Tensor, sigma: float, rank: int = 1,
+                  seed: int = 0) -> torch.Tensor:
+    """The per-member idiom: for every member, each 2-D weight W + sigma/sqrt(r) A B^T and each
+    vector v + sigma z materialised (torch.randn, antithetic pairs), then the member's row
+    through torch.func.functional_call. Returns the stacked logits [P, T, V]."""
+    g = torch.Generator().manual_seed(seed)
+    params = dict(model.named_parameters())
+    outs = []
+    with torch.no_grad():
+        for i in range(ids.shape[0]):
+            if i % 2 == 0:
+                noise = {}
+                for n, p in params.items():
+                    if p.dim() == 2:
+                        A = torch.randn(p.shape[0], rank, generator=g)
+                        B = torch.randn(p.shape[1], rank, generator=g)
+                        noise[n] = (sigma / rank ** 0.5) * (A @ B.T)
+                    else:
+                        noise[n] = sigma * torch.randn(p.shape, generator=g)
+            s = 1.0 if i % 2 == 0 else -1.0
+            member = {n: p + s * noise[n] for n, p in params.items()}
+            outs.append(torch.func.functional_call(model, member, (ids[i:i + 1],)).logits)
+    return torch.cat(outs)
+
+
+def population_candidates(arch: str, P: int, T: int, layers: int, vocab: int
+                          ) -> dict[str, Callable[[], Any]]:
+    import eggroll.torch as et
+    model = build(arch, HIDDEN, layers, vocab, T)
+    es = et.ES(model, sigma=SIGMA, population=P, seed=1)
+    ids = torch.randint(1, vocab, (P, T), generator=torch.Generator().manual_seed(2))
+
+    def plain() -> Any:
+        with torch.no_grad():
+            return model(ids).logits
+
+    def eggroll() -> Any:
+        with es.ask():
+            return model(ids).logits
+
+    def idiom() -> Any:
+        return idiom_forward(model, ids, SIGMA)
+
+    return {"plain": plain, "eggroll": eggroll, "idiom": idiom}
+
+
+# --------------------------------------------------------------------------------------------
+# peak memory: one call per fresh process
+# --------------------------------------------------------------------------------------------
+
+MEMORY_CHILD = MODEL_CODE + textwrap.dedent('''
+    import json, sys, torch
+    cfg = json.loads(sys.argv[1])
+
+    def vm(key):
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith(key + ":"):
+                    return int(line.split()[1]) * 1024
+
+    def reset():
+        try:
+            with open("/proc/self/clear_refs", "w") as fh:
+                fh.write("5")
+            return True
+        except OSError:
+            return False
+
+    model = build(cfg["arch"], cfg["hidden"], cfg["layers"], cfg["vocab"], cfg["T"])
+    ids = torch.randint(1, cfg["vocab"], (cfg["P"], cfg["T"]))
+    if cfg["method"] == "eggroll":
+        import eggroll.torch as et
+        es = et.ES(model, sigma=0.01, population=cfg["P"], seed=1)
+        def call():
+            with es.ask():
+                return model(ids).logits
+    else:
+        def call():
+            with torch.no_grad():
+                return model(ids).logits
+    out = call()                    # warm-up: allocator pools, thread teams
+    del out
+    ok = reset()
+    base = vm("VmRSS")
+    out = call()
+    peak = vm("VmHWM")
+    print("RESULT " + json.dumps({"peak_bytes": peak - base, "hwm_reset": ok}))
+''')
+
+
+def peak_memory(method: str, arch: str, P: int, T: int, layers: int, vocab: int) -> dict:
+    from eggroll.bench.memory import _child_env
+    cfg = dict(method=method, arch=arch, P=P, T=T, layers=layers, vocab=vocab, hidden=HIDDEN)
+    proc = subprocess.run([sys.executable, "-c", MEMORY_CHILD, json.dumps(cfg)],
+                          env=_child_env(), capture_output=True, text=True, timeout=600)
+    for line in proc.stdout.splitlines():
+        if line.startswith("RESULT "):
+            return json.loads(line[len("RESULT "):])
+    return {"error": (proc.stderr or proc.stdout).strip().splitlines()[-1:]}
+
+
+# --------------------------------------------------------------------------------------------
+# seconds per generation: eggroll vs eggroll-es
+# --------------------------------------------------------------------------------------------
+
+GEN_TASK = MODEL_CODE + textwrap.dedent('''
+    import json, sys, time, torch
+    cfg = json.loads(sys.argv[1])
+    torch.manual_seed(0)
+    P, b, new, G = cfg["P"], cfg["b"], cfg["new"], cfg["generations"]
+    prompts = torch.randint(1, 14, (b, 8), generator=torch.Generator().manual_seed(3))
+    target = torch.randint(1, 14, (b, new), generator=torch.Generator().manual_seed(4))
+    model = build("gpt2", 64, 2, 14, 16)
+    kw = dict(max_new_tokens=new, do_sample=False, pad_token_id=0, eos_token_id=None)
+''')
+
+OURS = GEN_TASK + textwrap.dedent('''
+    import eggroll.torch as et
+    from eggroll.torch.llm import group_fitness
+    es = et.ES(model, sigma=0.01, population=P, seed=1)
+    opt = torch.optim.Adam(es.parameters(), lr=1e-3)
+    times = []
+    for g in range(G + 1):
+        t0 = time.perf_counter()
+        with es.ask() as pop:
+            ids, mask = pop.fold(prompts, torch.ones_like(prompts))
+            out = pop.unfold(model.generate(ids, attention_mask=mask, **kw)[:, 8:])
+        rewards = (out == target).all(-1).float()                    # [P, b]
+        es.tell(group_fitness(rewards))
+        opt.step()
+        times.append(time.perf_counter() - t0)
+    print("RESULT " + json.dumps({"seconds": times[1:]}))         # the first one warms up
+''')
+
+THEIRS = GEN_TASK + textwrap.dedent('''
+    import eggroll                                    # eggroll-es 0.2.0 (its own venv)
+    from eggroll import EggrollConfig, EggrollTrainer
+    assert getattr(eggroll, "__version__", "") == "0.2.0", eggroll.__file__
+
+    def reward(model, batch):                         # the same exact-match reward
+        out = model.generate(batch, attention_mask=torch.ones_like(batch), **kw)[:, 8:]
+        return float((out == target).all(-1).float().mean())
+
+    config = EggrollConfig(population_size=P // 2, rank=1, sigma=0.01, lr=1e-3,
+                           generations=G + 1, antithetic=True, device="cpu", seed=1)
+    trainer = EggrollTrainer(model, config, reward)
+    result = trainer.evolve([prompts])
+    print("RESULT " + json.dumps({"seconds": [h["time_sec"] for h in result["history"]][1:]}))
+''')
+
+
+def generation_seconds(code: str, python: str, env: dict, cfg: dict) -> dict:
+    proc = subprocess.run([python, "-c", code, json.dumps(cfg)], env=env, capture_output=True,
+                          text=True, timeout=1800)
+    for line in proc.stdout.splitlines():
+        if line.startswith("RESULT "):
+            return json.loads(line[len("RESULT "):])
+    return {"error": " | ".join((proc.stderr or proc.stdout).strip().splitlines()[-3:])}
+
+
+def main() -> int:
+    p = harness.parser(__doc__.splitlines()[0])
+    p.add_argument("--eggroll-es-python", default=os.environ.get("EGGROLL_ES_PYTHON"),
+                   help="python of a venv with eggroll-es 0.2.0 (see the module docstring)")
+    args = p.parse_args()
+    quick = args.quick
+    P, T, layers, vocab = (16, 32, 2, 1024) if quick else (32, 64, 4, 2048)
+    with harness.Session(args) as s:
+        rows = []
+        for arch in ("llama", "gpt2"):
+            fns = population_candidates(arch, P, T, layers, vocab)
+            res = harness.measure_interleaved(fns, warmup=1, repeat=args.repeat,
+                                              max_rounds=args.repeat)
+            mem = {m: peak_memory(m, arch, P, T, layers, vocab) for m in ("plain", "eggroll")}
+            tok = P * T
+            rec = {"bench": "llm_forward", "arch": arch, "hidden": HIDDEN, "layers": layers,
+                   "vocab": vocab, "P": P, "T": T,
+                   **{f"{k}_tokens_per_s": tok / v["median_s"] for k, v in res.items()},
+                   **{k: v for name, m in res.items()
+                      for k, v in harness.timing_fields(name, m).items()},
+                   "eggroll_over_plain_throughput":
+                       res["plain"]["median_s"] / res["eggroll"]["median_s"],
+                   "idiom_over_eggroll_time": res["idiom"]["median_s"] / res["eggroll"]["median_s"],
+                   "plain_peak_bytes": mem["plain"].get("peak_bytes"),
+                   "eggroll_peak_bytes": mem["eggroll"].get("peak_bytes")}
+            if rec["plain_peak_bytes"] and rec["eggroll_peak_bytes"]:
+                rec["eggroll_over_plain_memory"] = (rec["eggroll_peak_bytes"]
+                                                    / rec["plain_peak_bytes"])
+            rows.append(s.emit(rec))
+        harness.table(rows, ["arch", "P", "T", ("plain_tokens_per_s", "plain tok/s"),
+                             ("eggroll_tokens_per_s", "eggroll tok/s"),
+                             ("idiom_tokens_per_s", "idiom tok/s"),
+                             ("eggroll_over_plain_throughput", "eggroll/plain tok/s"),
+                             ("idiom_over_eggroll_time", "idiom/eggroll time"),
+                             ("eggroll_over_plain_memory", "eggroll/plain memory")])
+
+        cfg = {"P": 16 if quick else 32, "b": 8, "new": 5, "generations": 3 if quick else 5}
+        from eggroll.bench.memory import _child_env
+        ours = generation_seconds(OURS, sys.executable, _child_env(), cfg)
+        rec = {"bench": "llm_generation", **cfg, "eggroll_s": ours.get("seconds"),
+               "eggroll_error": ours.get("error")}
+        if args.eggroll_es_python:
+            env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+            theirs = generation_seconds(THEIRS, args.eggroll_es_python, env, cfg)
+            rec.update(eggroll_es_s=theirs.get("seconds"), eggroll_es_error=theirs.get("error"))
+        else:
+            rec["eggroll_es_error"] = "skipped: no --eggroll-es-python"
+        import statistics
+        for k in ("eggroll_s", "eggroll_es_s"):
+            if rec.get(k):
+                rec[k.replace("_s", "_median_s")] = statistics.median(rec[k])
+        if rec.get("eggroll_median_s") and rec.get("eggroll_es_median_s"):
+            rec["eggroll_es_over_eggroll"] = rec["eggroll_es_median_s"] / rec["eggroll_median_s"]
+        s.emit(rec)
+        harness.table([rec], ["P", "b", "new", ("eggroll_median_s", "eggroll s/gen"),
+                              ("eggroll_es_median_s", "eggroll-es s/gen"),
+                              ("eggroll_es_over_eggroll", "eggroll-es/eggroll")])
+        for k in ("eggroll_error", "eggroll_es_error"):
+            if rec.get(k):
+                harness.log(f"{k}: {rec[k]}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
