@@ -358,3 +358,62 @@ def test_es_on_cuda_matches_cpu():
     es_gpu.tell(fitness.cuda())
     for (n, a), (_, b) in zip(model.named_parameters(), gpu.named_parameters()):
         torch.testing.assert_close(b.grad.cpu(), a.grad, rtol=1e-4, atol=1e-6, msg=n)
+
+
+def _allocations(fn):
+    """(fn's result, the sizes in elements of the distinct storages its torch ops return: a
+    view shares its base's storage, so only real allocations are counted, once each)."""
+    storages: dict[int, int] = {}
+
+    class Watch(torch.utils._python_dispatch.TorchDispatchMode):
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            out = func(*args, **(kwargs or {}))
+            for t in out if isinstance(out, (tuple, list)) else (out,):
+                if isinstance(t, torch.Tensor):
+                    st = t.untyped_storage()
+                    storages[st.data_ptr()] = st.nbytes() // t.element_size()
+            return out
+
+    with Watch():
+        result = fn()
+    return result, list(storages.values())
+
+
+def test_an_expanded_or_axis_free_input_is_shared_not_copied():
+    """x.expand(P, b, n) (stride 0) and an input without the population axis ([b, n] once
+    pop.fold declared b, or [1, n]) take the shared path: x W^T once, the corrections per
+    member, never a [P, b, n] copy of x; the outputs equal the materialised input's."""
+    torch.manual_seed(7)
+    model = nn.Sequential(nn.Linear(5, 7), nn.Tanh(), nn.Linear(7, 3))
+    P, b = 8, 6
+    es = et.ES(model, sigma=0.1, population=P, rank=2, seed=SEED)
+    x = torch.randn(b, 5)
+    with es.ask():
+        want = model(x.expand(P, b, 5).contiguous())              # [P, b, 3], folded
+        got, sizes = _allocations(lambda: model(x.expand(P, b, 5)))
+    assert P * b * 5 not in sizes, "the expanded input was materialised"
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
+    with es.ask() as pop:
+        pop.batch = b                                             # b rows per member
+        axis_free = model(x)                                      # [b, 5]: shared
+        one = model(x[:1])                                        # [1, 5]: broadcast to b rows
+    torch.testing.assert_close(pop.unfold(axis_free), want, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(pop.unfold(one), want[:, :1].expand(P, b, 3), rtol=1e-5,
+                               atol=1e-6)
+
+
+def test_activations_after_a_linear_run_in_place_only_there():
+    torch.manual_seed(8)
+    act = nn.Tanh()
+    model = nn.Sequential(nn.Linear(4, 6), act, nn.Linear(6, 2))
+    es = et.ES(model, sigma=0.1, population=4)
+    x = torch.randn(4, 3, 4)
+    with es.ask():
+        _, sizes = _allocations(lambda: model(x))
+        assert "forward" in act.__dict__
+    assert "forward" not in act.__dict__                          # restored on exit
+    assert sizes.count(4 * 3 * 6) == 1                            # the Linear's output only
+    shared = nn.Tanh()
+    model2 = nn.Sequential(nn.Linear(4, 6), shared, nn.Linear(6, 6), shared)
+    with et.ES(model2, sigma=0.1, population=4).ask():
+        assert "forward" not in shared.__dict__                   # used twice: left alone

@@ -139,6 +139,7 @@ class ES:
         self._make_masters()
         self.last_weights_changed: float | None = None   # set by each optimiser step
         self._snapshot: dict[str, Tensor] = {}
+        self.checked_modules: set[str] = set()    # vector modules checked against member 0
         self._hooks = _register_optimizer_hooks(self)
 
     # -- parameters and modules ------------------------------------------------------------

@@ -70,7 +70,6 @@ class Population:
         self._members: dict[torch.device, Tensor] = {}
         self._vectors: dict[str, Tensor] = {}    # per-member vector params, once per epoch
         self._weights: dict[str, Tensor] = {}    # float32 [m, n] weights (Conv1D transposed)
-        self._checked: set[str] = set()          # vector modules checked against member 0
         self._patched: list[nn.Module] = []
         self._hooks: list[Any] = []
         self._training: list[tuple[nn.Module, bool]] = []
@@ -424,7 +423,7 @@ class Population:
                 raise ValueError(self._vector_message(
                     where, module, f"its output {type(ym).__name__} does not keep the "
                     "[members, rows, ...] layout"))
-            if where not in self._checked:
+            if where not in self._es.checked_modules:
                 one = {local: self.vector(full)[0] for local, full in names.items()}
                 x0 = x if shared else xm[0]
                 y0 = torch.func.functional_call(module, one, (x0, *args[1:]), kwargs)
@@ -433,7 +432,7 @@ class Population:
                     raise ValueError(self._vector_message(
                         where, module, "member 0's rows differ from the module run with "
                         "member 0's parameters"))
-                self._checked.add(where)
+                self._es.checked_modules.add(where)
         finally:
             module.forward = own
         if ym.dtype != x.dtype and ym.dtype.is_floating_point and x.dtype.is_floating_point:
