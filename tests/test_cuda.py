@@ -87,6 +87,28 @@ def test_perturb_vector_bit_identical(form, m, noise_reuse, rng):
     np.testing.assert_array_equal(out.get(), ref.perturb_vector(v, **key))
 
 
+@pytest.mark.parametrize("form", MEMBER_FORMS)
+@pytest.mark.parametrize("V,d,rank", [(1, 1, 1), (29, 17, 1), (97, 64, 3), (5, 130, 2)])
+@pytest.mark.parametrize("shared", [False, True])
+def test_perturbed_embedding_bit_identical_to_cpu(form, V, d, rank, shared, rng):
+    W = rng.standard_normal((V, d)).astype(np.float32)
+    ids = rng.integers(0, V, size=(M, 3, 7))
+    if shared:
+        ids = np.broadcast_to(ids[0], ids.shape)
+    key = _key(make_members(form, M, rng), rank=rank)
+    got = eggroll.perturbed_embedding(cp.asarray(ids) if not shared else
+                                      cp.broadcast_to(cp.asarray(ids[0]), ids.shape),
+                                      cp.asarray(W), **key)
+    assert isinstance(got, cp.ndarray) and got.shape == (M, 3, 7, d)
+    np.testing.assert_array_equal(got.get(), eggroll.perturbed_embedding(ids, W, **key))
+    np.testing.assert_array_equal(got.get(), ref.perturbed_embedding(ids, W, **key))
+    plain = eggroll.perturbed_embedding(cp.asarray(ids[:2].astype(np.int32)), cp.asarray(W),
+                                        **{**key, "members": None})
+    np.testing.assert_array_equal(plain.get(), W[ids[:2]])
+    with pytest.raises(ValueError, match=r"^ids: every id must be in \[0, "):
+        eggroll.perturbed_embedding(cp.full((M, 2), V), cp.asarray(W), **key)
+
+
 # ------------------------------------------------------------------------------------------
 # forwards vs the reference (cuBLAS base product + eggroll's correction)
 # ------------------------------------------------------------------------------------------

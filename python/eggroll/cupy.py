@@ -27,7 +27,7 @@ import numpy as np
 
 from . import _core
 from ._ops import (STREAM_LENGTH, UINT32_MAX, UINT64_MAX, check_bool, check_factor_shape,
-                   check_int, check_shape_arg, cuda_module, es_args, members_array)
+                   check_int, check_shape_arg, cuda_module, es_args, ids_layout, members_array)
 
 _cuda = cuda_module()
 _CODES = {"float32": 0, "float64": 1, "float16": 2, "bfloat16": 3, "int8": 4, "int32": 5,
@@ -197,6 +197,36 @@ def perturb_vector(v: Any, *, members: Any, epoch: int = 0, seed: int = 0, param
         y = _out(out, (mem.shape[0], v.shape[0]), cp.float32, v, {"v": v})
         _cuda.perturb_vector(view(v), view(mem), args, view(y), stream=_stream())
     return y
+
+
+def perturbed_embedding(ids: Any, W: Any, *, members: Any, epoch: int = 0, seed: int = 0,
+                        param_id: int = 0, sigma: float = 1.0, rank: int = 1,
+                        noise_reuse: int = 1, antithetic: bool = True) -> cp.ndarray:
+    """ids int64/int32 [M, ...] (a broadcast axis 0 is shared), W [V, d] -> float32
+    [M, ..., d] (docs/ops.md). The id range is checked with one device sync (the kernel writes
+    a NaN row rather than read outside W) except while a CUDA graph is captured."""
+    args = es_args(seed=seed, param_id=param_id, epoch=epoch, noise_reuse=noise_reuse,
+                   antithetic=antithetic, sigma=sigma, rank=rank)
+    ids = _cupy_array(ids, "ids")
+    if ids.dtype not in (cp.int64, cp.int32):
+        raise TypeError(f"ids: expected int64 or int32 token ids, got dtype {ids.dtype}")
+    M, T, shared = ids_layout(ids.shape, tuple(s // ids.itemsize for s in ids.strides))
+    W = as_float(W, "W", (2,), storage=("float32",))
+    _same_device(ids, "ids", W, "W")
+    with W.device:
+        rows = cp.lib.stride_tricks.as_strided(ids, (M, T), (0 if shared else T * ids.itemsize,
+                                                              ids.itemsize))
+        if rows.size and not _capturing():
+            lo, hi = int(rows.min()), int(rows.max())
+            if lo < 0 or hi >= W.shape[0]:
+                raise ValueError(f"ids: every id must be in [0, {W.shape[0]}) (the rows of W), "
+                                 f"got {lo if lo < 0 else hi}")
+        mem = None if members is None else _members(members, M, W, "ids")[0]
+        y = cp.empty((M, T, W.shape[1]), dtype=cp.float32)
+        _cuda.perturbed_embedding(view(rows), view(W),
+                                  _core.TensorView() if mem is None else view(mem), args,
+                                  view(y), stream=_stream())
+    return y.reshape(ids.shape + (W.shape[1],))
 
 
 def lowrank_factors(shape: Any, *, members: Any, epoch: int = 0, seed: int = 0,

@@ -102,8 +102,11 @@ class Population:
                 if kind in ("direct", "frozen"):
                     continue             # direct: its forward calls eggroll.torch.linear
                 if "forward" in module.__dict__:
-                    raise RuntimeError(f"module {mod_name!r} already has an instance forward "
-                                       "(nested es.ask()?)")
+                    raise RuntimeError(
+                        f"module {mod_name!r} already has an instance forward: another "
+                        "es.ask() is active on it, or a library wrapped it (accelerate's "
+                        "device hooks, ...); population mode replaces forward for the `with` "
+                        "block, so run it on a plain module")
                 module.forward = self._forward_for(mod_name, module, kind)
                 self._patched.append(module)
             self._patch_inplace_activations(root)
