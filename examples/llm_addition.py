@@ -42,7 +42,8 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--population", type=int, default=64, help="members (even)")
     ap.add_argument("--prompts", type=int, default=32, help="prompts per generation")
     ap.add_argument("--sigma", type=float, default=0.01, help="perturbation scale")
-    ap.add_argument("--lr", type=float, default=3e-3, help="Adam learning rate of the ES phase")
+    ap.add_argument("--lr", type=float, default=1e-3,
+                    help="Adam learning rate of the ES phase (decays linearly to a tenth)")
     ap.add_argument("--width", type=int, default=64, help="hidden size")
     ap.add_argument("--layers", type=int, default=2, help="transformer blocks")
     ap.add_argument("--pretrain-target", type=float, default=0.35,
@@ -182,7 +183,7 @@ def main(argv: list[str] | None = None) -> int:
         loss.backward()
         opt.step()
         steps += 1
-        if steps % 50 == 0 or args.smoke:
+        if steps % 25 == 0 or args.smoke:
             val_acc = accuracy(task.val)
             if val_acc >= args.pretrain_target:
                 break
@@ -196,8 +197,13 @@ def main(argv: list[str] | None = None) -> int:
     es = eggroll.torch.ES(model, sigma=args.sigma, population=P, rank=1, seed=args.seed,
                           shaping="centered_rank", track_changes=True)
     opt = torch.optim.Adam(es.parameters(), lr=args.lr)
+    # a noisy estimate and a constant step leave the weights wandering around the optimum;
+    # decaying the step lowers that floor
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda t: 1.0 - 0.9 * min(1.0, t / max(1, args.generations)))
     print(f"ES                 population {P} x {b} prompts per generation, rank 1, sigma "
-          f"{args.sigma}, Adam lr {args.lr}, {args.generations} generations")
+          f"{args.sigma}, Adam lr {args.lr} -> {args.lr / 10:g}, {args.generations} "
+          "generations")
     monitor = Monitor(es, total=args.generations, bar=True, desc="ES")
     curve_gen, curve_acc = [0], [before]
     tokens = 0
@@ -216,6 +222,7 @@ def main(argv: list[str] | None = None) -> int:
                                 for i in range(P)])                  # [P, b]
         stats = es.tell(group_fitness(rewards))
         opt.step()
+        sched.step()
         extra = {}
         if (g + 1) % args.eval_every == 0 or g == args.generations - 1:
             curve_gen.append(g + 1)
