@@ -40,7 +40,7 @@ def free_port() -> int:
 
 
 def run_ranks(engine: str, world: int, tmp: Path, timeout: float = TIMEOUT,
-              **opts: Any) -> list[dict[str, Any]]:
+              env: dict[str, str] | None = None, **opts: Any) -> list[dict[str, Any]]:
     """Run `world` ranks (world 1: the single-process baseline) and return each rank's output:
     {name: array} of its final parameters and "_listening", or {"_error": {...}}."""
     tmp.mkdir(parents=True, exist_ok=True)
@@ -54,7 +54,8 @@ def run_ranks(engine: str, world: int, tmp: Path, timeout: float = TIMEOUT,
         outs.append(out)
         cmd = [sys.executable, str(HERE / "dist_worker.py"), engine, f"--rank={r}",
                f"--world={world}", f"--rdzv={rdzv}", f"--port={port}", f"--out={out}", *args]
-        procs.append(subprocess.Popen(cmd, env=one_thread_env(), stdout=subprocess.PIPE,
+        procs.append(subprocess.Popen(cmd, env=one_thread_env(**(env or {})),
+                                      stdout=subprocess.PIPE,
                                       stderr=subprocess.STDOUT, text=True))
     logs = []
     try:

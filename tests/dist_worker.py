@@ -124,7 +124,7 @@ def main() -> int:
     ap.add_argument("--population", type=int, default=14)
     ap.add_argument("--steps", type=int, default=6)
     ap.add_argument("--wire", default="float32")
-    ap.add_argument("--scenario", default="ok", choices=["ok", "seed", "diverge"])
+    ap.add_argument("--scenario", default="ok", choices=["ok", "seed", "diverge", "shard"])
     a = ap.parse_args()
     import eggroll
     eggroll.set_num_threads(1)
