@@ -71,8 +71,6 @@ def run(a: argparse.Namespace) -> dict[str, np.ndarray]:
         f = fit(params, epoch, xb, yb)
         full = des.gather(f, params, epoch) if des else f
         params, opt_state = update(params, opt_state, full, epoch)
-        if a.scenario == "diverge" and a.rank == 1 and epoch == 2:
-            params = dict(params, b1=params["b1"] + 1e-6)
     out = {k: np.asarray(v) for k, v in params.items()}
     out["_listening"] = np.array(listening_addresses(), dtype=np.str_)
     if a.world > 1:

@@ -356,6 +356,10 @@ def test_exchange_errors_reach_every_rank():
     assert all(isinstance(e, d.SetupMismatch) and "rank 1 differs from rank 0 in params" in str(e)
                for e in errors)
 
+    _, errors = _run_ranks(7, lambda r: _es(), 1)                  # 6 pairs, 7 ranks
+    assert all(isinstance(e, ValueError) and str(e).startswith(
+        "world_size: 7 ranks but only 6 antithetic pairs") for e in errors)
+
     def diverge(r, step, es):
         if r == 2 and step == 0:
             es._params["b"] = es._params["b"] + np.float32(1e-3)

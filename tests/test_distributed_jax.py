@@ -1,7 +1,7 @@
 """eggroll.jax.ES across two jax.distributed CPU processes on 127.0.0.1 (the coordinator bound
 to the loopback address) and across three local devices with shard_map inside jax.jit: the
 same parameters bit for bit as one process after 6 generations, uneven blocks included; a
-mismatched seed and a diverging process are clear errors on every process."""
+mismatched seed is a clear error on every process."""
 from __future__ import annotations
 
 import os
@@ -36,10 +36,9 @@ def test_shard_map_over_three_local_devices_equals_one_device(tmp_path):
         assert out[f"sharded/{k}"].tobytes() == out[f"single/{k}"].tobytes(), k
 
 
-def test_bad_setups_are_clear_errors_on_every_process(tmp_path):
+def test_a_mismatched_seed_is_a_clear_error_on_every_process(tmp_path):
+    # (the divergence check is the engine-neutral exchange's: test_distributed_torch.py and
+    # test_distributed_core.py)
     for r in run_ranks("jax", 2, tmp_path, scenario="seed", steps=1):
         assert r["_error"]["type"] == "SetupMismatch", r["_error"]
         assert "rank 1 differs from rank 0 in seed" in r["_error"]["message"]
-    for r in run_ranks("jax", 2, tmp_path, scenario="diverge", steps=6):
-        assert r["_error"]["type"] == "DivergenceError", r["_error"]
-        assert "rank 1's parameters differ from rank 0's at epoch 4" in r["_error"]["message"]

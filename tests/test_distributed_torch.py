@@ -1,7 +1,7 @@
 """eggroll.torch.ES on torch.distributed (gloo, two and three processes on 127.0.0.1): the same
 parameters bit for bit as one process after 6 generations (even and uneven blocks, both wire
-forms), and clear errors on every rank for a mismatched seed, more ranks than pairs and a diverging
-rank. Every launch has a hard timeout (dist_launch.py)."""
+forms), and clear errors on every rank for a mismatched seed and a diverging rank (more ranks than
+pairs: tests/test_distributed_core.py). Every launch has a hard timeout (dist_launch.py)."""
 from __future__ import annotations
 
 import pytest
@@ -32,13 +32,6 @@ def test_mismatched_seed_is_a_clear_error_on_every_rank(tmp_path):
     for r in ranks:
         assert r["_error"]["type"] == "SetupMismatch"
         assert "rank 1 differs from rank 0 in seed" in r["_error"]["message"]
-
-
-def test_more_ranks_than_pairs_is_a_clear_error(tmp_path):
-    ranks = run_ranks("torch", 2, tmp_path, population=2, steps=1)
-    for r in ranks:
-        assert r["_error"]["type"] == "ValueError"
-        assert r["_error"]["message"].startswith("world_size: 2 ranks but only 1 antithetic")
 
 
 def test_a_diverging_rank_is_named_on_every_rank(tmp_path):
