@@ -1,6 +1,7 @@
 """The JAX rank of tests/dist_worker.py: jax.distributed on 127.0.0.1 (coordinator bound to the
 loopback address), each process one CPU device; its block of the population is evaluated by
-sharded_fitness over that process's devices, then gathered across processes. Also the
+sharded_fitness over that process's devices, then gathered across processes (DistributedES);
+then the same run again as one jitted step over a mesh of all processes' devices. Also the
 --scenario shard run: one process, several local devices, sharded vs unsharded in one run."""
 from __future__ import annotations
 
@@ -72,10 +73,36 @@ def run(a: argparse.Namespace) -> dict[str, np.ndarray]:
         full = des.gather(f, params, epoch) if des else f
         params, opt_state = update(params, opt_state, full, epoch)
     out = {k: np.asarray(v) for k, v in params.items()}
+    if a.world > 1:
+        out.update({f"_global/{k}": v for k, v in run_global_mesh(a, es, opt).items()})
     out["_listening"] = np.array(listening_addresses(), dtype=np.str_)
     if a.world > 1:
         jax.distributed.shutdown()
     return out
+
+
+def run_global_mesh(a: argparse.Namespace, es, opt) -> dict[str, np.ndarray]:
+    """The whole step in one jax.jit over a mesh of every process's devices: sharded_fitness
+    all-gathers across processes inside the computation (no process_allgather)."""
+    import jax
+    import optax
+
+    from eggroll.distributed.jax import sharded_fitness
+    _, params = _setup(a.population, 7, a.wire)
+    xb, yb = data()
+    mesh = jax.make_mesh((jax.device_count(),), ("pop",))
+    fit = sharded_fitness(es, fitness, mesh)
+
+    @jax.jit
+    def step(params, opt_state, epoch):
+        f = fit(params, epoch, xb, yb)
+        updates, opt_state = opt.update(es.gradient(params, f, epoch), opt_state, params)
+        return optax.apply_updates(params, updates), opt_state
+    params = {k: np.asarray(v) for k, v in params.items()}     # host values: replicated
+    opt_state = jax.tree.map(np.asarray, opt.init(params))
+    for epoch in range(a.steps):
+        params, opt_state = step(params, opt_state, epoch)
+    return {k: np.asarray(v.addressable_data(0)) for k, v in params.items()}
 
 
 def run_shard(a: argparse.Namespace) -> dict[str, np.ndarray]:

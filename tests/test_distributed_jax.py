@@ -1,5 +1,6 @@
 """eggroll.jax.ES across two jax.distributed CPU processes on 127.0.0.1 (the coordinator bound
-to the loopback address) and across three local devices with shard_map inside jax.jit: the
+to the loopback address; fitness by process_allgather, and again by shard_map over a mesh of
+both processes inside jax.jit) and across three local devices with shard_map: the
 same parameters bit for bit as one process after 6 generations, uneven blocks included; a
 mismatched seed is a clear error on every process."""
 from __future__ import annotations
@@ -20,7 +21,9 @@ def test_two_processes_equal_one_process_bit_for_bit(tmp_path):
     base = run_ranks("jax", 1, tmp_path, population=14)[0]
     ranks = run_ranks("jax", 2, tmp_path, population=14)             # blocks of 8 and 6
     for r in ranks:
-        assert_bit_identical(r, base)
+        assert_bit_identical(r, base)                       # DistributedES: process_allgather
+        for k in [k for k in base if not k.startswith("_")]:  # one jit over both processes
+            assert r[f"_global/{k}"].tobytes() == base[k].tobytes(), k
         assert r["_listening"].size and is_loopback_all(r["_listening"]), r["_listening"]
 
 

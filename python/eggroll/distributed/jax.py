@@ -21,7 +21,12 @@ Across processes (``jax.distributed.initialize`` first)::
     params, opt_state = update(params, opt_state, f, epoch)   # jitted: gradient + optax
 
 The two compose: a process evaluates its block with sharded_fitness(..., members=des.members)
-over its local devices, then gathers across processes.
+over its local devices, then gathers across processes. Or, all inside one jax.jit: give
+sharded_fitness a mesh of every process's devices (jax.make_mesh((jax.device_count(),),
+("pop",))) and pass host (NumPy) or replicated parameters; the all-gather then crosses
+processes inside the computation (XLA's CPU collectives: gloo), as the official code does.
+DistributedES adds what a bare all-gather lacks: the set-up check at start, the epoch and
+digest checks and the fitness log.
 """
 from __future__ import annotations
 
