@@ -2,6 +2,7 @@
 127.0.0.1 only, as process groups with a hard timeout (killed whole on expiry)."""
 from __future__ import annotations
 
+import importlib.util
 import os
 import signal
 import subprocess
@@ -58,7 +59,8 @@ def test_jax_example_two_processes(tmp_path):
 
 
 def test_ray_example_pool(tmp_path):
-    pytest.importorskip("ray")
+    if importlib.util.find_spec("ray") is None:
+        pytest.skip("ray is not installed (pip install 'eggroll[ray]')")
     pytest.importorskip("sklearn")
     env = one_thread_env(RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="0", RAY_USAGE_STATS_ENABLED="0")
     log = _finish([_start([str(EXAMPLES / "ray_digits.py"), "--smoke", "--actors", "2",

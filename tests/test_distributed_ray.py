@@ -5,6 +5,7 @@ parameters equal a one-process run bit for bit, and so does checkpoint + replay.
 runs as a subprocess in its own session with a hard timeout (the whole group is killed)."""
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import signal
@@ -14,7 +15,8 @@ import sys
 import numpy as np
 import pytest
 
-pytest.importorskip("ray")
+if importlib.util.find_spec("ray") is None:      # not imported here: it runs in the driver
+    pytest.skip("ray is not installed (pip install 'eggroll[ray]')", allow_module_level=True)
 
 from dist_launch import HERE, is_loopback_all, one_thread_env  # noqa: E402
 
