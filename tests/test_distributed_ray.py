@@ -44,7 +44,10 @@ def test_pool_survives_a_killed_actor_and_a_straggler_bit_for_bit(tmp_path):
     assert "_error" not in r, json.loads(str(r["_error"]))["trace"]
     stats = json.loads(str(r["_stats"]))
     print(f"ray start-up {float(r['_ray_start_s']):.1f} s; pool stats {stats}")
-    assert stats["actor_errors"] >= 1 and stats["reassigned"] >= 1      # the kill happened
+    # the kill: seen as an actor error; its chunk re-assigned, or already duplicated when the
+    # kill took longer to detect than the straggler timeout (a loaded machine)
+    assert (tmp_path / "kill").exists() and stats["actor_errors"] >= 1
+    assert stats["reassigned"] + stats["duplicated"] >= 2
     assert stats["catch_up_records"] >= 2                               # restart replayed
     assert stats["duplicated"] >= 1                                     # the straggler
     assert int(r["_replayed"]) == 4                                     # epochs 2..5

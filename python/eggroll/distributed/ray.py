@@ -213,8 +213,7 @@ class RayPool:
         def owners(c: int) -> int:
             return sum(1 for k, _, _ in running.values() if k == c)
         while any(r is None for r in results):
-            self._abandoned = [(r, a) for r, a in self._abandoned
-                               if not ray.wait([r], timeout=0)[0]]
+            self._prune_abandoned()
             busy = {a for _, a, _ in running.values()} | {a for _, a in self._abandoned}
             idle = [a for a in range(self.num_actors) if not self._dead[a] and a not in busy]
             if all(self._dead):
@@ -270,6 +269,24 @@ class RayPool:
             self._history.pop(epoch - 2, None)
         stats = self.replica.tell(fitness)
         return dict(stats) if isinstance(stats, dict) else {}
+
+    def _prune_abandoned(self) -> None:
+        """Forget superseded duplicates that finished; one that died counts as an actor error
+        (its actor restarts from its factory and will say it is behind)."""
+        import ray
+        from ray.exceptions import RayActorError
+        keep = []
+        for ref, a in self._abandoned:
+            if not ray.wait([ref], timeout=0)[0]:
+                keep.append((ref, a))
+                continue
+            try:
+                ray.get(ref)
+            except RayActorError:
+                self.stats["actor_errors"] += 1
+                self._known[a] = None
+                self._dead[a] = not self._alive(a)
+        self._abandoned = keep
 
     def _alive(self, a: int) -> bool:
         import ray
