@@ -356,6 +356,13 @@ def test_exchange_errors_reach_every_rank():
     assert all(isinstance(e, d.SetupMismatch) and "rank 1 differs from rank 0 in params" in str(e)
                for e in errors)
 
+    def other_population(r):
+        es = _es()
+        return eggroll.ES(es.params, sigma=0.1, lr=0.05, population=12 + 2 * r, seed=5)
+    _, errors = _run_ranks(3, other_population, 1)
+    assert all(isinstance(e, d.SetupMismatch) and str(e).startswith(
+        "rank 1 differs from rank 0 in population") for e in errors)
+
     _, errors = _run_ranks(7, lambda r: _es(), 1)                  # 6 pairs, 7 ranks
     assert all(isinstance(e, ValueError) and str(e).startswith(
         "world_size: 7 ranks but only 6 antithetic pairs") for e in errors)
