@@ -101,13 +101,15 @@ class _Actor:
         self.replica = factory()
         self.pid = os.getpid()
 
-    def run(self, epoch: int, members: range, records: list[tuple[int, np.ndarray]],
+    def run(self, epoch: int, members: range, records: list[tuple[int, Any]],
             want_digest: bool) -> tuple[str, int, Any, Any]:
-        """Replay records up to `epoch`, evaluate `members`: ("ok", epoch, fitness, digest),
-        or ("behind", its epoch, None, None) when records do not reach back to it."""
+        """Replay records (epoch, fitness or its ObjectRef) up to `epoch`, evaluate `members`:
+        ("ok", epoch, fitness, digest), or ("behind", its epoch, None, None) when records do
+        not reach back to it."""
+        import ray
         for e, f in records:
             if e == self.replica.epoch:
-                self.replica.tell(f)
+                self.replica.tell(ray.get(f) if isinstance(f, ray.ObjectRef) else f)
         if self.replica.epoch != epoch:
             return "behind", int(self.replica.epoch), None, None
         digest = self.replica.digest() if want_digest else None
@@ -159,7 +161,9 @@ class RayPool:
         if log is not None and log.population != self.replica.population:
             raise ValueError(f"log: holds population {log.population}, the replica has "
                              f"{self.replica.population}")
-        self._history: dict[int, np.ndarray] = {}      # epoch -> fitness, for catching up
+        # epoch -> the fitness in Ray's object store (put once: every actor on a node then
+        # reads the same copy), for catching up
+        self._history: dict[int, Any] = {}
         if not ray.is_initialized():
             raise RuntimeError("ray is not initialised: call ray.init(...) first")
         remote = ray.remote(num_cpus=1, max_restarts=max_restarts, max_task_retries=0)(_Actor)
@@ -175,14 +179,15 @@ class RayPool:
 
     # -- catching up: the fitness of every generation an actor has not applied --------------
 
-    def _records(self, since: int | None, epoch: int) -> list[tuple[int, np.ndarray]]:
+    def _records(self, since: int | None, epoch: int) -> list[tuple[int, Any]]:
+        import ray
         lo = epoch - 1 if since is None else since      # unknown: optimistic, "behind" corrects
         out = []
         for e in range(max(lo, 0), epoch):
             f = self._history.get(e)
             if f is None and self.log is not None and self.log.first_epoch is not None \
                     and self.log.first_epoch <= e < self.log.next_epoch:
-                f = self.log.fitness(e)
+                f = ray.put(self.log.fitness(e))        # older generations: from the log
             if f is None:
                 raise RuntimeError(f"an actor needs the fitness of epoch {e} to catch up, but "
                                    "neither the pool's memory nor its log holds it; give its "
@@ -263,7 +268,7 @@ class RayPool:
                         self._abandoned.append((other, b))
                         running.pop(other)
         fitness = np.concatenate(results).astype(np.float32)
-        self._history[epoch] = fitness
+        self._history[epoch] = ray.put(fitness)
         if self.log is not None:                         # older generations: read from the log
             self.log.append(epoch, fitness)
             self._history.pop(epoch - 2, None)
