@@ -19,7 +19,10 @@ scaling  The same task (MLP 64 -> hidden -> 10 on a 16-row batch, population P, 
          jax with --engines jax), launched alternately --repeat times, medians. Target: >= 1.7x
          on 2 cores. Each rank times its generation loop after one warm-up generation and is
          pinned to one CPU (--no-pin to let the OS place it): eggroll, torch and BLAS run one
-         thread by setting, XLA's CPU pool only by the CPUs the process may use.
+         thread by setting, XLA's CPU pool only by the CPUs the process may use. Also each
+         rank's CPU seconds per generation (the work one rank does, all-gather included):
+         less sensitive than wall time to other jobs on the machine, though not immune
+         (caches and memory bandwidth are shared).
 """
 from __future__ import annotations
 
@@ -79,14 +82,18 @@ def _gather_ms(exchange, n: int = 50) -> float:
     return (time.perf_counter() - t0) / n * 1e3
 
 
+CPU_S: list[float] = []       # this process's CPU seconds per generation (set by _timed)
+
+
 def _timed(step, generations: int) -> tuple[float, int, int]:
     """Seconds per generation and lo (bytes, packets) over `generations` after one warm-up."""
     step()
     b0, p0 = lo_bytes()
-    t0 = time.perf_counter()
+    c0, t0 = time.process_time(), time.perf_counter()
     for _ in range(generations):
         step()
     dt = time.perf_counter() - t0
+    CPU_S.append((time.process_time() - c0) / generations)
     b1, p1 = lo_bytes()
     return dt / generations, b1 - b0, p1 - p0
 
@@ -242,6 +249,7 @@ def worker_main(a: argparse.Namespace) -> int:
     import eggroll
     eggroll.set_num_threads(1)
     res = {"torch": worker_torch, "jax": worker_jax, "ray": worker_ray}[a.worker](a)
+    res["cpu_s_per_gen"] = CPU_S[-1] if CPU_S else 0.0
     if a.rank == 0:
         print("RESULT " + json.dumps(res), flush=True)
     return 0
@@ -363,17 +371,23 @@ def main() -> int:
     scaling = [e for e in engines if e in ("torch", "jax")]
     for engine in scaling:                                          # 1 x 1 vs 2 x 1
         times: dict[int, list[float]] = {1: [], 2: []}
+        cpu: dict[int, list[float]] = {1: [], 2: []}
         for _ in range(a.repeat):
             for world in (1, 2):
-                times[world].append(launch(engine, world, a, netns)["sec_per_gen"])
+                r = launch(engine, world, a, netns)
+                times[world].append(r["sec_per_gen"])
+                cpu[world].append(r["cpu_s_per_gen"])
         one, two = float(np.median(times[1])), float(np.median(times[2]))
+        c1, c2 = float(np.median(cpu[1])), float(np.median(cpu[2]))
         row = {"bench": "scaling", "engine": engine, "population": a.population,
                "hidden": a.hidden, "gen_per_s_1x1": 1 / one, "gen_per_s_2x1": 1 / two,
-               "speedup": one / two, "runs": a.repeat, "load": os.getloadavg()[0]}
+               "speedup": one / two, "cpu_s_per_gen_1x1": c1, "cpu_s_per_gen_rank0_2x1": c2,
+               "cpu_ratio": c1 / c2, "runs": a.repeat, "load": os.getloadavg()[0]}
         emit(row, a.jsonl)
         print(f"\nscaling {engine}: 1 process x 1 thread {1 / one:.1f} gen/s, 2 processes x 1 "
               f"thread {1 / two:.1f} gen/s: {one / two:.2f}x (target >= 1.7x; load average "
-              f"now {os.getloadavg()[0]:.2f})", file=sys.stderr)
+              f"now {os.getloadavg()[0]:.2f}); CPU seconds per generation {c1 * 1e3:.1f} ms "
+              f"(1 process) vs {c2 * 1e3:.1f} ms (rank 0 of 2): {c1 / c2:.2f}x", file=sys.stderr)
     return 0
 
 
