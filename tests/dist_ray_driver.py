@@ -1,7 +1,7 @@
 """The Ray test's driver (tests/test_distributed_ray.py runs it as a subprocess with a hard
 timeout): a local Ray pool on 127.0.0.1 with 2 actors trains eggroll.ES for 6 generations
 while one actor is killed mid-generation (and restarted by Ray, catching up from the fitness
-log) and another straggles; then checkpoint + replay. Writes the parameters of the pool, of a
+log) and another straggles until its chunk is duplicated; then checkpoint + replay. Writes the parameters of the pool, of a
 one-process run and of the replayed run, the pool's statistics and the listening addresses
 of every process of the Ray session to --out (.npz)."""
 from __future__ import annotations
@@ -40,7 +40,7 @@ class Factory:
     """Builds the replica; in an actor (not the driver) it also plays the faults, once each:
     at epoch 3 the actor evaluating member 0 kills itself mid-evaluation (restarted by Ray,
     it needs epochs 0-2, the oldest read back from the fitness log); at epoch 4 the actor
-    evaluating the last chunk sleeps past the straggler timeout."""
+    evaluating the last chunk straggles until the driver has duplicated it."""
 
     def __init__(self, marks: str, driver_pid: int) -> None:
         self.marks, self.driver_pid = marks, driver_pid
@@ -54,8 +54,17 @@ class Factory:
                 e, lo = pop.epoch, pop.members.start
                 if e == 3 and lo == 0 and _once(marks, "kill"):
                     os.kill(os.getpid(), signal.SIGKILL)
-                if e == 4 and pop.members.stop == POPULATION and _once(marks, "sleep"):
-                    time.sleep(6.0)
+                if e == 4 and pop.members.stop == POPULATION:
+                    if _once(marks, "sleep"):
+                        # Straggle until the driver has given this chunk to the other actor
+                        # (bounded): a fixed sleep raced the other actor's own work and
+                        # restart on a loaded machine.
+                        deadline = time.monotonic() + 60.0
+                        while (not os.path.exists(os.path.join(marks, "dup"))
+                               and time.monotonic() < deadline):
+                            time.sleep(0.05)
+                    else:
+                        _once(marks, "dup")          # the duplicate: release the straggler
             return fitness(pop)
         return ESReplica(make_es(), faulty_fitness)
 

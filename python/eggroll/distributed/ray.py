@@ -293,13 +293,21 @@ class RayPool:
                 self._dead[a] = not self._alive(a)
         self._abandoned = keep
 
-    def _alive(self, a: int) -> bool:
+    def _alive(self, a: int, patience: float = 60.0) -> bool:
+        """Whether actor a answers within `patience` seconds. A call submitted in the moment
+        between its death and Ray's restart fails at once (the task is not retried), so a
+        failure is retried until the deadline; only silence for that long means it is gone."""
         import ray
-        try:
-            ray.get(self._actors[a].where.remote(), timeout=60)
-            return True
-        except Exception:  # noqa: BLE001 - any failure to answer means it is gone
-            return False
+        deadline = time.monotonic() + patience
+        while True:
+            try:
+                ray.get(self._actors[a].where.remote(),
+                        timeout=max(deadline - time.monotonic(), 0.1))
+                return True
+            except Exception:  # noqa: BLE001 - any failure to answer: ask again until the deadline
+                if time.monotonic() >= deadline:
+                    return False
+                time.sleep(0.2)
 
     def _check_block(self, f: Any, c: int) -> np.ndarray:
         block = self.plan.blocks[c]
