@@ -62,8 +62,10 @@ void gemm_impl(const float* x, bool x_kmajor, const float* W, bool w_kmajor, flo
   if (n <= 0) { std::fill(y, y + rows * m, 0.0f); return; }
   detail::GemmKernel kern;
   switch (active_isa()) {
+#if defined(EGGROLL_X86_KERNELS)  // built on x86-64 only (CMakeLists.txt)
     case Isa::avx512: kern = detail::gemm_kernel_avx512(); break;
     case Isa::avx2: kern = detail::gemm_kernel_avx2(); break;
+#endif
     default: kern = detail::gemm_kernel_scalar(); break;
   }
   const int64_t MR = kern.MR, NR = kern.NR;

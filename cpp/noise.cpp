@@ -10,8 +10,10 @@
 namespace eggroll {
 namespace {
 
+// The x86 paths exist only where their kernels were built (EGGROLL_X86_KERNELS, set by the
+// build on x86-64); elsewhere only the scalar path, and no CPUID.
 bool cpu_has(Isa isa) {
-#if (defined(__x86_64__) || defined(__i386__)) && (defined(__GNUC__) || defined(__clang__))
+#if defined(EGGROLL_X86_KERNELS) && (defined(__GNUC__) || defined(__clang__))
   __builtin_cpu_init();
   switch (isa) {
     case Isa::scalar: return true;
@@ -64,8 +66,10 @@ void philox4x32(const uint32_t counter[4], const uint32_t key[2], uint32_t out[4
 void fill_normal(float* out, int64_t count, const NoiseKey& key, uint64_t offset) {
   if (count <= 0) return;
   switch (active_isa()) {
+#if defined(EGGROLL_X86_KERNELS)
     case Isa::avx512: detail::fill_normal_avx512(out, count, key, offset); break;
     case Isa::avx2: detail::fill_normal_avx2(out, count, key, offset); break;
+#endif
     default: detail::fill_normal_scalar(out, count, key, offset); break;
   }
 }

@@ -69,6 +69,12 @@ static void test_noise_isa_threads() {
   CHECK(std::fabs(mean) < 0.02 && std::fabs(var - 1) < 0.03, "moments mean=%g var=%g", mean, var);
 }
 
+// The larger error, and NaN if either is NaN (std::fmax would drop a NaN error). A plain
+// comparison also keeps GCC 12 for aarch64 from crashing while vectorising an fmax reduction.
+static double worse(double maxerr, double err) {
+  return (maxerr != maxerr || err <= maxerr) ? maxerr : err;
+}
+
 // perturbed_matmul == x (W + A_i B_i^T)^T built from lowrank_factors, and the update equals
 // the explicit sum of f_i E_i / (N sigma).
 static void test_ops() {
@@ -92,7 +98,7 @@ static void test_ops() {
           for (int64_t l = 0; l < r; ++l) e += double(A[(i * m + o) * r + l]) * B[(i * n + j) * r + l];
           acc += double(x[(i * b + row) * n + j]) * (W[o * n + j] + e);
         }
-        maxerr = std::fmax(maxerr, std::fabs(acc - y[(i * b + row) * m + o]));
+        maxerr = worse(maxerr, std::fabs(acc - y[(i * b + row) * m + o]));
       }
   CHECK(maxerr < 1e-4, "perturbed_matmul vs explicit: %g", maxerr);
 
@@ -105,7 +111,7 @@ static void test_ops() {
       for (int64_t i = 0; i < M; ++i)
         for (int64_t l = 0; l < r; ++l) acc += f[i] * double(A[(i * m + o) * r + l]) * B[(i * n + j) * r + l];
       acc /= double(M) * a.sigma;
-      maxerr = std::fmax(maxerr, std::fabs(acc - g[o * n + j]));
+      maxerr = worse(maxerr, std::fabs(acc - g[o * n + j]));
     }
   CHECK(maxerr < 1e-5, "es_gradient vs explicit: %g", maxerr);
 }
@@ -175,6 +181,38 @@ static void test_gemm() {
   CHECK(cs.l1d >= (8 << 10) && cs.l2 >= (64 << 10) && cs.l3 >= (256 << 10), "cache sizes %lld %lld %lld",
         (long long)cs.l1d, (long long)cs.l2, (long long)cs.l3);
   set_isa(best_isa()); set_num_threads(2);
+}
+
+// Golden bits: FNV-1a hashes of results on inputs that every platform represents exactly.
+// The noise and x W^T hashes are those of python/eggroll/reference.py (normal, matmul_nt);
+// the perturbed forward's is the x86-64 build's (the same bits on every x86 path and thread
+// count, tested in tests/test_perturb.py). Every other target (tools/aarch64_check.sh) must
+// reproduce all three.
+static uint64_t fnv1a(const std::vector<float>& v) {
+  uint64_t h = 1469598103934665603ULL;
+  for (float f : v) {
+    uint32_t u;
+    std::memcpy(&u, &f, 4);
+    for (int byte = 0; byte < 4; ++byte) { h ^= (u >> (8 * byte)) & 0xFFu; h *= 1099511628211ULL; }
+  }
+  return h;
+}
+
+static void test_golden() {
+  set_num_threads(2);
+  const auto z = normals(100003, NoiseKey{0x123456789abcdefULL, 7, 3, 11}, 13);
+  CHECK(fnv1a(z) == 0xd38fffaa5fce07e9ULL, "noise hash %016llx", (unsigned long long)fnv1a(z));
+  const int64_t M = 8, n = 300, m = 37;
+  std::vector<float> x(M * n), W(m * n), y(M * m), y0(M * m);
+  for (size_t i = 0; i < x.size(); ++i) x[i] = float(int64_t((i * 2654435761ULL) % 2001) - 1000) / 256.0f;
+  for (size_t i = 0; i < W.size(); ++i) W[i] = float(int64_t((i * 40503ULL) % 1999) - 999) / 1024.0f;
+  std::vector<int64_t> mem = {0, 1, 2, 3, 4, 5, 6, 7};
+  EsArgs a; a.seed = 2024; a.param_id = 1; a.epoch = 3; a.sigma = 0.125; a.rank = 2;
+  const auto xv = make_view(x.data(), DType::float32, {M, n}), Wv = make_view(W.data(), DType::float32, {m, n});
+  perturbed_matmul(xv, Wv, make_view(mem.data(), DType::int64, {M}), a, make_view(y.data(), DType::float32, {M, m}));
+  perturbed_matmul(xv, Wv, TensorView{}, a, make_view(y0.data(), DType::float32, {M, m}));
+  CHECK(fnv1a(y) == 0xf273d9c3f62cc5ffULL, "perturbed_matmul hash %016llx", (unsigned long long)fnv1a(y));
+  CHECK(fnv1a(y0) == 0x3ac2c36d15223f92ULL, "x W^T hash %016llx", (unsigned long long)fnv1a(y0));
 }
 
 // The int8 forward equals a naive int64 evaluation built from the quantised stream (normals
@@ -333,6 +371,7 @@ int main() {
   test_noise_isa_threads();
   test_ops();
   test_gemm();
+  test_golden();
   test_int8();
   test_errors();
   test_executors();
