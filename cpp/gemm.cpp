@@ -66,7 +66,11 @@ void gemm_impl(const float* x, bool x_kmajor, const float* W, bool w_kmajor, flo
     case Isa::avx512: kern = detail::gemm_kernel_avx512(); break;
     case Isa::avx2: kern = detail::gemm_kernel_avx2(); break;
 #endif
+#if defined(EGGROLL_NEON_KERNELS)  // aarch64: NEON is always there, so it is the baseline
+    default: kern = detail::gemm_kernel_neon(); break;
+#else
     default: kern = detail::gemm_kernel_scalar(); break;
+#endif
   }
   const int64_t MR = kern.MR, NR = kern.NR;
   // KC: a packed W panel slice (KC x NR) stays in L1 while MC rows of packed x (L2) pass by.

@@ -40,7 +40,8 @@ struct GemmKernel {
 void pack_scalar(const float* src, int64_t ld, int64_t valid, int64_t R, int64_t kc, float* dst);
 
 GemmKernel gemm_kernel_scalar();
-GemmKernel gemm_kernel_avx2();
+GemmKernel gemm_kernel_avx2();    // x86-64 builds only (EGGROLL_X86_KERNELS)
 GemmKernel gemm_kernel_avx512();
+GemmKernel gemm_kernel_neon();    // aarch64 builds only (EGGROLL_NEON_KERNELS): the baseline there
 
 }  // namespace eggroll::detail
