@@ -73,7 +73,9 @@ void gemm_impl(const float* x, bool x_kmajor, const float* W, bool w_kmajor, flo
 #endif
   }
   const int64_t MR = kern.MR, NR = kern.NR;
-  // KC: a packed W panel slice (KC x NR) stays in L1 while MC rows of packed x (L2) pass by.
+  // Blocking: a row block's packed x slice (MR x KC) sits in L1 while packed W panels
+  // (KC x NR each) stream from L2; the sizes that depend on the cache come from
+  // cache_sizes() (the CPU's reported L2), never from constants fitted to one CPU.
   constexpr int64_t KC = detail::kGemmKC;
   const int64_t nrb = (rows + MR - 1) / MR;            // row blocks
   const int64_t npanels = (m + NR - 1) / NR;           // column panels
@@ -81,11 +83,13 @@ void gemm_impl(const float* x, bool x_kmajor, const float* W, bool w_kmajor, flo
   const int64_t fsz = int64_t(sizeof(float));
 
   // Tall product with a small W (many members x rows, a narrow layer): threads own row blocks
-  // instead of column panels. Each thread packs all of W once (at most half its L2), then
+  // instead of column panels. Each thread packs all of W once (at most its L2 size: still
+  // faster than the column split with W filling a 1 MiB L2, 28.5 vs 32.6 ms at
+  // 4096 x 1024 x 256 on one Zen 4 core), then
   // per row block packs one KC-slice of x into an L1 buffer and runs every panel through it,
   // slice after slice: x is read once with no row-sized packed copy, and the block's y rows
   // stay in L1 across the k slices. Same tiles, same slice order: same bits as below.
-  if (npanels * n * NR * fsz <= cache.l2 / 2 && nrb >= 16) {
+  if (npanels * n * NR * fsz <= cache.l2 && nrb >= 16) {
     parallel_for(nrb, 2, [&](int64_t r0, int64_t r1) {
       thread_local std::vector<float> Bw, Ab;
       if (Bw.size() < static_cast<size_t>(npanels * n * NR)) Bw.resize(static_cast<size_t>(npanels * n * NR));
