@@ -13,7 +13,9 @@ np.matmul(out=)) and torch.matmul(out=) (MKL), at x [512, 1024] W [1024, 1024],
 x [4096, 256] W [256, 256] and x [64, 4096] W [4096, 4096] (--quick: the first), with
 eggroll, OpenBLAS (threadpoolctl) and torch all at 1 and at 2 threads; at the first shape
 also the perturbed forward (members=range(512), r = 1, antithetic). Ratios eggroll/openblas,
-eggroll/torch (target <= 1.10) and perturbed/openblas (target <= 1.15).
+eggroll/torch (target <= 1.10) and perturbed/openblas (target <= 1.15) of wall-time medians;
+at one thread also of the calling thread's CPU time (*_cpu_median_s, *_cpu ratios), which a
+busy machine barely moves.
 
 Headline configuration (the issue's): P = 512 members, x float32 [512, 1024] (one row per
 member), W float32 [1024, 1024], rank 1, antithetic, sigma 0.01, members=range(512).
@@ -42,7 +44,9 @@ NumPy's BLAS picks its own thread count (OPENBLAS_NUM_THREADS); --threads sets e
 from __future__ import annotations
 
 import math
+import statistics
 import sys
+import time
 from typing import Any, Callable
 
 import numpy as np
@@ -201,6 +205,9 @@ def gemm_rows(s: harness.Session, shapes: list[tuple[int, int, int]], threads: l
                 res = harness.measure_interleaved(
                     fns, warmup=1 if slow else 2, repeat=repeat, min_time=0.05,
                     max_rounds=harness.MIN_REPEAT if slow else None)
+                # One thread: every candidate computes on this thread, so its CPU time counts
+                # the work and not the time another process held the core.
+                cpu = thread_cpu_medians(fns, repeat) if th == 1 and limited else None
             flops = 2.0 * R * m * n
             rec: dict[str, Any] = {"kind": "gemm", "R": R, "m": m, "n": n, "threads": th,
                                    "isa": eggroll.get_isa(), "blas_threads_limited": limited,
@@ -209,6 +216,12 @@ def gemm_rows(s: harness.Session, shapes: list[tuple[int, int, int]], threads: l
             for name, mres in res.items():
                 rec.update(harness.timing_fields(name, mres))
                 rec[f"{name}_gflops"] = harness.gflops(flops, mres["median_s"])
+            if cpu is not None:
+                for name, t in cpu.items():
+                    rec[f"{name}_cpu_median_s"] = t
+                rec["eggroll_over_openblas_cpu"] = cpu["eggroll"] / cpu["openblas"]
+                if "perturbed" in cpu:
+                    rec["perturbed_over_openblas_cpu"] = cpu["perturbed"] / cpu["openblas"]
             med = {name: mres["median_s"] for name, mres in res.items()}
             rec["eggroll_over_openblas"] = med["eggroll"] / med["openblas"]
             if "torch" in med:
@@ -220,6 +233,20 @@ def gemm_rows(s: harness.Session, shapes: list[tuple[int, int, int]], threads: l
     if torch is not None:
         torch.set_num_threads(torch_threads)
     return recs
+
+
+def thread_cpu_medians(fns: dict[str, Callable[[], Any]], repeat: int) -> dict[str, float]:
+    """Median CPU time of this thread per call, round robin (order reversed every other round).
+    At one thread every candidate computes on the calling thread, so this counts its work
+    and not the time another process held the core: the figure to compare on a loaded
+    machine."""
+    times: dict[str, list[float]] = {name: [] for name in fns}
+    for rnd in range(max(repeat, harness.MIN_REPEAT)):
+        for name in (list(fns) if rnd % 2 == 0 else list(fns)[::-1]):
+            t0 = time.thread_time()
+            fns[name]()
+            times[name].append(time.thread_time() - t0)
+    return {name: statistics.median(t) for name, t in times.items()}
 
 
 def gemm_table(recs: list[dict[str, Any]], title: str) -> None:
@@ -238,7 +265,11 @@ def gemm_table(recs: list[dict[str, Any]], title: str) -> None:
                          ("met", f"<={GEMM_TARGET}"), ("eggroll_over_torch", "/torch"),
                          ("pert_ms", "perturbed ms"),
                          ("perturbed_over_openblas", f"pert/plain (<={PERTURBED_TARGET})"),
+                         ("eggroll_over_openblas_cpu", "/OpenBLAS (CPU)"),
+                         ("perturbed_over_openblas_cpu", "pert/plain (CPU)"),
                          ("flag", "")], title=title)
+    print("  (CPU): medians of this thread's CPU time per call, one-thread rows only: the "
+          "ratios to trust on a loaded machine", file=sys.stderr)
 
 
 def headline_table(rec: dict[str, Any]) -> None:
