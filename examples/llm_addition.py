@@ -38,7 +38,7 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--arch", choices=("gpt2", "llama"), default="gpt2",
                     help="gpt2: Conv1D + LayerNorm + learned positions; llama: nn.Linear + "
                          "RMSNorm + rotary (default gpt2)")
-    ap.add_argument("--generations", type=int, default=300, help="ES generations")
+    ap.add_argument("--generations", type=int, default=700, help="ES generations")
     ap.add_argument("--population", type=int, default=64, help="members (even)")
     ap.add_argument("--prompts", type=int, default=32, help="prompts per generation")
     ap.add_argument("--sigma", type=float, default=0.01, help="perturbation scale")
@@ -49,7 +49,10 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--pretrain-target", type=float, default=0.35,
                     help="stop pretraining at this validation accuracy")
     ap.add_argument("--pretrain-steps", type=int, default=2000, help="pretraining step cap")
-    ap.add_argument("--eval-every", type=int, default=25, help="generations between tests")
+    ap.add_argument("--eval-every", type=int, default=50, help="generations between tests")
+    ap.add_argument("--threads", type=int, default=None,
+                    help="torch threads (default: torch's; 1 is much faster on a machine "
+                         "others keep busy: the ops here are small)")
     ap.add_argument("--seed", type=int, default=0, help="data, init and noise seed")
     ap.add_argument("--out", type=Path, default=None,
                     help="learning-curve PNG (default examples/out/llm_addition_<arch>.png); "
@@ -142,6 +145,8 @@ def main(argv: list[str] | None = None) -> int:
     from eggroll.torch.llm import Monitor, group_fitness
 
     transformers.logging.set_verbosity_error()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     task = Sums(args.seed, n_test=64 if args.smoke else 1024, n_val=32 if args.smoke else 256)
     model = build_model(args, transformers)
