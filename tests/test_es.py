@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import sys
 
 import numpy as np
@@ -582,6 +583,12 @@ def test_demo_smoke(capsys):
     assert demo.main(["--steps", "3", "--population", "16", "--baseline-steps", "1"]) == 0
     out = capsys.readouterr().out
     assert "test accuracy" in out and "speed-up" in out and "total wall time" in out
+    # The printed speed-up is the ratio of the two medians printed beside it.
+    low = float(re.search(r"EGGROLL \(rank 1\) +([\d.]+) ms/step", out).group(1))
+    full = float(re.search(r"full rank \(OpenES\) +([\d.]+) ms/step", out).group(1))
+    m = re.search(r"speed-up +([\d.]+)x +\(= ([\d.]+) / ([\d.]+)\)", out)
+    assert (float(m.group(2)), float(m.group(3))) == (full, low)
+    assert float(m.group(1)) == pytest.approx(full / low, abs=0.006)
 
 
 def test_main_dispatch(capsys):
