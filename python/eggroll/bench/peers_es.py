@@ -279,8 +279,8 @@ def plot(recs: list[dict[str, Any]], path: pathlib.Path) -> pathlib.Path | None:
     colors = {n: f"C{i}" for i, n in enumerate(NAMES)}
     for row, mode in zip(axes, modes):
         for ax, key, label, log in ((row[0], "median_s", "ms / generation", True),
-                                    (row[1], "train_mib", "peak MiB of training", True),
-                                    (row[2], "test_accuracy", "test accuracy after budget",
+                                    (row[1], "train_mib", "peak MiB, training", True),
+                                    (row[2], "test_accuracy", "test acc. after budget",
                                      False)):
             for name in NAMES:
                 mine = [dict(r, median_s=r["median_s"] * 1e3) for r in ok
@@ -294,7 +294,7 @@ def plot(recs: list[dict[str, Any]], path: pathlib.Path) -> pathlib.Path | None:
                 ax.set_yscale("log")
             plots._finish_axes(ax, log=log)
             ax.set_xlabel("hidden width")
-            ax.set_title(f"{label} ({mode} inputs)", fontsize=9)
+            ax.set_title(f"{label}, {mode}", fontsize=9)
         row[0].legend(fontsize=6)
     fig.suptitle("ES peers on digits, MLP 64-width-10, population 512 (hollow: NOISY)",
                  fontsize=9)
