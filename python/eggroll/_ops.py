@@ -87,6 +87,24 @@ def members_array(members: Any, expected_len: int | None, name: str = "members",
     return arr
 
 
+def check_member_block(members: Any, population: int, name: str = "members") -> range:
+    """A trainer's member block: a non-empty range(lo, hi) (step 1) inside [0, population).
+
+    The trainers evaluate only these members (one rank's share of the population,
+    eggroll.distributed) and still take the whole population's fitness in tell()."""
+    if members is None:
+        return range(population)
+    if not isinstance(members, range):
+        raise TypeError(f"{name}: expected a range(lo, hi) of member indices, got "
+                        f"{type(members).__name__}")
+    if members.step != 1 or len(members) == 0:
+        raise ValueError(f"{name}: expected a non-empty range(lo, hi) with step 1, got {members}")
+    if members.start < 0 or members.stop > population:
+        raise ValueError(f"{name}: must lie inside range(0, {population}) (the population), "
+                         f"got {members}")
+    return members
+
+
 def check_shape_arg(shape: Any) -> tuple[int, ...]:
     try:
         dims = tuple(operator.index(d) for d in shape)

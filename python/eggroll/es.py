@@ -22,7 +22,7 @@ from typing import Any, Callable, Iterable, Mapping, Union
 import numpy as np
 
 from . import es_gradient, perturb_vector, perturbed_matmul, perturbed_matmul_full
-from ._ops import UINT32_MAX, UINT64_MAX, check_names
+from ._ops import UINT32_MAX, UINT64_MAX, check_member_block, check_names
 from .optim import (NONFINITE, OPTIMIZERS, SHAPINGS, adam_step, check_fitness, sgd_step,
                     shape_fitness)
 
@@ -131,13 +131,15 @@ def _readonly(a: np.ndarray) -> np.ndarray:
 # ------------------------------------------------------------------------------------------
 
 class Population:
-    """Every member of one epoch. Valid until the next ES.tell() (then a RuntimeError)."""
+    """The members of one epoch (all, or the block es.ask(members=range(lo, hi)) named; row j of
+    every input and output is member members[j]). Valid until the next ES.tell() (then a
+    RuntimeError)."""
 
-    def __init__(self, es: ES, epoch: int, sigma: float) -> None:
+    def __init__(self, es: ES, epoch: int, sigma: float, members: range) -> None:
         self._es = es
         self.epoch = epoch
         self.sigma = sigma
-        self.members = range(es.population)
+        self.members = members
         # Perturbed vectors are fixed for the epoch: a bias used at every time step of a
         # rollout is regenerated once, not per call (read-only, so the cache stays valid).
         self._vectors: dict[str, np.ndarray] = {}
@@ -171,16 +173,19 @@ class Population:
     def linear(self, name: str, x: Any, bias: str | None = None) -> np.ndarray:
         """y = x @ W_i.T (+ b_i) for every member i.
 
-        x: float32 [N, n] or [N, b, n] (C-contiguous; N = population, row i is member i's
-        input); W = params[name] [m, n]; bias: the name of a 1-D parameter [m], broadcast
-        over b. Returns float32 [N, m] or [N, b, m]. Frozen parameters enter unperturbed."""
+        x: float32 [M, n] or [M, b, n] (C-contiguous; M = len(members), row j is member
+        members[j]'s input); W = params[name] [m, n]; bias: the name of a 1-D parameter [m],
+        broadcast over b. Returns float32 [M, m] or [M, b, m]. Frozen parameters enter
+        unperturbed."""
         W = self._param(name, "name", 2)
         key = self._key(name)
         es = self._es
         xs = np.shape(x)
-        if len(xs) not in (2, 3) or xs[0] != es.population:
-            raise ValueError(f"x: expected [N, n] or [N, b, n] with N = population = "
-                             f"{es.population}, got shape {xs}")
+        M = len(self.members)
+        if len(xs) not in (2, 3) or xs[0] != M:
+            what = "population" if M == es.population else "len(members)"
+            raise ValueError(f"x: expected [N, n] or [N, b, n] with N = {what} = {M}, got "
+                             f"shape {xs}")
         frozen = name in es.frozen
         members = None if frozen else self.members
         if es.full_rank:
@@ -192,18 +197,18 @@ class Population:
             if b.shape[0] != W.shape[0]:
                 raise ValueError(f"bias: parameter {bias!r} has shape {b.shape}, expected "
                                  f"({W.shape[0]},) to match {name!r} {W.shape}")
-            bv = self.vector(bias)                       # [N, m]
+            bv = self.vector(bias)                       # [M, m]
             y += bv[:, None, :] if y.ndim == 3 else bv
         return y
 
     def vector(self, name: str) -> np.ndarray:
-        """float32 [N, m], read-only: member i's copy of the 1-D parameter params[name]
-        (v + s_i sigma z_k), computed once per epoch. A frozen parameter gives a broadcast
-        view of v itself."""
+        """float32 [M, m], read-only: row j is member members[j]'s copy of the 1-D parameter
+        params[name] (v + s_i sigma z_k), computed once per epoch. A frozen parameter gives a
+        broadcast view of v itself."""
         v = self._param(name, "name", 1)
         key = self._key(name)
         if name in self._es.frozen:
-            return np.broadcast_to(v, (self._es.population, v.shape[0]))
+            return np.broadcast_to(v, (len(self.members), v.shape[0]))
         cached = self._vectors.get(name)
         if cached is None:
             cached = _readonly(perturb_vector(v, members=self.members, **key))
@@ -334,11 +339,17 @@ class ES:
 
     # -- ask / tell ------------------------------------------------------------------------
 
-    def ask(self) -> Population:
-        """The population of the current epoch: evaluate it, then pass its fitness to tell()."""
+    def ask(self, members: range | None = None) -> Population:
+        """The population of the current epoch: evaluate it, then pass its fitness to tell().
+
+        members: a block range(lo, hi) of the population to evaluate here (None: all). Each
+        member's outputs are bit for bit those of the whole population's evaluation, so
+        processes that evaluate disjoint blocks and exchange their fitness (eggroll.distributed)
+        can all tell() the same [population] fitness and stay identical."""
         if self.epoch > UINT32_MAX:
             raise ValueError(f"epoch: the noise key holds 32-bit epochs; reached {self.epoch}")
-        return Population(self, self.epoch, self.sigma_at(self.epoch))
+        block = check_member_block(members, self.population)
+        return Population(self, self.epoch, self.sigma_at(self.epoch), block)
 
     def tell(self, raw_fitness: Any) -> dict[str, Any]:
         """Shape raw_fitness [population] (higher is better), estimate every trainable
