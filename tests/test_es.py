@@ -571,7 +571,9 @@ def test_bad_tell_and_population_calls():
 
 def test_demo_names_the_extra_when_missing(monkeypatch, capsys):
     from eggroll import demo
-    monkeypatch.setitem(sys.modules, "sklearn", None)      # import sklearn -> ImportError
+    # import sklearn (and any submodule another test already imported) -> ImportError
+    for name in ["sklearn"] + [m for m in sys.modules if m.startswith("sklearn.")]:
+        monkeypatch.setitem(sys.modules, name, None)
     assert demo.main(["--quick"]) == 2
     assert "eggroll[demo]" in capsys.readouterr().err
 
