@@ -1,7 +1,7 @@
 """Benchmark of the ES update: eggroll.es_gradient against a NumPy GEMM of the same shape,
 the full-rank estimate and the NumPy einsum idiom over explicit factors.
 
-Run:  cd /work/main && PYTHONPATH=python python bench/bench_update.py [--quick] [--threads N]
+Run:  PYTHONPATH=python python bench/bench_update.py [--quick] [--threads N]
       [--repeat R] [--jsonl out.jsonl]     (JSON lines on stdout, tables on stderr)
 
 Headline configuration (the issue's): es_gradient(fitness float32 [512], (1024, 1024),

@@ -25,7 +25,7 @@ constexpr int64_t kColBlocks = 16;  // 16-column blocks per GEMM task (256 colum
 constexpr int64_t kUpdateK = 4096;  // update: factor columns per chunk (<= 2^17, exact int32)
 
 bool cpu_has(Int8Isa isa) {
-#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#if defined(EGGROLL_X86_KERNELS) && (defined(__GNUC__) || defined(__clang__))
   __builtin_cpu_init();
   switch (isa) {
     case Int8Isa::scalar: return true;
@@ -49,11 +49,13 @@ std::atomic<int> g_int8_isa{-1};
 
 detail::Int8GemmFn kernel_for(Int8Isa isa) {
   switch (isa) {
+#if defined(EGGROLL_X86_KERNELS)  // built on x86-64 only (CMakeLists.txt)
     case Int8Isa::avx2: return detail::int8_gemm_avx2;
     case Int8Isa::avx_vnni: return detail::int8_gemm_avx_vnni;
     case Int8Isa::avx512_vnni: return detail::int8_gemm_avx512_vnni;
     case Int8Isa::amx: return detail::int8_gemm_amx;
-    case Int8Isa::scalar: break;
+#endif
+    default: break;
   }
   return detail::int8_gemm_scalar;
 }

@@ -10,15 +10,20 @@
 namespace eggroll {
 namespace {
 
+// The x86 paths exist only where their kernels were built (EGGROLL_X86_KERNELS, set by the
+// build on x86-64); elsewhere only the scalar path, and no CPUID.
 bool cpu_has(Isa isa) {
-#if (defined(__x86_64__) || defined(__i386__)) && (defined(__GNUC__) || defined(__clang__))
+#if defined(EGGROLL_X86_KERNELS) && (defined(__GNUC__) || defined(__clang__))
   __builtin_cpu_init();
   switch (isa) {
     case Isa::scalar: return true;
-    case Isa::avx2: return __builtin_cpu_supports("avx2");
+    // The GEMM tiles of both paths are FMA chains (vfmadd): no CPU with AVX2 lacks FMA3 in
+    // practice, but a path is only offered where every instruction it uses exists.
+    case Isa::avx2: return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
     case Isa::avx512:
       return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512dq") &&
-             __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl");
+             __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl") &&
+             __builtin_cpu_supports("fma");
   }
   return false;
 #else
@@ -64,9 +69,15 @@ void philox4x32(const uint32_t counter[4], const uint32_t key[2], uint32_t out[4
 void fill_normal(float* out, int64_t count, const NoiseKey& key, uint64_t offset) {
   if (count <= 0) return;
   switch (active_isa()) {
+#if defined(EGGROLL_X86_KERNELS)
     case Isa::avx512: detail::fill_normal_avx512(out, count, key, offset); break;
     case Isa::avx2: detail::fill_normal_avx2(out, count, key, offset); break;
+#endif
+#if defined(EGGROLL_NEON_KERNELS)  // aarch64: NEON is always there, so it is the baseline
+    default: detail::fill_normal_neon(out, count, key, offset); break;
+#else
     default: detail::fill_normal_scalar(out, count, key, offset); break;
+#endif
   }
 }
 
