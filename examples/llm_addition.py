@@ -4,9 +4,10 @@
     python examples/llm_addition.py --arch llama    # Llama style (nn.Linear, RMSNorm, rotary)
     python examples/llm_addition.py --smoke         # a few steps, seconds
 
-The task is made here: 3-digit additions written as text, "123+456=" -> "579;" (';' ends the
-answer). A small causal LM is built from a config (nothing is downloaded), pretrained briefly
-with backprop (teacher forcing) until it gets about a third of held-out sums right, then
+The task is made here: 3-digit additions written as text, "123+456=" -> "975;" (the sum 579
+least significant digit first, the order in which the carries are computed; ';' ends it).
+A small causal LM is built from a config (nothing is downloaded), pretrained briefly with
+backprop (teacher forcing) until it gets about a third of held-out sums right, then
 fine-tuned with evolution strategies on the reward a user would actually care about and that
 backprop cannot use: 1 if the greedy answer it *generates* is exactly right, else 0. Each ES
 generation folds P members x b fresh prompts into one batched model.generate (every member
@@ -107,6 +108,13 @@ def prompt(a: int, b: int) -> str:
     return f"{a:0{DIGITS}d}+{b:0{DIGITS}d}="
 
 
+def answer(a: int, b: int) -> str:
+    """The sum written least significant digit first ("123+456=" -> "975"), the order in
+    which carries are computed: a small model learns it far more reliably than the usual
+    order, and exact match is exact match either way."""
+    return str(a + b)[::-1]
+
+
 def answers_of(generated, torch) -> list[str | None]:
     """The text before the first ';' of each generated row (None: no ';')."""
     out = []
@@ -163,7 +171,7 @@ def main(argv: list[str] | None = None) -> int:
                 ids = torch.tensor([encode(prompt(a, b)) for a, b in chunk])
                 out = model.generate(ids, attention_mask=torch.ones_like(ids), **gen_kw)
                 got = answers_of(out[:, PROMPT_LEN:], torch)
-                right += sum(g == str(a + b) for g, (a, b) in zip(got, chunk.tolist()))
+                right += sum(g == answer(a, b) for g, (a, b) in zip(got, chunk.tolist()))
         return right / len(pairs)
 
     # ---- 1. pretraining with backprop (teacher forcing) to partial competence
@@ -180,7 +188,7 @@ def main(argv: list[str] | None = None) -> int:
         x = torch.full((128, PROMPT_LEN + ANSWER_LEN), PAD)
         labels = torch.full_like(x, -100)
         for i, (a, b) in enumerate(pairs.tolist()):
-            seq = encode(prompt(a, b) + f"{a + b};")
+            seq = encode(prompt(a, b) + answer(a, b) + ";")
             x[i, :len(seq)] = torch.tensor(seq)
             labels[i, PROMPT_LEN:len(seq)] = x[i, PROMPT_LEN:len(seq)]
         loss = model(x, labels=labels).loss
@@ -222,7 +230,7 @@ def main(argv: list[str] | None = None) -> int:
             timer.tokens = out.numel()
         tokens += out.numel()
         got = answers_of(out[:, PROMPT_LEN:], torch)
-        truth = [str(a + c) for a, c in pairs.tolist()]
+        truth = [answer(a, c) for a, c in pairs.tolist()]
         rewards = torch.tensor([[float(got[i * b + j] == truth[j]) for j in range(b)]
                                 for i in range(P)])                  # [P, b]
         stats = es.tell(group_fitness(rewards))
