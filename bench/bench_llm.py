@@ -2,8 +2,8 @@
 plain batched inference of the same model, the per-member-weights idiom, and the
 `eggroll-es` package.
 
-Run:  PYTHONPATH=python python bench/bench_llm.py [--quick] [--repeat R] [--jsonl out.jsonl]
-      [--eggroll-es-python /path/to/venv/bin/python]    (JSON lines on stdout, tables on stderr)
+Run:  PYTHONPATH=python python bench/bench_llm.py --eggroll-es-venv ~/.cache/venv-eggroll-es
+      [--quick] [--repeat R] [--jsonl out.jsonl]       (JSON lines on stdout, tables on stderr)
 
 1. Population forward (hidden 512, Llama style: nn.Linear, RMSNorm, rotary; and GPT-2 style:
    Conv1D, LayerNorm, tied head): P members x T tokens, one sequence per member ([P, T] ids;
@@ -23,10 +23,11 @@ Run:  PYTHONPATH=python python bench/bench_llm.py [--quick] [--repeat R] [--json
    (one batched generate in population mode + tell + Adam) against `eggroll-es` 0.2.0 from
    PyPI (it holds a dense perturbation per member and parameter and evaluates the members one
    after the other). eggroll-es ships a module named `eggroll`, so it runs as a subprocess
-   of its own interpreter: create a venv, `pip install --no-deps eggroll-es==0.2.0` into it,
-   make torch and transformers importable there (e.g. a .pth file naming this environment's
-   site-packages) and pass its python with --eggroll-es-python (or EGGROLL_ES_PYTHON); the
-   child runs without PYTHONPATH so that this tree's eggroll stays invisible to it.
+   of its own interpreter: --eggroll-es-venv DIR makes that venv when DIR is missing (`pip
+   install --no-deps eggroll-es==0.2.0`, plus a .pth naming this environment's site-packages
+   for torch and transformers), or pass a ready one's python with --eggroll-es-python (or
+   EGGROLL_ES_PYTHON); the child runs without PYTHONPATH so that this tree's eggroll stays
+   invisible to it.
 """
 from __future__ import annotations
 
@@ -237,11 +238,37 @@ def generation_seconds(code: str, python: str, env: dict, cfg: dict) -> dict:
     return {"error": " | ".join((proc.stderr or proc.stdout).strip().splitlines()[-3:])}
 
 
+def eggroll_es_venv(path: str) -> str:
+    """The python of a venv at path holding eggroll-es 0.2.0 (made when missing: pip install
+    --no-deps, and a .pth naming this interpreter's site-packages for torch and transformers;
+    its own site-packages comes first, so its `eggroll` is eggroll-es)."""
+    import site
+    import sysconfig
+    py = os.path.join(path, "bin", "python")
+    if not os.path.exists(py):
+        harness.log(f"making {path} with eggroll-es 0.2.0")
+        subprocess.run([sys.executable, "-m", "venv", path], check=True)
+        subprocess.run([py, "-m", "pip", "install", "-q", "--no-deps", "eggroll-es==0.2.0"],
+                       check=True)
+        own = subprocess.run([py, "-c", "import sysconfig; print(sysconfig.get_path('purelib'))"],
+                             check=True, capture_output=True, text=True).stdout.strip()
+        deps = {sysconfig.get_path("purelib"), sysconfig.get_path("platlib"),
+                *site.getsitepackages()}
+        with open(os.path.join(own, "_eggroll_bench_deps.pth"), "w") as f:
+            f.write("\n".join(sorted(d for d in deps if os.path.isdir(d))) + "\n")
+    return py
+
+
 def main() -> int:
     p = harness.parser(__doc__.splitlines()[0])
     p.add_argument("--eggroll-es-python", default=os.environ.get("EGGROLL_ES_PYTHON"),
                    help="python of a venv with eggroll-es 0.2.0 (see the module docstring)")
+    p.add_argument("--eggroll-es-venv", default=None, metavar="DIR",
+                   help="make (if missing) a venv at DIR with eggroll-es 0.2.0 that sees this "
+                        "interpreter's torch and transformers, and use it")
     args = p.parse_args()
+    if args.eggroll_es_venv:
+        args.eggroll_es_python = eggroll_es_venv(args.eggroll_es_venv)
     quick = args.quick
     P, T, layers, vocab = (16, 32, 2, 1024) if quick else (32, 64, 4, 2048)
     with harness.Session(args) as s:
