@@ -3,6 +3,8 @@
 #include "eggroll/check.h"
 #include "eggroll/fitness.h"
 #include "eggroll/int8.h"
+#include "eggroll/isa.h"
+#include "eggroll/key.h"
 #include "eggroll/noise.h"
 #include "eggroll/parallel.h"
 #include "eggroll/perturb.h"
