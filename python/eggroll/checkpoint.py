@@ -17,6 +17,8 @@ from typing import Any, Mapping
 
 import numpy as np
 
+from ._trainer import array_module as _xp
+
 FORMAT = "eggroll.ES"
 VERSION = 1
 ARRAY_GROUPS = ("params", "adam_m", "adam_v")
@@ -24,11 +26,6 @@ SCALARS = ("epoch", "seed", "population", "rank", "optimizer", "shaping", "group
            "noise_reuse", "antithetic", "weight_decay", "full_rank", "nonfinite", "adam_eps",
            "sigma", "lr")
 OPTIONAL = ("shaping", "sigma", "lr")   # None allowed (left out of files)
-
-
-def _xp(a: Any) -> Any:
-    from .es import _xp as xp_of
-    return xp_of(a)
 
 
 def _host(a: Any) -> np.ndarray:

@@ -31,9 +31,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ..es import param_id
-from ..es import _bool, _float, _int  # the NumPy trainer's checks: the same messages
-from .._ops import UINT32_MAX, UINT64_MAX
+from .._trainer import (UINT32_MAX, UINT64_MAX, check_bool, check_float, check_int,
+                        check_member_block, param_id)
 from . import (antithetic_sign, centered_rank, es_gradient, perturb_vector, perturbed_matmul,
                zscore)
 
@@ -60,6 +59,19 @@ def leaf_name(path: tuple) -> str:
     return "/".join(parts)
 
 
+def _member_block(members: Any, population: int) -> jax.Array:
+    """int32 [M] member indices from None (all), a range block or an integer array [M]."""
+    if members is None or isinstance(members, range):
+        block = check_member_block(members, population)
+        return jnp.arange(block.start, block.stop, dtype=jnp.int32)
+    m = members if isinstance(members, jax.Array) else np.asarray(members)
+    if m.ndim != 1 or m.shape[0] == 0 or not jnp.issubdtype(m.dtype, jnp.integer):
+        raise ValueError(f"members: expected None, a range or a non-empty 1-D integer array, "
+                         f"got {getattr(m, 'dtype', type(m).__name__)} of shape "
+                         f"{tuple(m.shape)}")
+    return jnp.asarray(m)
+
+
 def _named_leaves(params: Any) -> tuple[list[str], list[Any], Any]:
     flat, treedef = jax.tree_util.tree_flatten_with_path(params)
     return [leaf_name(p) for p, _ in flat], [v for _, v in flat], treedef
@@ -68,20 +80,22 @@ def _named_leaves(params: Any) -> tuple[list[str], list[Any], Any]:
 class Population:
     """The population of one epoch: evaluates every member at once ([N, ...] arrays).
 
-    Built by ES.ask inside or outside jit; holds the (possibly traced) params and
-    epoch. Member i's parameters are p + E_i with the noise keyed by (seed, param_id(name),
-    epoch // noise_reuse, i // 2)."""
+    Built by ES.ask inside or outside jit; holds the (possibly traced) params, epoch and
+    member indices. Member i's parameters are p + E_i with the noise keyed by (seed,
+    param_id(name), epoch // noise_reuse, i // 2). Row j of every input and output is member
+    members[j] (all N members by default; a block with ES.ask(..., members=...))."""
 
-    def __init__(self, es: ES, params: Any, epoch: Any) -> None:
+    def __init__(self, es: ES, params: Any, epoch: Any, members: Any = None) -> None:
         names, leaves, _ = _named_leaves(params)
         if names != es.names:
             raise ValueError(f"params: expected the leaves {es.names}, got {names}")
         self._es = es
         self._leaves = dict(zip(names, leaves))
         self.epoch = epoch
+        self.members = _member_block(members, es.population)   # int [M], maybe traced
 
     def __len__(self) -> int:
-        return self._es.population
+        return int(self.members.shape[0])
 
     def _key(self, name: str) -> dict[str, Any]:
         es = self._es
@@ -100,19 +114,19 @@ class Population:
         return self._leaf(name, "name")
 
     def linear(self, name: str, x: Any, bias: str | None = None) -> jax.Array:
-        """x [N, n] | [N, b, n] -> [N, m] | [N, b, m]: member i's x_i @ (W + E_i).T (+ its
-        perturbed bias [m]). To give every member the same rows, pass
-        jnp.broadcast_to(xb, (N,) + xb.shape)."""
+        """x [M, n] | [M, b, n] -> [M, m] | [M, b, m] (M = len(self), N by default): row j is
+        member i = members[j]'s x_j @ (W + E_i).T (+ its perturbed bias [m]). To give every
+        member the same rows, pass jnp.broadcast_to(xb, (M,) + xb.shape)."""
         W = self._leaf(name, "name")
         if W.ndim != 2:
             raise ValueError(f"name: linear needs a 2-D leaf [m, n], {name!r} has shape "
                              f"{tuple(W.shape)}")
-        N = self._es.population
+        N = len(self)
         if x.ndim not in (2, 3) or x.shape[0] != N:
             raise ValueError(f"x: expected [{N}, n] or [{N}, b, n] (one leading row per "
                              f"member), got shape {tuple(x.shape)}")
         excluded = name in self._es.exclude
-        y = perturbed_matmul(x, W, members=None if excluded else jnp.arange(N),
+        y = perturbed_matmul(x, W, members=None if excluded else self.members,
                              rank=self._es.rank, **self._key(name))
         if bias is not None:
             bv = self.vector(bias)                      # [N, m]
@@ -123,12 +137,13 @@ class Population:
         return y
 
     def vector(self, name: str) -> jax.Array:
-        """Any leaf p (full-rank perturbation) -> [N, *p.shape]: p + s_i sigma z_k[0:p.size]."""
+        """Any leaf p (full-rank perturbation) -> [M, *p.shape]: row j is p + s_i sigma
+        z_k[0:p.size] of member i = members[j]."""
         p = self._leaf(name, "name")
-        N = self._es.population
+        N = len(self)
         if name in self._es.exclude:
             return jnp.broadcast_to(p, (N,) + p.shape)
-        flat = perturb_vector(jnp.ravel(p), members=jnp.arange(N), **self._key(name))
+        flat = perturb_vector(jnp.ravel(p), members=self.members, **self._key(name))
         return flat.reshape((N,) + p.shape)
 
 
@@ -146,13 +161,13 @@ class ES:
                  seed: int = 0, shaping: str | None = "centered_rank", group_size: int = 0,
                  noise_reuse: int = 1, antithetic: bool = True,
                  exclude: Iterable[str] | Callable[[str], bool] = ()) -> None:
-        self.sigma = _float(sigma, "sigma", positive=True)
-        self.population = _int(population, "population", 1, 1 << 31)
-        self.rank = _int(rank, "rank", 1, 1 << 20)
-        self.seed = _int(seed, "seed", 0, UINT64_MAX)
-        self.noise_reuse = _int(noise_reuse, "noise_reuse", 0, UINT32_MAX)
-        self.antithetic = _bool(antithetic, "antithetic")
-        self.group_size = _int(group_size, "group_size", 0, 1 << 31)
+        self.sigma = check_float(sigma, "sigma", positive=True)
+        self.population = check_int(population, "population", 1, 1 << 31)
+        self.rank = check_int(rank, "rank", 1, 1 << 20)
+        self.seed = check_int(seed, "seed", 0, UINT64_MAX)
+        self.noise_reuse = check_int(noise_reuse, "noise_reuse", 0, UINT32_MAX)
+        self.antithetic = check_bool(antithetic, "antithetic")
+        self.group_size = check_int(group_size, "group_size", 0, 1 << 31)
         if shaping not in SHAPINGS or (shaping is not None and not isinstance(shaping, str)):
             raise ValueError(f"shaping: expected one of {SHAPINGS}, got {shaping!r}")
         self.shaping = shaping
@@ -192,9 +207,16 @@ class ES:
         return (f"eggroll.jax.ES(population={self.population}, sigma={self.sigma}, "
                 f"rank={self.rank}, leaves={len(self.names)}, excluded={len(self.exclude)})")
 
-    def ask(self, params: Any, epoch: Any) -> Population:
-        """The population of `epoch` (an int or a traced integer scalar) around params."""
-        return Population(self, params, epoch)
+    def ask(self, params: Any, epoch: Any, members: Any = None) -> Population:
+        """The population of `epoch` (an int or a traced integer scalar) around params.
+
+        members: the members evaluated here (None: all N): a block range(lo, hi), or an
+        integer array [M] that may be traced (e.g. lo + jnp.arange(M) with lo from
+        jax.lax.axis_index under shard_map; its values are the caller's to keep in
+        [0, N)). Each member's outputs are bit for bit those of the whole population, so
+        devices or processes evaluating disjoint blocks stay identical once gradient() gets
+        the whole [N] fitness (eggroll.distributed)."""
+        return Population(self, params, epoch, members)
 
     def shape_fitness(self, raw_fitness: Any) -> jax.Array:
         """float32 [N] member weights from the raw fitness (higher is better)."""

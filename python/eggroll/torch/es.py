@@ -23,8 +23,8 @@ from typing import Any, Callable, Iterable, Mapping
 import torch
 from torch import Tensor, nn
 
-from .. import es as _np_es
-from .._ops import UINT32_MAX, UINT64_MAX, check_names
+from .. import _trainer as _t
+from .._trainer import UINT32_MAX, UINT64_MAX, check_member_block, check_names
 from ..optim import NONFINITE, SHAPINGS, check_fitness, shape_fitness
 from . import es_gradient
 from ._ops import perturb_vector as _perturb_vector_op
@@ -56,10 +56,13 @@ class Population:
 
     On entry every nn.Linear and every other module with parameters of its own gets an
     instance ``forward`` that evaluates all members at once; on exit the modules are as they
-    were. Runs under torch.no_grad(): ES needs no backward pass."""
+    were. Runs under torch.no_grad(): ES needs no backward pass. block: the members evaluated
+    (es.ask(members=range(lo, hi)); all by default): inputs carry len(block) rows, row j for
+    member block[j]."""
 
-    def __init__(self, es: ES) -> None:
+    def __init__(self, es: ES, block: range | None = None) -> None:
         self._es = es
+        self.block = range(es.population) if block is None else block
         self.epoch = es.epoch
         self.sigma = es.sigma_at(es.epoch)
         self._members: dict[torch.device, Tensor] = {}
@@ -68,7 +71,7 @@ class Population:
         self._no_grad: Any = None
 
     def __len__(self) -> int:
-        return self._es.population
+        return len(self.block)
 
     def __repr__(self) -> str:
         return f"Population(members={len(self)}, epoch={self.epoch}, sigma={self.sigma})"
@@ -123,31 +126,33 @@ class Population:
     def members(self, device: torch.device) -> Tensor:
         m = self._members.get(device)
         if m is None:
-            m = torch.arange(self._es.population, dtype=torch.int64, device=device)
+            m = torch.arange(self.block.start, self.block.stop, dtype=torch.int64,
+                             device=device)
             self._members[device] = m
         return m
 
     def vector(self, name: str) -> Tensor:
-        """float32 [P, *shape]: member i's copy of parameter name perturbed full rank
+        """float32 [M, *shape] (M = len(block)): row j is member block[j]'s copy of parameter
+        name perturbed full rank
         (v + s_i sigma z_k over the flattened values), made once per epoch; a frozen
         parameter gives an expanded view of itself."""
         self._check_epoch()
         es = self._es
         p = es._params[name]
         if name in es.frozen:
-            return p.detach().expand(es.population, *p.shape)
+            return p.detach().expand(len(self.block), *p.shape)
         v = self._vectors.get(name)
         if v is None:
             flat = p.detach().reshape(-1).float().contiguous()
             v = _perturb_vector_op(flat, self.members(p.device), *self._key(name))
-            v = v.reshape(es.population, *p.shape)
+            v = v.reshape(len(self.block), *p.shape)
             self._vectors[name] = v
         return v
 
     # -- population forwards ---------------------------------------------------------------
 
     def _check_x(self, x: Any, mod_name: str) -> Tensor:
-        P = self._es.population
+        P = len(self.block)
         if not isinstance(x, Tensor) or x.dim() < 2 or x.shape[0] != P:
             shape = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
             raise ValueError(f"x: module {mod_name!r} expects [population={P}, ..., features] "
@@ -236,16 +241,16 @@ class ES:
         if not isinstance(module, nn.Module):
             raise TypeError(f"module: expected a torch.nn.Module, got {type(module).__name__}")
         self.module = module
-        self.sigma = _np_es._schedule(sigma, "sigma", positive=True)
-        self.population = _np_es._int(population, "population", 1, UINT32_MAX)
-        self.rank = _np_es._int(rank, "rank", 1, 1 << 20)
-        self.seed = _np_es._int(seed, "seed", 0, UINT64_MAX)
-        self.shaping = _np_es._choice(shaping, "shaping", SHAPINGS)
-        self.group_size = _np_es._int(group_size, "group_size", 0, self.population)
-        self.noise_reuse = _np_es._int(noise_reuse, "noise_reuse", 0, UINT32_MAX)
-        self.antithetic = _np_es._bool(antithetic, "antithetic")
-        self.full_rank = _np_es._bool(full_rank, "full_rank")
-        self.nonfinite = _np_es._choice(nonfinite, "nonfinite", NONFINITE)
+        self.sigma = _t.check_schedule(sigma, "sigma", positive=True)
+        self.population = _t.check_int(population, "population", 1, UINT32_MAX)
+        self.rank = _t.check_int(rank, "rank", 1, 1 << 20)
+        self.seed = _t.check_int(seed, "seed", 0, UINT64_MAX)
+        self.shaping = _t.check_choice(shaping, "shaping", SHAPINGS)
+        self.group_size = _t.check_int(group_size, "group_size", 0, self.population)
+        self.noise_reuse = _t.check_int(noise_reuse, "noise_reuse", 0, UINT32_MAX)
+        self.antithetic = _t.check_bool(antithetic, "antithetic")
+        self.full_rank = _t.check_bool(full_rank, "full_rank")
+        self.nonfinite = _t.check_choice(nonfinite, "nonfinite", NONFINITE)
         if self.antithetic and self.population % 2:
             raise ValueError(f"population: antithetic sampling needs an even population, got "
                              f"{self.population} (or pass antithetic=False)")
@@ -309,7 +314,7 @@ class ES:
         self.param_ids: dict[str, int] = {}
         ids: dict[int, str] = {}
         for name in self._params:
-            pid = _np_es.param_id(name)
+            pid = _t.param_id(name)
             if pid in ids:
                 raise ValueError(f"module: the parameter names {ids[pid]!r} and {name!r} have "
                                  f"the same param_id {pid:#010x} (blake2b collision)")
@@ -340,18 +345,23 @@ class ES:
         if not callable(self.sigma):
             return self.sigma
         if self._sigma_cache is None or self._sigma_cache[0] != epoch:
-            s = _np_es._float(self.sigma(epoch), f"sigma (schedule at epoch {epoch})",
+            s = _t.check_float(self.sigma(epoch), f"sigma (schedule at epoch {epoch})",
                               positive=True)
             self._sigma_cache = (epoch, s)
         return self._sigma_cache[1]
 
     # -- ask / tell ------------------------------------------------------------------------
 
-    def ask(self) -> Population:
-        """The population of the current epoch, as a context: ``with es.ask(): model(x)``."""
+    def ask(self, members: range | None = None) -> Population:
+        """The population of the current epoch, as a context: ``with es.ask(): model(x)``.
+
+        members: a block range(lo, hi) to evaluate here (None: all); inputs then carry
+        hi - lo rows and each member's outputs are bit for bit those of the whole population
+        (how eggroll.distributed splits a population over ranks). tell() still takes the
+        whole population's fitness."""
         if self.epoch > UINT32_MAX:
             raise ValueError(f"epoch: the noise key holds 32-bit epochs; reached {self.epoch}")
-        return Population(self)
+        return Population(self, check_member_block(members, self.population))
 
     def tell(self, raw_fitness: Any) -> dict[str, Any]:
         """Shape raw_fitness [population] (higher is better), write p.grad = -g for every
@@ -411,10 +421,10 @@ class ES:
         if int(state["population"]) != self.population or int(state["rank"]) != self.rank:
             raise ValueError(f"state: population/rank {state['population']}/{state['rank']} "
                              f"differ from this ES's {self.population}/{self.rank}")
-        self.epoch = _np_es._int(state["epoch"], "state['epoch']", 0, UINT32_MAX + 1)
-        self.seed = _np_es._int(state["seed"], "state['seed']", 0, UINT64_MAX)
+        self.epoch = _t.check_int(state["epoch"], "state['epoch']", 0, UINT32_MAX + 1)
+        self.seed = _t.check_int(state["seed"], "state['seed']", 0, UINT64_MAX)
         if state.get("sigma") is not None:
-            self.sigma = _np_es._float(state["sigma"], "state['sigma']", positive=True)
+            self.sigma = _t.check_float(state["sigma"], "state['sigma']", positive=True)
         for key in ("shaping", "group_size", "noise_reuse", "antithetic", "full_rank",
                     "nonfinite"):
             if key in state:
