@@ -35,8 +35,11 @@ struct Framework {
   py::object exporter;  // obj -> DLPack capsule (a fast exporter), or None: the protocols
   py::object empty;     // (shape tuple, dtype name, like) -> a new array on like's device
   py::object astype;    // (obj, dtype name) -> a converted copy
+  py::object gemm;      // (a, b, out, kind) on a GPU: out = a b^T ("nt"), a^T b ("tn"), out += a^T b ("tn+")
+  bool host_threads = false;  // its CPU calls run on the registered OpenMP runtime's threads
 };
-inline std::vector<Framework>& frameworks() { static std::vector<Framework> f; return f; }
+// Never destroyed: it holds Python objects, which must not be released after the interpreter.
+inline std::vector<Framework>& frameworks() { static auto* f = new std::vector<Framework>(); return *f; }
 inline std::unordered_map<PyTypeObject*, int>& framework_cache() {
   static std::unordered_map<PyTypeObject*, int> c;
   return c;
@@ -115,6 +118,9 @@ struct Call {
   std::vector<std::vector<int64_t>> index_copies;
   int fw = -1;                    // the framework of the first array (allocates outputs)
   py::object like;                // that array
+  py::object objs[16];            // argument i as viewed (after any conversion)
+  py::object out_obj;             // the result array
+  bool shared = false;            // a forward's x has no member axis (the `shared` option)
 
   py::handle at(Py_ssize_t i) const { return i < argc ? py::handle(argv[i]) : py::handle(Py_None); }
   bool none(Py_ssize_t i) const { return at(i).is_none(); }
@@ -122,6 +128,9 @@ struct Call {
   // ---- arrays ------------------------------------------------------------------------------
   TensorView view(py::handle obj, const char* name) {
     TensorView t;
+    if (abstract && PyObject_HasAttrString(obj.ptr(), "shape") &&
+        PyObject_HasAttrString(obj.ptr(), "dtype"))
+      return from_shape_dtype(obj, name);
     if (py::isinstance<py::array>(obj)) {
       auto* a = py::detail::array_proxy(obj.ptr());
       auto* d = py::detail::array_descriptor_proxy(a->descr);
@@ -141,11 +150,8 @@ struct Call {
     if (PyObject_HasAttrString(obj.ptr(), "__cuda_array_interface__"))
       return from_cai(obj.attr("__cuda_array_interface__"), name);
     if (PyObject_CheckBuffer(obj.ptr())) return from_buffer(obj, name);
-    if (PyObject_HasAttrString(obj.ptr(), "__dlpack__") && !abstract)
+    if (PyObject_HasAttrString(obj.ptr(), "__dlpack__"))
       return from_capsule(obj.attr("__dlpack__")(), name);
-    if (abstract && PyObject_HasAttrString(obj.ptr(), "shape") &&
-        PyObject_HasAttrString(obj.ptr(), "dtype"))
-      return from_shape_dtype(obj, name);
     // Anything else (a list, a scalar): as a NumPy array.
     py::object arr = py::module_::import("numpy").attr("asarray")(obj);
     keep.push_back(arr);
@@ -246,6 +252,14 @@ struct Call {
     std::string dt = py::str(obj.attr("dtype"));
     if (dt.rfind("torch.", 0) == 0) dt = dt.substr(6);
     t.dtype = dtype_named(dt);
+    // A torch (fake) tensor says where it lives; JAX tracers do not (their check is the CPU's).
+    py::object dev = py::reinterpret_steal<py::object>(PyObject_GetAttrString(obj.ptr(), "device"));
+    if (!dev) PyErr_Clear();
+    else if (PyObject_HasAttrString(dev.ptr(), "type") && std::string(py::str(dev.attr("type"))) == "cuda") {
+      t.device = Device::cuda;
+      py::object idx = dev.attr("index");
+      t.device_index = idx.is_none() ? 0 : idx.cast<int>();
+    }
     return t;
   }
 
@@ -263,6 +277,7 @@ struct Call {
   TensorView array(Py_ssize_t i, const char* name) {
     py::handle obj = at(i);
     if (like.ptr() == nullptr) { like = py::reinterpret_borrow<py::object>(obj); fw = framework_of(obj); }
+    if (i < 16) objs[i] = py::reinterpret_borrow<py::object>(obj);
     return view(obj, name);
   }
 
@@ -274,21 +289,19 @@ struct Call {
     if (f >= 0) conv = frameworks()[size_t(f)].astype(obj, dtype_name(to));
     else conv = py::module_::import("numpy").attr("asarray")(obj).attr("astype")(dtype_name(to));
     keep.push_back(conv);
+    if (i < 16) objs[i] = conv;
     return view(conv, name);
   }
 
   // The dtype policy (docs/ops.md "Dtypes"): float inputs a kernel does not take are computed
   // in float32: float64 always, float16 / bfloat16 where the kernel has no half path.
-  TensorView float_array(Py_ssize_t i, const char* name, bool half_ok) {
+  TensorView float_array(Py_ssize_t i, const char* name) {
     TensorView t = array(i, name);
     const bool half = t.dtype == DType::float16 || t.dtype == DType::bfloat16;
-    if (abstract) {
-      if (t.dtype == DType::float64 || (half && !half_ok)) t.dtype = DType::float32;
-      return t;
-    }
-    if (t.dtype == DType::float64 || (half && (!half_ok || t.device == Device::cpu)))
-      return converted(i, name, DType::float32);
-    return t;
+    const bool keep_half = half && t.device == Device::cuda;  // the CUDA kernels take them
+    if (t.dtype != DType::float64 && (!half || keep_half)) return t;
+    if (abstract) { t.dtype = DType::float32; return t; }
+    return converted(i, name, DType::float32);
   }
 
   // Fitness-shaping input: float32 / float64 as they are; integers and half floats as float64
@@ -329,9 +342,10 @@ struct Call {
   // The result for output argument i: the caller's out, or a new array (shape: the caller-
   // facing shape when it differs from the view's, e.g. without a population axis).
   py::object result(Py_ssize_t i, TensorView& t, std::vector<int64_t> shape = {}) {
-    if (!none(i)) return py::reinterpret_borrow<py::object>(at(i));
-    return allocate(t, std::move(shape));
+    out_obj = none(i) ? allocate(t, std::move(shape)) : py::reinterpret_borrow<py::object>(at(i));
+    return out_obj;
   }
+  const Framework* framework() const { return fw >= 0 ? &frameworks()[size_t(fw)] : nullptr; }
 
   // ---- scalars --------------------------------------------------------------------------------
   static std::string type_name(py::handle o) { return Py_TYPE(o.ptr())->tp_name; }
@@ -550,8 +564,9 @@ inline py::object spec(const TensorView& t, std::vector<int64_t> shape = {}) {
 }
 
 inline void register_framework(py::object type, py::object exporter, py::object empty,
-                               py::object astype) {
-  frameworks().push_back({std::move(type), std::move(exporter), std::move(empty), std::move(astype)});
+                               py::object astype, py::object gemm, bool host_threads) {
+  frameworks().push_back({std::move(type), std::move(exporter), std::move(empty), std::move(astype),
+                          std::move(gemm), host_threads});
   framework_cache().clear();
 }
 

@@ -58,10 +58,10 @@ template <class B, class Plan, Plan (*Check)(const TensorView&, const TensorView
                                              const Key&, const TensorView&)>
 py::object forward(Call& c) {
   const bool int8 = std::is_same_v<Plan, Int8ForwardPlan>;
-  TensorView x = int8 ? c.array(0, "x") : c.float_array(0, "x", B::kHalf);
-  TensorView W = int8 ? c.array(1, "W") : c.float_array(1, "W", B::kHalf);
+  TensorView x = int8 ? c.array(0, "x") : c.float_array(0, "x");
+  TensorView W = int8 ? c.array(1, "W") : c.float_array(1, "W");
   const Members mem = c.members(2, B::kDevice);
-  const bool shared = c.flag(4, "shared");
+  const bool shared = c.shared = c.flag(4, "shared");
   const Key key = c.key(5);
   // A shared input has no member axis: the core sees one of stride 0 (M = the members, or 1
   // without members, in which case the caller's result has no member axis either).
@@ -98,7 +98,7 @@ py::object perturbed_matmul_int8(Call& c) {
 // perturb_vector(v, members, out, *KEY)
 template <class B>
 py::object perturb_vector(Call& c) {
-  const TensorView v = c.float_array(0, "v", false);
+  const TensorView v = c.float_array(0, "v");
   const Members mem = c.members(1, B::kDevice);
   const Key key = c.key(3);
   const std::vector<int64_t> shape = {mem.count, v.ndim >= 1 ? v.shape[0] : 0};
@@ -150,7 +150,7 @@ inline int64_t population(Call& c, Py_ssize_t i, const TensorView& f) {
 // es_gradient(fitness, shape, members, out, full_rank, population, accumulate, *KEY) -> g
 template <class B>
 py::object es_gradient(Call& c) {
-  const TensorView f = c.float_array(0, "fitness", false);
+  const TensorView f = c.float_array(0, "fitness");
   const std::vector<int64_t> d = c.dims(1, "shape");
   const Members mem = gradient_members(c, 2, f, B::kDevice);
   const bool full = c.flag(4, "full_rank");
@@ -170,7 +170,7 @@ py::object es_gradient(Call& c) {
 // C = the members' runs times rank (host members), or the bound M * rank (device members).
 template <class B>
 py::object es_gradient_factors(Call& c) {
-  const TensorView f = c.float_array(0, "fitness", false);
+  const TensorView f = c.float_array(0, "fitness");
   const std::vector<int64_t> d = c.dims(1, "shape");
   if (d.size() != 2) value_error("shape: expected (m, n) for a low-rank estimate");
   const Members mem = gradient_members(c, 2, f, B::kDevice);
@@ -276,7 +276,7 @@ py::object philox4x32(Call& c) {
 
 // The trace-time backend: plans are made (all checks run), nothing is.
 struct Check {
-  static constexpr bool kHalf = false, kDevice = false;
+  static constexpr bool kDevice = false;
   template <class Plan> static void run(Call&, const Plan&) {}
 };
 
