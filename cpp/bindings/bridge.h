@@ -128,9 +128,6 @@ struct Call {
   // ---- arrays ------------------------------------------------------------------------------
   TensorView view(py::handle obj, const char* name) {
     TensorView t;
-    if (abstract && PyObject_HasAttrString(obj.ptr(), "shape") &&
-        PyObject_HasAttrString(obj.ptr(), "dtype"))
-      return from_shape_dtype(obj, name);
     if (py::isinstance<py::array>(obj)) {
       auto* a = py::detail::array_proxy(obj.ptr());
       auto* d = py::detail::array_descriptor_proxy(a->descr);
@@ -144,6 +141,10 @@ struct Call {
       t.writeable = (a->flags & py::detail::npy_api::NPY_ARRAY_WRITEABLE_) != 0;
       return t;
     }
+    // At trace time a framework's array (a tracer, a fake tensor) has a shape and a dtype only.
+    if (abstract && PyObject_HasAttrString(obj.ptr(), "shape") &&
+        PyObject_HasAttrString(obj.ptr(), "dtype"))
+      return from_shape_dtype(obj, name);
     const int fw = framework_of(obj);
     if (fw >= 0 && !frameworks()[size_t(fw)].exporter.is_none())
       return from_capsule(frameworks()[size_t(fw)].exporter(obj), name);
@@ -465,7 +466,7 @@ struct Call {
       return Members::range(start, step, count);
     }
     TensorView t = view(o, "members");
-    if (abstract) {
+    if (!t.data) {  // abstract (traced): the count and dtype now, the values when they exist
       Members m = Members::range(0, 1, t.ndim >= 1 ? t.shape[0] : 0);
       if (t.ndim != 1) value_error("members: expected a 1-D index array or a range, got shape " + t.shape_str());
       if (t.shape[0] && !is_integer(t.dtype))
