@@ -6,6 +6,7 @@
 #pragma once
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
+#include <cmath>
 #include <cstdint>
 #include <string>
 #include <unordered_map>
@@ -305,6 +306,36 @@ struct Call {
     return converted(i, name, DType::float32);
   }
 
+  // Host real values of another dtype as `to` (int8 or uint32), exactly: an integral value in
+  // [lo, hi] is kept; another becomes `fallback` (a value the op's check rejects by index) or,
+  // when fallback < 0, a ValueError. Device arrays and other dtypes are left for the check.
+  TensorView exact(Py_ssize_t i, const char* name, DType to, double lo, double hi,
+                   int64_t fallback, bool floats = true) {
+    TensorView t = array(i, name);
+    const bool real = is_integer(t.dtype) || (floats && is_float(t.dtype));
+    if (t.dtype == to || !real || t.device != Device::cpu) return t;
+    if (abstract) { t.dtype = to; return t; }
+    py::object d = py::module_::import("numpy").attr("ascontiguousarray")(objs[i < 16 ? i : 0], "float64");
+    keep.push_back(d);
+    const TensorView v = view(d, name);
+    std::vector<int64_t>& store = index_copies.emplace_back(size_t(v.numel() + 1));
+    for (int64_t k = 0; k < v.numel(); ++k) {
+      const double x = v.ptr<const double>()[k];
+      const bool ok = x >= lo && x <= hi && x == std::floor(x);
+      if (!ok && fallback < 0)
+        value_error(std::string(name) + ": values must be integers in [" + std::to_string(int64_t(lo)) +
+                    ", " + std::to_string(int64_t(hi)) + "], got " + std::to_string(x));
+      const int64_t q = ok ? int64_t(x) : fallback;
+      if (to == DType::int8) reinterpret_cast<int8_t*>(store.data())[k] = int8_t(q);
+      else reinterpret_cast<uint32_t*>(store.data())[k] = uint32_t(q);
+    }
+    TensorView r = v;
+    r.data = store.data();
+    r.dtype = to;
+    set_contiguous_strides(r);
+    return r;
+  }
+
   // Fitness-shaping input: float32 / float64 as they are; integers and half floats as float64
   // (exact); anything else is left for the check to reject by name.
   TensorView shaping_array(Py_ssize_t i, const char* name) {
@@ -384,13 +415,19 @@ struct Call {
       return PyObject_IsTrue(o.ptr()) == 1;
     type_error(std::string(name) + ": expected a bool, got " + type_name(o));
   }
+  // A real number: a Python float or int (not a bool), or a NumPy scalar / 0-d array.
   double real(Py_ssize_t i, const char* name) {
     py::handle o = at(i);
-    if (PyBool_Check(o.ptr()) || !(PyFloat_Check(o.ptr()) || PyIndex_Check(o.ptr()) ||
-                                   (Py_TYPE(o.ptr())->tp_as_number &&
-                                    Py_TYPE(o.ptr())->tp_as_number->nb_float && !PyObject_CheckBuffer(o.ptr()) &&
-                                    !PyObject_HasAttrString(o.ptr(), "shape"))))
-      type_error(std::string(name) + ": expected a float, got " + type_name(o));
+    bool ok = !PyBool_Check(o.ptr()) && (PyFloat_Check(o.ptr()) || PyLong_Check(o.ptr()));
+    if (!ok && !PyBool_Check(o.ptr()) && Py_TYPE(o.ptr())->tp_as_number &&
+        Py_TYPE(o.ptr())->tp_as_number->nb_float && PyObject_HasAttrString(o.ptr(), "dtype")) {
+      py::object shape = py::reinterpret_steal<py::object>(PyObject_GetAttrString(o.ptr(), "shape"));
+      ok = shape && PyTuple_Check(shape.ptr()) && PyTuple_GET_SIZE(shape.ptr()) == 0;
+      PyErr_Clear();
+      const std::string dt = py::str(o.attr("dtype"));
+      ok = ok && dt.find("complex") == std::string::npos && dt.find("bool") == std::string::npos;
+    }
+    if (!ok) type_error(std::string(name) + ": expected a float, got " + type_name(o));
     const double v = PyFloat_AsDouble(o.ptr());
     if (v == -1.0 && PyErr_Occurred()) {
       PyErr_Clear();

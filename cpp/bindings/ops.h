@@ -205,26 +205,13 @@ py::object shaping(Call& c) {
 
 // int8_update(W, pair_fitness, out, threshold, *KEY) -> out. pair_fitness of another real
 // dtype is converted to int8 exactly (a value outside {-1, 0, 1} becomes 2, which the check
-// rejects by index); on a device the caller converts it.
+// rejects by index); on a device the framework converts it.
 template <class B>
 py::object int8_update(Call& c) {
   const TensorView W = c.array(0, "W");
-  TensorView f = c.array(1, "pair_fitness");
+  const TensorView f = c.exact(1, "pair_fitness", DType::int8, -1, 1, 2);
   const int64_t T = c.int_(3, "threshold");
   const Key key = c.key(4);
-  if (!c.abstract && f.dtype != DType::int8 && f.device == Device::cpu && f.ndim == 1 &&
-      (is_integer(f.dtype) || is_float(f.dtype))) {
-    TensorView d = f.dtype == DType::float64 ? f : c.converted(1, "pair_fitness", DType::float64);
-    std::vector<int64_t>& store = c.index_copies.emplace_back(size_t((f.shape[0] + 7) / 8));
-    int8_t* q = reinterpret_cast<int8_t*>(store.data());
-    for (int64_t k = 0; k < f.shape[0]; ++k) {
-      const double v = d.ptr<const double>()[k * d.strides[0]];
-      q[k] = (v == -1.0 || v == 0.0 || v == 1.0) ? int8_t(v) : int8_t(2);
-    }
-    f = make_view(q, DType::int8, {f.shape[0]});
-  } else if (c.abstract && f.dtype != DType::bool_ && (is_integer(f.dtype) || is_float(f.dtype))) {
-    f.dtype = DType::int8;
-  }
   const std::vector<int64_t> shape(W.shape, W.shape + W.ndim);
   TensorView out = out_view(c, 2, shape, DType::int8, W, false);
   Int8UpdatePlan p = check_int8_update(W, f, T, key, out);
@@ -239,7 +226,8 @@ template <class B>
 py::object normal(Call& c) {
   const TensorView ref = like_view(c, 0);
   const int64_t count = c.int_(1, "count"), offset = c.int_(2, "offset");
-  if (count < 0) value_error("count: must be >= 0, got " + std::to_string(count));
+  if (count < 0 || count > int64_t(kStreamLength))
+    value_error("count: must be in [0, 2^34] (one noise stream), got " + std::to_string(count));
   if (offset < 0) value_error("offset: must be >= 0, got " + std::to_string(offset));
   NoiseKey k;
   k.seed = c.seed(3);
@@ -263,7 +251,8 @@ py::object normal(Call& c) {
 // philox4x32(counter, key, out) -> out uint32 [..., 4]
 template <class B>
 py::object philox4x32(Call& c) {
-  const TensorView counter = c.array(0, "counter"), key = c.array(1, "key");
+  const TensorView counter = c.exact(0, "counter", DType::uint32, 0, 4294967295.0, -1, false);
+  const TensorView key = c.exact(1, "key", DType::uint32, 0, 4294967295.0, -1, false);
   PhiloxPlan p = check_philox4x32(
       counter, key,
       out_view(c, 2, std::vector<int64_t>(counter.shape, counter.shape + counter.ndim),
