@@ -122,6 +122,8 @@ struct Call {
   py::object objs[16];            // argument i as viewed (after any conversion)
   py::object out_obj;             // the result array
   bool shared = false;            // a forward's x has no member axis (the `shared` option)
+  const char* first_name = "x";   // the first array argument and where it lives
+  Device first_device = Device::cpu;
 
   py::handle at(Py_ssize_t i) const { return i < argc ? py::handle(argv[i]) : py::handle(Py_None); }
   bool none(Py_ssize_t i) const { return at(i).is_none(); }
@@ -278,9 +280,12 @@ struct Call {
   // Argument i as an array. The first array seen picks the framework of the outputs.
   TensorView array(Py_ssize_t i, const char* name) {
     py::handle obj = at(i);
-    if (like.ptr() == nullptr) { like = py::reinterpret_borrow<py::object>(obj); fw = framework_of(obj); }
+    const bool first = like.ptr() == nullptr;
+    if (first) { like = py::reinterpret_borrow<py::object>(obj); fw = framework_of(obj); }
     if (i < 16) objs[i] = py::reinterpret_borrow<py::object>(obj);
-    return view(obj, name);
+    TensorView t = view(obj, name);
+    if (first) { first_name = name; first_device = t.device; }
+    return t;
   }
 
   // Converts argument i to `to` with its framework's astype (a copy) and views the result.
@@ -511,6 +516,8 @@ struct Call {
       return m;
     }
     if (t.ndim == 1 && t.shape[0] == 0) return Members::range(0, 1, 0);
+    if (!is_integer(t.dtype))
+      type_error(std::string("members: expected integer indices, got ") + dtype_name(t.dtype));
     if (t.device != Device::cpu) {
       if (!device_ok) type_error("members: expected a host index array or a range");
       if (t.dtype != DType::int64 && is_integer(t.dtype)) t = converted(i, "members", DType::int64);
@@ -519,8 +526,6 @@ struct Call {
     }
     if (t.ndim != 1) value_error("members: expected a 1-D index array or a range, got shape " + t.shape_str());
     if (t.dtype == DType::int64 && t.is_contiguous()) return Members::indices(t);
-    if (!is_integer(t.dtype))
-      type_error(std::string("members: expected integer indices, got ") + dtype_name(t.dtype));
     // Any other integer layout: copied into int64 here (values kept exactly; a uint64 beyond
     // int64 becomes negative and is rejected by the check).
     std::vector<int64_t>& idx = index_copies.emplace_back(size_t(t.shape[0]));

@@ -165,6 +165,8 @@ struct Cuda {
   static constexpr bool kDevice = true;
   template <class Plan>
   static void run(Call& c, const Plan& p) {
+    if (c.first_device != Device::cuda && c.like.ptr() && !c.like.is_none())
+      type_error(std::string(c.first_name) + ": expected a CUDA array, got a CPU one");
     const cudaStream_t s = stream_of(c);
     if constexpr (std::is_same_v<Plan, ForwardPlan>) {
       run_forward(c, p, s);

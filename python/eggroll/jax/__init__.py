@@ -22,10 +22,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .. import _core
-from .._ops import (antithetic_sign, centered_rank, es_gradient, int8_update, lowrank_factors,
-                    normal, perturb_vector, perturbed_matmul, perturbed_matmul_full,
-                    perturbed_matmul_int8, philox4x32, zscore)
+from .. import _core, _ops
 from . import _ffi
 
 __all__ = ["perturbed_matmul", "perturbed_matmul_full", "perturb_vector", "lowrank_factors",
@@ -40,11 +37,9 @@ def _traced(v: Any) -> bool:
 
 
 def _known(v: Any) -> Any:
-    """v when it is known at trace time (a Python / NumPy value or a concrete array, as NumPy,
-    so that the checks read its values), else None."""
-    if _traced(v):
-        return None
-    return np.asarray(v) if isinstance(v, jax.Array) else v
+    """v for the trace-time check: a concrete array as NumPy (the check reads its values),
+    a tracer as it is (its shape and dtype), anything else unchanged."""
+    return np.asarray(v) if isinstance(v, jax.Array) and not _traced(v) else v
 
 
 def _static(**values: Any) -> None:
@@ -98,6 +93,8 @@ def _epoch(epoch: Any) -> jax.Array:
 
 def _scalar_key(v: Any) -> Any:
     """A seed or epoch for the trace-time check: a known int, or None (traced)."""
+    if _traced(v):
+        return None
     k = _known(v)
     if isinstance(k, np.ndarray):
         if k.shape == (2,) and k.dtype == np.uint32:      # seed words
@@ -186,8 +183,7 @@ class Backend:
         f = _array(f)
         if jnp.issubdtype(f.dtype, jnp.integer) or any(f.dtype == d for d in _FLOATS[1:]):
             f = f.astype(jnp.float64 if jax.config.jax_enable_x64 else jnp.float32)
-        shape, dt = getattr(_core, "check_" + name)(_known(f) if not _traced(f) else f, None,
-                                                    group_size)
+        shape, dt = getattr(_core, "check_" + name)(_known(f), None, group_size)
         return _ffi.shaping(name, jax.ShapeDtypeStruct(shape, jnp.dtype(dt)), int(group_size))(f)
 
     def centered_rank(self, f: Any, out: Any, group_size: Any) -> Any:
@@ -220,5 +216,13 @@ class Backend:
 
 
 BACKEND = Backend()
+
+
+def _convert(a: Any) -> Any:
+    """An argument of eggroll.jax.<op> as a JAX value (tracers and ranges as they are)."""
+    return a if isinstance(a, (jax.Array, range)) or _traced(a) or a is None else jnp.asarray(a)
+
+
+globals().update(_ops.framework_ops(_convert, lambda: jnp.zeros(0, jnp.float32)))
 
 from .es import ES, param_id  # noqa: E402  (the trainer builds on the ops above)
