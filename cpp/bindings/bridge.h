@@ -149,8 +149,15 @@ struct Call {
         PyObject_HasAttrString(obj.ptr(), "dtype"))
       return from_shape_dtype(obj, name);
     const int fw = framework_of(obj);
-    if (fw >= 0 && !frameworks()[size_t(fw)].exporter.is_none())
-      return from_capsule(frameworks()[size_t(fw)].exporter(obj), name);
+    if (fw >= 0 && !frameworks()[size_t(fw)].exporter.is_none()) {
+      py::object cap;
+      try {
+        cap = frameworks()[size_t(fw)].exporter(obj);
+      } catch (py::error_already_set& e) {  // e.g. a tensor on the meta device
+        type_error(std::string(name) + ": cannot be read as an array (" + e.what() + ")");
+      }
+      return from_capsule(cap, name);
+    }
     if (PyObject_HasAttrString(obj.ptr(), "__cuda_array_interface__"))
       return from_cai(obj.attr("__cuda_array_interface__"), name);
     if (PyObject_CheckBuffer(obj.ptr())) return from_buffer(obj, name);
