@@ -401,7 +401,10 @@ struct Call {
     if (PyBool_Check(o.ptr()) || !PyIndex_Check(o.ptr()))
       type_error(std::string(name) + ": expected an int, got " + type_name(o));
     py::object v = py::reinterpret_steal<py::object>(PyNumber_Index(o.ptr()));
-    if (!v) throw_py();
+    if (!v) {  // e.g. a float or non-scalar array, whose __index__ refuses
+      PyErr_Clear();
+      type_error(std::string(name) + ": expected an int, got " + type_name(o));
+    }
     int overflow = 0;
     const long long r = PyLong_AsLongLongAndOverflow(v.ptr(), &overflow);
     if (overflow) value_error(std::string(name) + ": " + std::string(py::str(v)) + " is out of range");
@@ -412,7 +415,10 @@ struct Call {
     if (PyBool_Check(o.ptr()) || !PyIndex_Check(o.ptr()))
       type_error("seed: expected an int, got " + type_name(o));
     py::object v = py::reinterpret_steal<py::object>(PyNumber_Index(o.ptr()));
-    if (!v) throw_py();
+    if (!v) {
+      PyErr_Clear();
+      type_error("seed: expected an int, got " + type_name(o));
+    }
     const unsigned long long r = PyLong_AsUnsignedLongLong(v.ptr());
     if (PyErr_Occurred()) {
       PyErr_Clear();
@@ -479,6 +485,10 @@ struct Call {
         type_error(std::string(name) + ": expected a tuple of ints, got an element of type " + type_name(v));
       int overflow = 0;
       py::object iv = py::reinterpret_steal<py::object>(PyNumber_Index(v.ptr()));
+      if (!iv) {
+        PyErr_Clear();
+        type_error(std::string(name) + ": expected a tuple of ints, got an element of type " + type_name(v));
+      }
       const long long x = PyLong_AsLongLongAndOverflow(iv.ptr(), &overflow);
       if (overflow) value_error(std::string(name) + ": " + std::string(py::str(iv)) + " is out of range");
       d.push_back(x);

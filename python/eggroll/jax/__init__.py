@@ -121,6 +121,8 @@ def _keyed(name: str, arrays: tuple, check_args: tuple, members: Any, key: tuple
     """One keyed op: the trace-time check (the outputs' specs), then the jitted call.
     check_args: the binding's arguments before the key, with known values for members &c."""
     seed, param_id, epoch, noise_reuse, antithetic, sigma, rank, fixed_point, sigma_shift = key
+    arrays_first = [isinstance(v, jax.Array) or _traced(v) for v in (seed, epoch)]
+    ops = [f(v) if a else None for f, v, a in zip((_seed, _epoch), (seed, epoch), arrays_first)]
     _static(param_id=param_id, noise_reuse=noise_reuse, antithetic=antithetic, sigma=sigma,
             rank=rank, fixed_point=fixed_point, sigma_shift=sigma_shift, **options)
     spec = getattr(_core, "check_" + name)(*check_args, _scalar_key(seed), param_id,
@@ -132,7 +134,9 @@ def _keyed(name: str, arrays: tuple, check_args: tuple, members: Any, key: tuple
                  **_ffi.member_attrs(members), **options)
     f = _ffi.keyed(name, len(arrays), outs[0] if len(outs) == 1 else outs,
                    tuple(sorted(attrs.items())))
-    res = f(*arrays, *_ffi.operands(members, _seed(seed), _epoch(epoch)))
+    seed_op = ops[0] if ops[0] is not None else _seed(seed)      # Python ints: checked above
+    epoch_op = ops[1] if ops[1] is not None else _epoch(epoch)
+    res = f(*arrays, *_ffi.operands(members, seed_op, epoch_op))
     return tuple(res) if len(outs) > 1 else res
 
 
