@@ -124,6 +124,7 @@ struct Call {
   bool shared = false;            // a forward's x has no member axis (the `shared` option)
   const char* first_name = "x";   // the first array argument and where it lives
   Device first_device = Device::cpu;
+  int first_index = 0;
 
   py::handle at(Py_ssize_t i) const { return i < argc ? py::handle(argv[i]) : py::handle(Py_None); }
   bool none(Py_ssize_t i) const { return at(i).is_none(); }
@@ -131,7 +132,11 @@ struct Call {
   // ---- arrays ------------------------------------------------------------------------------
   TensorView view(py::handle obj, const char* name) {
     TensorView t;
-    if (py::isinstance<py::array>(obj)) {
+    // NumPy arrays read directly; a subclass that says it lives on a GPU (a CUDA array
+    // interface) goes the generic way.
+    const bool exact = Py_TYPE(obj.ptr()) == py::detail::npy_api::get().PyArray_Type_;
+    if (exact || (py::isinstance<py::array>(obj) &&
+                  !PyObject_HasAttrString(obj.ptr(), "__cuda_array_interface__"))) {
       auto* a = py::detail::array_proxy(obj.ptr());
       auto* d = py::detail::array_descriptor_proxy(a->descr);
       check_ndim(a->nd, name);
@@ -291,7 +296,7 @@ struct Call {
     if (first) { like = py::reinterpret_borrow<py::object>(obj); fw = framework_of(obj); }
     if (i < 16) objs[i] = py::reinterpret_borrow<py::object>(obj);
     TensorView t = view(obj, name);
-    if (first) { first_name = name; first_device = t.device; }
+    if (first) { first_name = name; first_device = t.device; first_index = t.device_index; }
     return t;
   }
 

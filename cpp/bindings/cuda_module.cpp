@@ -163,6 +163,24 @@ void launch(const PhiloxPlan& p, cudaStream_t s) { cuda::philox4x32(p, s); }
 
 struct Cuda {
   static constexpr bool kDevice = true;
+  // Host index members go to the arrays' device (a range never needs to: the kernels compute
+  // it). Under graph capture an upload would be captured from a temporary host buffer.
+  static Members place(Call& c, Members m) {
+    if (!m.given || !m.index || m.device != Device::cpu || m.count == 0 || !c.like.ptr() ||
+        c.first_device != Device::cuda)
+      return m;
+    const cudaStream_t s = stream_of(c);
+    if (capturing(s))
+      value_error("members: while capturing a CUDA graph, pass a range or a device index array "
+                  "(a host array would be uploaded from a temporary buffer)");
+    TensorView d = make_view(nullptr, DType::int64, {m.count});
+    d.device = Device::cuda;
+    d.device_index = c.first_index;
+    c.keep.push_back(c.allocate(d));
+    cuda::detail::check_cuda(cudaMemcpyAsync(d.data, m.index, size_t(m.count) * 8,
+                                             cudaMemcpyHostToDevice, s), "cudaMemcpyAsync");
+    return Members::indices(d);
+  }
   template <class Plan>
   static void run(Call& c, const Plan& p) {
     if (c.first_device != Device::cuda && c.like.ptr() && !c.like.is_none())

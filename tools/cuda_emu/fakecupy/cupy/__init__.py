@@ -19,6 +19,10 @@ class ndarray(_np.ndarray):
     @property
     def device(self): return _Dev()
     def get(self): return _np.asarray(self).copy()
+    @property
+    def __cuda_array_interface__(self):   # "device" memory: host memory the emulated kernels use
+        return dict(shape=self.shape, typestr=self.dtype.str, data=(self.ctypes.data, False),
+                    strides=None if self.flags.c_contiguous else self.strides, version=3)
     def __array_wrap__(self, arr, context=None, return_scalar=False):
         return _np.asarray(arr) if arr.ndim == 0 else arr.view(ndarray)
 
