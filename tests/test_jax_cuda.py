@@ -459,7 +459,7 @@ def test_bad_traced_values_raise_runtime_errors_not_crashes():
         jax.block_until_ready(shape(put(np.array([1.0, np.nan, 2.0], np.float32))))
     upd = jax.jit(lambda pf: eggroll.int8_update(put(np.ones((3, 4), np.int8)), pf, threshold=1,
                                                  epoch=0, seed=1))
-    with pytest.raises(Exception, match="pair_fitness: values must be -1, 0 or 1"):
+    with pytest.raises(Exception, match="pair_fitness: values must be exactly -1, 0 or 1"):
         jax.block_until_ready(upd(put(np.array([1.0, 0.5], np.float32))))
     ok = f(put(np.int32(1)), put(np.arange(4, dtype=np.int32)))   # the process is fine afterwards
     assert np.isfinite(np.asarray(ok)).all()

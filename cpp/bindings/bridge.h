@@ -382,7 +382,10 @@ struct Call {
       arr = frameworks()[size_t(fw)].empty(dims, dtype_name(t.dtype), like);
       t.data = view(arr, "out").data;
     } else {
-      py::array a(py::dtype(dtype_name(t.dtype)), shape);
+      static py::dtype* cache[16] = {};  // np.dtype objects by DType, made once
+      py::dtype*& dt = cache[int(t.dtype) & 15];
+      if (!dt) dt = new py::dtype(dtype_name(t.dtype));
+      py::array a(*dt, shape);
       t.data = a.mutable_data();
       arr = std::move(a);
     }
@@ -403,6 +406,11 @@ struct Call {
   // are a ValueError here, the op's own range a ValueError from its check.
   int64_t int_(Py_ssize_t i, const char* name) {
     py::handle o = at(i);
+    if (PyLong_CheckExact(o.ptr())) {
+      int overflow = 0;
+      const long long r = PyLong_AsLongLongAndOverflow(o.ptr(), &overflow);
+      if (!overflow) return r;
+    }
     if (PyBool_Check(o.ptr()) || !PyIndex_Check(o.ptr()))
       type_error(std::string(name) + ": expected an int, got " + type_name(o));
     py::object v = py::reinterpret_steal<py::object>(PyNumber_Index(o.ptr()));
@@ -417,6 +425,11 @@ struct Call {
   }
   uint64_t seed(Py_ssize_t i) {
     py::handle o = at(i);
+    if (PyLong_CheckExact(o.ptr())) {
+      const unsigned long long r = PyLong_AsUnsignedLongLong(o.ptr());
+      if (!PyErr_Occurred()) return r;
+      PyErr_Clear();
+    }
     if (PyBool_Check(o.ptr()) || !PyIndex_Check(o.ptr()))
       type_error("seed: expected an int, got " + type_name(o));
     py::object v = py::reinterpret_steal<py::object>(PyNumber_Index(o.ptr()));
@@ -510,9 +523,11 @@ struct Call {
     if (o.is_none()) return Members::none();
     if (PyRange_Check(o.ptr())) {
       int64_t v[3];
-      const char* attr[3] = {"start", "step", "stop"};
+      static PyObject* attr[3] = {PyUnicode_InternFromString("start"),
+                                  PyUnicode_InternFromString("step"),
+                                  PyUnicode_InternFromString("stop")};
       for (int j = 0; j < 3; ++j) {
-        py::object a = o.attr(attr[j]);
+        py::object a = py::reinterpret_steal<py::object>(PyObject_GetAttr(o.ptr(), attr[j]));
         int overflow = 0;
         v[j] = PyLong_AsLongLongAndOverflow(a.ptr(), &overflow);
         if (overflow) check_member_bounds(overflow < 0 ? -1 : 0, overflow < 0 ? 0 : INT64_MAX, true);

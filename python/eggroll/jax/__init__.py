@@ -30,6 +30,7 @@ __all__ = ["perturbed_matmul", "perturbed_matmul_full", "perturb_vector", "lowra
            "int8_update", "normal", "philox4x32", "ES", "param_id"]
 
 _FLOATS = (jnp.float64, jnp.float16, jnp.bfloat16)
+_CONVERTED = frozenset(np.dtype(d) for d in _FLOATS)
 
 
 def _traced(v: Any) -> bool:
@@ -61,12 +62,13 @@ def _array(a: Any) -> Any:
 def _float32(a: Any) -> Any:
     """A float input as float32 (the JAX dtype policy); other dtypes left to the check."""
     a = _array(a)
-    return a.astype(jnp.float32) if any(a.dtype == d for d in _FLOATS) else a
+    return a.astype(jnp.float32) if a.dtype in _CONVERTED else a
 
 
-def _seed(seed: Any) -> jax.Array:
+def _seed(seed: Any) -> Any:
     """uint32 [2] (low, high words): a Python int may use all 64 bits; a traced seed is an
-    integer scalar (its low 32 bits) or uint32 [2]."""
+    integer scalar (its low 32 bits) or uint32 [2]. Python values stay NumPy arrays (the
+    jitted call takes them as they are)."""
     if _traced(seed) or isinstance(seed, jax.Array):
         if not jnp.issubdtype(seed.dtype, jnp.integer):
             raise TypeError(f"seed: expected an integer, got dtype {seed.dtype}")
@@ -79,16 +81,16 @@ def _seed(seed: Any) -> jax.Array:
             return _seed(int(seed))
         return jnp.stack([seed.astype(jnp.uint32), jnp.zeros((), jnp.uint32)])
     s = int(seed)
-    return jnp.asarray(np.array([s & 0xFFFFFFFF, s >> 32], dtype=np.uint32))
+    return np.array([s & 0xFFFFFFFF, s >> 32], dtype=np.uint32)
 
 
-def _epoch(epoch: Any) -> jax.Array:
+def _epoch(epoch: Any) -> Any:
     if _traced(epoch) or isinstance(epoch, jax.Array):
         if not jnp.issubdtype(epoch.dtype, jnp.integer) or epoch.shape != ():
             raise TypeError(f"epoch: expected an integer scalar, got {epoch.dtype}"
                             f"{list(epoch.shape)}")
         return epoch if epoch.dtype in (jnp.int32, jnp.uint32, jnp.int64) else epoch.astype(jnp.int32)
-    return jnp.asarray(np.uint32(int(epoch)))
+    return np.uint32(int(epoch))
 
 
 def _scalar_key(v: Any) -> Any:
@@ -129,11 +131,11 @@ def _keyed(name: str, arrays: tuple, check_args: tuple, members: Any, key: tuple
                                            _scalar_key(epoch), *key[3:])
     specs = (spec,) if isinstance(spec[1], str) else spec
     outs = tuple(jax.ShapeDtypeStruct(s, jnp.dtype(d)) for s, d in specs)
-    attrs = dict(param_id=param_id, noise_reuse=noise_reuse, antithetic=bool(antithetic),
-                 sigma=float(sigma), rank=rank, fixed_point=fixed_point, sigma_shift=sigma_shift,
-                 **_ffi.member_attrs(members), **options)
-    f = _ffi.keyed(name, len(arrays), outs[0] if len(outs) == 1 else outs,
-                   tuple(sorted(attrs.items())))
+    attrs = (("param_id", param_id), ("noise_reuse", noise_reuse), ("antithetic", bool(antithetic)),
+             ("sigma", float(sigma)), ("rank", rank), ("fixed_point", fixed_point),
+             ("sigma_shift", sigma_shift), *_ffi.member_attrs(members).items(),
+             *sorted(options.items()))
+    f = _ffi.keyed(name, len(arrays), outs[0] if len(outs) == 1 else outs, attrs)
     seed_op = ops[0] if ops[0] is not None else _seed(seed)      # Python ints: checked above
     epoch_op = ops[1] if ops[1] is not None else _epoch(epoch)
     res = f(*arrays, *_ffi.operands(members, seed_op, epoch_op))

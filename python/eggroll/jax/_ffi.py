@@ -153,7 +153,7 @@ def _fold_rule(name: str, narrays: int, out: Any, attrs: dict, f: Any) -> Any:
         members = members.reshape(axis_size * M)
         fold = jax.ShapeDtypeStruct((axis_size * M,) + out.shape[1:], out.dtype)
         if not forward:
-            y = keyed(name, narrays, fold, tuple(sorted(attrs.items())))(*arrays, members, seed, epoch)
+            y = keyed(name, narrays, fold, tuple(attrs.items()))(*arrays, members, seed, epoch)
             return y.reshape((axis_size, M) + y.shape[1:]), True
         x, rest = arrays[0], arrays[1:]
         shared = attrs["shared"]
@@ -166,7 +166,7 @@ def _fold_rule(name: str, narrays: int, out: Any, attrs: dict, f: Any) -> Any:
             x = x.reshape((axis_size * M,) + x.shape[2:])
         elif not shared:
             x = jnp.broadcast_to(x, (axis_size,) + x.shape).reshape((axis_size * M,) + x.shape[1:])
-        g = keyed(name, narrays, fold, tuple(sorted(dict(attrs, shared=shared).items())))
+        g = keyed(name, narrays, fold, tuple(dict(attrs, shared=shared).items()))
         y = g(x, *rest, members, seed, epoch)
         return y.reshape((axis_size, M) + y.shape[1:]), True
     return rule
