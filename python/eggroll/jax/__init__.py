@@ -55,13 +55,19 @@ def _no_out(out: Any) -> None:
         raise TypeError("out: not supported for JAX arrays (they are immutable); use the result")
 
 
-def _array(a: Any) -> Any:
-    return a if isinstance(a, jax.Array) or _traced(a) else jnp.asarray(np.asarray(a))
+def _array(a: Any, name: str) -> Any:
+    if isinstance(a, jax.Array) or _traced(a):
+        return a
+    a = np.asarray(a)
+    if a.dtype.kind not in "biuf":
+        raise TypeError(f"{name}: expected a numeric array, got {a.dtype} "
+                        f"({type(a).__name__})")
+    return jnp.asarray(a)
 
 
-def _float32(a: Any) -> Any:
+def _float32(a: Any, name: str) -> Any:
     """A float input as float32 (the JAX dtype policy); other dtypes left to the check."""
-    a = _array(a)
+    a = _array(a, name)
     return a.astype(jnp.float32) if a.dtype in _CONVERTED else a
 
 
@@ -93,8 +99,10 @@ def _epoch(epoch: Any) -> Any:
     return np.uint32(int(epoch))
 
 
-def _scalar_key(v: Any) -> Any:
+def _scalar_key(v: Any, name: str) -> Any:
     """A seed or epoch for the trace-time check: a known int, or None (traced)."""
+    if v is None:
+        raise TypeError(f"{name}: expected an int, got NoneType")
     if _traced(v):
         return None
     k = _known(v)
@@ -109,7 +117,7 @@ def _members(members: Any) -> Any:
     """None, a range (static), or an int32 / int64 index operand."""
     if members is None or isinstance(members, range):
         return members
-    m = _array(members)
+    m = _array(members, "members")
     if not _traced(m) and m.size and np.asarray(m).max() > np.iinfo(np.int32).max:
         if not jax.config.jax_enable_x64:
             raise ValueError(f"members: indices >= 2^31 need jax_enable_x64 (JAX's int32 "
@@ -127,8 +135,8 @@ def _keyed(name: str, arrays: tuple, check_args: tuple, members: Any, key: tuple
     ops = [f(v) if a else None for f, v, a in zip((_seed, _epoch), (seed, epoch), arrays_first)]
     _static(param_id=param_id, noise_reuse=noise_reuse, antithetic=antithetic, sigma=sigma,
             rank=rank, fixed_point=fixed_point, sigma_shift=sigma_shift, **options)
-    spec = getattr(_core, "check_" + name)(*check_args, _scalar_key(seed), param_id,
-                                           _scalar_key(epoch), *key[3:])
+    spec = getattr(_core, "check_" + name)(*check_args, _scalar_key(seed, "seed"), param_id,
+                                           _scalar_key(epoch, "epoch"), *key[3:])
     specs = (spec,) if isinstance(spec[1], str) else spec
     outs = tuple(jax.ShapeDtypeStruct(s, jnp.dtype(d)) for s, d in specs)
     attrs = (("param_id", param_id), ("noise_reuse", noise_reuse), ("antithetic", bool(antithetic)),
@@ -149,7 +157,7 @@ class Backend:
     def _forward(name: str, x: Any, W: Any, members: Any, out: Any, shared: Any, key: tuple) -> Any:
         _no_out(out)
         conv = _array if name.endswith("int8") else _float32
-        x, W, mem = conv(x), conv(W), _members(members)
+        x, W, mem = conv(x, "x"), conv(W, "W"), _members(members)
         return _keyed(name, (x, W), (x, W, _known(members), None, shared), mem, key,
                       shared=bool(shared))
 
@@ -164,7 +172,7 @@ class Backend:
 
     def perturb_vector(self, v: Any, members: Any, out: Any, *key: Any) -> Any:
         _no_out(out)
-        v, mem = _float32(v), _members(members)
+        v, mem = _float32(v, "v"), _members(members)
         return _keyed("perturb_vector", (v,), (v, _known(members), None), mem, key)
 
     def lowrank_factors(self, like: Any, shape: Any, members: Any, *key: Any) -> Any:
@@ -175,7 +183,7 @@ class Backend:
                     population: Any, accumulate: Any, *key: Any) -> Any:
         _no_out(out)
         _static(shape=shape, full_rank=full_rank)
-        f = _float32(fitness)
+        f = _float32(fitness, "fitness")
         N = f.shape[0] if f.ndim == 1 else 0
         members = range(N) if members is None else members
         full = bool(full_rank) or (isinstance(shape, (tuple, list)) and len(shape) == 1)
@@ -186,7 +194,7 @@ class Backend:
     def _shaping(self, name: str, f: Any, out: Any, group_size: Any) -> Any:
         _no_out(out)
         _static(group_size=group_size)
-        f = _array(f)
+        f = _array(f, "f")
         if jnp.issubdtype(f.dtype, jnp.integer) or any(f.dtype == d for d in _FLOATS[1:]):
             f = f.astype(jnp.float64 if jax.config.jax_enable_x64 else jnp.float32)
         shape, dt = getattr(_core, "check_" + name)(_known(f), None, group_size)
@@ -203,11 +211,13 @@ class Backend:
 
     def int8_update(self, W: Any, pair_fitness: Any, out: Any, threshold: Any, *key: Any) -> Any:
         _no_out(out)
-        W, f = _array(W), _array(pair_fitness)
+        W, f = _array(W, "W"), _array(pair_fitness, "pair_fitness")
         if f.dtype != jnp.int8 and f.dtype != jnp.bool_ and (
                 jnp.issubdtype(f.dtype, jnp.integer) or jnp.issubdtype(f.dtype, jnp.floating)):
-            # exact: a value outside {-1, 0, 1} becomes 2, which the check rejects
-            f = jnp.where((f == -1) | (f == 0) | (f == 1), f, 2).astype(jnp.int8)
+            # exact (compared as floats: an unsigned 255 is not -1): a value outside
+            # {-1, 0, 1} becomes 2, which the check rejects by index
+            v = f.astype(jnp.float32)
+            f = jnp.where((v == -1) | (v == 0) | (v == 1), v, 2).astype(jnp.int8)
         return _keyed("int8_update", (W, f), (W, _known(f), None, threshold), None, key,
                       threshold=threshold)
 
