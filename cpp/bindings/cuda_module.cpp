@@ -15,6 +15,7 @@
 #include <type_traits>
 #include <vector>
 #include "bridge.h"
+#include "cuda_values.h"
 #include "eggroll/cuda.h"
 #include "host_util.h"
 #include "ops.h"
@@ -36,33 +37,16 @@ bool capturing(cudaStream_t s) {
   return st != cudaStreamCaptureStatusNone;
 }
 
-// A host copy of device values (one synchronisation), for the value rules of the core.
-template <class T>
-std::vector<T> to_host(const TensorView& t, cudaStream_t s) {
-  std::vector<T> h(size_t(t.numel() * dtype_size(t.dtype) + sizeof(T) - 1) / sizeof(T));
-  if (h.empty()) return h;
-  cuda::detail::DeviceGuard guard(t.device_index);
-  cuda::detail::check_cuda(cudaMemcpyAsync(h.data(), t.data, size_t(t.numel() * dtype_size(t.dtype)),
-                                           cudaMemcpyDeviceToHost, s), "cudaMemcpyAsync");
-  cuda::detail::check_cuda(cudaStreamSynchronize(s), "cudaStreamSynchronize");
-  return h;
+// The device values the plan leaves to the caller (cuda_values.h), except while a graph is
+// captured (nothing may synchronise then: the caller vouches for them).
+void check_values(const Members& m, bool antithetic, cudaStream_t s) {
+  if (!capturing(s)) check_member_values(m, antithetic, s);
 }
 
-// The values a plan leaves to the caller (cuda/eggroll/cuda.h), checked on a host copy with the
-// core's rules and messages, except while a graph is captured (the caller vouches for them).
-void check_values(const Members& m, bool antithetic, cudaStream_t s) {
-  if (!m.given || !m.index || m.device != Device::cuda || m.count == 0 || capturing(s)) return;
-  TensorView d = make_view(const_cast<int64_t*>(m.index), DType::int64, {m.count});
-  d.device = Device::cuda;
-  d.device_index = m.device_index;
-  std::vector<int64_t> h = to_host<int64_t>(d, s);
-  check_members(Members::indices(make_view(h.data(), DType::int64, {m.count})), m.count, antithetic, "x");
-}
-void check_finite_values(const TensorView& f, const char* name, cudaStream_t s) {
-  if (f.numel() == 0 || capturing(s)) return;
-  std::vector<double> h = to_host<double>(f, s);
-  TensorView host = make_view(h.data(), f.dtype, {f.numel()});
-  check_finite(host, name);
+TensorView on_device(TensorView t, int index) {
+  t.device = Device::cuda;
+  t.device_index = index;
+  return t;
 }
 
 // Rows [0, block) of y repeated M times (a shared input's base product), log2(M) copies.
@@ -116,8 +100,8 @@ void run_lowrank_gradient(Call& c, const GradientPlan& p, cudaStream_t s) {
     f.data = static_cast<float*>(f.data) + c0;
     f.shape[0] = cm;
     const int64_t C = host ? es_gradient_columns(part, p.key.antithetic, r) : cm * r;
-    TensorView Af = make_view(nullptr, DType::float32, {C, m}), Bf = make_view(nullptr, DType::float32, {C, n});
-    for (TensorView* t : {&Af, &Bf}) { t->device = Device::cuda; t->device_index = p.out.device_index; }
+    TensorView Af = on_device(make_view(nullptr, DType::float32, {C, m}), p.out.device_index);
+    TensorView Bf = on_device(make_view(nullptr, DType::float32, {C, n}), p.out.device_index);
     py::object a = c.allocate(Af), b = c.allocate(Bf);
     const FactorRowsPlan fp = check_es_gradient_factors(f, part, m, n, p.key, p.population, Af, Bf);
     if (!host) {
@@ -136,16 +120,12 @@ void run_lowrank_gradient(Call& c, const GradientPlan& p, cudaStream_t s) {
 void run_int8(Call& c, Int8ForwardPlan p, cudaStream_t s) {
   check_values(p.members, p.key.antithetic, s);
   if (p.x_stride == 0 && p.M > 1) {
-    TensorView full = make_view(nullptr, DType::int8, {p.M, p.b, p.n});
-    full.device = Device::cuda;
-    full.device_index = p.x.device_index;
+    TensorView full = on_device(make_view(nullptr, DType::int8, {p.M, p.b, p.n}), p.x.device_index);
     c.keep.push_back(c.allocate(full));
     cuda::detail::check_cuda(cudaMemcpyAsync(full.data, p.x.data, size_t(p.b * p.n), cudaMemcpyDeviceToDevice, s),
                              "cudaMemcpyAsync");
     replicate(full.data, p.b * p.n, p.M, s);
-    if (p.x.ndim == 2) full = make_view(full.data, DType::int8, {p.M, p.n});
-    full.device = Device::cuda;
-    full.device_index = p.x.device_index;
+    if (p.x.ndim == 2) full = on_device(make_view(full.data, DType::int8, {p.M, p.n}), p.x.device_index);
     p.x = full;
     p.x_stride = p.b * p.n;
   }
@@ -173,9 +153,7 @@ struct Cuda {
     if (capturing(s))
       value_error("members: while capturing a CUDA graph, pass a range or a device index array "
                   "(a host array would be uploaded from a temporary buffer)");
-    TensorView d = make_view(nullptr, DType::int64, {m.count});
-    d.device = Device::cuda;
-    d.device_index = c.first_index;
+    TensorView d = on_device(make_view(nullptr, DType::int64, {m.count}), c.first_index);
     c.keep.push_back(c.allocate(d));
     cuda::detail::check_cuda(cudaMemcpyAsync(d.data, m.index, size_t(m.count) * 8,
                                              cudaMemcpyHostToDevice, s), "cudaMemcpyAsync");
@@ -192,19 +170,17 @@ struct Cuda {
       run_int8(c, p, s);
     } else if constexpr (std::is_same_v<Plan, GradientPlan>) {
       check_values(p.members, p.key.antithetic, s);
-      check_finite_values(p.fitness, "fitness", s);
+      if (!capturing(s)) check_finite_values(p.fitness, "fitness", s);
       if (!p.full_rank) return run_lowrank_gradient(c, p, s);
       py::gil_scoped_release nogil;
       cuda::es_gradient(p, s);
     } else {
-      if constexpr (std::is_same_v<Plan, ShapingPlan>) check_finite_values(p.f, "f", s);
+      if constexpr (std::is_same_v<Plan, ShapingPlan>)
+        if (!capturing(s)) check_finite_values(p.f, "f", s);
       if constexpr (std::is_same_v<Plan, VectorPlan> || std::is_same_v<Plan, FactorPlan>)
         check_values(p.members, p.key.antithetic, s);
       if constexpr (std::is_same_v<Plan, Int8UpdatePlan>)
-        if (!capturing(s)) {
-          std::vector<int8_t> h = to_host<int8_t>(p.pair_fitness, s);
-          check_pair_fitness_values(make_view(h.data(), DType::int8, {p.P}));
-        }
+        if (!capturing(s)) check_pair_fitness_on_host(p.pair_fitness, s);
       py::gil_scoped_release nogil;
       launch(p, s);
     }

@@ -22,6 +22,7 @@
 #include <cstdint>
 #include <string>
 #include <vector>
+#include "cuda_values.h"
 #include "eggroll/cuda.h"
 #include "eggroll/eggroll.h"
 #include "host_util.h"
@@ -32,6 +33,7 @@ namespace ffi = xla::ffi;
 namespace py = pybind11;
 using namespace eggroll;
 using namespace eggroll::xla_ffi;
+using namespace eggroll::bridge;
 using eggroll::cuda::detail::check_cuda;
 using eggroll::cuda::detail::DeviceGuard;
 
@@ -40,14 +42,6 @@ namespace {
 enum class Op { perturbed_matmul, perturbed_matmul_full, perturb_vector, lowrank_factors,
                 es_gradient, es_gradient_factors, centered_rank, zscore, antithetic_sign,
                 perturbed_matmul_int8, int8_update };
-
-// bytes of device memory at src -> host dst, after everything queued on `stream`.
-void copy_to_host(void* dst, const void* src, size_t bytes, cudaStream_t stream, int dev) {
-  if (bytes == 0) return;
-  DeviceGuard guard(dev);
-  check_cuda(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToHost, stream), "cudaMemcpyAsync");
-  check_cuda(cudaStreamSynchronize(stream), "cudaStreamSynchronize");
-}
 
 // The key of a call from the packed `key` operand (argument i; see the file comment).
 struct Keyed {
@@ -63,8 +57,7 @@ Keyed read_key(const Call& c, size_t i, cudaStream_t stream) {
   const int64_t M = kind == 2 ? (words.numel() - 4) / 2 : 0;
   if (words.dtype != DType::uint32 || words.numel() != 4 + 2 * M || M < 0)
     value_error("key: expected uint32 [4 + 2 M] words (eggroll.jax builds it)");
-  std::vector<uint32_t> host(size_t(words.numel()));
-  copy_to_host(host.data(), words.data, host.size() * 4, stream, c.device);
+  const std::vector<uint32_t> host = to_host<uint32_t>(words, stream);
   k.key.seed = uint64_t(host[0]) | (uint64_t(host[1]) << 32);
   k.key.epoch = int64_t(uint64_t(host[2]) | (uint64_t(host[3]) << 32));
   if (kind == 2) {
@@ -83,24 +76,15 @@ Keyed read_key(const Call& c, size_t i, cudaStream_t stream) {
   return k;
 }
 
-// Values of a float32 / float64 [N] device array must be finite (name: the argument).
-void check_finite_on_device(const TensorView& f, const char* name, cudaStream_t stream, int dev) {
-  if (f.dtype != DType::float32 && f.dtype != DType::float64) return;  // the check says why
-  std::vector<double> h(size_t(f.numel()));
-  copy_to_host(h.data(), f.data, h.size() * size_t(dtype_size(f.dtype)), stream, dev);
-  TensorView host = make_view(h.data(), f.dtype, {f.numel()});
-  check_finite(host, name);
-}
-
 template <Op op>
 void run(const Call& c, cudaStream_t s) {
   if constexpr (op == Op::perturbed_matmul || op == Op::perturbed_matmul_full) {
     // x, base = x W^T (XLA's dot, aliased to y), key. W is not needed: a stand-in of its shape.
     const Keyed k = read_key(c, 2, s);
-    const TensorView y = forward_output(c, c.ret(0), k.members), base = c.arg(1);
+    const TensorView y = forward_view(c, c.ret(0), k.members, true), base = c.arg(1);
     if (base.dtype != y.dtype || base.numel() != y.numel())
       value_error("base: expected the result's shape " + y.shape_str() + " and dtype");
-    const TensorView x = forward_input(c, c.arg(0), k.members);
+    const TensorView x = forward_view(c, c.arg(0), k.members, false);
     TensorView W = make_view(nullptr, x.dtype, {y.shape[y.ndim - 1], x.shape[x.ndim - 1]});
     W.device = Device::cuda;
     W.device_index = c.device;
@@ -121,14 +105,14 @@ void run(const Call& c, cudaStream_t s) {
                                                 B.ndim == 3 ? B.shape[1] : 0, k.key, A, B), s);
   } else if constexpr (op == Op::es_gradient) {
     const Keyed k = read_key(c, 1, s);
-    check_finite_on_device(c.arg(0), "fitness", s, c.device);
+    check_finite_values(c.arg(0), "fitness", s);
     cuda::es_gradient(check_es_gradient(c.arg(0), k.members, k.key, true, c.i64("population"),
                                         false, c.ret(0)), s);
   } else if constexpr (op == Op::es_gradient_factors) {
     // Af [C, m], Bf [C, n] with C the bound M * rank (traced members): rows past the runs the
     // launcher finds are zeroed.
     const Keyed k = read_key(c, 1, s);
-    check_finite_on_device(c.arg(0), "fitness", s, c.device);
+    check_finite_values(c.arg(0), "fitness", s);
     const TensorView Af = c.ret(0), Bf = c.ret(1);
     DeviceGuard guard(c.device);
     check_cuda(cudaMemsetAsync(Af.data, 0, size_t(Af.numel()) * 4, s), "cudaMemsetAsync (Af)");
@@ -143,17 +127,13 @@ void run(const Call& c, cudaStream_t s) {
   } else if constexpr (op == Op::int8_update) {
     const Keyed k = read_key(c, 2, s);
     const TensorView f = c.arg(1);
-    if (f.dtype == DType::int8) {  // the value rule on a host copy (the launcher trusts it)
-      std::vector<int8_t> h(size_t(f.numel()));
-      copy_to_host(h.data(), f.data, h.size(), s, c.device);
-      check_pair_fitness_values(make_view(h.data(), DType::int8, {f.numel()}));
-    }
+    check_pair_fitness_on_host(f, s);  // the value rule on a host copy (the launcher trusts it)
     cuda::int8_update(check_int8_update(c.arg(0), f, c.i64("threshold"), k.key, c.ret(0)), s);
   } else {
     const Shaping kind = op == Op::centered_rank ? Shaping::centered_rank
                          : op == Op::zscore      ? Shaping::zscore
                                                  : Shaping::antithetic_sign;
-    check_finite_on_device(c.arg(0), "f", s, c.device);
+    check_finite_values(c.arg(0), "f", s);
     cuda::shape_fitness(check_fitness_shaping(kind, c.arg(0), op == Op::zscore ? c.i64("group_size") : 0,
                                               c.ret(0)), s);
   }

@@ -42,6 +42,12 @@ def backend(a: Any) -> Any:
     return b
 
 
+def register(b: Any, *types: type) -> None:
+    """Arrays of these types go to backend b (an adapter registers its own when imported, so
+    that a call traced by torch.compile never has to import it)."""
+    _BACKENDS.update(dict.fromkeys(types, b))
+
+
 def perturbed_matmul(x: Any, W: Any, *, members: Any, epoch: Any, seed: Any, param_id: int = 0,
                      sigma: float, rank: int = 1, noise_reuse: int = 1, antithetic: bool = True,
                      out: Any = None, shared: bool = False) -> Any:

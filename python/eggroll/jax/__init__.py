@@ -16,6 +16,7 @@ immutable). docs/jax.md says what runs where.
 """
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import jax
@@ -153,22 +154,17 @@ def _keyed(name: str, arrays: tuple, check_args: tuple, members: Any, key: tuple
 class Backend:
     """The entries for jax.Arrays (eggroll._ops.backend), with the binding's arguments."""
 
-    @staticmethod
-    def _forward(name: str, x: Any, W: Any, members: Any, out: Any, shared: Any, key: tuple) -> Any:
+    def _forward(self, name: str, x: Any, W: Any, members: Any, out: Any, shared: Any,
+                 *key: Any) -> Any:
         _no_out(out)
         conv = _array if name.endswith("int8") else _float32
         x, W, mem = conv(x, "x"), conv(W, "W"), _members(members)
         return _keyed(name, (x, W), (x, W, _known(members), None, shared), mem, key,
                       shared=bool(shared))
 
-    def perturbed_matmul(self, x: Any, W: Any, members: Any, out: Any, shared: Any, *key: Any) -> Any:
-        return self._forward("perturbed_matmul", x, W, members, out, shared, key)
-
-    def perturbed_matmul_full(self, x: Any, W: Any, members: Any, out: Any, shared: Any, *key: Any) -> Any:
-        return self._forward("perturbed_matmul_full", x, W, members, out, shared, key)
-
-    def perturbed_matmul_int8(self, x: Any, W: Any, members: Any, out: Any, shared: Any, *key: Any) -> Any:
-        return self._forward("perturbed_matmul_int8", x, W, members, out, shared, key)
+    perturbed_matmul = functools.partialmethod(_forward, "perturbed_matmul")
+    perturbed_matmul_full = functools.partialmethod(_forward, "perturbed_matmul_full")
+    perturbed_matmul_int8 = functools.partialmethod(_forward, "perturbed_matmul_int8")
 
     def perturb_vector(self, v: Any, members: Any, out: Any, *key: Any) -> Any:
         _no_out(out)
@@ -200,14 +196,9 @@ class Backend:
         shape, dt = getattr(_core, "check_" + name)(_known(f), None, group_size)
         return _ffi.shaping(name, jax.ShapeDtypeStruct(shape, jnp.dtype(dt)), int(group_size))(f)
 
-    def centered_rank(self, f: Any, out: Any, group_size: Any) -> Any:
-        return self._shaping("centered_rank", f, out, group_size)
-
-    def zscore(self, f: Any, out: Any, group_size: Any) -> Any:
-        return self._shaping("zscore", f, out, group_size)
-
-    def antithetic_sign(self, f: Any, out: Any, group_size: Any) -> Any:
-        return self._shaping("antithetic_sign", f, out, group_size)
+    centered_rank = functools.partialmethod(_shaping, "centered_rank")
+    zscore = functools.partialmethod(_shaping, "zscore")
+    antithetic_sign = functools.partialmethod(_shaping, "antithetic_sign")
 
     def int8_update(self, W: Any, pair_fitness: Any, out: Any, threshold: Any, *key: Any) -> Any:
         _no_out(out)

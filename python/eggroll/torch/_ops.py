@@ -18,7 +18,7 @@ from torch._C import _are_functorch_transforms_active, _is_torch_function_mode_e
 from torch._C import _len_torch_dispatch_stack
 
 from .. import _core
-from .._ops import OPS, cuda_module
+from .._ops import OPS, cuda_module, register
 from ._threads import use_torch_threads
 
 NS = "eggroll"
@@ -264,3 +264,4 @@ def _through_op(name: str, args: tuple) -> Any:
 
 
 BACKEND = Backend()
+register(BACKEND, Tensor, torch.nn.Parameter)
