@@ -54,7 +54,7 @@ def _install_emulation() -> None:
 
     def call(name, results, *operands, aliases=None, **attrs):
         return jax.ffi.ffi_call(f"eggroll_emu_{name}", results, vmap_method="sequential",
-                                input_output_aliases=aliases)(*operands, **attrs)
+                                input_output_aliases=aliases)(*operands, **_ffi.typed(attrs))
 
     _ffi.ensure_registered()
     _ffi.call = call

@@ -109,8 +109,7 @@ struct Call {
   PyObject* const* argv;
   Py_ssize_t argc;
   bool abstract = false;          // trace-time check: shapes and dtypes only, no data
-  std::vector<py::object> keep;   // converted arrays, capsules, index copies
-  std::vector<std::vector<int64_t>> index_copies;
+  std::vector<py::object> keep;   // converted arrays, capsules
   int fw = -1;                    // the framework of the first array (allocates outputs)
   py::object like;                // that array
   py::object objs[16];            // argument i as viewed (after any conversion)
@@ -297,28 +296,23 @@ struct Call {
     const bool real = is_integer(t.dtype) || (floats && is_float(t.dtype));
     if (t.dtype == to || !real || t.device != Device::cpu) return t;
     if (abstract) { t.dtype = to; return t; }
-    const TensorView v = host_copy(i, name, "float64");
-    std::vector<int64_t>& store = index_copies.emplace_back(size_t(v.numel() + 1));
+    const TensorView v = host_copy(i, name, "float64");  // ours: the fallbacks go in place
     for (int64_t k = 0; k < v.numel(); ++k) {
-      const double x = v.ptr<const double>()[k];
-      const bool ok = x >= lo && x <= hi && x == std::floor(x);
-      if (!ok && fallback < 0)
+      double& x = v.ptr<double>()[k];
+      if (x >= lo && x <= hi && x == std::floor(x)) continue;
+      if (fallback < 0)
         value_error(std::string(name) + ": values must be integers in [" + std::to_string(int64_t(lo)) +
                     ", " + std::to_string(int64_t(hi)) + "], got " + std::to_string(x));
-      const int64_t q = ok ? int64_t(x) : fallback;
-      if (to == DType::int8) reinterpret_cast<int8_t*>(store.data())[k] = int8_t(q);
-      else reinterpret_cast<uint32_t*>(store.data())[k] = uint32_t(q);
+      x = double(fallback);
     }
-    TensorView r = v;
-    r.data = store.data();
-    r.dtype = to;
-    set_contiguous_strides(r);
-    return r;
+    keep.push_back(keep.back().attr("astype")(dtype_name(to)));
+    return view(keep.back(), name);
   }
 
-  // Host argument i (of any framework) as a contiguous NumPy copy of `dtype`.
+  // Host argument i (of any framework) as a new C-contiguous NumPy array of `dtype`.
   TensorView host_copy(Py_ssize_t i, const char* name, const char* dtype) {
-    py::object a = py::module_::import("numpy").attr("ascontiguousarray")(at(i), dtype);
+    py::object a = py::module_::import("numpy").attr("asarray")(at(i)).attr("astype")(
+        dtype, py::arg("order") = "C");
     keep.push_back(a);
     return view(a, name);
   }

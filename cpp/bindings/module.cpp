@@ -79,8 +79,6 @@ PYBIND11_MODULE(_core, mod) {
     Call c{argv, 1};
     return es_gradient_columns(c.members(0, false), antithetic, rank);
   }, py::arg("members"), py::arg("antithetic"), py::arg("rank"));
-  mod.def("check_member_bounds", &check_member_bounds, py::arg("lo"), py::arg("hi"),
-          py::arg("antithetic"), "ValueError unless members in [lo, hi] are valid indices.");
   py::register_local_exception<eggroll::ValueError>(mod, "CoreValueError", PyExc_ValueError);
   py::register_local_exception<eggroll::TypeError>(mod, "CoreTypeError", PyExc_TypeError);
 

@@ -6,8 +6,7 @@
 //
 // The entry shape (positional; KEY = seed, param_id, epoch, noise_reuse, antithetic, sigma,
 // rank, fixed_point, sigma_shift; the CUDA module adds a trailing `stream` int):
-//   perturbed_matmul(x, W, members, out, shared, *KEY) -> out     (and _full; on CUDA the
-//                    lowrank_correction / fullrank_correction entries add onto out = x W^T)
+//   perturbed_matmul(x, W, members, out, shared, *KEY) -> out     (and perturbed_matmul_full)
 //   perturb_vector(v, members, out, *KEY) -> out
 //   lowrank_factors(like, shape, members, *KEY) -> (A, B)
 //   es_gradient(fitness, shape, members, out, full_rank, population, accumulate, *KEY) -> g
@@ -201,9 +200,9 @@ py::object shaping(Call& c) {
   return finish<B>(c, p, 1);
 }
 
-// int8_update(W, pair_fitness, out, threshold, *KEY) -> out. pair_fitness of another real
-// dtype is converted to int8 exactly (a value outside {-1, 0, 1} becomes 2, which the check
-// rejects by index); on a device the framework converts it.
+// int8_update(W, pair_fitness, out, threshold, *KEY) -> out. Host pair_fitness of another
+// real dtype is converted to int8 exactly (a value outside {-1, 0, 1} becomes 2, which the
+// check rejects by index); device pair_fitness must be int8 already (docs/ops.md).
 template <class B>
 py::object int8_update(Call& c) {
   const TensorView W = c.array(0, "W");

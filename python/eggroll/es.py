@@ -19,7 +19,7 @@ from typing import Any, Iterable, Mapping
 
 import numpy as np
 
-from . import es_gradient, perturb_vector, perturbed_matmul, perturbed_matmul_full
+from ._ops import es_gradient, perturb_vector, perturbed_matmul, perturbed_matmul_full
 from ._trainer import (UINT32_MAX, UINT64_MAX, Schedule, array_module, check_bool,
                        check_choice, check_float, check_int, check_member_block, check_names,
                        check_schedule, param_id)

@@ -4,8 +4,9 @@ Every outcome must be a ValueError / TypeError naming one of the call's argument
 equal to the reference: never a signal, a hang, another exception type, or a silent wrong
 result. 941 cases per backend (2,823 in all), ~40 s on 2 cores.
 
-EGGROLL_FUZZ_PRELOAD: an LD_PRELOAD for the children (the sanitizer run: an ASan + UBSan
-build of _core and the ASan runtime, docs/backends.md "Sanitizer run").
+The sanitizer run (tools/sanitize.sh, docs/backends.md "Sanitizers") sets
+EGGROLL_FUZZ_PYTHONPATH, where the children find an ASan + UBSan build of the package, and
+EGGROLL_FUZZ_PRELOAD, their LD_PRELOAD (the ASan runtime).
 """
 from __future__ import annotations
 
@@ -29,8 +30,9 @@ def run_backend(backend: str) -> tuple[list[str], int]:
     sys.path.insert(0, str(HERE))
     import fuzz_cases
     grid = fuzz_cases.cases()
+    package = os.environ.get("EGGROLL_FUZZ_PYTHONPATH") or str(REPO_PYTHON)
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(
-        p for p in (str(REPO_PYTHON), str(HERE), os.environ.get("PYTHONPATH")) if p))
+        p for p in (package, str(HERE), os.environ.get("PYTHONPATH")) if p))
     if os.environ.get("EGGROLL_FUZZ_PRELOAD"):
         env["LD_PRELOAD"] = os.environ["EGGROLL_FUZZ_PRELOAD"]
     failures: list[str] = []

@@ -23,8 +23,6 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from . import _ffi
-
 # Factor memory per es_gradient chunk (the CUDA entries and the CPU core use the same bound).
 FACTOR_BYTES = 64 << 20
 _HIGHEST = lax.Precision.HIGHEST
@@ -78,10 +76,11 @@ def _chunks(attrs: dict, N: int, m: int, n: int) -> list[tuple[int, int, int]]:
     return out
 
 
-def lower(name: str, narrays: int, out: Any, ops: tuple, attrs: dict) -> Any:
-    """The CUDA lowering of keyed op `name` on operands ops (as the CPU handler's)."""
+def lower(call: Any, name: str, narrays: int, out: Any, ops: tuple, attrs: dict) -> Any:
+    """The CUDA lowering of keyed op `name` on operands ops (as the CPU handler's); call:
+    _ffi.call, the custom call itself."""
     arrays, key = ops[:narrays], key_words(ops, narrays, attrs)
-    a = _ffi.typed(attrs)
+    a = attrs
     if name in ("perturbed_matmul", "perturbed_matmul_full"):
         x, W = arrays
         base = _dot_nt(x, W)
@@ -89,13 +88,13 @@ def lower(name: str, narrays: int, out: Any, ops: tuple, attrs: dict) -> Any:
             base = jnp.broadcast_to(base, out.shape)
         if attrs["members"] == 0:
             return base   # members=None: exactly the product, no custom call at all
-        return _ffi.call(name, out, x, base, key, aliases={1: 0}, **a)
+        return call(name, out, x, base, key, aliases={1: 0}, **a)
     if name == "perturbed_matmul_int8":
         x, W = arrays
         if attrs["shared"]:      # the CUDA int8 GEMM reads x per member: materialise it
             x = jnp.broadcast_to(x, out.shape[:-1] + x.shape[-1:])
-            a = _ffi.typed(dict(attrs, shared=False))
-        return _ffi.call(name, out, x, W, key, **a)
+            a = dict(attrs, shared=False)
+        return call(name, out, x, W, key, **a)
     if name == "es_gradient" and not attrs["full_rank"]:
         f = arrays[0]
         m, n = out.shape
@@ -108,9 +107,9 @@ def lower(name: str, narrays: int, out: Any, ops: tuple, attrs: dict) -> Any:
             else:
                 k = jnp.concatenate([key[:4], key[4 + 2 * c0:4 + 2 * c1]])
             spec = (jax.ShapeDtypeStruct((C, m), jnp.float32), jax.ShapeDtypeStruct((C, n), jnp.float32))
-            Af, Bf = _ffi.call("es_gradient_factors", spec, f[c0:c1], k, **_ffi.typed(part))
+            Af, Bf = call("es_gradient_factors", spec, f[c0:c1], k, **part)
             prod = lax.dot_general(Af, Bf, (((0,), (0,)), ((), ())), precision=_HIGHEST,
                                    preferred_element_type=jnp.float32)
             g = prod if g is None else g + prod
         return g if g is not None else jnp.zeros(out.shape, jnp.float32)
-    return _ffi.call(name, out, *arrays, key, **a)
+    return call(name, out, *arrays, key, **a)

@@ -66,10 +66,11 @@ def cuda_handlers() -> bool:
 
 def call(name: str, out: Any, *operands: Any, aliases: dict[int, int] | None = None,
          **attrs: Any) -> Any:
-    """One custom call to eggroll_<name>; aliases: operand index -> result index (in place)."""
+    """One custom call to eggroll_<name>; aliases: operand index -> result index (in place);
+    attrs as Python values (typed here)."""
     ensure_registered()
     return jax.ffi.ffi_call(f"eggroll_{name}", out, vmap_method="sequential",
-                            input_output_aliases=aliases)(*operands, **attrs)
+                            input_output_aliases=aliases)(*operands, **typed(attrs))
 
 
 def typed(attrs: dict[str, Any]) -> dict[str, Any]:
@@ -112,10 +113,10 @@ def _lowerings(name: str, narrays: int, out: Any, attrs: dict) -> tuple[Any, Any
     from . import _cuda
 
     def cpu(*ops: Any) -> Any:
-        return call(name, out, *ops, **typed(attrs))
+        return call(name, out, *ops, **attrs)
 
     def gpu(*ops: Any) -> Any:
-        return _cuda.lower(name, narrays, out, ops, attrs)
+        return _cuda.lower(call, name, narrays, out, ops, attrs)
     return cpu, gpu
 
 
@@ -175,4 +176,4 @@ def _fold_rule(name: str, narrays: int, out: Any, attrs: dict, f: Any) -> Any:
 @functools.lru_cache(maxsize=None)
 def shaping(name: str, out: Any, group_size: int) -> Any:
     """The fitness-shaping ops, jitted: the same operands on every platform (no branch)."""
-    return jax.jit(lambda f: call(name, out, f, **typed(dict(group_size=group_size))))
+    return jax.jit(lambda f: call(name, out, f, group_size=group_size))

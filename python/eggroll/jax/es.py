@@ -33,7 +33,7 @@ import numpy as np
 
 from .._trainer import (UINT32_MAX, UINT64_MAX, check_bool, check_float, check_int,
                         check_member_block, param_id)
-from . import (antithetic_sign, centered_rank, es_gradient, perturb_vector, perturbed_matmul,
+from ._ops import (antithetic_sign, centered_rank, es_gradient, perturb_vector, perturbed_matmul,
                zscore)
 
 __all__ = ["ES", "Population", "param_id", "leaf_name"]
