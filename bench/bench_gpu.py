@@ -7,16 +7,17 @@ Timing: CUDA events around each call on the current stream, the contenders of a 
 round robin (a, b, a, b, ...) after 3 warm-up calls each; the median of --repeat calls.
   1. The paper's setting: one linear layer W [8192, 8192] bf16, 1024 members x 1 row, rank 1.
      inference = x @ W.T (cuBLAS through torch.matmul; CuPy float16 when torch is missing);
-     eggroll   = the same GEMM + eggroll._cuda.lowrank_correction (noise regenerated on the fly);
+     eggroll   = eggroll.perturbed_matmul (the same GEMM, then the low-rank correction kernel,
+                 noise regenerated on the fly); correction = eggroll - inference;
      fraction  = time(inference) / time(eggroll) = EGGROLL throughput as a fraction of
      inference throughput. Target >= 0.95.
-  2. The full-rank (OpenES) baseline at the same setting: the GEMM + fullrank_correction
+  2. The full-rank (OpenES) baseline at the same setting: eggroll.perturbed_matmul_full
      (Z_k [8192, 8192] regenerated per member pair, no workspace); fraction as above
      (the paper reports 0.41% for OpenES).
   3. es_gradient (float32, 1024 members, rank 1, W [8192, 8192]) = factor kernel + one cuBLAS
      GEMM g = Af^T Bf over C = 512 folded columns, against a cuBLAS GEMM of that shape
      ([8192, 512] @ [512, 8192], float32) alone. Target ratio <= 1.3.
-  4. Noise: eggroll._cuda.normal of 2^28 float32 values, in G normals/s, against the write
+  4. Noise: eggroll.normal of 2^28 float32 values on the GPU, in G normals/s, against the write
      bandwidth bound: cupy fill of the same buffer (4 B written per value).
   5. int8: eggroll.perturbed_matmul_int8 on CuPy int8 arrays (the CUDA dp4a GEMM with the
      correction in its epilogue; fixed_point 4, sigma_shift 4) at the headline shape, against
@@ -24,7 +25,7 @@ round robin (a, b, a, b, ...) after 3 warm-up calls each; the median of --repeat
      lowrank_correction) and the half-precision one of group 1 (bf16 with torch, float16 with
      CuPy), all in one round robin, members=range(1024) through the public API for int8 and
      float32. Same shape, so throughput ratio = time ratio: int8/float32 = t_f32 / t_int8.
-     Target >= 2 (the issue's). TOP/s count the base product: 2 * 1024 * 8192 * 8192.
+     Target >= 2. TOP/s count the base product: 2 * 1024 * 8192 * 8192.
 """
 from __future__ import annotations
 
@@ -39,12 +40,11 @@ from typing import Any, Callable
 import numpy as np
 
 import eggroll
-from eggroll import _core
-from eggroll._ops import cuda_module, es_args
+from eggroll._ops import cuda_module
 
 SEED = 1234
 M_ROWS, N_IN, N_OUT = 1024, 8192, 8192
-CODES = {"float32": 0, "float16": 2, "bfloat16": 3, "int64": 6}
+KEY = dict(seed=SEED, param_id=0, epoch=0, noise_reuse=1, antithetic=True, sigma=0.01)
 
 
 def time_group(fns: dict[str, Callable[[], Any]], events: Callable[[], Any], sync: Callable[[], None],
@@ -82,11 +82,6 @@ class TorchBackend:
         self.t = torch
         self.dtype_name = "bfloat16"
 
-    def view(self, a: Any) -> Any:
-        code = {self.t.float32: 0, self.t.float16: 2, self.t.bfloat16: 3, self.t.int64: 6}[a.dtype]
-        return _core.TensorView(a.data_ptr(), code, list(a.shape), list(a.stride()), 1,
-                                a.device.index or 0)
-
     def stream(self) -> int:
         return int(self.t.cuda.current_stream().cuda_stream)
 
@@ -121,10 +116,6 @@ class CupyBackend(TorchBackend):
         self.cp = cp
         self.dtype_name = "float16"
 
-    def view(self, a: Any) -> Any:
-        return _core.TensorView(int(a.data.ptr), CODES[a.dtype.name], list(a.shape),
-                                [s // a.itemsize for s in a.strides], 1, int(a.device.id))
-
     def stream(self) -> int:
         return int(self.cp.cuda.get_current_stream().ptr)
 
@@ -149,52 +140,28 @@ class CupyBackend(TorchBackend):
         return props["name"].decode() if isinstance(props["name"], bytes) else str(props["name"])
 
 
-def headline_args() -> Any:
-    """The noise key of every timed call: seed SEED, epoch 0, antithetic, sigma 0.01, rank 1."""
-    return es_args(seed=SEED, param_id=0, epoch=0, noise_reuse=1, antithetic=True, sigma=0.01,
-                   rank=1)
-
-
 def half_forwards(bk: Any) -> dict[str, Callable[[], None]]:
     """The half-precision forwards on the backend's headline inputs: "inference" (the GEMM),
-    "eggroll" (GEMM + low-rank correction), "correction" alone, "full_rank" (GEMM + OpenES)."""
-    cu = cuda_module()
+    "eggroll" (eggroll.perturbed_matmul: the GEMM + the low-rank correction) and "full_rank"
+    (perturbed_matmul_full: the GEMM + the OpenES correction), each writing y."""
     x, W, y, mem = bk.inputs()
-    args = headline_args()
-    vx, vy, vm = bk.view(x), bk.view(y), bk.view(mem)
-
-    def inference() -> None:
-        bk.gemm(x, W, y)
-
-    def correction_only() -> None:
-        cu.lowrank_correction(vx, vm, args, vy, stream=bk.stream())
-
-    def eggroll_fwd() -> None:
-        inference()
-        correction_only()
-
-    def full_fwd() -> None:
-        inference()
-        cu.fullrank_correction(vx, vm, args, vy, stream=bk.stream())
-
-    return {"inference": inference, "eggroll": eggroll_fwd, "correction": correction_only,
-            "full_rank": full_fwd}
+    return {"inference": lambda: bk.gemm(x, W, y),
+            "eggroll": lambda: eggroll.perturbed_matmul(x, W, members=mem, out=y, rank=1, **KEY),
+            "full_rank": lambda: eggroll.perturbed_matmul_full(x, W, members=mem, out=y, **KEY)}
 
 
 def forward_group(bk: Any, repeat: int, full_repeat: int) -> list[dict[str, Any]]:
     f = half_forwards(bk)
-    inference, eggroll_fwd, correction_only, full_fwd = (
-        f["inference"], f["eggroll"], f["correction"], f["full_rank"])
-    t = time_group({"inference": inference, "eggroll": eggroll_fwd, "correction": correction_only},
-                   bk.events, bk.sync, repeat)
-    tf = time_group({"inference": inference, "full_rank": full_fwd}, bk.events, bk.sync,
-                    full_repeat, warmup=1)
+    t = time_group({"inference": f["inference"], "eggroll": f["eggroll"]}, bk.events, bk.sync,
+                   repeat)
+    tf = time_group({"inference": f["inference"], "full_rank": f["full_rank"]}, bk.events,
+                    bk.sync, full_repeat, warmup=1)
     flops = 2.0 * M_ROWS * N_IN * N_OUT
     common = dict(dtype=bk.dtype_name, backend=bk.name, members=M_ROWS, rows_per_member=1,
                   m=N_OUT, n=N_IN, rank=1)
     return [
         dict(common, bench="forward", inference_ms=t["inference"], eggroll_ms=t["eggroll"],
-             correction_ms=t["correction"], fraction_of_inference=t["inference"] / t["eggroll"],
+             correction_ms=t["eggroll"] - t["inference"], fraction_of_inference=t["inference"] / t["eggroll"],
              inference_tflops=flops / t["inference"] / 1e9, target=0.95),
         dict(common, bench="forward_full_rank", inference_ms=tf["inference"],
              full_rank_ms=tf["full_rank"], fraction_of_inference=tf["inference"] / tf["full_rank"],
@@ -218,14 +185,11 @@ def update_group(repeat: int) -> dict[str, Any]:
     # factors minus gemm is the adapter's host work inside the event window (the fitness
     # finiteness check syncs, the member upload, the run structure).
     mem = cp.arange(N, dtype=cp.int64)
-    args = headline_args()
-    Af2, Bf2 = cp.empty_like(Af), cp.empty_like(Bf)
     cuda = cuda_module()
 
-    def factors() -> None:
-        cuda.es_gradient_factors(ecp.view(f), ecp.view(mem), N_OUT, N_IN, args, N,
-                                 ecp.view(Af2), ecp.view(Bf2),
-                                 stream=int(cp.cuda.get_current_stream().ptr))
+    def factors() -> None:   # the _cuda entry: es_gradient_factors(f, shape, members, N, *KEY)
+        cuda.es_gradient_factors(f, (N_OUT, N_IN), mem, N, SEED, 0, 0, 1, True, 0.01, 1, 4, 0,
+                                 int(cp.cuda.get_current_stream().ptr))
     t = time_group({"es_gradient": lambda: ecp.es_gradient(f, (N_OUT, N_IN), **key),
                     "gemm": lambda: cp.matmul(Af.T, Bf, out=g), "factors": factors},
                    ev, sync, repeat)
@@ -272,12 +236,9 @@ def int8_group(bk: Any, repeat: int) -> dict[str, Any]:
 def noise_group(repeat: int, count: int) -> dict[str, Any]:
     import cupy as cp
     from eggroll import cupy as ecp
-    cu = cuda_module()
     out = cp.empty((count,), cp.float32)
-    v = ecp.view(out)
     ev = lambda: (cp.cuda.Event(), cp.cuda.Event())  # noqa: E731
-    stream = lambda: int(cp.cuda.get_current_stream().ptr)  # noqa: E731
-    t = time_group({"normal": lambda: cu.normal(v, SEED, 0, 0, 0, 0, stream=stream()),
+    t = time_group({"normal": lambda: ecp.normal(count, seed=SEED, like=out),
                     "fill": lambda: out.fill(1.0)}, ev, cp.cuda.Device().synchronize, repeat)
     rate = count / (t["normal"] * 1e-3) / 1e9
     bound = count / (t["fill"] * 1e-3) / 1e9

@@ -17,7 +17,7 @@ eggroll/torch (target <= 1.10) and perturbed/openblas (target <= 1.15) of wall-t
 at one thread also of the calling thread's CPU time (*_cpu_median_s, *_cpu ratios), which a
 busy machine barely moves.
 
-Headline configuration (the issue's): P = 512 members, x float32 [512, 1024] (one row per
+Headline configuration: P = 512 members, x float32 [512, 1024] (one row per
 member), W float32 [1024, 1024], rank 1, antithetic, sigma 0.01, members=range(512).
 Every candidate is timed interleaved with its baseline in the same run (median of >= 5).
 

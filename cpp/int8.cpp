@@ -1,4 +1,4 @@
-// The integer path: validation, run-time ISA dispatch of the int8 GEMM, operand packing,
+// The integer path: the checks, dispatch onto the active int8 GEMM path, operand packing,
 // integer noise, and the exact epilogues (correction, shifts, requantisation, vote update).
 // Parallel decomposition: noise runs (one task per run of members sharing a noise index),
 // then (row tile x column chunk) GEMM tiles; each output element is owned by one task, and
@@ -23,29 +23,6 @@ namespace {
 constexpr int64_t kRowTile = 64;    // rows per GEMM task (multiple of 32)
 constexpr int64_t kColBlocks = 16;  // 16-column blocks per GEMM task (256 columns)
 constexpr int64_t kUpdateK = 4096;  // update: factor columns per chunk (<= 2^17, exact int32)
-
-bool cpu_has(Int8Isa isa) {
-#if defined(EGGROLL_X86_KERNELS) && (defined(__GNUC__) || defined(__clang__))
-  __builtin_cpu_init();
-  switch (isa) {
-    case Int8Isa::scalar: return true;
-    case Int8Isa::avx2: return __builtin_cpu_supports("avx2");
-    case Int8Isa::avx_vnni:
-      return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("avxvnni");
-    case Int8Isa::avx512_vnni:
-      return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
-             __builtin_cpu_supports("avx512vnni");
-    case Int8Isa::amx:
-      return __builtin_cpu_supports("amx-tile") && __builtin_cpu_supports("amx-int8") &&
-             detail::amx_os_enable();
-  }
-  return false;
-#else
-  return isa == Int8Isa::scalar;
-#endif
-}
-
-std::atomic<int> g_int8_isa{-1};
 
 detail::Int8GemmFn kernel_for(Int8Isa isa) {
   switch (isa) {
@@ -264,88 +241,42 @@ int64_t isqrt(int64_t n) {
 }
 
 void check_int8_tensor(const TensorView& t, const char* name) {
-  check_cpu(t, name); check_dtype(t, name, DType::int8); check_contiguous(t, name);
+  check_dtype(t, name, DType::int8);
+  check_contiguous(t, name);
 }
 
 }  // namespace
 
-// ---- ISA selection -----------------------------------------------------------------------
-
-const char* int8_isa_name(Int8Isa isa) {
-  switch (isa) {
-    case Int8Isa::scalar: return "scalar";
-    case Int8Isa::avx2: return "avx2";
-    case Int8Isa::avx_vnni: return "avx_vnni";
-    case Int8Isa::avx512_vnni: return "avx512_vnni";
-    case Int8Isa::amx: return "amx";
-  }
-  return "unknown";
-}
-
-bool int8_isa_supported(Int8Isa isa) { return cpu_has(isa); }
-
-Int8Isa best_int8_isa() {
-  for (Int8Isa i : {Int8Isa::amx, Int8Isa::avx512_vnni, Int8Isa::avx_vnni, Int8Isa::avx2})
-    if (cpu_has(i)) return i;
-  return Int8Isa::scalar;
-}
-
-Int8Isa active_int8_isa() {
-  int v = g_int8_isa.load();
-  if (v < 0) { v = int(best_int8_isa()); g_int8_isa.store(v); }
-  return Int8Isa(v);
-}
-
-void set_int8_isa(Int8Isa isa) {
-  if (!cpu_has(isa))
-    value_error(std::string("name: this CPU (or OS) does not support the int8 path '") +
-                int8_isa_name(isa) + "'");
-  g_int8_isa.store(int(isa));
-}
-
-// ---- validation ----------------------------------------------------------------------------
-
-void validate_int8_args(const Int8Args& a) {
-  if (a.epoch < 0 || a.epoch > int64_t(UINT32_MAX))
-    value_error("epoch: must be in [0, 2^32), got " + std::to_string(a.epoch));
-  if (a.noise_reuse < 0)
-    value_error("noise_reuse: must be >= 0, got " + std::to_string(a.noise_reuse));
-  if (a.rank < 1 || a.rank > kInt8MaxRank)
-    value_error("rank: must be in [1, " + std::to_string(kInt8MaxRank) + "], got " +
-                std::to_string(a.rank));
-  if (a.fixed_point < 0 || a.fixed_point > 7)
-    value_error("fixed_point: must be in [0, 7], got " + std::to_string(a.fixed_point));
-  if (a.sigma_shift < 0 || a.sigma_shift > 32)
-    value_error("sigma_shift: must be in [0, 32], got " + std::to_string(a.sigma_shift));
-}
-
 // ---- forward -------------------------------------------------------------------------------
 
-void perturbed_matmul_int8(const TensorView& x, const TensorView& W, const TensorView& members,
-                           const Int8Args& a, const TensorView& y) {
-  validate_int8_args(a);
-  check_int8_tensor(x, "x"); check_int8_tensor(W, "W"); check_int8_tensor(y, "out");
-  if (x.ndim != 2 && x.ndim != 3)
-    value_error("x: expected [M, n] or [M, b, n], got shape " + x.shape_str());
-  if (W.ndim != 2) value_error("W: expected [m, n], got shape " + W.shape_str());
-  const int64_t M = x.shape[0], b = x.ndim == 3 ? x.shape[1] : 1, n = x.shape[x.ndim - 1];
-  const int64_t m = W.shape[0];
-  if (W.shape[1] != n)
-    value_error("W: expected " + std::to_string(n) + " columns to match x's last dimension, got shape " + W.shape_str());
-  if (n < 1 || n > kInt8MaxN)
-    value_error("x: the inner dimension n must be in [1, 65536] (exact int32 accumulation), got " + std::to_string(n));
-  bool ok = y.ndim == x.ndim && y.shape[0] == M && y.shape[y.ndim - 1] == m && (x.ndim == 2 || y.shape[1] == b);
-  if (!ok) value_error("out: expected the shape of x with its last dimension replaced by " +
-                       std::to_string(m) + ", got " + y.shape_str());
-  check_no_overlap(y, "out", x, "x"); check_no_overlap(y, "out", W, "W");
-  const int64_t* mem = detail::member_ptr(members, M, a.antithetic, true);
-  const int64_t r = a.rank;
-  if (mem && (n + m) * r > int64_t(kStreamLength))
-    value_error("rank: (m + n) * rank exceeds the stream length 2^34");
-  const int64_t R = M * b;
-  if (R == 0 || m == 0) return;
+Int8ForwardPlan check_perturbed_matmul_int8(const TensorView& x, const TensorView& W,
+                                            const Members& members, const Key& key,
+                                            const TensorView& out) {
+  check_key(key, KeyUse::int8_forward);
+  check_dtype(x, "x", DType::int8);
+  check_dtype(W, "W", DType::int8);
+  const detail::ForwardDims d = detail::check_forward(x, W, members, key, out, false);
+  if (d.n < 1 || d.n > kInt8MaxN)
+    value_error("x: the inner dimension n must be in [1, 65536] (exact int32 accumulation), got " +
+                std::to_string(d.n));
+  Int8ForwardPlan p;
+  p.x = x; p.W = W; p.out = out; p.members = members; p.key = key;
+  p.M = d.M; p.b = d.b; p.n = d.n; p.m = d.m; p.x_stride = d.x_stride;
+  return p;
+}
 
-  const int8_t* xp = x.ptr<const int8_t>();
+void perturbed_matmul_int8(const Int8ForwardPlan& p) {
+  check_cpu(p.x, "x");
+  ScopedIeeeFloat ieee;
+  const Members& mem = p.members;
+  const Key& a = p.key;
+  const int64_t M = p.M, b = p.b, n = p.n, m = p.m;
+  // A shared input (x_stride 0): one GEMM over its b rows, then every member's epilogue.
+  const bool shared = p.x_stride == 0 && M > 1;
+  const int64_t R = shared ? b : M * b;  // GEMM rows
+  if (M == 0 || b == 0 || m == 0) return;
+
+  const int8_t* xp = p.x.ptr<const int8_t>();
   // Named by local references: a lambda naming a thread_local directly would see the
   // worker thread's own (empty) instance.
   thread_local PackedCols tl_P;
@@ -353,14 +284,16 @@ void perturbed_matmul_int8(const TensorView& x, const TensorView& W, const Tenso
   PackedCols& P = tl_P;
   std::vector<int8_t>& Xp = tl_Xp;
   const Int8Isa isa = active_int8_isa();  // read once: packing depends on it
-  pack_cols(W.ptr<const int8_t>(), m, n, needs_wsum(isa), P);
+  pack_cols(p.W.ptr<const int8_t>(), m, n, needs_wsum(isa), P);
   // x already has the packed layout when its rows need no padding (n % 64 == 0, R % 16 == 0).
   const bool direct = n == P.Kp && R % 16 == 0;
   if (!direct) pack_rows(xp, R, n, P.Kp, Xp);
   const int8_t* xpacked = direct ? xp : Xp.data();
 
   // Noise phase: per run of members sharing k, the integer factors; At [run][r][m] keeps
-  // A_k, t [row][r] = s_i x_row . B_k[:, l] (the sign folded into t, exact).
+  // A_k, t [row][r] = s_i x_row . B_k[:, l] (the sign folded into t, exact). For a shared
+  // input t [run][row][r] holds the unsigned products (the rows are the same for the run).
+  const int64_t r = a.rank;
   std::vector<int64_t> runs;
   thread_local std::vector<int64_t> tl_run_of;
   thread_local std::vector<int8_t> tl_At;
@@ -368,12 +301,12 @@ void perturbed_matmul_int8(const TensorView& x, const TensorView& W, const Tenso
   std::vector<int64_t>& run_of = tl_run_of;
   std::vector<int8_t>& At = tl_At;
   std::vector<double>& t = tl_t;  // integer values (|t| < 2^31), exact in double
-  if (mem) {
-    runs = detail::noise_runs(mem, M, a.antithetic);
+  if (mem.given) {
+    runs = detail::noise_runs(mem, a.antithetic);
     const int64_t nruns = int64_t(runs.size()) - 1;
     run_of.resize(size_t(M));
     At.resize(size_t(nruns * r * m));
-    t.resize(size_t(R * r));
+    t.resize(size_t((shared ? nruns * b : R) * r));
     // Plain locals and pointers in the loops: int8 stores may alias anything, so values
     // reached through references would be reloaded (and TLS re-resolved) every iteration.
     const int64_t nr_ = n * r, mr_ = m * r;
@@ -383,7 +316,8 @@ void perturbed_matmul_int8(const TensorView& x, const TensorView& W, const Tenso
     double* t_p = t.data();
     const bool anti = a.antithetic;
     const int64_t fp = a.fixed_point;
-    const uint32_t e = epoch_index(a.epoch, a.noise_reuse);
+    const Members mv = mem;
+    const Key key = a;
     dynamic_for(nruns, [=](int64_t run) {
       thread_local std::vector<float> tl_z;
       thread_local std::vector<int8_t> tl_q, tl_Bt;
@@ -391,50 +325,75 @@ void perturbed_matmul_int8(const TensorView& x, const TensorView& W, const Tenso
       float* z = tl_z.data();
       int8_t* q = tl_q.data();
       int8_t* Bt = r == 1 ? q : tl_Bt.data();  // [r][n]; for r = 1 the stream order already
-      {
-        const MemberNoise mn0 = member_noise(mem[runs_p[run]], anti);
-        fill_normal(z, nr_ + mr_, NoiseKey{a.seed, a.param_id, e, mn0.k}, 0);
-        int8_t* Ar = At_p + run * mr_;
-        if (r == 1) {
-          quantize(z, nr_, fp, q);
-          quantize(z + nr_, mr_, fp, Ar);
-        } else {
-          quantize_t(z, n, r, fp, Bt);
-          quantize_t(z + nr_, m, r, fp, Ar);
-        }
-        for (int64_t i = runs_p[run]; i < runs_p[run + 1]; ++i) {
-          run_of_p[i] = run;
-          const int32_t s = (anti && (mem[i] & 1)) ? -1 : 1;
-          for (int64_t row = i * b; row < (i + 1) * b; ++row)
-            for (int64_t l = 0; l < r; ++l)
-              t_p[row * r + l] = double(s * dot_i8(xp + row * n, Bt + l * n, n));
-        }
+      const MemberNoise mn0 = member_noise(mv[runs_p[run]], anti);
+      fill_normal(z, nr_ + mr_, key.noise(mn0.k), 0);
+      int8_t* Ar = At_p + run * mr_;
+      if (r == 1) {
+        quantize(z, nr_, fp, q);
+        quantize(z + nr_, mr_, fp, Ar);
+      } else {
+        quantize_t(z, n, r, fp, Bt);
+        quantize_t(z + nr_, m, r, fp, Ar);
+      }
+      for (int64_t i = runs_p[run]; i < runs_p[run + 1]; ++i) run_of_p[i] = run;
+      if (shared) {
+        for (int64_t row = 0; row < b; ++row)
+          for (int64_t l = 0; l < r; ++l)
+            t_p[(run * b + row) * r + l] = double(dot_i8(xp + row * n, Bt + l * n, n));
+        return;
+      }
+      for (int64_t i = runs_p[run]; i < runs_p[run + 1]; ++i) {
+        const int32_t s = (anti && (mv[i] & 1)) ? -1 : 1;
+        for (int64_t row = i * b; row < (i + 1) * b; ++row)
+          for (int64_t l = 0; l < r; ++l)
+            t_p[row * r + l] = double(s * dot_i8(xp + row * n, Bt + l * n, n));
       }
     });
   }
 
   const double inv2sh = std::ldexp(1.0, -int(a.fixed_point + a.sigma_shift));
   const int64_t D = (int64_t(1) << a.fixed_point) * isqrt(n);
-  int8_t* yp = y.ptr<int8_t>();
-  gemm_tiles(isa, xpacked, R, P, [&](int64_t r0, int64_t nr, int64_t c0, int64_t nc, const int32_t* C, int64_t ldc) {
-    thread_local std::vector<double> tl_corr;
-    std::vector<double>& corr = tl_corr;
-    if (mem) corr.resize(size_t(nc));
-    for (int64_t row = r0; row < r0 + nr; ++row) {
-      const int32_t* c = C + (row - r0) * ldc;
-      if (mem) {
-        const int64_t run = run_of[size_t(row / b)];
-        if (r == 1) {
-          requant_row_r1(c, nc, t[size_t(row)], At.data() + run * m + c0, inv2sh, D, yp + row * m + c0);
-          continue;
+  int8_t* yp = p.out.ptr<int8_t>();
+  // One output row: the GEMM row c plus (members) the correction of member i's run with the
+  // products tr [r] (signed).
+  auto finish = [&](const int32_t* c, int64_t nc, int64_t c0, int64_t i, const double* tr,
+                    int8_t* y, std::vector<double>& corr) {
+    if (!mem.given) return requant_row(c, nc, nullptr, 0.0, D, y);
+    const int64_t run = run_of[size_t(i)];
+    if (r == 1) return requant_row_r1(c, nc, tr[0], At.data() + run * m + c0, inv2sh, D, y);
+    corr.resize(size_t(nc));
+    lowrank_corr(corr.data(), nc, tr, r, At.data() + run * r * m + c0, m);
+    requant_row(c, nc, corr.data(), inv2sh, D, y);
+  };
+  if (!shared) {
+    gemm_tiles(isa, xpacked, R, P, [&](int64_t r0, int64_t nr, int64_t c0, int64_t nc, const int32_t* C, int64_t ldc) {
+      thread_local std::vector<double> tl_corr;
+      for (int64_t row = r0; row < r0 + nr; ++row)
+        finish(C + (row - r0) * ldc, nc, c0, row / b, mem.given ? t.data() + row * r : nullptr,
+               yp + row * m + c0, tl_corr);
+    });
+  } else {
+    thread_local std::vector<int32_t> tl_C;  // the b rows of x W^T, int32 [b, m]
+    std::vector<int32_t>& Cb = tl_C;
+    Cb.resize(size_t(b * m));
+    int32_t* Cp = Cb.data();
+    gemm_tiles(isa, xpacked, R, P, [=](int64_t r0, int64_t nr, int64_t c0, int64_t nc, const int32_t* C, int64_t ldc) {
+      for (int64_t row = r0; row < r0 + nr; ++row)
+        std::copy(C + (row - r0) * ldc, C + (row - r0) * ldc + nc, Cp + row * m + c0);
+    });
+    const double cost = double(b * m) * (2 + double(r));
+    parallel_for(M, detail::task_grain(cost, 1), [&](int64_t lo, int64_t hi) {
+      std::vector<double> corr, tr(static_cast<size_t>(r));
+      for (int64_t i = lo; i < hi; ++i) {
+        const double s = (a.antithetic && (mem.given ? mem[i] & 1 : 0)) ? -1.0 : 1.0;
+        for (int64_t row = 0; row < b; ++row) {
+          if (mem.given)
+            for (int64_t l = 0; l < r; ++l) tr[size_t(l)] = s * t[size_t((run_of[size_t(i)] * b + row) * r + l)];
+          finish(Cp + row * m, m, 0, i, tr.data(), yp + (i * b + row) * m, corr);
         }
-        lowrank_corr(corr.data(), nc, t.data() + row * r, r, At.data() + run * r * m + c0, m);
-        requant_row(c, nc, corr.data(), inv2sh, D, yp + row * m + c0);
-      } else {
-        requant_row(c, nc, nullptr, 0.0, D, yp + row * m + c0);
       }
-    }
-  });
+    });
+  }
   // Keep the scratch for the next call of a training loop, but not a one-off giant's.
   constexpr size_t kKeepBytes = size_t(64) << 20;
   if (Xp.capacity() > kKeepBytes) std::vector<int8_t>().swap(Xp);
@@ -445,32 +404,55 @@ void perturbed_matmul_int8(const TensorView& x, const TensorView& W, const Tenso
 
 // ---- update --------------------------------------------------------------------------------
 
-void int8_update(const TensorView& W, const TensorView& pair_fitness, int64_t threshold,
-                 const Int8Args& a, const TensorView& out) {
-  validate_int8_args(a);
-  check_int8_tensor(W, "W"); check_int8_tensor(pair_fitness, "pair_fitness");
+Int8UpdatePlan check_int8_update(const TensorView& W, const TensorView& pair_fitness,
+                                 int64_t threshold, const Key& key, const TensorView& out) {
+  check_key(key, KeyUse::int8_update);
+  check_int8_tensor(W, "W");
+  check_same_device(pair_fitness, "pair_fitness", W, "W");
+  check_same_device(out, "out", W, "W");
+  check_int8_tensor(pair_fitness, "pair_fitness");
   check_int8_tensor(out, "out");
   if (W.ndim != 2) value_error("W: expected [m, n], got shape " + W.shape_str());
   if (pair_fitness.ndim != 1)
-    value_error("pair_fitness: expected a 1-D array [P], got shape " + pair_fitness.shape_str());
+    value_error("pair_fitness: expected a 1-D array [P] (one value per antithetic pair), got "
+                "shape " + pair_fitness.shape_str());
   if (out.ndim != 2 || out.shape[0] != W.shape[0] || out.shape[1] != W.shape[1])
-    value_error("out: expected shape " + W.shape_str() + ", got " + out.shape_str());
-  if (out.data != W.data) check_no_overlap(out, "out", W, "W");
+    shape_error("out", W.shape_str(), out);
+  check_writeable(out, "out");
+  if (out.data != W.data) check_no_overlap(out, "out", W, "W");  // out = W: in place
   check_no_overlap(out, "out", pair_fitness, "pair_fitness");
   if (threshold < 1) value_error("threshold: must be >= 1, got " + std::to_string(threshold));
-  const int64_t m = W.shape[0], n = W.shape[1], P = pair_fitness.shape[0], r = a.rank;
-  if (P > (int64_t(1) << 32)) value_error("pair_fitness: at most 2^32 pairs (noise index fits 32 bits)");
-  if ((n + m) * r > int64_t(kStreamLength))
-    value_error("rank: (m + n) * rank exceeds the stream length 2^34");
-  const int8_t* f = pair_fitness.ptr<const int8_t>();
-  std::vector<int64_t> nz;  // pairs that vote (f_k = 0 contributes nothing)
-  for (int64_t k = 0; k < P; ++k) {
-    if (f[k] < -1 || f[k] > 1)
-      value_error("pair_fitness: values must be -1, 0 or 1, got " + std::to_string(int(f[k])));
-    if (f[k]) nz.push_back(k);
+  Int8UpdatePlan p;
+  p.W = W; p.pair_fitness = pair_fitness; p.out = out; p.key = key; p.threshold = threshold;
+  p.m = W.shape[0]; p.n = W.shape[1]; p.P = pair_fitness.shape[0];
+  if (p.P > (int64_t(1) << 32))
+    value_error("pair_fitness: at most 2^32 pairs (the noise index fits 32 bits)");
+  detail::check_stream(p.m, p.n, key.rank, false);
+  check_pair_fitness_values(pair_fitness);
+  return p;
+}
+
+void check_pair_fitness_values(const TensorView& f) {
+  if (!f.data || f.device != Device::cpu || f.dtype != DType::int8) return;
+  for (int64_t k = 0; k < f.numel(); ++k) {
+    const int8_t v = f.ptr<const int8_t>()[k];
+    if (v < -1 || v > 1)
+      value_error("pair_fitness: values must be exactly -1, 0 or 1 (e.g. "
+                  "eggroll.antithetic_sign(fitness)); index " + std::to_string(k) + " is not");
   }
-  const int8_t* wp = W.ptr<const int8_t>();
-  int8_t* op = out.ptr<int8_t>();
+}
+
+void int8_update(const Int8UpdatePlan& plan) {
+  check_cpu(plan.W, "W");
+  ScopedIeeeFloat ieee;
+  const Key& a = plan.key;
+  const int64_t m = plan.m, n = plan.n, P = plan.P, r = a.rank, threshold = plan.threshold;
+  const int8_t* f = plan.pair_fitness.ptr<const int8_t>();
+  std::vector<int64_t> nz;  // pairs that vote (f_k = 0 contributes nothing)
+  for (int64_t k = 0; k < P; ++k)
+    if (f[k]) nz.push_back(k);
+  const int8_t* wp = plan.W.ptr<const int8_t>();
+  int8_t* op = plan.out.ptr<int8_t>();
   if (m == 0 || n == 0) return;
   if (nz.empty()) {  // no votes: Z = 0, only the clamp
     vote_row64(nullptr, m * n, wp, threshold, op);
@@ -481,7 +463,6 @@ void int8_update(const TensorView& W, const TensorView& pair_fitness, int64_t th
   const int64_t per_chunk = std::max<int64_t>(1, kUpdateK / r);
   const int64_t nchunks = (int64_t(nz.size()) + per_chunk - 1) / per_chunk;
   std::vector<int64_t> Z(nchunks > 1 ? size_t(m * n) : 0, 0);
-  const uint32_t e = epoch_index(a.epoch, a.noise_reuse);
   const Int8Isa isa = active_int8_isa();
   for (int64_t ch = 0; ch < nchunks; ++ch) {
     const int64_t p0 = ch * per_chunk, np = std::min(per_chunk, int64_t(nz.size()) - p0);
@@ -505,7 +486,7 @@ void int8_update(const TensorView& W, const TensorView& pair_fitness, int64_t th
       float* z = tl_z.data();
       int8_t* q = tl_q.data();
       const int64_t k = nzp[p0 + p];
-      fill_normal(z, (n + m) * r, NoiseKey{a.seed, a.param_id, e, uint32_t(k)}, 0);
+      fill_normal(z, (n + m) * r, a.noise(uint32_t(k)), 0);
       quantize(z, (n + m) * r, fp, q);
       const int8_t fk = f[k];
       for (int64_t l = 0; l < r; ++l) {

@@ -1,9 +1,10 @@
-// Small private building blocks shared by perturb.cpp and update.cpp.
+// Small private building blocks shared by perturb.cpp, update.cpp and int8.cpp.
 #pragma once
 #include <cstdint>
 #include <string>
 #include <vector>
 #include "eggroll/check.h"
+#include "eggroll/key.h"
 #include "eggroll/perturb.h"
 
 namespace eggroll::detail {
@@ -30,13 +31,24 @@ inline float member_coef(int64_t member, bool antithetic, double scale) {
 
 // Runs of consecutive members that share a noise index: run q covers members
 // [starts[q], starts[q+1]).
-std::vector<int64_t> noise_runs(const int64_t* members, int64_t M, bool antithetic);
+std::vector<int64_t> noise_runs(const Members& members, bool antithetic);
 
-// The layout of a forward call, after validation.
-struct ForwardShape { int64_t M, b, n, m; };
-// x [M, n] | [M, b, n]; y [M, m] | [M, b, m]; m_expected < 0 means "take m from y".
-ForwardShape check_forward(const TensorView& x, const TensorView& y, int64_t m_expected);
-// members int64 [M] or null (null allowed only when allow_null).
-const int64_t* member_ptr(const TensorView& members, int64_t M, bool antithetic, bool allow_null);
+// Rows per parallel_for task so that one task holds about 64K cost units (1 unit ~ one
+// multiply-add, ~16 per generated normal): small calls then run inline on the caller.
+int64_t task_grain(double cost_per_item, int64_t at_least);
+
+// Shared pieces of the checks (cpp/perturb.cpp): the float dtypes a device's forward kernels
+// take, members on the arrays' device, and the stream-length rule of each noise layout.
+void check_float_storage(const TensorView& t, const char* name);
+void check_member_device(const Members& members, const TensorView& ref, const char* ref_name);
+void check_stream(int64_t m, int64_t n, int64_t rank, bool full_rank);
+
+// What every forward's check shares (float and int8, after each has checked its dtypes):
+// x [M, n] | [M, b, n] whose member rows are contiguous (or one input shared with stride 0),
+// W [m, n] and out [M, (b,) m] of x's dtype, on x's device, out writeable and apart from both,
+// and the members. Returns the dimensions and the member stride of x.
+struct ForwardDims { int64_t M, b, n, m, x_stride; };
+ForwardDims check_forward(const TensorView& x, const TensorView& W, const Members& members,
+                          const Key& key, const TensorView& out, bool full_rank);
 
 }  // namespace eggroll::detail

@@ -21,22 +21,32 @@
 #include <sched.h>
 #endif
 #include "eggroll/check.h"
+#if defined(__x86_64__) || defined(__i386__)
+#include <xmmintrin.h>
+#endif
 
 namespace eggroll {
 namespace {
 
-int env_threads() {
-  for (const char* name : {"EGGROLL_NUM_THREADS", "OMP_NUM_THREADS"}) {
-    if (const char* v = std::getenv(name)) {
-      int n = std::atoi(v);
-      if (n >= 1) return n;
-    }
-  }
+int cpus_available() {
 #if defined(__linux__)
   cpu_set_t set;
   if (sched_getaffinity(0, sizeof(set), &set) == 0) return std::max(1, CPU_COUNT(&set));
 #endif
-  return std::max(1u, std::thread::hardware_concurrency());
+  return int(std::max(1u, std::thread::hardware_concurrency()));
+}
+
+// More threads than this only cost memory and scheduling (results never depend on the count).
+int max_threads() { return std::max(64, 8 * cpus_available()); }
+
+int env_threads() {
+  for (const char* name : {"EGGROLL_NUM_THREADS", "OMP_NUM_THREADS"}) {
+    if (const char* v = std::getenv(name)) {
+      const long n = std::strtol(v, nullptr, 10);
+      if (n >= 1) return int(std::min<long>(n, max_threads()));
+    }
+  }
+  return cpus_available();
 }
 
 std::atomic<int> g_threads{0};
@@ -91,7 +101,10 @@ void work(Job& j) {
     if (t >= j.n) return;
     const bool outer = t_in_pool;
     t_in_pool = true;  // nested parallel_for calls run inline
-    try { (*j.fn)(t); } catch (...) {
+    try {
+      ScopedIeeeFloat ieee;  // a host framework's thread may flush subnormals
+      (*j.fn)(t);
+    } catch (...) {
       std::lock_guard<std::mutex> g(j.mu);
       if (!j.error) j.error = std::current_exception();
     }
@@ -224,8 +237,22 @@ int num_threads() {
 }
 
 void set_num_threads(int n) {
-  if (n < 1) value_error("num_threads: must be >= 1, got " + std::to_string(n));
-  g_threads.store(n);
+  if (n < 1) value_error("n: must be >= 1, got " + std::to_string(n));
+  g_threads.store(std::min(n, max_threads()));
+}
+
+ScopedIeeeFloat::ScopedIeeeFloat() : prev_(0) {
+#if defined(__x86_64__) || defined(__i386__)
+  prev_ = _mm_getcsr();
+  constexpr unsigned kFtzDaz = 0x8040;  // MXCSR flush-to-zero (bit 15), denormals-are-zero (6)
+  if (prev_ & kFtzDaz) _mm_setcsr(prev_ & ~kFtzDaz);
+#endif
+}
+
+ScopedIeeeFloat::~ScopedIeeeFloat() {
+#if defined(__x86_64__) || defined(__i386__)
+  if (_mm_getcsr() != prev_) _mm_setcsr(prev_);
+#endif
 }
 
 ScopedExecutor::ScopedExecutor(const Executor* ex) : prev_(t_executor) { t_executor = ex; }

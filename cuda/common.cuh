@@ -9,6 +9,7 @@
 #include <string>
 #include "eggroll/check.h"
 #include "eggroll/cuda.h"
+#include "eggroll/key.h"
 #include "host_util.h"
 #include "noise_kernel.h"
 
@@ -50,14 +51,12 @@ struct DeviceOps {
   }
 };
 
-// The key of one stream, as plain words (kernel arguments stay trivially copyable).
-struct Key { uint64_t seed; uint32_t param_id, epoch_index; };
-inline Key make_key(const EsArgs& a) {
-  return {a.seed, a.param_id, epoch_index(a.epoch, a.noise_reuse)};
-}
+// The key of one call's streams, as plain words (kernel arguments stay trivially copyable).
+struct StreamKey { uint64_t seed; uint32_t param_id, epoch_index; };
+inline StreamKey make_key(const eggroll::Key& a) { return {a.seed, a.param_id, a.epoch_index()}; }
 
 // Normals 4 block .. 4 block + 3 of stream z(key, k).
-__device__ inline void normal4(const Key& key, uint32_t k, uint32_t block, float z[4]) {
+__device__ inline void normal4(const StreamKey& key, uint32_t k, uint32_t block, float z[4]) {
   NoiseKey nk;
   nk.seed = key.seed; nk.param_id = key.param_id; nk.epoch_index = key.epoch_index;
   nk.noise_index = k;
@@ -100,21 +99,10 @@ inline void check_device(const TensorView& t, const char* name, const TensorView
 inline bool is_float_storage(DType d) {
   return d == DType::float32 || d == DType::float16 || d == DType::bfloat16;
 }
-// members int64 [M] on x's device.
-inline const int64_t* check_members(const TensorView& members, int64_t M, const TensorView& ref,
-                                    const char* ref_name) {
-  if (!members.data) value_error("members: required");
-  check_device(members, "members", &ref, ref_name);
-  check_dtype(members, "members", DType::int64);
-  if (members.ndim != 1 || members.shape[0] != M)
-    value_error("members: expected shape (" + std::to_string(M) + ",), got " + members.shape_str());
-  return members.ptr<const int64_t>();
-}
-inline void check_rank(const EsArgs& a) {
-  validate_args(a);
-  if (a.rank > kMaxRank)
-    value_error("rank: the CUDA kernels support rank <= " + std::to_string(kMaxRank) + ", got " +
-                std::to_string(a.rank));
+// A plan's arrays must be on a CUDA device (plans come from the core's check_<op>).
+inline void expect_cuda(const TensorView& t, const char* name) {
+  if (t.device != Device::cuda)
+    type_error(std::string(name) + ": expected a CUDA array, got a CPU one");
 }
 inline unsigned grid_for(int64_t work, int threads, int64_t cap = 65535LL * 32) {
   int64_t g = (work + threads - 1) / threads;

@@ -52,34 +52,53 @@ __device__ inline double block_sum(double v, double* red) {
   return s;
 }
 
+__device__ inline double block_max(double v, double* red) {
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) v = fmax(v, __shfl_xor_sync(0xffffffffu, v, o));
+  __syncthreads();
+  if (threadIdx.x % 32 == 0) red[threadIdx.x / 32] = v;
+  __syncthreads();
+  double s = 0;
+  for (int w = 0; w < kThreads / 32; ++w) s = fmax(s, red[w]);
+  return s;
+}
+
 // One block: global mean and variance (double), then each group's mean: one thread per group
 // when groups are small (summed in member order, as on the CPU), else a block reduction.
+// Values beyond ~1e150 are scaled by a power of two first (exact; the CPU does the same), so
+// that the squares cannot overflow.
 template <class T>
 __global__ void __launch_bounds__(kThreads)
 zscore_kernel(const T* __restrict__ f, float* __restrict__ out, int64_t N, int64_t G) {
   __shared__ double red[kThreads / 32];
+  double big = 0;
+  for (int64_t i = threadIdx.x; i < N; i += kThreads) big = fmax(big, fabs(val(f, i)));
+  big = block_max(big, red);
+  int e = 0;
+  if (big > 0x1p500) frexp(big, &e);
   double s = 0;
-  for (int64_t i = threadIdx.x; i < N; i += kThreads) s += val(f, i);
+  for (int64_t i = threadIdx.x; i < N; i += kThreads) s += ldexp(val(f, i), -e);
   const double mean = block_sum(s, red) / double(N);
   double v = 0;
   for (int64_t i = threadIdx.x; i < N; i += kThreads) {
-    const double d = val(f, i) - mean;
+    const double d = ldexp(val(f, i), -e) - mean;
     v += d * d;
   }
-  const double inv = 1.0 / sqrt(block_sum(v, red) / double(N) + 1e-5);
+  const double inv = 1.0 / sqrt(block_sum(v, red) / double(N) + ldexp(1e-5, -2 * e));
   if (G < 256) {
     for (int64_t g0 = int64_t(threadIdx.x) * G; g0 < N; g0 += int64_t(kThreads) * G) {
       double gm = 0;
-      for (int64_t i = g0; i < g0 + G; ++i) gm += val(f, i);
+      for (int64_t i = g0; i < g0 + G; ++i) gm += ldexp(val(f, i), -e);
       gm /= double(G);
-      for (int64_t i = g0; i < g0 + G; ++i) out[i] = float((val(f, i) - gm) * inv);
+      for (int64_t i = g0; i < g0 + G; ++i) out[i] = float((ldexp(val(f, i), -e) - gm) * inv);
     }
   } else {
     for (int64_t g0 = 0; g0 < N; g0 += G) {
       double gs = 0;
-      for (int64_t i = g0 + threadIdx.x; i < g0 + G; i += kThreads) gs += val(f, i);
+      for (int64_t i = g0 + threadIdx.x; i < g0 + G; i += kThreads) gs += ldexp(val(f, i), -e);
       const double gm = block_sum(gs, red) / double(G);
-      for (int64_t i = g0 + threadIdx.x; i < g0 + G; i += kThreads) out[i] = float((val(f, i) - gm) * inv);
+      for (int64_t i = g0 + threadIdx.x; i < g0 + G; i += kThreads)
+        out[i] = float((ldexp(val(f, i), -e) - gm) * inv);
     }
   }
 }
@@ -92,21 +111,6 @@ __global__ void antithetic_sign_kernel(const T* __restrict__ f, float* __restric
   }
 }
 
-int64_t check_f(const TensorView& f, const TensorView& out, int64_t out_len_div) {
-  check_device(f, "f");
-  if (f.dtype != DType::float32 && f.dtype != DType::float64)
-    type_error(std::string("f: expected float32 or float64, got ") + dtype_name(f.dtype));
-  if (f.ndim != 1) value_error("f: expected [N], got shape " + f.shape_str());
-  const int64_t N = f.shape[0];
-  if (out_len_div == 2 && N % 2 != 0)
-    value_error("f: antithetic_sign needs an even population, got " + std::to_string(N));
-  check_device(out, "out", &f, "f"); check_dtype(out, "out", DType::float32);
-  if (out.ndim != 1 || out.shape[0] != N / out_len_div)
-    value_error("out: expected shape (" + std::to_string(N / out_len_div) + ",), got " + out.shape_str());
-  check_no_overlap(out, "out", f, "f");
-  return N;
-}
-
 template <class Fn>
 void dispatch_fitness(DType d, Fn&& fn) {
   if (d == DType::float32) fn(float{}); else fn(double{});
@@ -114,43 +118,28 @@ void dispatch_fitness(DType d, Fn&& fn) {
 
 }  // namespace
 
-void centered_rank(const TensorView& f, const TensorView& out, cudaStream_t stream) {
-  const int64_t N = check_f(f, out, 1);
+void shape_fitness(const ShapingPlan& p, cudaStream_t stream) {
+  expect_cuda(p.f, "f");
+  const int64_t N = p.N;
   if (N == 0) return;
-  DeviceGuard guard(f.device_index);
-  dispatch_fitness(f.dtype, [&](auto t) {
+  DeviceGuard guard(p.f.device_index);
+  dispatch_fitness(p.f.dtype, [&](auto t) {
     using T = decltype(t);
-    centered_rank_kernel<T><<<unsigned((N + kThreads - 1) / kThreads), kThreads, 0, stream>>>(
-        f.ptr<const T>(), out.ptr<float>(), N);
+    const T* f = p.f.ptr<const T>();
+    float* out = p.out.ptr<float>();
+    switch (p.kind) {
+      case Shaping::centered_rank:
+        centered_rank_kernel<T><<<unsigned((N + kThreads - 1) / kThreads), kThreads, 0, stream>>>(f, out, N);
+        break;
+      case Shaping::zscore:
+        zscore_kernel<T><<<1, kThreads, 0, stream>>>(f, out, N, p.group_size > 0 ? p.group_size : N);
+        break;
+      case Shaping::antithetic_sign:
+        antithetic_sign_kernel<T><<<grid_for(N / 2, 256), 256, 0, stream>>>(f, out, N / 2);
+        break;
+    }
   });
-  check_launch("centered_rank");
-}
-
-void zscore(const TensorView& f, int64_t group_size, const TensorView& out, cudaStream_t stream) {
-  const int64_t N = check_f(f, out, 1);
-  if (group_size < 0) value_error("group_size: must be >= 0, got " + std::to_string(group_size));
-  if (group_size > 0 && N % group_size != 0)
-    value_error("group_size: " + std::to_string(group_size) + " does not divide the population " + std::to_string(N));
-  if (N == 0) return;
-  DeviceGuard guard(f.device_index);
-  dispatch_fitness(f.dtype, [&](auto t) {
-    using T = decltype(t);
-    zscore_kernel<T><<<1, kThreads, 0, stream>>>(f.ptr<const T>(), out.ptr<float>(), N,
-                                                 group_size > 0 ? group_size : N);
-  });
-  check_launch("zscore");
-}
-
-void antithetic_sign(const TensorView& f, const TensorView& out, cudaStream_t stream) {
-  const int64_t N = check_f(f, out, 2);
-  if (N == 0) return;
-  DeviceGuard guard(f.device_index);
-  dispatch_fitness(f.dtype, [&](auto t) {
-    using T = decltype(t);
-    antithetic_sign_kernel<T><<<grid_for(N / 2, 256), 256, 0, stream>>>(f.ptr<const T>(),
-                                                                        out.ptr<float>(), N / 2);
-  });
-  check_launch("antithetic_sign");
+  check_launch("shape_fitness");
 }
 
 }  // namespace eggroll::cuda

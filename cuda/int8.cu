@@ -31,8 +31,8 @@ __device__ inline int64_t floor_div(int64_t v, int64_t d) {  // d > 0
 // Kernel 1: t[row * r + l] = s_i * (x_row . qB_k[:, l]) (int32: |.| <= 128 * 127 * 2^16 < 2^31).
 // Block (x = run start, y = row chunk of 1 row per member of the run per pass item).
 __global__ void __launch_bounds__(kThreads)
-int8_dots_kernel(const int8_t* __restrict__ x, const int64_t* __restrict__ members, int64_t M,
-                 int64_t b, int64_t n, int r, Key key, bool antithetic, float scale,
+int8_dots_kernel(const int8_t* __restrict__ x, Members members, int64_t M,
+                 int64_t b, int64_t n, int r, StreamKey key, bool antithetic, float scale,
                  int32_t* __restrict__ t) {
   const int64_t i0 = blockIdx.x;
   const uint32_t k = noise_index(members[i0], antithetic);
@@ -96,7 +96,7 @@ int8_dots_kernel(const int8_t* __restrict__ x, const int64_t* __restrict__ membe
 struct ForwardEpilogue {
   int8_t* y; int64_t m, n, b; int r;
   const int32_t* t;  // null: unperturbed
-  const int64_t* members; Key key; bool antithetic; float scale; int shift; int64_t D;
+  Members members; StreamKey key; bool antithetic; float scale; int shift; int64_t D;
   __device__ void operator()(int64_t row, int64_t o, int64_t c) const {
     int64_t v = c;
     if (t) {
@@ -177,7 +177,7 @@ gemm_i8_nt_kernel(const int8_t* __restrict__ X, const int8_t* __restrict__ Wt, i
 // Bf[j', k r + l] = qB_k[j', l], Af[o, k r + l] = f_k qA_k[o, l]; Af [m, K], Bf [n, K], K = P r.
 __global__ void int8_update_factors_kernel(int8_t* __restrict__ Af, int8_t* __restrict__ Bf,
                                            const int8_t* __restrict__ f, int64_t m, int64_t n,
-                                           int r, int64_t K, Key key, float scale) {
+                                           int r, int64_t K, StreamKey key, float scale) {
   const int64_t k = blockIdx.x, nr = n * r, total = (n + m) * r;
   const int32_t fk = f[k];
   for (int64_t blk = blockIdx.y * int64_t(blockDim.x) + threadIdx.x; 4 * blk < total;
@@ -207,25 +207,6 @@ int64_t isqrt_host(int64_t n) {
   return s;
 }
 
-void check_int8(const TensorView& t, const char* name, const TensorView* ref, const char* ref_name) {
-  check_device(t, name, ref, ref_name);
-  check_dtype(t, name, DType::int8);
-}
-
-void validate(const Int8Key& a) {
-  EsArgs e{a.seed, a.param_id, a.epoch, a.noise_reuse, a.antithetic, 1.0, 1};
-  validate_args(e);  // epoch, noise_reuse
-  if (a.rank < 1 || a.rank > 1024) value_error("rank: must be in [1, 1024], got " + std::to_string(a.rank));
-  if (a.fixed_point < 0 || a.fixed_point > 7)
-    value_error("fixed_point: must be in [0, 7], got " + std::to_string(a.fixed_point));
-  if (a.sigma_shift < 0 || a.sigma_shift > 32)
-    value_error("sigma_shift: must be in [0, 32], got " + std::to_string(a.sigma_shift));
-}
-
-Key key_of(const Int8Key& a) {
-  return {a.seed, a.param_id, epoch_index(a.epoch, a.noise_reuse)};
-}
-
 template <class Epi>
 void launch_gemm(const int8_t* X, const int8_t* Wt, int64_t R, int64_t Cn, int64_t K, const Epi& epi,
                  cudaStream_t stream) {
@@ -235,75 +216,58 @@ void launch_gemm(const int8_t* X, const int8_t* Wt, int64_t R, int64_t Cn, int64
 
 }  // namespace
 
-void perturbed_matmul_int8(const TensorView& x, const TensorView& W, const TensorView& members,
-                           const Int8Key& a, const TensorView& y, cudaStream_t stream) {
-  validate(a);
-  check_int8(x, "x", nullptr, nullptr); check_int8(W, "W", &x, "x"); check_int8(y, "out", &x, "x");
-  if (x.ndim != 2 && x.ndim != 3) value_error("x: expected [M, n] or [M, b, n], got shape " + x.shape_str());
-  if (W.ndim != 2) value_error("W: expected [m, n], got shape " + W.shape_str());
-  const int64_t M = x.shape[0], b = x.ndim == 3 ? x.shape[1] : 1, n = x.shape[x.ndim - 1], m = W.shape[0];
-  if (W.shape[1] != n)
-    value_error("W: expected " + std::to_string(n) + " columns to match x's last dimension, got shape " + W.shape_str());
-  if (n < 1 || n > (int64_t(1) << 16))
-    value_error("x: the inner dimension n must be in [1, 65536] (exact int32 accumulation), got " + std::to_string(n));
-  if (!(y.ndim == x.ndim && y.shape[0] == M && y.shape[y.ndim - 1] == m && (x.ndim == 2 || y.shape[1] == b)))
-    value_error("out: expected the shape of x with its last dimension replaced by " + std::to_string(m) + ", got " + y.shape_str());
-  check_no_overlap(y, "out", x, "x"); check_no_overlap(y, "out", W, "W");
-  const int64_t* mem = members.data ? check_members(members, M, x, "x") : nullptr;
+void perturbed_matmul_int8(const Int8ForwardPlan& p, cudaStream_t stream) {
+  expect_cuda(p.x, "x");
+  const Key& a = p.key;
+  const int64_t M = p.M, b = p.b, n = p.n, m = p.m;
+  if (p.x_stride == 0 && M > 1)
+    value_error("x: the CUDA int8 forward takes a materialised input (expand a shared one "
+                "first)");
+  const bool perturb = p.members.given;
   const int r = int(a.rank);
-  if (mem && (n + m) * r > int64_t(kStreamLength)) value_error("rank: (m + n) * rank exceeds the stream length 2^34");
   const int64_t R = M * b;
   if (R == 0 || m == 0) return;
   if (M > 0x7fffffffLL) value_error("x: at most 2^31 - 1 members per call on CUDA");
-  DeviceGuard guard(x.device_index);
+  DeviceGuard guard(p.x.device_index);
   const float scale = float(int64_t(1) << a.fixed_point);
   int32_t* t = nullptr;
-  if (mem) {
+  if (perturb) {
     check_cuda(cudaMallocAsync(reinterpret_cast<void**>(&t), size_t(R * r) * sizeof(int32_t), stream),
                "cudaMallocAsync (int8 scratch)");
     const int ic = kAcc / std::min(r, kAcc);
     const dim3 grid(unsigned(M), unsigned(std::min<int64_t>((b * 2 + ic - 1) / ic, 65535)));
-    int8_dots_kernel<<<grid, kThreads, 0, stream>>>(x.ptr<const int8_t>(), mem, M, b, n, r,
-                                                    key_of(a), a.antithetic, scale, t);
+    int8_dots_kernel<<<grid, kThreads, 0, stream>>>(p.x.ptr<const int8_t>(), p.members, M, b, n, r,
+                                                    make_key(a), a.antithetic, scale, t);
   }
-  ForwardEpilogue epi{y.ptr<int8_t>(), m, n, b, r, t, mem, key_of(a), a.antithetic, scale,
-                      int(a.fixed_point + a.sigma_shift), (int64_t(1) << a.fixed_point) * isqrt_host(n)};
-  launch_gemm(x.ptr<const int8_t>(), W.ptr<const int8_t>(), R, m, n, epi, stream);
+  ForwardEpilogue epi{p.out.ptr<int8_t>(), m, n, b, r, t, p.members, make_key(a), a.antithetic,
+                      scale, int(a.fixed_point + a.sigma_shift),
+                      (int64_t(1) << a.fixed_point) * isqrt_host(n)};
+  launch_gemm(p.x.ptr<const int8_t>(), p.W.ptr<const int8_t>(), R, m, n, epi, stream);
   const cudaError_t err = cudaGetLastError();
   if (t) cudaFreeAsync(t, stream);
   check_cuda(err, "perturbed_matmul_int8");
 }
 
-void int8_update(const TensorView& W, const TensorView& pair_fitness, int64_t threshold,
-                 const Int8Key& a, const TensorView& out, cudaStream_t stream) {
-  validate(a);
-  check_int8(W, "W", nullptr, nullptr); check_int8(pair_fitness, "pair_fitness", &W, "W");
-  check_int8(out, "out", &W, "W");
-  if (W.ndim != 2) value_error("W: expected [m, n], got shape " + W.shape_str());
-  if (pair_fitness.ndim != 1) value_error("pair_fitness: expected [P], got shape " + pair_fitness.shape_str());
-  if (out.ndim != 2 || out.shape[0] != W.shape[0] || out.shape[1] != W.shape[1])
-    value_error("out: expected shape " + W.shape_str() + ", got " + out.shape_str());
-  if (threshold < 1) value_error("threshold: must be >= 1, got " + std::to_string(threshold));
-  if (out.data != W.data) check_no_overlap(out, "out", W, "W");
-  check_no_overlap(out, "out", pair_fitness, "pair_fitness");
-  const int64_t m = W.shape[0], n = W.shape[1], P = pair_fitness.shape[0], r = a.rank;
-  if ((n + m) * r > int64_t(kStreamLength)) value_error("rank: (m + n) * rank exceeds the stream length 2^34");
+void int8_update(const Int8UpdatePlan& p, cudaStream_t stream) {
+  expect_cuda(p.W, "W");
+  const Key& a = p.key;
+  const int64_t m = p.m, n = p.n, P = p.P, r = a.rank;
   if (P > (int64_t(1) << 31) - 1) value_error("pair_fitness: at most 2^31 - 1 pairs on CUDA");
   const int64_t K = P * r;
   if ((m + n) * K > (int64_t(1) << 32))
     value_error("pair_fitness: (m + n) * pairs * rank must be <= 2^32 (the CUDA factor scratch)");
   if (m == 0 || n == 0) return;
-  DeviceGuard guard(W.device_index);
+  DeviceGuard guard(p.W.device_index);
   int8_t* scratch = nullptr;
   if (K > 0) {
     check_cuda(cudaMallocAsync(reinterpret_cast<void**>(&scratch), size_t((m + n) * K), stream),
                "cudaMallocAsync (int8_update scratch)");
     const dim3 grid(unsigned(P), grid_for(((n + m) * r + 3) / 4, 256, 65535));
     int8_update_factors_kernel<<<grid, 256, 0, stream>>>(scratch, scratch + m * K,
-        pair_fitness.ptr<const int8_t>(), m, n, int(r), K, key_of(a),
+        p.pair_fitness.ptr<const int8_t>(), m, n, int(r), K, make_key(a),
         float(int64_t(1) << a.fixed_point));
   }
-  UpdateEpilogue epi{W.ptr<const int8_t>(), out.ptr<int8_t>(), n, threshold};
+  UpdateEpilogue epi{p.W.ptr<const int8_t>(), p.out.ptr<int8_t>(), n, p.threshold};
   launch_gemm(scratch, scratch ? scratch + m * K : nullptr, m, n, K, epi, stream);
   const cudaError_t err = cudaGetLastError();
   if (scratch) cudaFreeAsync(scratch, stream);

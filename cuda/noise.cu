@@ -20,7 +20,7 @@ __global__ void philox_kernel(const uint32_t* counter, const uint32_t* key, uint
 }
 
 // out[j - offset] = z[j] for j in [offset, offset + count).
-__global__ void normal_kernel(float* out, Key key, uint32_t k, uint64_t offset, uint64_t count) {
+__global__ void normal_kernel(float* out, StreamKey key, uint32_t k, uint64_t offset, uint64_t count) {
   const uint64_t first = offset >> 2, last = (offset + count + 3) >> 2;  // Philox blocks
   for (uint64_t b = first + blockIdx.x * uint64_t(blockDim.x) + threadIdx.x; b < last;
        b += uint64_t(gridDim.x) * blockDim.x) {
@@ -55,36 +55,24 @@ RuntimeInfo runtime_info() {
   return info;
 }
 
-void philox4x32(const TensorView& counter, const TensorView& key, const TensorView& out,
-                cudaStream_t stream) {
-  check_device(counter, "counter"); check_device(key, "key", &counter, "counter");
-  check_device(out, "out", &counter, "counter");
-  check_dtype(counter, "counter", DType::uint32); check_dtype(key, "key", DType::uint32);
-  check_dtype(out, "out", DType::uint32);
-  if (counter.ndim != 2 || counter.shape[1] != 4)
-    value_error("counter: expected [count, 4], got shape " + counter.shape_str());
-  if (key.ndim != 1 || key.shape[0] != 2) value_error("key: expected shape (2,), got " + key.shape_str());
-  if (out.ndim != 2 || out.shape[0] != counter.shape[0] || out.shape[1] != 4)
-    value_error("out: expected shape " + counter.shape_str() + ", got " + out.shape_str());
-  const int64_t count = counter.shape[0];
-  if (count == 0) return;
-  DeviceGuard guard(counter.device_index);
-  philox_kernel<<<grid_for(count, 256), 256, 0, stream>>>(
-      counter.ptr<const uint32_t>(), key.ptr<const uint32_t>(), out.ptr<uint32_t>(), count);
+void philox4x32(const PhiloxPlan& p, cudaStream_t stream) {
+  expect_cuda(p.counter, "counter");
+  if (p.blocks == 0) return;
+  DeviceGuard guard(p.counter.device_index);
+  philox_kernel<<<grid_for(p.blocks, 256), 256, 0, stream>>>(
+      p.counter.ptr<const uint32_t>(), p.key.ptr<const uint32_t>(), p.out.ptr<uint32_t>(),
+      p.blocks);
   check_launch("philox4x32");
 }
 
-void normal(const TensorView& out, const NoiseKey& key, uint64_t offset, cudaStream_t stream) {
-  check_device(out, "out"); check_dtype(out, "out", DType::float32);
-  if (out.ndim != 1) value_error("out: expected [count], got shape " + out.shape_str());
-  const uint64_t count = uint64_t(out.shape[0]);
-  if (offset > kStreamLength || count > kStreamLength - offset)
-    value_error("offset: offset + count must be <= 2^34 (one stream)");
+void normal(const NormalPlan& p, cudaStream_t stream) {
+  expect_cuda(p.out, "out");
+  const uint64_t count = uint64_t(p.count);
   if (count == 0) return;
-  DeviceGuard guard(out.device_index);
-  const Key k{key.seed, key.param_id, key.epoch_index};
+  DeviceGuard guard(p.out.device_index);
+  const StreamKey k{p.key.seed, p.key.param_id, p.key.epoch_index};
   normal_kernel<<<grid_for(int64_t((count + 3) / 4) + 1, 256), 256, 0, stream>>>(
-      out.ptr<float>(), k, key.noise_index, offset, count);
+      p.out.ptr<float>(), k, p.key.noise_index, p.offset, count);
   check_launch("normal");
 }
 

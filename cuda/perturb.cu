@@ -22,7 +22,7 @@ __device__ inline float warp_sum(float v) {
 
 // The run of consecutive members sharing block member i0's noise index: [i0, i1), or an empty
 // run when i0 does not start one (its run is done by the block of the run's first member).
-__device__ inline int64_t run_end(const int64_t* members, int64_t M, int64_t i0, bool antithetic) {
+__device__ inline int64_t run_end(const Members& members, int64_t M, int64_t i0, bool antithetic) {
   const uint32_t k = noise_index(members[i0], antithetic);
   if (i0 > 0 && noise_index(members[i0 - 1], antithetic) == k) return i0;
   int64_t i1 = i0 + 1;
@@ -40,9 +40,9 @@ __device__ inline int64_t run_end(const int64_t* members, int64_t M, int64_t i0,
 // consecutive x columns / outputs and all indices are compile-time after unrolling.
 template <bool FAST, class TX, class TY>
 __global__ void __launch_bounds__(kThreads)
-lowrank_correction_kernel(const TX* __restrict__ x, TY* __restrict__ y,
-                          const int64_t* __restrict__ members, int64_t M, int64_t b, int64_t n,
-                          int64_t m, int r, int rpb, Key key, bool antithetic, float scale) {
+lowrank_correction_kernel(const TX* __restrict__ x, TY* __restrict__ y, int64_t xs,
+                          Members members, int64_t M, int64_t b, int64_t n,
+                          int64_t m, int r, int rpb, StreamKey key, bool antithetic, float scale) {
   const int64_t i0 = blockIdx.x;
   const int64_t i1 = run_end(members, M, i0, antithetic);
   if (i1 == i0) return;
@@ -50,6 +50,7 @@ lowrank_correction_kernel(const TX* __restrict__ x, TY* __restrict__ y,
   __shared__ float red[kWarps][kAcc];
   __shared__ float tdot[kAcc];
   __shared__ int64_t xrow[kAcc];  // row index (member * b + row) of each item of the pass
+  __shared__ int64_t xoff[kAcc];  // its offset in x (member * xs + row * n; xs = 0: shared x)
   __shared__ float coef[kAcc];
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   const int rc = FAST ? 1 : min_of(r, kAcc);  // ranks per pass
@@ -66,6 +67,7 @@ lowrank_correction_kernel(const TX* __restrict__ x, TY* __restrict__ y,
         if (threadIdx.x < icn) {
           const int64_t item = it0 + threadIdx.x, mi = i0 + item / rows;
           xrow[threadIdx.x] = mi * b + row0 + item % rows;
+          xoff[threadIdx.x] = mi * xs + (row0 + item % rows) * n;
           coef[threadIdx.x] = negative(members[mi], antithetic) ? -scale : scale;
         }
         __syncthreads();
@@ -80,7 +82,7 @@ lowrank_correction_kernel(const TX* __restrict__ x, TY* __restrict__ y,
 #pragma unroll
             for (int it = 0; it < kAcc; ++it) {
               if (it < icn) {
-                const TX* xr = x + xrow[it] * n + 4 * blk;
+                const TX* xr = x + xoff[it] + 4 * blk;
 #pragma unroll
                 for (int q = 0; q < 4; ++q) acc[it] += load(xr + q) * z[q];
               }
@@ -92,7 +94,7 @@ lowrank_correction_kernel(const TX* __restrict__ x, TY* __restrict__ y,
               const int64_t jn = j / r;
               const int l = int(j - jn * r) - l0;
               if (l < 0 || l >= lc) continue;
-              for (int it = 0; it < icn; ++it) acc[it * lc + l] += load(x + xrow[it] * n + jn) * z[q];
+              for (int it = 0; it < icn; ++it) acc[it * lc + l] += load(x + xoff[it] + jn) * z[q];
             }
           }
         }
@@ -162,9 +164,9 @@ lowrank_correction_kernel(const TX* __restrict__ x, TY* __restrict__ y,
 // pass of up to kAcc items (member, row), then a warp reduction; no workspace at all.
 template <class TX, class TY>
 __global__ void __launch_bounds__(kThreads)
-fullrank_correction_kernel(const TX* __restrict__ x, TY* __restrict__ y,
-                           const int64_t* __restrict__ members, int64_t M, int64_t b, int64_t n,
-                           int64_t m, Key key, bool antithetic, float sigma) {
+fullrank_correction_kernel(const TX* __restrict__ x, TY* __restrict__ y, int64_t xs,
+                           Members members, int64_t M, int64_t b, int64_t n,
+                           int64_t m, StreamKey key, bool antithetic, float sigma) {
   const int64_t i0 = blockIdx.x;
   const int64_t i1 = run_end(members, M, i0, antithetic);
   if (i1 == i0) return;
@@ -187,7 +189,8 @@ fullrank_correction_kernel(const TX* __restrict__ x, TY* __restrict__ y,
           if (p < p0 || p >= p1) continue;
 #pragma unroll
           for (int it = 0; it < kAcc; ++it)
-            if (it < icn) acc[it] += load(x + ((i0 * b) + it0 + it) * n + (p - p0)) * z[q];
+            if (it < icn)
+              acc[it] += load(x + (i0 + (it0 + it) / b) * xs + ((it0 + it) % b) * n + (p - p0)) * z[q];
         }
       }
 #pragma unroll
@@ -208,7 +211,7 @@ fullrank_correction_kernel(const TX* __restrict__ x, TY* __restrict__ y,
 
 // out[i, j] = v[j] + c_i z_k[j]: thread per (Philox block, member); the CPU's exact roundings.
 __global__ void perturb_vector_kernel(const float* __restrict__ v, float* __restrict__ out,
-                                      const int64_t* __restrict__ members, int64_t m, Key key,
+                                      Members members, int64_t m, StreamKey key,
                                       bool antithetic, float sigma) {
   const int64_t i = blockIdx.y;
   const uint32_t k = noise_index(members[i], antithetic);
@@ -227,8 +230,8 @@ __global__ void perturb_vector_kernel(const float* __restrict__ v, float* __rest
 
 // B[i] = z_k[0 : n r], A[i] = c_i z_k[n r : (n + m) r]: thread per (Philox block, member).
 __global__ void lowrank_factors_kernel(float* __restrict__ A, float* __restrict__ B,
-                                       const int64_t* __restrict__ members, int64_t m, int64_t n,
-                                       int64_t r, Key key, bool antithetic, float scale) {
+                                       Members members, int64_t m, int64_t n,
+                                       int64_t r, StreamKey key, bool antithetic, float scale) {
   const int64_t i = blockIdx.y, nr = n * r, total = (n + m) * r;
   const uint32_t k = noise_index(members[i], antithetic);
   const float c = negative(members[i], antithetic) ? -scale : scale;
@@ -245,117 +248,76 @@ __global__ void lowrank_factors_kernel(float* __restrict__ A, float* __restrict_
   }
 }
 
-struct Fwd { int64_t M, b, n, m; };
-// x [M, n] | [M, b, n] and out [M, m] | [M, b, m] on one device, float storage, contiguous.
-Fwd check_forward(const TensorView& x, const TensorView& y) {
-  check_device(x, "x"); check_device(y, "out", &x, "x");
-  if (!is_float_storage(x.dtype))
-    type_error(std::string("x: expected float32, float16 or bfloat16, got ") + dtype_name(x.dtype));
-  if (!is_float_storage(y.dtype))
-    type_error(std::string("out: expected float32, float16 or bfloat16, got ") + dtype_name(y.dtype));
-  if (x.ndim != 2 && x.ndim != 3) value_error("x: expected [M, n] or [M, b, n], got shape " + x.shape_str());
-  Fwd s{x.shape[0], x.ndim == 3 ? x.shape[1] : 1, x.shape[x.ndim - 1], y.shape[y.ndim - 1]};
-  if (y.ndim != x.ndim || y.shape[0] != s.M || (x.ndim == 3 && y.shape[1] != s.b))
-    value_error("out: expected shape (M, [b,] m) matching x " + x.shape_str() + ", got " + y.shape_str());
-  check_no_overlap(y, "out", x, "x");
-  return s;
-}
-
 }  // namespace
 
-void lowrank_correction(const TensorView& x, const TensorView& members, const EsArgs& a,
-                        const TensorView& out, cudaStream_t stream) {
-  check_rank(a);
-  const Fwd s = check_forward(x, out);
-  const int64_t* mem = check_members(members, s.M, x, "x");
-  if ((s.n + s.m) * a.rank > int64_t(kStreamLength)) value_error("rank: (m + n) * rank exceeds the stream length 2^34");
-  if (s.M == 0 || s.b == 0 || s.m == 0 || s.n == 0) return;
-  if (s.M > 0x7fffffffLL) value_error("x: at most 2^31 - 1 members per call on CUDA");
-  const int r = int(a.rank);
-  const bool fast = r == 1 && s.n % 4 == 0;
+void lowrank_correction(const ForwardPlan& p, cudaStream_t stream) {
+  expect_cuda(p.x, "x");
+  if (p.full_rank) value_error("full_rank: a full-rank plan takes fullrank_correction");
+  if (!p.members.given || p.M == 0 || p.b == 0 || p.m == 0 || p.n == 0) return;
+  if (p.M > 0x7fffffffLL) value_error("x: at most 2^31 - 1 members per call on CUDA");
+  const int r = int(p.key.rank);
+  const bool fast = r == 1 && p.n % 4 == 0;
   const int rc = std::min(r, kAcc), ic = kAcc / rc;
   // Rows per block: a run is usually an antithetic pair, so half the items per pass.
-  const int rpb = std::max(1, a.antithetic ? ic / 2 : ic);
-  const int64_t chunks = (s.b + rpb - 1) / rpb;
-  const dim3 grid(unsigned(s.M), unsigned(std::min<int64_t>(chunks, 65535)));
-  const float scale = float(a.sigma / std::sqrt(double(r)));
-  DeviceGuard guard(x.device_index);
-  dispatch_float(x.dtype, "x", [&](auto tx) {
+  const int rpb = std::max(1, p.key.antithetic ? ic / 2 : ic);
+  const int64_t chunks = (p.b + rpb - 1) / rpb;
+  const dim3 grid(unsigned(p.M), unsigned(std::min<int64_t>(chunks, 65535)));
+  const float scale = float(p.key.sigma / std::sqrt(double(r)));
+  DeviceGuard guard(p.x.device_index);
+  dispatch_float(p.x.dtype, "x", [&](auto tx) {
     using TX = decltype(tx);
-    dispatch_float(out.dtype, "out", [&](auto ty) {
+    dispatch_float(p.out.dtype, "out", [&](auto ty) {
       using TY = decltype(ty);
       auto kernel = fast ? lowrank_correction_kernel<true, TX, TY> : lowrank_correction_kernel<false, TX, TY>;
-      kernel<<<grid, kThreads, 0, stream>>>(x.ptr<const TX>(), out.ptr<TY>(), mem, s.M, s.b, s.n,
-                                            s.m, r, rpb, make_key(a), a.antithetic, scale);
+      kernel<<<grid, kThreads, 0, stream>>>(p.x.ptr<const TX>(), p.out.ptr<TY>(), p.x_stride,
+                                            p.members, p.M, p.b, p.n, p.m, r, rpb,
+                                            make_key(p.key), p.key.antithetic, scale);
     });
   });
   check_launch("lowrank_correction");
 }
 
-void fullrank_correction(const TensorView& x, const TensorView& members, const EsArgs& a,
-                         const TensorView& out, cudaStream_t stream) {
-  validate_args(a);
-  const Fwd s = check_forward(x, out);
-  const int64_t* mem = check_members(members, s.M, x, "x");
-  if (s.m * s.n > int64_t(kStreamLength)) value_error("W: m * n exceeds the stream length 2^34");
-  if (s.M == 0 || s.b == 0 || s.m == 0 || s.n == 0) return;
-  if (s.M > 0x7fffffffLL) value_error("x: at most 2^31 - 1 members per call on CUDA");
-  const dim3 grid(unsigned(s.M), unsigned(std::min<int64_t>((s.m + kWarps - 1) / kWarps, 65535)));
-  DeviceGuard guard(x.device_index);
-  dispatch_float(x.dtype, "x", [&](auto tx) {
+void fullrank_correction(const ForwardPlan& p, cudaStream_t stream) {
+  expect_cuda(p.x, "x");
+  if (!p.full_rank) value_error("full_rank: a low-rank plan takes lowrank_correction");
+  if (!p.members.given || p.M == 0 || p.b == 0 || p.m == 0 || p.n == 0) return;
+  if (p.M > 0x7fffffffLL) value_error("x: at most 2^31 - 1 members per call on CUDA");
+  const dim3 grid(unsigned(p.M), unsigned(std::min<int64_t>((p.m + kWarps - 1) / kWarps, 65535)));
+  DeviceGuard guard(p.x.device_index);
+  dispatch_float(p.x.dtype, "x", [&](auto tx) {
     using TX = decltype(tx);
-    dispatch_float(out.dtype, "out", [&](auto ty) {
+    dispatch_float(p.out.dtype, "out", [&](auto ty) {
       using TY = decltype(ty);
       fullrank_correction_kernel<TX, TY><<<grid, kThreads, 0, stream>>>(
-          x.ptr<const TX>(), out.ptr<TY>(), mem, s.M, s.b, s.n, s.m, make_key(a), a.antithetic,
-          float(a.sigma));
+          p.x.ptr<const TX>(), p.out.ptr<TY>(), p.x_stride, p.members, p.M, p.b, p.n, p.m,
+          make_key(p.key), p.key.antithetic, float(p.key.sigma));
     });
   });
   check_launch("fullrank_correction");
 }
 
-void perturb_vector(const TensorView& v, const TensorView& members, const EsArgs& a,
-                    const TensorView& out, cudaStream_t stream) {
-  validate_args(a);
-  check_device(v, "v"); check_dtype(v, "v", DType::float32);
-  if (v.ndim != 1) value_error("v: expected a vector [m], got shape " + v.shape_str());
-  check_device(out, "out", &v, "v"); check_dtype(out, "out", DType::float32);
-  const int64_t m = v.shape[0];
-  if (out.ndim != 2 || out.shape[1] != m)
-    value_error("out: expected shape (M, " + std::to_string(m) + "), got " + out.shape_str());
-  check_no_overlap(out, "out", v, "v");
-  const int64_t M = out.shape[0];
-  const int64_t* mem = check_members(members, M, v, "v");
-  if (M == 0 || m == 0) return;
-  if (M > 65535) value_error("members: at most 65535 members per perturb_vector call on CUDA");
-  DeviceGuard guard(v.device_index);
-  const dim3 grid(grid_for((m + 3) / 4, 256, 4096), unsigned(M));
-  perturb_vector_kernel<<<grid, 256, 0, stream>>>(v.ptr<const float>(), out.ptr<float>(), mem, m,
-                                                  make_key(a), a.antithetic, float(a.sigma));
+void perturb_vector(const VectorPlan& p, cudaStream_t stream) {
+  expect_cuda(p.v, "v");
+  if (p.M == 0 || p.m == 0) return;
+  if (p.M > 65535) value_error("members: at most 65535 members per perturb_vector call on CUDA");
+  DeviceGuard guard(p.v.device_index);
+  const dim3 grid(grid_for((p.m + 3) / 4, 256, 4096), unsigned(p.M));
+  perturb_vector_kernel<<<grid, 256, 0, stream>>>(p.v.ptr<const float>(), p.out.ptr<float>(),
+                                                  p.members, p.m, make_key(p.key),
+                                                  p.key.antithetic, float(p.key.sigma));
   check_launch("perturb_vector");
 }
 
-void lowrank_factors(const TensorView& members, int64_t m, int64_t n, const EsArgs& a,
-                     const TensorView& A, const TensorView& B, cudaStream_t stream) {
-  validate_args(a);
-  if (m < 1 || n < 1) value_error("shape: dimensions must be >= 1");
-  const int64_t r = a.rank;
-  check_device(A, "A"); check_device(B, "B", &A, "A");
-  check_dtype(A, "A", DType::float32); check_dtype(B, "B", DType::float32);
-  const int64_t M = A.ndim == 3 ? A.shape[0] : -1;
-  if (A.ndim != 3 || A.shape[1] != m || A.shape[2] != r)
-    value_error("A: expected shape (M, " + std::to_string(m) + ", " + std::to_string(r) + "), got " + A.shape_str());
-  if (B.ndim != 3 || B.shape[0] != M || B.shape[1] != n || B.shape[2] != r)
-    value_error("B: expected shape (" + std::to_string(M) + ", " + std::to_string(n) + ", " + std::to_string(r) + "), got " + B.shape_str());
-  const int64_t* mem = check_members(members, M, A, "A");
-  if ((n + m) * r > int64_t(kStreamLength)) value_error("rank: (m + n) * rank exceeds the stream length 2^34");
-  if (M == 0) return;
-  if (M > 65535) value_error("members: at most 65535 members per lowrank_factors call on CUDA");
-  DeviceGuard guard(A.device_index);
-  const dim3 grid(grid_for(((n + m) * r + 3) / 4, 256, 4096), unsigned(M));
-  lowrank_factors_kernel<<<grid, 256, 0, stream>>>(A.ptr<float>(), B.ptr<float>(), mem, m, n, r,
-                                                   make_key(a), a.antithetic,
-                                                   float(a.sigma / std::sqrt(double(r))));
+void lowrank_factors(const FactorPlan& p, cudaStream_t stream) {
+  expect_cuda(p.A, "A");
+  if (p.M == 0) return;
+  if (p.M > 65535) value_error("members: at most 65535 members per lowrank_factors call on CUDA");
+  const int64_t r = p.key.rank;
+  DeviceGuard guard(p.A.device_index);
+  const dim3 grid(grid_for(((p.n + p.m) * r + 3) / 4, 256, 4096), unsigned(p.M));
+  lowrank_factors_kernel<<<grid, 256, 0, stream>>>(p.A.ptr<float>(), p.B.ptr<float>(), p.members,
+                                                   p.m, p.n, r, make_key(p.key), p.key.antithetic,
+                                                   float(p.key.sigma / std::sqrt(double(r))));
   check_launch("lowrank_factors");
 }
 

@@ -21,7 +21,7 @@ struct Runs { int64_t* runs; double* coef; };
 // One block: a run starts at i when i == 0 or k_i != k_{i-1}; starts are compacted by a
 // block-wide ballot scan, chunk after chunk.
 __global__ void __launch_bounds__(kScanThreads)
-run_starts_kernel(const int64_t* __restrict__ members, int64_t M, bool antithetic, int64_t* runs) {
+run_starts_kernel(Members members, int64_t M, bool antithetic, int64_t* runs) {
   __shared__ int warp_total[kScanThreads / 32];
   __shared__ int64_t base;
   const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
@@ -48,7 +48,7 @@ run_starts_kernel(const int64_t* __restrict__ members, int64_t M, bool antitheti
   if (threadIdx.x == 0) { runs[0] = base; runs[1 + base] = M; }
 }
 
-__global__ void run_coef_kernel(const float* __restrict__ f, const int64_t* __restrict__ members,
+__global__ void run_coef_kernel(const float* __restrict__ f, Members members,
                                 bool antithetic, Runs r) {
   const int64_t Q = r.runs[0];
   for (int64_t q = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; q < Q;
@@ -63,8 +63,8 @@ __global__ void run_coef_kernel(const float* __restrict__ f, const int64_t* __re
 // Factor rows of run q (block x): Bf[q r + l, j] = z[j r + l], Af[q r + l, o] = c_q z[n r + o r + l]
 // with c_q = float(coef_q / (population sqrt r)). Thread owns Philox blocks (grid-stride over y).
 __global__ void factors_kernel(float* __restrict__ Af, float* __restrict__ Bf,
-                               const int64_t* __restrict__ members, Runs runs, int64_t m,
-                               int64_t n, int64_t r, Key key, bool antithetic, double norm) {
+                               Members members, Runs runs, int64_t m,
+                               int64_t n, int64_t r, StreamKey key, bool antithetic, double norm) {
   const int64_t q = blockIdx.x;
   if (q >= runs.runs[0]) return;  // fewer runs than Af has rows: caller's C was wrong
   const uint32_t k = noise_index(members[runs.runs[1 + q]], antithetic);
@@ -91,7 +91,7 @@ __global__ void factors_kernel(float* __restrict__ Af, float* __restrict__ Bf,
 // g[e] (+)= sum over runs q in order of float(coef_q / population) z_kq[e]: thread per Philox
 // block of g, each value rounded exactly as the CPU's axpy chain.
 __global__ void fullrank_grad_kernel(float* __restrict__ g, int64_t total,
-                                     const int64_t* __restrict__ members, Runs runs, Key key,
+                                     Members members, Runs runs, StreamKey key,
                                      bool antithetic, double population, bool accumulate) {
   const int64_t Q = runs.runs[0];
   for (int64_t blk = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; 4 * blk < total;
@@ -116,33 +116,19 @@ __global__ void fullrank_grad_kernel(float* __restrict__ g, int64_t total,
   }
 }
 
-// fitness float32 [M] and members int64 [M] on one device; returns M.
-int64_t check_fitness(const TensorView& fitness, const TensorView& members, const EsArgs& a,
-                      int64_t population) {
-  validate_args(a);
-  check_device(fitness, "fitness"); check_dtype(fitness, "fitness", DType::float32);
-  if (fitness.ndim != 1) value_error("fitness: expected [N], got shape " + fitness.shape_str());
-  check_members(members, fitness.shape[0], fitness, "fitness");
-  if (population < 1) value_error("population: must be >= 1");
-  if (a.antithetic && population % 2 != 0)
-    value_error("fitness: antithetic sampling needs an even population, got " + std::to_string(population));
-  return fitness.shape[0];
-}
-
 // Stream-ordered scratch for the runs of M members, filled on `stream`; freed by ~RunScratch
 // (also stream-ordered), so nothing waits on the host.
 class RunScratch {
  public:
-  RunScratch(const TensorView& fitness, const TensorView& members, int64_t M, bool antithetic,
+  RunScratch(const TensorView& fitness, const Members& members, int64_t M, bool antithetic,
              cudaStream_t stream) : stream_(stream) {
     const size_t bytes = size_t(M + 2) * sizeof(int64_t) + size_t(M) * sizeof(double);
     check_cuda(cudaMallocAsync(&mem_, bytes, stream), "cudaMallocAsync (es_gradient scratch)");
     runs_.runs = static_cast<int64_t*>(mem_);
     runs_.coef = reinterpret_cast<double*>(runs_.runs + M + 2);
-    run_starts_kernel<<<1, kScanThreads, 0, stream>>>(members.ptr<const int64_t>(), M, antithetic,
-                                                      runs_.runs);
-    run_coef_kernel<<<grid_for(M, 256), 256, 0, stream>>>(fitness.ptr<const float>(),
-                                                          members.ptr<const int64_t>(), antithetic, runs_);
+    run_starts_kernel<<<1, kScanThreads, 0, stream>>>(members, M, antithetic, runs_.runs);
+    run_coef_kernel<<<grid_for(M, 256), 256, 0, stream>>>(fitness.ptr<const float>(), members,
+                                                          antithetic, runs_);
     check_launch("es_gradient (runs)");
   }
   ~RunScratch() { cudaFreeAsync(mem_, stream_); }
@@ -157,55 +143,38 @@ class RunScratch {
 
 }  // namespace
 
-void es_gradient_factors(const TensorView& fitness, const TensorView& members, int64_t m,
-                         int64_t n, const EsArgs& a, int64_t population, const TensorView& Af,
-                         const TensorView& Bf, cudaStream_t stream) {
-  const int64_t M = check_fitness(fitness, members, a, population);
-  check_rank(a);
-  if (m < 1 || n < 1) value_error("shape: dimensions must be >= 1");
-  const int64_t r = a.rank;
-  if ((n + m) * r > int64_t(kStreamLength)) value_error("rank: (m + n) * rank exceeds the stream length 2^34");
-  check_device(Af, "Af", &fitness, "fitness"); check_device(Bf, "Bf", &fitness, "fitness");
-  check_dtype(Af, "Af", DType::float32); check_dtype(Bf, "Bf", DType::float32);
-  const int64_t C = Af.ndim == 2 ? Af.shape[0] : -1;
-  if (Af.ndim != 2 || Af.shape[1] != m || C % r != 0 || C > M * r)
-    value_error("Af: expected shape (C, " + std::to_string(m) + ") with C = es_gradient_columns(...), got " + Af.shape_str());
-  if (Bf.ndim != 2 || Bf.shape[0] != C || Bf.shape[1] != n)
-    value_error("Bf: expected shape (" + std::to_string(C) + ", " + std::to_string(n) + "), got " + Bf.shape_str());
+void es_gradient_factors(const FactorRowsPlan& p, cudaStream_t stream) {
+  const GradientPlan& g = p.g;
+  expect_cuda(g.fitness, "fitness");
+  const int64_t r = g.key.rank, M = g.M, C = p.C, m = g.m, n = g.n;
   if (M == 0 || C == 0) return;
-  DeviceGuard guard(fitness.device_index);
-  RunScratch scratch(fitness, members, M, a.antithetic, stream);
+  DeviceGuard guard(g.fitness.device_index);
+  RunScratch scratch(g.fitness, g.members, M, g.key.antithetic, stream);
   const int64_t Q = C / r;
   const dim3 grid(unsigned(Q), grid_for(((n + m) * r + 3) / 4, 256, 65535));
-  factors_kernel<<<grid, 256, 0, stream>>>(Af.ptr<float>(), Bf.ptr<float>(),
-                                           members.ptr<const int64_t>(), scratch.runs(), m, n, r,
-                                           make_key(a), a.antithetic,
-                                           1.0 / (double(population) * std::sqrt(double(r))));
+  factors_kernel<<<grid, 256, 0, stream>>>(p.Af.ptr<float>(), p.Bf.ptr<float>(), g.members,
+                                           scratch.runs(), m, n, r, make_key(g.key),
+                                           g.key.antithetic,
+                                           1.0 / (double(g.population) * std::sqrt(double(r))));
   check_launch("es_gradient_factors");
 }
 
-void es_gradient(const TensorView& fitness, const TensorView& members, const EsArgs& a,
-                 bool full_rank, int64_t population, bool accumulate, const TensorView& g,
-                 cudaStream_t stream) {
-  const int64_t M = check_fitness(fitness, members, a, population);
-  check_device(g, "out", &fitness, "fitness"); check_dtype(g, "out", DType::float32);
-  if (g.ndim != 1 && g.ndim != 2) value_error("shape: expected (m, n) or (m,), got " + g.shape_str());
-  if (!full_rank && g.ndim == 2)
+void es_gradient(const GradientPlan& p, cudaStream_t stream) {
+  expect_cuda(p.fitness, "fitness");
+  if (!p.full_rank)
     value_error("full_rank: the CUDA es_gradient computes full-rank and vector estimates; for "
                 "low rank use es_gradient_factors and one GEMM (g = Af^T Bf)");
-  check_no_overlap(g, "out", fitness, "fitness");
-  const int64_t total = g.numel();
-  if (total > int64_t(kStreamLength)) value_error("shape: m * n exceeds the stream length 2^34");
-  if (total == 0) return;
-  DeviceGuard guard(fitness.device_index);
-  if (M == 0) {
-    if (!accumulate) check_cuda(cudaMemsetAsync(g.data, 0, size_t(total) * 4, stream), "cudaMemsetAsync");
+  const int64_t total = p.m * p.n;
+  DeviceGuard guard(p.fitness.device_index);
+  if (p.M == 0) {
+    if (!p.accumulate)
+      check_cuda(cudaMemsetAsync(p.out.data, 0, size_t(total) * 4, stream), "cudaMemsetAsync");
     return;
   }
-  RunScratch scratch(fitness, members, M, a.antithetic, stream);
+  RunScratch scratch(p.fitness, p.members, p.M, p.key.antithetic, stream);
   fullrank_grad_kernel<<<grid_for((total + 3) / 4, 256), 256, 0, stream>>>(
-      g.ptr<float>(), total, members.ptr<const int64_t>(), scratch.runs(), make_key(a),
-      a.antithetic, double(population), accumulate);
+      p.out.ptr<float>(), total, p.members, scratch.runs(), make_key(p.key), p.key.antithetic,
+      double(p.population), p.accumulate);
   check_launch("es_gradient");
 }
 

@@ -1,6 +1,9 @@
-"""The CUDA backend through the CuPy adapter: noise bit-identical to the CPU, every op vs the
-reference, streams, CUDA graph capture, device checks, ES and the demo on the GPU."""
+"""What only the CUDA backend has, through CuPy (the ops themselves run on the cupy backend of
+tests/conformance): half-precision inputs, streams, CUDA graph capture with the fallback
+GEMMs, device checks, ES and the demo on the GPU, the int8 path's extremes."""
 from __future__ import annotations
+
+import os
 
 import numpy as np
 import pytest
@@ -8,12 +11,10 @@ import pytest
 import eggroll
 from eggroll import reference as ref
 
-from conftest import (MEMBER_FORMS, assert_close_derived, forward_inputs,
-                      fullrank_forward_magnitude, lowrank_forward_magnitude, make_members,
-                      stream_rows)
+from conftest import assert_close_derived, forward_inputs, lowrank_forward_magnitude
 
 cp = pytest.importorskip("cupy", reason="the CUDA tests run through CuPy (pip install cupy-cuda12x)")
-if not eggroll.cuda_available():
+if not (eggroll.cuda_available() or os.environ.get("EGGROLL_CUDA_EMU")):
     pytest.skip("no CUDA: eggroll was built without CUDA or no GPU/driver is visible "
                 "(eggroll.cuda_available() is False)", allow_module_level=True)
 from eggroll import cupy as ecp  # noqa: E402  (needs cupy and eggroll._cuda)
@@ -37,129 +38,8 @@ def _key(members, sigma=0.5, noise_reuse=1, antithetic=True, **extra):
 
 
 # ------------------------------------------------------------------------------------------
-# noise: bit-identical to the CPU kernel (and so to the reference)
+# half precision (the CUDA kernels take it natively)
 # ------------------------------------------------------------------------------------------
-
-@pytest.mark.parametrize("count,offset", [(1, 0), (3, 1), (4, 4), (97, 5), (1 << 20, 3),
-                                          (1000, (1 << 34) - 1000)])
-@pytest.mark.parametrize("seed,param_id,e,k", [(0, 0, 0, 0), (SEED, 11, 7, 3),
-                                               ((1 << 64) - 1, (1 << 32) - 1, 5, (1 << 32) - 1)])
-def test_normal_bit_identical_to_cpu(count, offset, seed, param_id, e, k):
-    key = dict(seed=seed, param_id=param_id, epoch_index=e, noise_index=k, offset=offset)
-    gpu = ecp.normal(count, **key).get()
-    cpu = eggroll.normal(count, **key)
-    np.testing.assert_array_equal(gpu.view(np.uint32), cpu.view(np.uint32))
-    if count <= 1000:
-        np.testing.assert_array_equal(gpu.view(np.uint32), ref.normal(count, **key).view(np.uint32))
-
-
-def test_philox_known_answers_on_gpu():
-    cases = [((0, 0, 0, 0), (0, 0), (0x6627E8D5, 0xE169C58D, 0xBC57AC4C, 0x9B00DBD8)),
-             ((0xFFFFFFFF,) * 4, (0xFFFFFFFF,) * 2, (0x408F276D, 0x41C83B0E, 0xA20BC7C6, 0x6D5451FD)),
-             ((0x243F6A88, 0x85A308D3, 0x13198A2E, 0x03707344), (0xA4093822, 0x299F31D0),
-              (0xD16CFE09, 0x94FDCCEB, 0x5001E420, 0x24126EA1))]
-    for counter, key, want in cases:
-        out = eggroll.philox4x32(cp.asarray(np.array([counter], np.uint32)), np.array(key, np.uint32))
-        assert isinstance(out, cp.ndarray)
-        np.testing.assert_array_equal(out.get()[0], np.array(want, np.uint32))
-
-
-@pytest.mark.parametrize("form", MEMBER_FORMS)
-@pytest.mark.parametrize("m,n,rank", [(1, 1, 1), (17, 97, 3), (97, 17, 8), (64, 128, 1), (5, 7, 13)])
-@pytest.mark.parametrize("antithetic", [True, False])
-def test_lowrank_factors_bit_identical(form, m, n, rank, antithetic, rng):
-    key = _key(make_members(form, M, rng), antithetic=antithetic, rank=rank)
-    A, B = ecp.lowrank_factors((m, n), **key)
-    A_cpu, B_cpu = eggroll.lowrank_factors((m, n), **key)
-    np.testing.assert_array_equal(A.get().view(np.uint32), A_cpu.view(np.uint32))
-    np.testing.assert_array_equal(B.get().view(np.uint32), B_cpu.view(np.uint32))
-
-
-@pytest.mark.parametrize("form", MEMBER_FORMS)
-@pytest.mark.parametrize("m", SIZES + (1000,))
-@pytest.mark.parametrize("noise_reuse", [0, 1, 3])
-def test_perturb_vector_bit_identical(form, m, noise_reuse, rng):
-    v = rng.standard_normal(m).astype(np.float32)
-    key = _key(make_members(form, M, rng), noise_reuse=noise_reuse)
-    out = eggroll.perturb_vector(cp.asarray(v), **key)
-    assert isinstance(out, cp.ndarray) and out.shape == (M, m)
-    np.testing.assert_array_equal(out.get(), eggroll.perturb_vector(v, **key))
-    np.testing.assert_array_equal(out.get(), ref.perturb_vector(v, **key))
-
-
-@pytest.mark.parametrize("form", MEMBER_FORMS)
-@pytest.mark.parametrize("V,d,rank", [(1, 1, 1), (29, 17, 1), (97, 64, 3), (5, 130, 2)])
-@pytest.mark.parametrize("shared", [False, True])
-def test_perturbed_embedding_bit_identical_to_cpu(form, V, d, rank, shared, rng):
-    W = rng.standard_normal((V, d)).astype(np.float32)
-    ids = rng.integers(0, V, size=(M, 3, 7))
-    if shared:
-        ids = np.broadcast_to(ids[0], ids.shape)
-    key = _key(make_members(form, M, rng), rank=rank)
-    got = eggroll.perturbed_embedding(cp.asarray(ids) if not shared else
-                                      cp.broadcast_to(cp.asarray(ids[0]), ids.shape),
-                                      cp.asarray(W), **key)
-    assert isinstance(got, cp.ndarray) and got.shape == (M, 3, 7, d)
-    np.testing.assert_array_equal(got.get(), eggroll.perturbed_embedding(ids, W, **key))
-    np.testing.assert_array_equal(got.get(), ref.perturbed_embedding(ids, W, **key))
-    plain = eggroll.perturbed_embedding(cp.asarray(ids[:2].astype(np.int32)), cp.asarray(W),
-                                        **{**key, "members": None})
-    np.testing.assert_array_equal(plain.get(), W[ids[:2]])
-    with pytest.raises(ValueError, match=r"^ids: every id must be in \[0, "):
-        eggroll.perturbed_embedding(cp.full((M, 2), V), cp.asarray(W), **key)
-
-
-# ------------------------------------------------------------------------------------------
-# forwards vs the reference (cuBLAS base product + eggroll's correction)
-# ------------------------------------------------------------------------------------------
-
-def _forward_grid():
-    cases = []
-    i = 0
-    for m in SIZES + (64,):
-        for n in SIZES + (128,):          # n % 4 == 0 takes the rank-1 fast path
-            for b in LAYOUTS:
-                for rank in (1, 2, 5, 12):  # 12 > 8: ranks split over passes
-                    i += 1
-                    cases.append(pytest.param(m, n, b, rank, bool(i % 2), MEMBER_FORMS[i % 3],
-                                              id=f"m{m}-n{n}-b{b}-r{rank}-{i % 2}-{MEMBER_FORMS[i % 3]}"))
-    return cases
-
-
-@pytest.mark.parametrize("m,n,b,rank,antithetic,form", _forward_grid())
-def test_perturbed_matmul_matches_reference(m, n, b, rank, antithetic, form, rng):
-    x, W = _inputs(rng, M, m, n, b)
-    key = _key(make_members(form, M, rng), antithetic=antithetic, rank=rank)
-    y = eggroll.perturbed_matmul(cp.asarray(x), cp.asarray(W), **key)
-    assert isinstance(y, cp.ndarray) and y.shape == x.shape[:-1] + (m,) and y.dtype == cp.float32
-    r64 = ref.perturbed_matmul(x, W, **key, dtype=np.float64)
-    r32 = ref.perturbed_matmul(x, W, **key)
-    A, B = ref.lowrank_factors((m, n), **key, dtype=np.float64)
-    assert_close_derived(y.get(), r64, r32, lowrank_forward_magnitude(x, W, A, B), "perturbed_matmul")
-
-
-def test_perturbed_matmul_unperturbed_is_the_gemm(rng):
-    x, W = _inputs(rng, M, 33, 40, 3)
-    y = eggroll.perturbed_matmul(cp.asarray(x), cp.asarray(W), **_key(None))
-    r64 = x.astype(np.float64) @ W.astype(np.float64).T
-    assert_close_derived(y.get(), r64, x @ W.T, np.abs(x) @ np.abs(W).T, "members=None")
-
-
-@pytest.mark.parametrize("m,n,b", [(1, 1, None), (17, 97, None), (97, 17, 3), (64, 128, 2)])
-@pytest.mark.parametrize("antithetic", [True, False])
-@pytest.mark.parametrize("form", MEMBER_FORMS)
-def test_perturbed_matmul_full_matches_reference(m, n, b, antithetic, form, rng):
-    x, W = _inputs(rng, M, m, n, b)
-    members = make_members(form, M, rng)
-    key = _key(members, sigma=0.3, antithetic=antithetic)
-    y = eggroll.perturbed_matmul_full(cp.asarray(x), cp.asarray(W), **key)
-    r64 = ref.perturbed_matmul_full(x, W, **key, dtype=np.float64)
-    r32 = ref.perturbed_matmul_full(x, W, **key)
-    Z, _ = stream_rows(m * n, members, seed=SEED, param_id=PARAM_ID, epoch=EPOCH,
-                       antithetic=antithetic)
-    E = 0.3 * Z.reshape(M, m, n)
-    assert_close_derived(y.get(), r64, r32, fullrank_forward_magnitude(x, W, E), "perturbed_matmul_full")
-
 
 @pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
 @pytest.mark.parametrize("n", [128, 97])
@@ -185,77 +65,6 @@ def test_half_precision_inputs(dtype, n, rng):
     tol = 2 * eps * np.abs(r64) + 2 * eps * mag + 64 * 2.0 ** -24 * mag
     diff = np.abs(y.astype(cp.float32).get().astype(np.float64) - r64)
     assert (diff <= tol).all(), float((diff - tol).max())
-
-
-# ------------------------------------------------------------------------------------------
-# es_gradient and fitness shaping
-# ------------------------------------------------------------------------------------------
-
-@pytest.mark.parametrize("shape,rank", [((17, 97), 1), ((97, 17), 3), ((64, 128), 1), ((5, 7), 12)])
-@pytest.mark.parametrize("form", ["range", "permuted_int64"])
-@pytest.mark.parametrize("antithetic", [True, False])
-def test_es_gradient_lowrank(shape, rank, form, antithetic, rng):
-    N = 8
-    f = rng.standard_normal(N).astype(np.float32)
-    members = range(N) if form == "range" else rng.permutation(N)
-    key = _key(members, antithetic=antithetic, rank=rank)
-    g = eggroll.es_gradient(cp.asarray(f), shape, **key)
-    assert isinstance(g, cp.ndarray) and g.shape == shape
-    r64 = ref.es_gradient(f, shape, **key, dtype=np.float64)
-    r32 = ref.es_gradient(f, shape, **key)
-    A, B = ref.lowrank_factors(shape, **key, dtype=np.float64)
-    mag = np.einsum("i,imr,inr->mn", np.abs(f.astype(np.float64)), np.abs(A), np.abs(B)) / (N * 0.5)
-    assert_close_derived(g.get(), r64, r32, mag, "es_gradient")
-
-
-def test_es_gradient_factors_bit_identical_to_cpu(rng):
-    from eggroll import _core, _cuda
-    from eggroll.numpy import view as host_view
-    from eggroll._ops import es_args
-    N, m, n, r = 10, 13, 21, 3
-    f = rng.standard_normal(N).astype(np.float32)
-    mem = np.array([0, 1, 4, 5, 3, 2, 9, 7, 6, 8], np.int64)  # pairs together and apart
-    args = es_args(seed=SEED, param_id=3, epoch=2, noise_reuse=1, antithetic=True, sigma=0.2, rank=r)
-    C = _core.es_gradient_columns(host_view(mem), True, r)
-    Af, Bf = np.empty((C, m), np.float32), np.empty((C, n), np.float32)
-    _core.es_gradient_factors(host_view(f), host_view(mem), m, n, args, N, host_view(Af), host_view(Bf))
-    fd, md = cp.asarray(f), cp.asarray(mem)
-    Afd, Bfd = cp.empty((C, m), cp.float32), cp.empty((C, n), cp.float32)
-    _cuda.es_gradient_factors(ecp.view(fd), ecp.view(md), m, n, args, N, ecp.view(Afd),
-                              ecp.view(Bfd), stream=cp.cuda.get_current_stream().ptr)
-    np.testing.assert_array_equal(Afd.get(), Af)
-    np.testing.assert_array_equal(Bfd.get(), Bf)
-
-
-@pytest.mark.parametrize("shape", [(33,), (17, 9), (1000,)])
-@pytest.mark.parametrize("antithetic", [True, False])
-def test_es_gradient_fullrank_bit_identical_to_cpu(shape, antithetic, rng):
-    N = 10
-    f = rng.standard_normal(N).astype(np.float32)
-    key = _key(rng.permutation(N), antithetic=antithetic)
-    g = eggroll.es_gradient(cp.asarray(f), shape, full_rank=True, **key)
-    np.testing.assert_array_equal(g.get(), eggroll.es_gradient(f, shape, full_rank=True, **key))
-    r64 = ref.es_gradient(f, shape, full_rank=True, **key, dtype=np.float64)
-    r32 = ref.es_gradient(f, shape, full_rank=True, **key)
-    assert_close_derived(g.get(), r64, r32, None, "es_gradient full rank")
-
-
-@pytest.mark.parametrize("N", [1, 2, 7, 300, 4097])
-@pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_fitness_shaping(N, dtype, rng):
-    f = np.round(rng.standard_normal(N) * 4).astype(dtype)  # many ties
-    fd = cp.asarray(f)
-    np.testing.assert_array_equal(eggroll.centered_rank(fd).get(), eggroll.centered_rank(f))
-    # The core computes ranks in double and rounds once (as tests/test_fitness.py checks).
-    np.testing.assert_array_equal(eggroll.centered_rank(fd).get(),
-                                  ref.centered_rank(f, dtype=np.float64).astype(np.float32))
-    for gs in (0, 1) + ((N,) if N > 1 else ()):
-        z = eggroll.zscore(fd, gs).get()
-        z64 = ref.zscore(f, gs, dtype=np.float64)
-        # float64 sums in another order, then one rounding to float32
-        np.testing.assert_allclose(z, z64, rtol=2.0 ** -23, atol=1e-6)
-    if N % 2 == 0:
-        np.testing.assert_array_equal(eggroll.antithetic_sign(fd).get(), ref.antithetic_sign(f))
 
 
 # ------------------------------------------------------------------------------------------
@@ -305,7 +114,7 @@ def test_fallback_gemm_nt(R, n, m, rng):
     # Keep the device arrays alive: a view holds only a raw pointer, and CuPy's pool hands a
     # freed temporary's block to the next allocation (the first H200 run compared W with W).
     xd, Wd = cp.asarray(x), cp.asarray(W)
-    ecp._cuda.gemm_nt(ecp.view(xd), ecp.view(Wd), ecp.view(out), stream=ecp._stream())
+    ecp._cuda.gemm_nt(xd, Wd, out, stream=ecp._stream())
     x64, W64 = x.astype(np.float64), W.astype(np.float64)
     assert_close_derived(out.get(), x64 @ W64.T, x @ W.T, np.abs(x64) @ np.abs(W64).T,
                          "gemm_nt")
@@ -323,7 +132,7 @@ def test_fallback_gemm_nt_half(dtype, rng):
     x_r = xd.astype(cp.float32).get().astype(np.float64)
     W_r = Wd.astype(cp.float32).get().astype(np.float64)
     out = cp.empty((19, 21), dt)
-    ecp._cuda.gemm_nt(ecp.view(xd), ecp.view(Wd), ecp.view(out), stream=ecp._stream())
+    ecp._cuda.gemm_nt(xd, Wd, out, stream=ecp._stream())
     r64, mag = x_r @ W_r.T, np.abs(x_r) @ np.abs(W_r).T
     eps = 2.0 ** -8 if dtype == "bfloat16" else 2.0 ** -11   # unit roundoff of the output
     diff = np.abs(out.astype(cp.float32).get().astype(np.float64) - r64)
@@ -339,8 +148,7 @@ def test_fallback_gemm_tn(C, m, n, accumulate, rng):
     g0 = rng.standard_normal((m, n)).astype(np.float32)
     out = cp.asarray(g0)
     Ad, Bd = cp.asarray(A), cp.asarray(B)          # alive until the kernel has run
-    ecp._cuda.gemm_tn(ecp.view(Ad), ecp.view(Bd), ecp.view(out), accumulate,
-                      stream=ecp._stream())
+    ecp._cuda.gemm_tn(Ad, Bd, out, accumulate, stream=ecp._stream())
     A64, B64 = A.astype(np.float64), B.astype(np.float64)
     base64 = g0.astype(np.float64) if accumulate else 0.0
     base32 = g0 if accumulate else np.float32(0)
@@ -381,7 +189,8 @@ def test_graph_capture_and_replay(rng):
 
 def test_graph_capture_es_gradient_and_members(rng):
     """Under capture the low-rank es_gradient's GEMM is the fallback kernel and its members
-    (None: range(N)) are generated on the device; replays follow in-place fitness updates."""
+    (None: range(N)) are computed by the kernels; a host index array is refused (its upload
+    would be captured from a temporary buffer); replays follow in-place fitness updates."""
     N, shape, key = 16, (40, 24), dict(epoch=2, seed=SEED, param_id=PARAM_ID, sigma=0.1, rank=2)
     f = rng.standard_normal(N).astype(np.float32)
     fd = cp.asarray(f)
@@ -391,8 +200,6 @@ def test_graph_capture_es_gradient_and_members(rng):
         s.synchronize()
         s.begin_capture()
         g = eggroll.es_gradient(fd, shape, **key)
-        with pytest.raises(ValueError, match="^members: while capturing"):
-            eggroll.es_gradient(fd, shape, members=cp.arange(N), **key)
         with pytest.raises(ValueError, match="^members: while capturing"):
             eggroll.perturb_vector(cp.zeros(3, cp.float32), members=[0, 1], epoch=0,
                                        seed=SEED, sigma=0.1)
@@ -414,20 +221,20 @@ def test_graph_capture_es_gradient_and_members(rng):
 
 def test_mixed_frameworks_and_devices(rng):
     x, W = _inputs(rng, 4, 5, 6, None)
-    with pytest.raises(TypeError, match="^W: expected a CuPy array"):
+    with pytest.raises(TypeError, match="^W: is on the CPU but x is on cuda:0"):
         eggroll.perturbed_matmul(cp.asarray(x), W, **_key(range(4)))
     if cp.cuda.runtime.getDeviceCount() < 2:
         pytest.skip("arrays on different GPUs need two GPUs")
     with cp.cuda.Device(1):
         W1 = cp.asarray(W)
-    with pytest.raises(ValueError, match="^W: on cuda:1 but x is on cuda:0"):
+    with pytest.raises(TypeError, match="^W: is on cuda:1 but x is on cuda:0"):
         eggroll.perturbed_matmul(cp.asarray(x), W1, **_key(range(4)))
 
 
 def test_bad_inputs_raise_named_errors(rng):
     x = cp.asarray(rng.standard_normal((4, 6)).astype(np.float32))
     W = cp.asarray(rng.standard_normal((5, 6)).astype(np.float32))
-    with pytest.raises(ValueError, match="^W: expected shape"):
+    with pytest.raises(ValueError, match="^W: expected 6 columns"):
         eggroll.perturbed_matmul(x, W[:, :5].copy(), **_key(range(4)))
     with pytest.raises(ValueError, match="^members: has 3 entries"):
         eggroll.perturbed_matmul(x, W, **_key(range(3)))
@@ -435,11 +242,11 @@ def test_bad_inputs_raise_named_errors(rng):
         eggroll.perturbed_matmul(x, W, **_key(cp.asarray([0, 1, -2, 3])))
     with pytest.raises(ValueError, match="^x: must be C-contiguous"):
         eggroll.perturbed_matmul(cp.asfortranarray(x), W, **_key(range(4)))
-    with pytest.raises(TypeError, match="^x: expected a float32"):
+    with pytest.raises(TypeError, match="^x: expected float32, float16 or bfloat16"):
         eggroll.perturbed_matmul(x.astype(cp.int32), W, **_key(range(4)))
     with pytest.raises(ValueError, match="^out: overlaps"):
         eggroll.perturbed_matmul(x, W, out=x.reshape(-1)[:20].reshape(4, 5), **_key(range(4)))
-    with pytest.raises(ValueError, match="^rank: the CUDA kernels support rank <= 4096"):
+    with pytest.raises(ValueError, match="^rank: must be in \\[1, 1024\\]"):
         eggroll.perturbed_matmul(x, W, **_key(range(4), rank=5000))
     with pytest.raises(ValueError, match="^fitness: contains NaN"):
         eggroll.es_gradient(cp.asarray([1.0, np.nan], dtype=cp.float32), (5, 6), **_key(None))
@@ -489,23 +296,6 @@ needs_int8_ref = pytest.mark.skipif(not hasattr(ref, "perturbed_matmul_int8"),
 
 
 @needs_int8_ref
-@pytest.mark.parametrize("m,n,b", [(1, 1, None), (17, 97, None), (97, 64, 3), (64, 4096, None),
-                                   (5, 1000, 2)])
-@pytest.mark.parametrize("rank,sigma_shift,fixed_point", [(1, 0, 4), (2, 3, 4), (9, 5, 7), (3, 32, 0)])
-@pytest.mark.parametrize("form", ["range", "permuted_int64", "none"])
-def test_perturbed_matmul_int8_exact(m, n, b, rank, sigma_shift, fixed_point, form, rng):
-    shape = (M, n) if b is None else (M, b, n)
-    x = rng.integers(-128, 128, shape, dtype=np.int8)
-    W = rng.integers(-128, 128, (m, n), dtype=np.int8)
-    members = None if form == "none" else make_members(form, M, rng)
-    key = dict(members=members, epoch=5, seed=SEED, param_id=3, rank=rank,
-               sigma_shift=sigma_shift, fixed_point=fixed_point)
-    y = ecp.perturbed_matmul_int8(cp.asarray(x), cp.asarray(W), **key)
-    assert y.dtype == cp.int8 and y.shape == shape[:-1] + (m,)
-    np.testing.assert_array_equal(y.get(), ref.perturbed_matmul_int8(x, W, **key))
-
-
-@needs_int8_ref
 def test_perturbed_matmul_int8_extremes():
     n = 1 << 16                                       # the largest n: int32 sums at their limit
     for v in (127, -128):
@@ -517,20 +307,6 @@ def test_perturbed_matmul_int8_extremes():
 
 
 @needs_int8_ref
-@pytest.mark.parametrize("m,n,P,rank,threshold", [(1, 1, 1, 1, 1), (17, 97, 8, 2, 30),
-                                                  (64, 33, 40, 3, 100), (5, 7, 0, 1, 1)])
-def test_int8_update_exact(m, n, P, rank, threshold, rng):
-    W = rng.integers(-128, 128, (m, n), dtype=np.int8)
-    f = rng.integers(-1, 2, P).astype(np.int8)
-    key = dict(threshold=threshold, epoch=3, seed=SEED, param_id=9, rank=rank, fixed_point=4)
-    out = ecp.int8_update(cp.asarray(W), cp.asarray(f), **key)
-    want = ref.int8_update(W, f, **key)
-    np.testing.assert_array_equal(out.get(), want)
-    Wd = cp.asarray(W)
-    ecp.int8_update(Wd, cp.asarray(f), out=Wd, **key)  # in place
-    np.testing.assert_array_equal(Wd.get(), want)
-
-
 def test_es_checkpoint_with_cupy_params(rng, tmp_path):
     params = {"W": (rng.standard_normal((6, 10)) / 3).astype(np.float32)}
     es = eggroll.ES({k: cp.asarray(v) for k, v in params.items()}, sigma=0.1, lr=0.05,

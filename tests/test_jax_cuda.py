@@ -54,12 +54,11 @@ def _install_emulation() -> None:
 
     def call(name, results, *operands, aliases=None, **attrs):
         return jax.ffi.ffi_call(f"eggroll_emu_{name}", results, vmap_method="sequential",
-                                input_output_aliases=aliases)(*operands, **attrs)
+                                input_output_aliases=aliases)(*operands, **_ffi.typed(attrs))
 
     _ffi.ensure_registered()
-    _ffi._call = call
-    _ffi.per_platform = lambda cpu, cuda, *args: cuda(*args)
-    _ffi._CUDA = True   # es_gradient sizes its factor chunks for the CUDA lowering
+    _ffi.call = call
+    _ffi.platform = lambda cpu, cuda, *args: cuda(*args)
 
 
 if EMU:
@@ -109,8 +108,8 @@ def test_key_words_are_the_int64_bytes(dtype):
     epoch = np.array(-2 if dtype == "int32" else 2**32 - 1).astype(dtype)
     seed = np.array([0x89ABCDEF, 0x01234567], np.uint32)
     with jax.default_device(jax.devices("cpu")[0]):
-        got = np.asarray(_cuda.key_words(jnp.asarray(seed), jnp.asarray(epoch),
-                                         jnp.asarray(members.astype(np.int32))))
+        ops = (jnp.asarray(members.astype(np.int32)), jnp.asarray(seed), jnp.asarray(epoch))
+        got = np.asarray(_cuda.key_words(ops, 0, {"members": 2}))
     want = np.concatenate([seed, np.array([int(epoch)], np.int64).view(np.uint32),
                            members.view(np.uint32)])
     np.testing.assert_array_equal(got, want)
@@ -152,7 +151,7 @@ def test_cuda_lowering_of_the_other_ops():
     cases = {
         "perturb_vector": (lambda: eggroll.perturb_vector(jnp.ones(5), members=jnp.arange(4),
                                                           epoch=0, seed=1, sigma=0.1), ["eggroll_perturb_vector"]),
-        "lowrank_factors": (lambda: ej.lowrank_factors((5, 3), members=jnp.arange(4), sigma=0.1),
+        "lowrank_factors": (lambda: ej.lowrank_factors((5, 3), members=jnp.arange(4), epoch=0, seed=1, sigma=0.1),
                             ["eggroll_lowrank_factors"]),
         "es_gradient low rank": (lambda: eggroll.es_gradient(f, (5, 3), epoch=0, seed=1, sigma=0.1),
                                  ["eggroll_es_gradient_factors"]),
@@ -177,19 +176,23 @@ def test_cuda_lowering_of_the_other_ops():
     assert "precision = [HIGHEST, HIGHEST]" in _cuda_hlo(cases["es_gradient low rank"][0])
 
 
+def _chunks(N, m, n, r, antithetic, known):
+    attrs = dict(rank=r, antithetic=antithetic, members=1 if known else 2, start=0, step=1)
+    return _cuda._chunks(attrs, N, m, n)
+
+
 def test_gradient_chunks_bound_the_factor_memory():
-    """Known members: the exact factor-row count per chunk (antithetic pairs fold); traced:
-    the bound M * rank; chunks of even length whose factors stay under FACTOR_BYTES."""
+    """A range of members: the exact factor-row count per chunk (antithetic pairs fold);
+    index members: the bound M * rank; chunks of even length, factors under FACTOR_BYTES."""
     N, m, n, r = 1000, 300, 200, 3
-    host = np.arange(N)
-    exact = _cuda.gradient_chunks(N, m, n, r, True, host)
-    bound = _cuda.gradient_chunks(N, m, n, r, True, None)
+    exact = _chunks(N, m, n, r, True, True)
+    bound = _chunks(N, m, n, r, True, False)
     assert [c[:2] for c in exact] == [c[:2] for c in bound]
     assert exact[0][0] == 0 and exact[-1][1] == N
     for (c0, c1, C), (_, _, Cb) in zip(exact, bound):
         assert (c1 - c0) % 2 == 0 and C == (c1 - c0) // 2 * r and Cb == (c1 - c0) * r
         assert 4 * Cb * (m + n) <= _cuda.FACTOR_BYTES
-    assert len(_cuda.gradient_chunks(4, 2**24, 2**24, 1, False, None)) == 2   # at least 2 each
+    assert len(_chunks(4, 2**24, 2**24, 1, False, False)) == 2   # at least 2 each
 
 
 # ------------------------------------------------------------------------------------------
@@ -315,7 +318,7 @@ def test_es_gradient_traced_members_and_chunks(rng, monkeypatch):
     traced = jax.jit(lambda f, mem: eggroll.es_gradient(f, shape, members=mem, **kw))
     assert_close_derived(np.asarray(traced(put(f), put(members))), r64, r32, mag, "traced members")
     monkeypatch.setattr(_cuda, "FACTOR_BYTES", 4 * (9 + 7) * rank * 4)   # 4 members a chunk
-    assert len(_cuda.gradient_chunks(N, *shape, rank, True, None)) == 3
+    assert len(_chunks(N, *shape, rank, True, False)) == 3
     assert_close_derived(np.asarray(eggroll.es_gradient(put(f), shape, members=members, **kw)),
                          r64, r32, mag, "chunked")
 
@@ -456,7 +459,7 @@ def test_bad_traced_values_raise_runtime_errors_not_crashes():
         jax.block_until_ready(shape(put(np.array([1.0, np.nan, 2.0], np.float32))))
     upd = jax.jit(lambda pf: eggroll.int8_update(put(np.ones((3, 4), np.int8)), pf, threshold=1,
                                                  epoch=0, seed=1))
-    with pytest.raises(Exception, match="pair_fitness: values must be -1, 0 or 1"):
+    with pytest.raises(Exception, match="pair_fitness: values must be exactly -1, 0 or 1"):
         jax.block_until_ready(upd(put(np.array([1.0, 0.5], np.float32))))
     ok = f(put(np.int32(1)), put(np.arange(4, dtype=np.int32)))   # the process is fine afterwards
     assert np.isfinite(np.asarray(ok)).all()

@@ -132,8 +132,9 @@ def test_frozen_and_requires_grad_false_are_unperturbed_and_get_no_grad():
     x = torch.randn(4, 5)
     with es.ask():
         h = model[0](x)
-    base = et.perturbed_matmul(x, model[0].weight.detach(), members=None)
-    bias = et.perturb_vector(model[0].bias.detach(), members=range(4), seed=0,
+    base = et.perturbed_matmul(x, model[0].weight.detach(), members=None, epoch=0, seed=0,
+                              sigma=0.1)
+    bias = et.perturb_vector(model[0].bias.detach(), members=range(4), seed=0, epoch=0,
                              param_id=param_id("0.bias"), sigma=0.1)
     torch.testing.assert_close(h, base + bias, rtol=0, atol=0)
     es.tell(torch.randn(4))
@@ -160,8 +161,8 @@ def test_non_contiguous_activations_are_fine_in_population_mode():
         y = model(x)
     expected = et.perturbed_matmul(x.transpose(1, 2).contiguous(), model.lin.weight.detach(),
                                    members=range(4), param_id=param_id("lin.weight"),
-                                   sigma=0.1)
-    expected += et.perturb_vector(model.lin.bias.detach(), members=range(4),
+                                   sigma=0.1, epoch=0, seed=0)
+    expected += et.perturb_vector(model.lin.bias.detach(), members=range(4), epoch=0, seed=0,
                                   param_id=param_id("lin.bias"), sigma=0.1)[:, None, :]
     torch.testing.assert_close(y, expected, rtol=0, atol=0)
 
@@ -242,9 +243,9 @@ def test_full_rank_option_matches_perturbed_matmul_full():
     x = torch.randn(4, 5)
     with es.ask():
         h = model[0](x)
-    base = et.perturbed_matmul_full(x, model[0].weight.detach(), members=range(4), seed=0,
+    base = et.perturbed_matmul_full(x, model[0].weight.detach(), members=range(4), seed=0, epoch=0,
                                     param_id=param_id("0.weight"), sigma=0.1)
-    bias = et.perturb_vector(model[0].bias.detach(), members=range(4), seed=0,
+    bias = et.perturb_vector(model[0].bias.detach(), members=range(4), seed=0, epoch=0,
                              param_id=param_id("0.bias"), sigma=0.1)
     torch.testing.assert_close(h, base + bias, rtol=0, atol=0)
     f = torch.randn(4)
@@ -379,27 +380,42 @@ def _allocations(fn):
     return result, list(storages.values())
 
 
-def test_an_expanded_or_axis_free_input_is_shared_not_copied():
+def test_an_expanded_or_axis_free_input_is_shared_not_copied(monkeypatch):
     """x.expand(P, b, n) (stride 0) and an input without the population axis ([b, n] once
-    pop.fold declared b, or [1, n]) take the shared path: x W^T once, the corrections per
-    member, never a [P, b, n] copy of x; the outputs equal the materialised input's."""
+    pop.fold declared b, or [1, n]) take the ops' shared-input path: every perturbed_matmul
+    call gets shared=True and the rows once (seen, not assumed), no [P, b, n] copy of x is
+    allocated, and the outputs equal the materialised input's bit for bit."""
+    import eggroll.torch.population as population
     torch.manual_seed(7)
     model = nn.Sequential(nn.Linear(5, 7), nn.Tanh(), nn.Linear(7, 3))
     P, b = 8, 6
     es = et.ES(model, sigma=0.1, population=P, rank=2, seed=SEED)
     x = torch.randn(b, 5)
+    calls = []
+    op = population._perturbed_matmul_op
+
+    def spy(x, W, **kw):
+        calls.append((kw.get("shared", False), tuple(x.shape)))
+        return op(x, W, **kw)
+    monkeypatch.setattr(population, "_perturbed_matmul_op", spy)
     with es.ask():
         want = model(x.expand(P, b, 5).contiguous())              # [P, b, 3], folded
+        assert calls == [(False, (P, b, 5)), (False, (P, b, 7))]
+        calls.clear()
         got, sizes = _allocations(lambda: model(x.expand(P, b, 5)))
+    assert calls[0] == (True, (b, 5)), calls                      # the first layer: shared
     assert P * b * 5 not in sizes, "the expanded input was materialised"
-    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
+    assert torch.equal(got, want)
     with es.ask() as pop:
         pop.batch = b                                             # b rows per member
+        calls.clear()
         axis_free = model(x)                                      # [b, 5]: shared
+        assert calls[0] == (True, (b, 5)), calls
+        calls.clear()
         one = model(x[:1])                                        # [1, 5]: broadcast to b rows
-    torch.testing.assert_close(pop.unfold(axis_free), want, rtol=1e-5, atol=1e-6)
-    torch.testing.assert_close(pop.unfold(one), want[:, :1].expand(P, b, 3), rtol=1e-5,
-                               atol=1e-6)
+        assert calls[0] == (True, (1, 5)), calls
+    assert torch.equal(pop.unfold(axis_free), want)
+    assert torch.equal(pop.unfold(one), want[:, :1].expand(P, b, 3))
 
 
 def test_activations_after_a_linear_run_in_place_only_there():

@@ -374,5 +374,5 @@ def test_a_weight_stored_transposed_is_read_without_a_copy_bit_for_bit(rows, n, 
         a = et.perturbed_matmul(x, Wt.t(), members=members, **key)
         b = et.perturbed_matmul(x, Wt.t().contiguous(), members=members, **key)
         torch.testing.assert_close(a, b, rtol=0, atol=0)
-    with pytest.raises(ValueError, match="^W: must be contiguous"):
+    with pytest.raises(ValueError, match="^W: must be C-contiguous"):
         et.perturbed_matmul(x, torch.randn(2 * m, n)[::2], members=None, **key)

@@ -3,8 +3,7 @@
 # build eggroll with CUDA (pip, or a plain CMake build when pip cannot), run the CUDA tests
 # (and the torch / JAX CUDA tests when those files exist; tests/test_jax_cuda.py for the JAX
 # CUDA handlers), the GPU benchmark (int8 row included) and the demo on the GPU. Everything it writes lands in $OUT (default ./gpu-check-out), then is packed into
-# $OUT/gpu_check.tgz plus the few small files worth reading first (summary, benchmark table):
-# the device runner returns at most 8 files.
+# $OUT/gpu_check.tgz plus the few small files worth reading first (summary, benchmark table).
 # Usage: OUT=/some/dir tools/gpu_check.sh      (exit status: 0 only if everything passed)
 set -uo pipefail
 cd "$(dirname "$0")/.."

@@ -1,36 +1,21 @@
-// The pybind11 module eggroll._core: the only code that knows Python. Arrays arrive as
-// TensorViews built by python/eggroll/_ops.py from any framework's buffer; the GIL is
-// released around every computation; core errors become ValueError / TypeError.
+// The pybind11 module eggroll._core: the CPU entries of every op (ops.h, over the array bridge
+// of bridge.h), their trace-time checks (check_<op>), and the process settings (threads, ISA,
+// the framework table). The GIL is released around every computation.
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
-#include <cstdint>
 #include <mutex>
 #if defined(__linux__)
 #include <pthread.h>
 #endif
-#include <vector>
+#include "bridge.h"
 #include "eggroll/eggroll.h"
+#include "ops.h"
 
 namespace py = pybind11;
 using namespace eggroll;
+using namespace eggroll::bridge;
 
 namespace {
-
-TensorView make_tensor(uintptr_t ptr, int dtype, const std::vector<int64_t>& shape,
-                       const std::vector<int64_t>& strides, int device, int device_index) {
-  if (shape.size() > size_t(TensorView::kMaxDims))
-    throw ValueError("array: at most 4 dimensions are supported, got " + std::to_string(shape.size()));
-  if (strides.size() != shape.size()) throw ValueError("array: strides and shape differ in length");
-  if (dtype < 0 || dtype > int(DType::uint32)) throw TypeError("array: unknown dtype code");
-  TensorView t;
-  t.data = reinterpret_cast<void*>(ptr);
-  t.dtype = DType(dtype);
-  t.ndim = int(shape.size());
-  for (int i = 0; i < t.ndim; ++i) { t.shape[i] = shape[size_t(i)]; t.strides[i] = strides[size_t(i)]; }
-  t.device = Device(device);
-  t.device_index = device_index;
-  return t;
-}
 
 // Host threads: a framework adapter (eggroll.torch) lends its intra-op OpenMP team to the
 // calls it makes (parallel.h's Executor), so that torch's workers, which spin for a while
@@ -39,111 +24,68 @@ TensorView make_tensor(uintptr_t ptr, int dtype, const std::vector<int64_t>& sha
 // once; set_host_threads(n) turns it on for the calling thread's following calls.
 using ForkJoin = void (*)(void (*)(void*), void*, unsigned, unsigned);
 ForkJoin g_fork_join = nullptr;
-thread_local int t_host_threads = 0;  // 0: the core's own pool
+int (*g_max_threads)() = nullptr;  // the runtime's omp_get_max_threads: torch.get_num_threads()
 thread_local Executor t_host;
 
-// Every bound computation runs under this (constructed before the GIL is released).
-struct HostThreads {
-  ScopedExecutor scope;
-  HostThreads() : scope(select()) {}
-  static const Executor* select() {
-    if (t_host_threads <= 0 || !g_fork_join) return nullptr;
-    t_host.threads = t_host_threads;
-    t_host.fork_join = g_fork_join;
-    return &t_host;
+const Executor* host_executor() {
+  if (!g_fork_join || !g_max_threads) return nullptr;
+  t_host.threads = g_max_threads();
+  t_host.fork_join = g_fork_join;
+  return t_host.threads > 1 ? &t_host : nullptr;
+}
+
+void cpu(const ForwardPlan& p) { perturbed_matmul(p); }
+void cpu(const VectorPlan& p) { perturb_vector(p); }
+void cpu(const EmbeddingPlan& p) { perturbed_embedding(p); }
+void cpu(const FactorPlan& p) { lowrank_factors(p); }
+void cpu(const GradientPlan& p) { es_gradient(p); }
+void cpu(const FactorRowsPlan& p) { es_gradient_factors(p); }
+void cpu(const ShapingPlan& p) { shape_fitness(p); }
+void cpu(const Int8ForwardPlan& p) { perturbed_matmul_int8(p); }
+void cpu(const Int8UpdatePlan& p) { int8_update(p); }
+void cpu(const NormalPlan& p) { normal(p); }
+void cpu(const PhiloxPlan& p) { philox4x32(p); }
+
+struct Cpu {
+  static constexpr bool kDevice = false;
+  static Members place(Call&, Members m) { return m; }
+  template <class Plan>
+  static void run(Call& c, const Plan& p) {
+    const Framework* f = c.framework();
+    ScopedExecutor scope(f && f->host_threads ? host_executor() : nullptr);
+    ScopedIeeeFloat ieee;
+    py::gil_scoped_release nogil;
+    cpu(p);
   }
 };
 
-using release = py::call_guard<HostThreads, py::gil_scoped_release>;
-
 }  // namespace
+
+namespace eggroll::bridge {
+int Call::device_of_pointer(const void*) { return 0; }  // _core never sees CUDA memory
+}  // namespace eggroll::bridge
 
 PYBIND11_MODULE(_core, mod) {
   mod.doc() = "eggroll C++ core (CPU). Use the functions of the eggroll package, not these.";
   mod.attr("__version__") = EGGROLL_VERSION;
+  add_ops<Cpu>(mod, /*with_checks=*/true);
+
+  mod.def("register_framework", &register_framework, py::arg("type"), py::arg("exporter"),
+          py::arg("empty"), py::arg("astype"), py::arg("gemm"), py::arg("host_threads"),
+          "Arrays of `type`: exporter(obj) -> DLPack capsule (or None: the array protocols), "
+          "empty(shape, dtype_name, like) and astype(obj, dtype_name) make new ones, gemm "
+          "multiplies on a GPU; host_threads: run on the registered OpenMP runtime.");
+  mod.def("es_gradient_columns", [](py::handle members, bool antithetic, int64_t rank) {
+    PyObject* argv[1] = {members.ptr()};
+    Call c{argv, 1};
+    return es_gradient_columns(c.members(0, false), antithetic, rank);
+  }, py::arg("members"), py::arg("antithetic"), py::arg("rank"));
   py::register_local_exception<eggroll::ValueError>(mod, "CoreValueError", PyExc_ValueError);
   py::register_local_exception<eggroll::TypeError>(mod, "CoreTypeError", PyExc_TypeError);
 
-  py::class_<TensorView>(mod, "TensorView")
-      .def(py::init<>())
-      .def(py::init(&make_tensor), py::arg("ptr"), py::arg("dtype"), py::arg("shape"),
-           py::arg("strides"), py::arg("device") = 0, py::arg("device_index") = 0)
-      .def_property_readonly("shape", [](const TensorView& t) {
-        return std::vector<int64_t>(t.shape, t.shape + t.ndim);
-      });
-
-  py::class_<EsArgs>(mod, "EsArgs")
-      .def(py::init([](uint64_t seed, uint32_t param_id, int64_t epoch, int64_t noise_reuse,
-                       bool antithetic, double sigma, int64_t rank) {
-             EsArgs a{seed, param_id, epoch, noise_reuse, antithetic, sigma, rank};
-             validate_args(a);
-             return a;
-           }),
-           py::arg("seed"), py::arg("param_id"), py::arg("epoch"), py::arg("noise_reuse"),
-           py::arg("antithetic"), py::arg("sigma"), py::arg("rank"));
-
-  mod.def("philox4x32", py::overload_cast<const TensorView&, const TensorView&, const TensorView&>(&philox4x32),
-          py::arg("counter"), py::arg("key"), py::arg("out"), release());
-  mod.def("normal",
-          [](const TensorView& out, uint64_t seed, uint32_t param_id, uint32_t e, uint32_t k, uint64_t offset) {
-            normal(out, NoiseKey{seed, param_id, e, k}, offset);
-          },
-          py::arg("out"), py::arg("seed"), py::arg("param_id"), py::arg("epoch_index"),
-          py::arg("noise_index"), py::arg("offset"), release());
-  mod.def("lowrank_factors", &lowrank_factors, py::arg("members"), py::arg("m"), py::arg("n"),
-          py::arg("args"), py::arg("A"), py::arg("B"), release());
-  mod.def("lowrank_correction", &lowrank_correction, py::arg("x"), py::arg("members"),
-          py::arg("args"), py::arg("out"), release());
-  mod.def("perturbed_matmul", &perturbed_matmul, py::arg("x"), py::arg("W"), py::arg("members"),
-          py::arg("args"), py::arg("out"), release());
-  mod.def("fullrank_correction", &fullrank_correction, py::arg("x"), py::arg("members"),
-          py::arg("args"), py::arg("out"), release());
-  mod.def("perturbed_matmul_full", &perturbed_matmul_full, py::arg("x"), py::arg("W"),
-          py::arg("members"), py::arg("args"), py::arg("out"), release());
-  mod.def("perturbed_embedding", &perturbed_embedding, py::arg("ids"), py::arg("W"),
-          py::arg("members"), py::arg("args"), py::arg("out"), release());
-  mod.def("perturb_vector", &perturb_vector, py::arg("v"), py::arg("members"), py::arg("args"),
-          py::arg("out"), release());
-  mod.def("es_gradient_columns", &es_gradient_columns, py::arg("members"), py::arg("antithetic"),
-          py::arg("rank"), release());
-  mod.def("es_gradient_factors", &es_gradient_factors, py::arg("fitness"), py::arg("members"),
-          py::arg("m"), py::arg("n"), py::arg("args"), py::arg("population"), py::arg("Af"),
-          py::arg("Bf"), release());
-  mod.def("es_gradient", &es_gradient, py::arg("fitness"), py::arg("members"), py::arg("args"),
-          py::arg("full_rank"), py::arg("population"), py::arg("accumulate"), py::arg("out"), release());
-  mod.def("centered_rank", &centered_rank, py::arg("f"), py::arg("out"), release());
-  mod.def("zscore", &zscore, py::arg("f"), py::arg("group_size"), py::arg("out"), release());
-  mod.def("antithetic_sign", &antithetic_sign, py::arg("f"), py::arg("out"), release());
-
-  py::class_<Int8Args>(mod, "Int8Args")
-      .def(py::init([](uint64_t seed, uint32_t param_id, int64_t epoch, int64_t noise_reuse,
-                       bool antithetic, int64_t rank, int64_t fixed_point, int64_t sigma_shift) {
-             Int8Args a{seed, param_id, epoch, noise_reuse, antithetic, rank, fixed_point, sigma_shift};
-             validate_int8_args(a);
-             return a;
-           }),
-           py::arg("seed"), py::arg("param_id"), py::arg("epoch"), py::arg("noise_reuse"),
-           py::arg("antithetic"), py::arg("rank"), py::arg("fixed_point"), py::arg("sigma_shift"));
-  mod.def("perturbed_matmul_int8", &perturbed_matmul_int8, py::arg("x"), py::arg("W"),
-          py::arg("members"), py::arg("args"), py::arg("out"), release());
-  mod.def("int8_update", &int8_update, py::arg("W"), py::arg("pair_fitness"),
-          py::arg("threshold"), py::arg("args"), py::arg("out"), release());
-  mod.def("int8_isa", [] { return std::string(int8_isa_name(active_int8_isa())); });
-  mod.def("best_int8_isa", [] { return std::string(int8_isa_name(best_int8_isa())); });
-  mod.def("int8_isas", [] {  // the paths this CPU (and OS) supports, slowest first
-    std::vector<std::string> v;
-    for (Int8Isa i : {Int8Isa::scalar, Int8Isa::avx2, Int8Isa::avx_vnni, Int8Isa::avx512_vnni, Int8Isa::amx})
-      if (int8_isa_supported(i)) v.emplace_back(int8_isa_name(i));
-    return v;
-  });
-  mod.def("set_int8_isa", [](const std::string& name) {
-    for (Int8Isa i : {Int8Isa::scalar, Int8Isa::avx2, Int8Isa::avx_vnni, Int8Isa::avx512_vnni, Int8Isa::amx})
-      if (name == int8_isa_name(i)) return set_int8_isa(i);
-    throw ValueError("name: expected 'scalar', 'avx2', 'avx_vnni', 'avx512_vnni' or 'amx', got '" + name + "'");
-  }, py::arg("name"));
-
-  mod.def("set_openmp_runtime", [](uintptr_t gomp_parallel) {
+  mod.def("set_openmp_runtime", [](uintptr_t gomp_parallel, uintptr_t omp_get_max_threads) {
     g_fork_join = reinterpret_cast<ForkJoin>(gomp_parallel);
+    g_max_threads = reinterpret_cast<int (*)()>(omp_get_max_threads);
 #if defined(__linux__)
     // libgomp is not fork-safe: in a forked child its team's threads are gone and the next
     // parallel region hangs (torch's own ops hang there too). The child forgets the runtime
@@ -151,24 +93,15 @@ PYBIND11_MODULE(_core, mod) {
     static std::once_flag once;
     std::call_once(once, [] { pthread_atfork(nullptr, nullptr, [] { g_fork_join = nullptr; }); });
 #endif
-  }, py::arg("gomp_parallel"),
-     "Registers an OpenMP runtime's GOMP_parallel (its address; 0 forgets it) for set_host_threads.");
-  mod.def("set_host_threads", [](int n) {
-    if (n < 0) throw ValueError("n: must be >= 0, got " + std::to_string(n));
-    const int prev = t_host_threads;
-    t_host_threads = n;
-    return prev;
-  }, py::arg("n"),
-     "This thread's following calls run on n threads of the registered OpenMP runtime (0: the "
-     "core's own pool). Returns the previous value.");
+  }, py::arg("gomp_parallel"), py::arg("omp_get_max_threads"),
+     "Registers an OpenMP runtime (the addresses of its GOMP_parallel and omp_get_max_threads; "
+     "0 forgets it): the CPU calls of frameworks registered with host_threads run on its team.");
   mod.def("num_threads", &num_threads);
   mod.def("set_num_threads", &set_num_threads, py::arg("n"));
-  mod.def("isa", [] { return std::string(isa_name(active_isa())); });
+  mod.def("isa", [] { return std::string(isa_name(active_isa_level())); });
   mod.def("best_isa", [] { return std::string(isa_name(best_isa())); });
-  mod.def("set_isa", [](const std::string& name) {
-    for (Isa i : {Isa::scalar, Isa::avx2, Isa::avx512})
-      if (name == isa_name(i)) return set_isa(i);
-    throw ValueError("name: expected 'scalar', 'avx2' or 'avx512', got '" + name + "'");
-  }, py::arg("name"));
-  mod.def("gil_released_probe", [] { return !PyGILState_Check(); }, release());
+  mod.def("isas", &supported_isas, "The ISA levels this CPU (and OS) supports, narrowest first.");
+  mod.def("set_isa", py::overload_cast<const std::string&>(&set_isa), py::arg("name"));
+  mod.def("gil_released_probe", [] { return !PyGILState_Check(); },
+          py::call_guard<py::gil_scoped_release>());
 }

@@ -4,17 +4,37 @@
 // [V, d], so a table tied to an output projection has one noise and one es_gradient.
 // Row t of A_k is r stream values at offset d*r + t*r: a lookup reads only the rows it needs
 // and never materialises A_k [V, r] (let alone E_i [V, d]).
-// Shapes: ids int64 or int32 [M, T], rows contiguous; a stride of 0 on axis 0 means one id
-// row shared by every member (a broadcast / expanded population axis), read once.
-// W float32 [V, d]; members int64 [M] (a null view: the plain lookup W[ids]);
-// out float32 [M, T, d]. Every id must be in [0, V) (ValueError naming ids otherwise).
+// check_perturbed_embedding -> EmbeddingPlan -> perturbed_embedding (CPU run, here) or
+// cuda::perturbed_embedding (cuda/eggroll/cuda.h), as every op (docs/backends.md).
 #pragma once
-#include "eggroll/perturb.h"
+#include <cstdint>
+#include "eggroll/key.h"
 #include "eggroll/tensor.h"
 
 namespace eggroll {
 
-void perturbed_embedding(const TensorView& ids, const TensorView& W, const TensorView& members,
-                         const EsArgs& a, const TensorView& out);
+// ids int64 or int32 [M, T], each member's row contiguous; a stride of 0 on axis 0 is one id
+// row shared by every member (with_member_axis, an expanded axis), read once.
+// W float32 [V, d], contiguous; out float32 [M, T, d], contiguous, apart from ids and W.
+// members: M entries, or none (the plain lookup W[ids]). On the CPU every id must be in
+// [0, V) (ValueError naming ids, raised by the check: a bad call writes nothing); device ids
+// are checked by the CUDA launcher.
+struct EmbeddingPlan {
+  TensorView ids, W, out;
+  Members members;
+  Key key;
+  int64_t M = 0, T = 0, V = 0, d = 0;
+  int64_t ids_stride = 0;  // elements from member i's ids to member i + 1's: T, or 0 (shared)
+};
+EmbeddingPlan check_perturbed_embedding(const TensorView& ids, const TensorView& W,
+                                        const Members& members, const Key& key,
+                                        const TensorView& out);
+void perturbed_embedding(const EmbeddingPlan& plan);
+
+// Convenience for C++ callers: check, then run on the CPU.
+inline void perturbed_embedding(const TensorView& ids, const TensorView& W, const Members& members,
+                                const Key& key, const TensorView& out) {
+  perturbed_embedding(check_perturbed_embedding(ids, W, members, key, out));
+}
 
 }  // namespace eggroll

@@ -1,8 +1,9 @@
-// The counter-based noise stream (spec/noise.md): Philox4x32-10 keyed by (seed, param_id,
+// The counter-based noise stream (docs/noise.md): Philox4x32-10 keyed by (seed, param_id,
 // epoch index e, noise index k), mapped to float32 standard normals by Box–Muller with the
 // project's own log/sin/cos (docs/noise.md). Bit-identical for any thread count and SIMD path.
 #pragma once
 #include <cstdint>
+#include "eggroll/isa.h"
 #include "eggroll/tensor.h"
 
 namespace eggroll {
@@ -21,21 +22,35 @@ constexpr uint64_t kStreamLength = uint64_t(1) << 34;
 // Raw generator: out[4] = Philox4x32-10(counter[4], key[2]).
 void philox4x32(const uint32_t counter[4], const uint32_t key[2], uint32_t out[4]);
 
-// out[0 .. count) = z(key)[offset .. offset + count). Single-threaded; picks the best ISA.
+// out[0 .. count) = z(key)[offset .. offset + count). Single-threaded; the active ISA's path.
 void fill_normal(float* out, int64_t count, const NoiseKey& key, uint64_t offset);
 
-// Same, split over the thread pool for large counts (identical bits).
-void normal(const TensorView& out /* float32[count] */, const NoiseKey& key, uint64_t offset);
+// out float32 [count] = z(key)[offset .. offset + count), offset + count <= 2^34.
+struct NormalPlan {
+  TensorView out;
+  NoiseKey key;
+  uint64_t offset = 0;
+  int64_t count = 0;
+};
+NormalPlan check_normal(const TensorView& out, const NoiseKey& key, uint64_t offset);
+void normal(const NormalPlan& plan);  // CPU: split over the pool (identical bits)
 
-// Batch form of philox4x32: counter uint32[count, 4], key uint32[2] -> out uint32[count, 4].
-void philox4x32(const TensorView& counter, const TensorView& key, const TensorView& out);
+// counter uint32 [..., 4], key uint32 [2] -> out uint32 [..., 4] (counter's shape).
+struct PhiloxPlan {
+  TensorView counter, key, out;
+  int64_t blocks = 0;  // counter.numel() / 4
+};
+PhiloxPlan check_philox4x32(const TensorView& counter, const TensorView& key,
+                            const TensorView& out);
+void philox4x32(const PhiloxPlan& plan);  // CPU
 
-// SIMD path selection (for tests and benchmarks). "auto" picks the widest the CPU has.
-enum class Isa : int { scalar = 0, avx2 = 1, avx512 = 2 };
-Isa best_isa();              // widest supported by this CPU
-Isa active_isa();            // the one in use now
-void set_isa(Isa isa);       // throws ValueError if the CPU lacks it
-const char* isa_name(Isa isa);
+// Convenience for C++ callers: check, then run on the CPU.
+inline void normal(const TensorView& out, const NoiseKey& key, uint64_t offset) {
+  normal(check_normal(out, key, offset));
+}
+inline void philox4x32(const TensorView& counter, const TensorView& key, const TensorView& out) {
+  philox4x32(check_philox4x32(counter, key, out));
+}
 
 // Per-member noise mapping of ops.md: (k, sign) for member i.
 struct MemberNoise { uint32_t k; float sign; };

@@ -9,8 +9,10 @@ namespace eggroll {
 // Threads used by the core. Default: EGGROLL_NUM_THREADS, else OMP_NUM_THREADS, else the
 // CPUs this process may run on. While an Executor is in scope on the calling thread,
 // num_threads() is that executor's thread count.
+// At most max(64, 8 x the CPUs this process may run on): more threads only cost memory and
+// scheduling (results are the same bits for any thread count).
 int num_threads();
-void set_num_threads(int n);  // n >= 1; ValueError otherwise
+void set_num_threads(int n);  // n >= 1 (ValueError otherwise), capped as above
 
 // Calls fn(begin, end) on disjoint ranges covering [0, n), at most num_threads() at once,
 // each range at least `grain` long. Exceptions from fn are rethrown on the caller.
@@ -48,6 +50,21 @@ class ScopedExecutor {
 
  private:
   const Executor* prev_;
+};
+
+// IEEE float arithmetic for the scope on this thread: clears flush-to-zero / denormals-are-zero
+// (a host framework may have set them on its threads, e.g. XLA's), so that subnormal inputs
+// and products give the same bits everywhere. Restores the previous mode on exit. Every CPU
+// op runs under one, and parallel_for's tasks too.
+class ScopedIeeeFloat {
+ public:
+  ScopedIeeeFloat();
+  ~ScopedIeeeFloat();
+  ScopedIeeeFloat(const ScopedIeeeFloat&) = delete;
+  ScopedIeeeFloat& operator=(const ScopedIeeeFloat&) = delete;
+
+ private:
+  unsigned prev_;
 };
 
 }  // namespace eggroll

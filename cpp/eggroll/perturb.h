@@ -1,55 +1,83 @@
-// Perturbed forward passes (spec/ops.md): EGGROLL's low-rank y_i = x_i W^T +
-// s_i (sigma/sqrt r) (x_i B_k) A_k^T, the full-rank OpenES baseline, and vector perturbation.
-// Shapes: x float32 [M, n] or [M, b, n]; W float32 [m, n]; y float32 [M, m] or [M, b, m];
-// members int64 [M] (member indices, any order; a null view means "no perturbation").
+// Perturbed forward passes (docs/ops.md): EGGROLL's low-rank y_i = x_i W^T +
+// s_i (sigma/sqrt r) (x_i B_k) A_k^T, the full-rank OpenES baseline, vector perturbation and
+// the explicit factors. Each op is check_<op> (every shape/dtype/device/overlap/key/member
+// rule and its message, on both devices) -> a plan -> an unchecked run (CPU here, CUDA in
+// cuda/eggroll/cuda.h).
 #pragma once
 #include <cstdint>
+#include "eggroll/key.h"
 #include "eggroll/noise.h"
 #include "eggroll/tensor.h"
 
 namespace eggroll {
 
-// The noise key and perturbation scale shared by every op ("the noise key" in spec/api.md).
-struct EsArgs {
-  uint64_t seed = 0;
-  uint32_t param_id = 0;
-  int64_t epoch = 0;        // 0 <= epoch < 2^32
-  int64_t noise_reuse = 1;  // e = epoch // noise_reuse, or 0 when noise_reuse == 0
-  bool antithetic = true;   // k = i // 2, sign (-1)^i
-  double sigma = 1.0;       // finite, > 0
-  int64_t rank = 1;         // >= 1
-
-  NoiseKey key(uint32_t k) const { return {seed, param_id, epoch_index(epoch, noise_reuse), k}; }
+// x [M, n] | [M, b, n]: member i's rows; the leading axis may have stride 0 (one input shared
+// by every member, e.g. numpy.broadcast_to: the base product is computed once, the result is
+// the same bits as the materialised input). W [m, n] (on the CPU also the transpose of a
+// contiguous [n, m], e.g. a Conv1D weight as W.T); out [M, m] | [M, b, m], contiguous.
+// Dtypes: float32 on the CPU; float32, float16 or bfloat16 on CUDA (x, W, out alike).
+// members: M entries, or none (the unperturbed product x W^T).
+struct ForwardPlan {
+  TensorView x, W, out;
+  Members members;
+  Key key;
+  int64_t M = 0, b = 1, n = 0, m = 0;
+  int64_t x_stride = 0;    // elements from member i's rows of x to member i + 1's: b n, or 0
+  bool full_rank = false;  // the OpenES baseline's correction instead of the low-rank one
+  bool w_transposed = false;  // W is the transpose of a contiguous [n, m] (strides (1, m), CPU)
 };
+ForwardPlan check_perturbed_matmul(const TensorView& x, const TensorView& W,
+                                   const Members& members, const Key& key,
+                                   const TensorView& out, bool full_rank = false);
+// CPU: out = x W^T by the core's deterministic GEMM (docs/ops.md "The base product"), plus
+// the correction of every member.
+void perturbed_matmul(const ForwardPlan& plan);
+// CPU pieces: out += the low-rank (plan.full_rank false) or full-rank correction; out must
+// already hold x W^T.
+void lowrank_correction(const ForwardPlan& plan);
+void fullrank_correction(const ForwardPlan& plan);
 
-// Throws ValueError naming the field (epoch, noise_reuse, sigma, rank).
-void validate_args(const EsArgs& a);
-// Checks members: int64 [M], contiguous, every index >= 0 and its noise index < 2^32.
-void validate_members(const TensorView& members, int64_t M, bool antithetic);
+// out float32 [M, m] = v [m] + s_i sigma z_k[0:m].
+struct VectorPlan {
+  TensorView v, out;
+  Members members;
+  Key key;
+  int64_t M = 0, m = 0;
+};
+VectorPlan check_perturb_vector(const TensorView& v, const Members& members, const Key& key,
+                                const TensorView& out);
+void perturb_vector(const VectorPlan& plan);
 
-// A [M, m, r] (scaled by s_i sigma / sqrt r) and B [M, n, r]: member i's perturbation is A[i] B[i]^T.
-void lowrank_factors(const TensorView& members, int64_t m, int64_t n, const EsArgs& a,
-                     const TensorView& A, const TensorView& B);
+// A float32 [M, m, r] (scaled by s_i sigma / sqrt r) and B float32 [M, n, r]: member i's
+// perturbation is A[i] B[i]^T.
+struct FactorPlan {
+  TensorView A, B;
+  Members members;
+  Key key;
+  int64_t M = 0, m = 0, n = 0;
+};
+FactorPlan check_lowrank_factors(const Members& members, int64_t m, int64_t n, const Key& key,
+                                 const TensorView& A, const TensorView& B);
+void lowrank_factors(const FactorPlan& plan);
 
-// y += the low-rank correction. y must already hold x W^T (W is [m, n] with m = y's last dim).
-void lowrank_correction(const TensorView& x, const TensorView& members, const EsArgs& a,
-                        const TensorView& y);
-
-// y = x W^T (+ the correction when members is not null). The base product uses the core's
-// own threaded GEMM; the Python adapter uses the host framework's BLAS instead (measured).
-void perturbed_matmul(const TensorView& x, const TensorView& W, const TensorView& members,
-                      const EsArgs& a, const TensorView& y);
-
-// y += s_i sigma x_i Z_k^T with Z_k the first m*n values of the stream (full-rank baseline);
-// y must hold x W^T. Streams Z_k in row blocks: memory O(threads * rows * n), never M*m*n.
-void fullrank_correction(const TensorView& x, const TensorView& members, const EsArgs& a,
-                         const TensorView& y);
-void perturbed_matmul_full(const TensorView& x, const TensorView& W, const TensorView& members,
-                           const EsArgs& a, const TensorView& y);
-
-// out [M, m] = v [m] + s_i sigma z_k[0:m].
-void perturb_vector(const TensorView& v, const TensorView& members, const EsArgs& a,
-                    const TensorView& out);
+// Convenience for C++ callers: check, then run on the CPU.
+inline void perturbed_matmul(const TensorView& x, const TensorView& W, const Members& members,
+                             const Key& key, const TensorView& out) {
+  perturbed_matmul(check_perturbed_matmul(x, W, members, key, out, false));
+}
+inline void perturbed_matmul_full(const TensorView& x, const TensorView& W,
+                                  const Members& members, const Key& key,
+                                  const TensorView& out) {
+  perturbed_matmul(check_perturbed_matmul(x, W, members, key, out, true));
+}
+inline void perturb_vector(const TensorView& v, const Members& members, const Key& key,
+                           const TensorView& out) {
+  perturb_vector(check_perturb_vector(v, members, key, out));
+}
+inline void lowrank_factors(const Members& members, int64_t m, int64_t n, const Key& key,
+                            const TensorView& A, const TensorView& B) {
+  lowrank_factors(check_lowrank_factors(members, m, n, key, A, B));
+}
 
 // y [rows, m] = x [rows, n] W [m, n]^T: the core's deterministic GEMM (cpp/gemm_kernel.h
 // states the summation order; it is the same on every ISA and thread count).

@@ -1,27 +1,50 @@
-// The ES gradient estimate (spec/ops.md): g = (1 / (N sigma)) sum_i f_i E_i.
-// Low rank: sum over regenerated, fitness-scaled factors as one GEMM; full rank: streamed.
-// Shapes: fitness float32 [M]; members int64 [M]; g float32 [m, n] or [m].
+// The ES gradient estimate (docs/ops.md): g = (1 / (N sigma)) sum_i f_i E_i. Low rank: the
+// fitness-scaled factor rows regenerated in bounded chunks and one GEMM; full rank (or a
+// vector): streamed. check_<op> -> plan -> run, as in perturb.h.
 #pragma once
 #include <cstdint>
-#include "eggroll/perturb.h"
+#include "eggroll/key.h"
+#include "eggroll/tensor.h"
 
 namespace eggroll {
 
-// Number of factor rows es_gradient_factors writes: rank * (number of runs of consecutive
-// members sharing a noise index). Antithetic pairs (2k, 2k+1) next to each other fold into one.
-int64_t es_gradient_columns(const TensorView& members, bool antithetic, int64_t rank);
+// fitness float32 [M] (finite), members M entries, out float32 [m, n] (low rank unless
+// full_rank) or [m] (full rank). `population` N >= 1 normalises (even when antithetic; a
+// population split over calls passes the whole N to each); `accumulate` adds into out.
+struct GradientPlan {
+  TensorView fitness, out;
+  Members members;
+  Key key;
+  int64_t M = 0, m = 0, n = 1;
+  int64_t population = 0;
+  bool full_rank = false, accumulate = false;
+};
+GradientPlan check_es_gradient(const TensorView& fitness, const Members& members, const Key& key,
+                               bool full_rank, int64_t population, bool accumulate,
+                               const TensorView& out);
+void es_gradient(const GradientPlan& plan);  // CPU
+// Convenience for C++ callers: check, then run on the CPU.
+inline void es_gradient(const TensorView& fitness, const Members& members, const Key& key,
+                        bool full_rank, int64_t population, bool accumulate,
+                        const TensorView& out) {
+  es_gradient(check_es_gradient(fitness, members, key, full_rank, population, accumulate, out));
+}
 
-// Af [C, m] and Bf [C, n] with C = es_gradient_columns(...) such that Af^T Bf is this
-// chunk's share of g for a population of `population` members in all:
-//   Af[c] = (sum_{i in run} f_i s_i) / (population sqrt r) * A_k[:, l],  Bf[c] = B_k[:, l].
-void es_gradient_factors(const TensorView& fitness, const TensorView& members, int64_t m,
-                         int64_t n, const EsArgs& a, int64_t population, const TensorView& Af,
-                         const TensorView& Bf);
-
-// g (+)= the estimate. Full rank (or 1-D g): g += (1/population) sum_i f_i s_i Z_k, streamed.
-// Low rank: factors in bounded chunks and the core GEMM. `accumulate` adds into g instead
-// of overwriting it, so a population split over calls sums to the same estimate.
-void es_gradient(const TensorView& fitness, const TensorView& members, const EsArgs& a,
-                 bool full_rank, int64_t population, bool accumulate, const TensorView& g);
+// The low-rank estimate's factor rows (what a caller with its own GEMM needs): Af [C, m],
+// Bf [C, n] float32 with C = es_gradient_columns(members, ...) such that Af^T Bf is this
+// chunk's share of g:  Af[c] = (sum_{i in run} f_i s_i) / (population sqrt r) * A_k[:, l],
+// Bf[c] = B_k[:, l], row c = q r + l over runs q of consecutive members sharing a noise index.
+struct FactorRowsPlan {
+  GradientPlan g;  // g.out unused
+  TensorView Af, Bf;
+  int64_t C = 0;
+};
+// Runs of the members (host values or a range) times rank.
+int64_t es_gradient_columns(const Members& members, bool antithetic, int64_t rank);
+FactorRowsPlan check_es_gradient_factors(const TensorView& fitness, const Members& members,
+                                         int64_t m, int64_t n, const Key& key,
+                                         int64_t population, const TensorView& Af,
+                                         const TensorView& Bf);
+void es_gradient_factors(const FactorRowsPlan& plan);  // CPU
 
 }  // namespace eggroll

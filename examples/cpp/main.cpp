@@ -44,7 +44,7 @@ int main() {
 
     // (b) Forward: a population of M = 4 members (two antithetic pairs), one input row each.
     constexpr int64_t M = 4, n = 5, m = 3;
-    eggroll::EsArgs args;  // the noise key and scale shared by the forward pass and the update
+    eggroll::Key args;  // the noise key and scale shared by the forward pass and the update
     args.seed = 42;
     args.param_id = 7;
     args.epoch = 3;
@@ -56,8 +56,9 @@ int main() {
     std::vector<float> x(M * n), W(m * n), y(M * m);  // x [M, n], W [m, n], y [M, m]
     for (size_t i = 0; i < x.size(); ++i) x[i] = float(std::sin(0.5 * double(i)));
     for (size_t i = 0; i < W.size(); ++i) W[i] = float(std::cos(0.3 * double(i)));
-    std::vector<int64_t> members = {0, 1, 2, 3};  // int64 [M]: which member each row of x is
-    const auto members_v = make_view(members.data(), DType::int64, {M});
+    // Which member each row of x is: the range 0, 1, 2, 3 (Members::indices takes an int64 [M]
+    // index array instead).
+    const auto members_v = eggroll::Members::range(/*start=*/0, /*step=*/1, /*count=*/M);
 
     // y_i = x_i W^T + s_i (sigma / sqrt r) (x_i B_k) A_k^T, with A_k, B_k regenerated on the fly.
     eggroll::perturbed_matmul(make_view(x.data(), DType::float32, {M, n}),
@@ -83,7 +84,7 @@ int main() {
     // Bad input is an exception naming the argument, never a crash or silent garbage.
     std::string error_demo;
     try {
-      eggroll::EsArgs bad = args;
+      eggroll::Key bad = args;
       bad.sigma = -1.0;
       eggroll::perturbed_matmul(make_view(x.data(), DType::float32, {M, n}),
                                 make_view(W.data(), DType::float32, {m, n}), members_v, bad,
@@ -112,7 +113,7 @@ int main() {
     print_floats("shaped", shaped);
     print_floats("g", g);
     std::printf("  \"isa\": \"%s\",\n  \"threads\": %d,\n",
-                eggroll::isa_name(eggroll::active_isa()), eggroll::num_threads());
+                eggroll::isa_name(eggroll::active_isa_level()), eggroll::num_threads());
     std::printf("  \"error_demo\": %s\n}\n", json_string(error_demo).c_str());
     return 0;
   } catch (const eggroll::Error& e) {  // ValueError (values, shapes) or TypeError (dtypes)

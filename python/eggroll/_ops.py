@@ -1,175 +1,187 @@
-"""Argument handling shared by every framework adapter: the noise key, members, dtypes.
+"""The eggroll ops, each written once: it picks the backend of its first array and calls that
+backend's entry with the positional arguments of the binding (docs/backends.md): the arrays,
+members, out, the op's options and the key ``seed, param_id, epoch, noise_reuse, antithetic,
+sigma, rank, fixed_point, sigma_shift``.
 
-Adapters (``eggroll.numpy`` now; CuPy, PyTorch and JAX later) turn arrays into
-``_core.TensorView`` objects and call the same core functions. Everything here raises
-``ValueError`` / ``TypeError`` that names the offending argument.
+Backends: NumPy arrays and anything else on the host go straight to ``eggroll._core`` (the
+C++ entries parse every argument and allocate the result); torch tensors, CuPy and JAX arrays
+to ``eggroll.torch`` / ``eggroll.cupy`` / ``eggroll.jax``, imported the first time such an
+array is seen (``import eggroll`` never imports a framework). Every check is in the C++ core:
+errors are ValueError / TypeError naming the argument, the same on every backend.
 """
 from __future__ import annotations
 
-import math
-import numbers
-import operator
-from typing import Any
-
-import numpy as np
+import functools
+import importlib
+from typing import Any, Callable
 
 from . import _core
 
-# dtype codes of cpp/eggroll/tensor.h (DType)
-DTYPE_CODES = {
-    np.dtype(np.float32): 0, np.dtype(np.float64): 1, np.dtype(np.float16): 2,
-    np.dtype(np.int8): 4, np.dtype(np.int32): 5, np.dtype(np.int64): 6, np.dtype(np.uint32): 7,
-}
-FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64), np.dtype(np.float16))
-
-UINT64_MAX = (1 << 64) - 1
-UINT32_MAX = (1 << 32) - 1
+# Array type -> backend (an object with the binding's entries); filled as types are met.
+_BACKENDS: dict[type, Any] = {}
+# Top-level module of an array type -> the adapter that registers its backend.
+_ADAPTERS = {"torch": "torch", "jax": "jax", "jaxlib": "jax", "cupy": "cupy", "cupyx": "cupy"}
 
 
-def check_int(value: Any, name: str, lo: int, hi: int) -> int:
-    """An integer in [lo, hi] (bool and floats are rejected)."""
-    if isinstance(value, bool) or not isinstance(value, (numbers.Integral, np.integer)):
-        raise TypeError(f"{name}: expected an int, got {type(value).__name__}")
-    v = operator.index(value)
-    if not lo <= v <= hi:
-        raise ValueError(f"{name}: must be in [{lo}, {hi}], got {v}")
-    return v
-
-
-def check_sigma(sigma: Any, name: str = "sigma") -> float:
-    if isinstance(sigma, bool) or not isinstance(sigma, (numbers.Real, np.floating, np.integer)):
-        raise TypeError(f"{name}: expected a float, got {type(sigma).__name__}")
-    s = float(sigma)
-    if not math.isfinite(s) or s <= 0:
-        raise ValueError(f"{name}: must be finite and > 0, got {s}")
-    return s
-
-
-def check_bool(value: Any, name: str) -> bool:
-    if not isinstance(value, (bool, np.bool_)):
-        raise TypeError(f"{name}: expected a bool, got {type(value).__name__}")
-    return bool(value)
-
-
-def es_args(*, seed: Any, param_id: Any, epoch: Any, noise_reuse: Any, antithetic: Any,
-            sigma: Any, rank: Any) -> Any:
-    """Validated ``_core.EsArgs`` (the noise key and perturbation scale)."""
-    return _core.EsArgs(
-        seed=check_int(seed, "seed", 0, UINT64_MAX),
-        param_id=check_int(param_id, "param_id", 0, UINT32_MAX),
-        epoch=check_int(epoch, "epoch", 0, UINT32_MAX),
-        noise_reuse=check_int(noise_reuse, "noise_reuse", 0, UINT32_MAX),
-        antithetic=check_bool(antithetic, "antithetic"),
-        sigma=check_sigma(sigma),
-        rank=check_int(rank, "rank", 1, 1 << 20),
-    )
-
-
-def members_array(members: Any, expected_len: int | None, name: str = "members",
-                  what: str = "x") -> np.ndarray:
-    """members (range, int sequence or int array) as a contiguous int64 [M] NumPy array."""
-    if isinstance(members, range):
-        if members.start < 0 or (len(members) and min(members[0], members[-1]) < 0):
-            raise ValueError(f"{name}: indices must be >= 0, got {members}")
-        arr = np.arange(members.start, members.stop, members.step, dtype=np.int64)
+def backend(a: Any) -> Any:
+    """The backend of array a: _core for NumPy and host array-likes, else its adapter's."""
+    b = _BACKENDS.get(type(a))
+    if b is not None:
+        return b
+    target = _ADAPTERS.get(type(a).__module__.split(".")[0])
+    if target is None:
+        b = _core
     else:
-        arr = np.asarray(members)
-        if arr.ndim != 1:
-            raise ValueError(f"{name}: expected a 1-D index array or range, got shape {arr.shape}")
-        if arr.size and not np.issubdtype(arr.dtype, np.integer):
-            raise TypeError(f"{name}: expected integer indices, got dtype {arr.dtype}")
-        arr = np.ascontiguousarray(arr, dtype=np.int64)
-        if arr.size and arr.min() < 0:
-            raise ValueError(f"{name}: indices must be >= 0, got {int(arr.min())}")
-    if expected_len is not None and arr.shape[0] != expected_len:
-        raise ValueError(f"{name}: has {arr.shape[0]} entries but the leading dimension of "
-                         f"{what} is {expected_len}")
-    return arr
+        try:
+            adapter = importlib.import_module(f"eggroll.{target}")
+        except ImportError as e:  # pragma: no cover - depends on the installed frameworks
+            raise TypeError(f"{type(a).__module__} arrays need eggroll's {target} adapter, which "
+                            f"failed to import ({e})") from e
+        b = adapter.BACKEND
+    _BACKENDS[type(a)] = b
+    return b
 
 
-def check_member_block(members: Any, population: int, name: str = "members") -> range:
-    """A trainer's member block: a non-empty range(lo, hi) (step 1) inside [0, population).
-
-    The trainers evaluate only these members (one rank's share of the population,
-    eggroll.distributed) and still take the whole population's fitness in tell()."""
-    if members is None:
-        return range(population)
-    if not isinstance(members, range):
-        raise TypeError(f"{name}: expected a range(lo, hi) of member indices, got "
-                        f"{type(members).__name__}")
-    if members.step != 1 or len(members) == 0:
-        raise ValueError(f"{name}: expected a non-empty range(lo, hi) with step 1, got {members}")
-    if members.start < 0 or members.stop > population:
-        raise ValueError(f"{name}: must lie inside range(0, {population}) (the population), "
-                         f"got {members}")
-    return members
+def register(b: Any, *types: type) -> None:
+    """Arrays of these types go to backend b (an adapter registers its own when imported, so
+    that a call traced by torch.compile never has to import it)."""
+    _BACKENDS.update(dict.fromkeys(types, b))
 
 
-def check_shape_arg(shape: Any) -> tuple[int, ...]:
-    try:
-        dims = tuple(operator.index(d) for d in shape)
-    except TypeError:
-        raise TypeError(f"shape: expected a tuple of ints, got {shape!r}") from None
-    if len(dims) not in (1, 2) or any(d < 1 for d in dims):
-        raise ValueError(f"shape: expected (m, n) or (m,) with positive sizes, got {dims}")
-    return dims
+def perturbed_matmul(x: Any, W: Any, *, members: Any, epoch: Any, seed: Any, param_id: int = 0,
+                     sigma: float, rank: int = 1, noise_reuse: int = 1, antithetic: bool = True,
+                     out: Any = None, shared: bool = False) -> Any:
+    """EGGROLL forward: x [M, n] | [M, b, n], W [m, n] -> [M, m] | [M, b, m] (docs/ops.md).
+
+    y_i = x_i W^T + s_i (sigma / sqrt(rank)) (x_i B_k) A_k^T for member i of members (a range,
+    an index array or None: exactly x @ W.T). shared=True: x [n] | [b, n] is every member's
+    input (the base product computed once; the same bits as the materialised input, as is a
+    stride-0 member axis such as numpy.broadcast_to)."""
+    b = _BACKENDS.get(type(x)) or backend(x)
+    return b.perturbed_matmul(x, W, members, out, shared, seed, param_id, epoch, noise_reuse,
+                              antithetic, sigma, rank, 4, 0)
 
 
-STREAM_LENGTH = 1 << 34  # values addressable in one noise stream (noise.md, "Keying")
+def perturbed_matmul_full(x: Any, W: Any, *, members: Any, epoch: Any, seed: Any,
+                          param_id: int = 0, sigma: float, noise_reuse: int = 1,
+                          antithetic: bool = True, out: Any = None, shared: bool = False) -> Any:
+    """Full-rank (OpenES) baseline: y_i = x_i (W + s_i sigma Z_k)^T, Z_k streamed in bounded
+    memory. Shapes, members and shared as perturbed_matmul."""
+    b = _BACKENDS.get(type(x)) or backend(x)
+    return b.perturbed_matmul_full(x, W, members, out, shared, seed, param_id, epoch,
+                                   noise_reuse, antithetic, sigma, 1, 4, 0)
 
 
-def check_factor_shape(shape: Any, rank: int) -> tuple[int, int]:
-    """(m, n) of a matrix parameter whose rank-r factors fit one noise stream (every adapter's
-    lowrank_factors)."""
-    dims = check_shape_arg(shape)
-    if len(dims) != 2:
-        raise ValueError(f"shape: expected (m, n) for a matrix parameter, got {dims}")
-    m, n = dims
-    if (m + n) * rank > STREAM_LENGTH:
-        raise ValueError(f"rank: (m + n) * rank = {(m + n) * rank} exceeds the 2^34 values of "
-                         "one noise stream")
-    return m, n
+def perturb_vector(v: Any, *, members: Any, epoch: Any, seed: Any, param_id: int = 0,
+                   sigma: float, noise_reuse: int = 1, antithetic: bool = True,
+                   out: Any = None) -> Any:
+    """Full-rank vector perturbation. v [m] -> [M, m], row i = v + s_i sigma z_k[0:m]."""
+    b = _BACKENDS.get(type(v)) or backend(v)
+    return b.perturb_vector(v, members, out, seed, param_id, epoch, noise_reuse, antithetic,
+                            sigma, 1, 4, 0)
 
 
-def ids_layout(shape: tuple[int, ...], strides: tuple[int, ...], name: str = "ids"
-               ) -> tuple[int, int, bool]:
-    """Token ids [M, ...] (strides in elements) as M rows of T ids: (M, T, shared). The
-    trailing axes must be C-contiguous; axis 0 contiguous too, or broadcast (stride 0: one id
-    array shared by every member, e.g. numpy.broadcast_to or tensor.expand), read once."""
-    if len(shape) < 1:
-        raise ValueError(f"{name}: expected [M, ...] (one row of ids per member), got shape "
-                         f"{tuple(shape)}")
-    M, T = shape[0], math.prod(shape[1:])
-    expect = 1
-    for d, s in zip(reversed(shape[1:]), reversed(strides[1:])):
-        if d != 1 and s != expect:
-            raise ValueError(f"{name}: each member's ids must be contiguous; pass "
-                             f"{name}.contiguous() (or numpy.ascontiguousarray)")
-        expect *= d
-    shared = M > 1 and strides[0] == 0
-    if M > 1 and not shared and strides[0] != T:
-        raise ValueError(f"{name}: axis 0 must be contiguous or broadcast (stride 0), got "
-                         f"stride {strides[0]}")
-    return M, T, shared
+def perturbed_embedding(ids: Any, W: Any, *, members: Any, epoch: Any, seed: Any,
+                        param_id: int = 0, sigma: float, rank: int = 1, noise_reuse: int = 1,
+                        antithetic: bool = True, out: Any = None, shared: bool = False) -> Any:
+    """Low-rank perturbed embedding lookup (docs/ops.md "Perturbed embedding"): ids int64 /
+    int32 [M, ...], W [V, d] -> float32 [M, ..., d].
+
+    Row t of member i's table is W[t] + s_i (sigma / sqrt(rank)) A_k[t] B_k^T: the perturbation
+    perturbed_matmul gives a weight W [V, d] (a tied output projection shares it, and
+    es_gradient of shape (V, d) is its update), computed from A_k's looked-up rows only.
+    members=None: W[ids]. shared=True: ids [...] is every member's (as is a stride-0 axis 0,
+    e.g. numpy.broadcast_to or tensor.expand: read once)."""
+    b = _BACKENDS.get(type(ids)) or backend(ids)
+    return b.perturbed_embedding(ids, W, members, out, shared, seed, param_id, epoch,
+                                 noise_reuse, antithetic, sigma, rank, 4, 0)
 
 
-def check_names(names: Any, arg: str) -> tuple[str, ...]:
-    """A str or an iterable of str (parameter names) as a tuple, TypeError naming arg."""
-    if isinstance(names, str):
-        names = (names,)
-    try:
-        out = tuple(names)
-    except TypeError:
-        raise TypeError(f"{arg}: expected an iterable of parameter names, got "
-                        f"{type(names).__name__}") from None
-    for n in out:
-        if not isinstance(n, str):
-            raise TypeError(f"{arg}: names must be str, got {n!r}")
-    return out
+def _like(like: Any, members: Any) -> Any:
+    """The array whose framework and device the results of a shape-only op take."""
+    if like is not None or members is None or isinstance(members, (range, list, tuple)):
+        return like
+    return members if hasattr(members, "shape") else None
+
+
+def lowrank_factors(shape: Any, *, members: Any, epoch: Any, seed: Any, param_id: int = 0,
+                    sigma: float, rank: int = 1, noise_reuse: int = 1, antithetic: bool = True,
+                    like: Any = None) -> Any:
+    """Member factors (A float32 [M, m, r], B float32 [M, n, r]); A is scaled by
+    s_i sigma / sqrt(rank), so member i's perturbation is exactly A[i] @ B[i].T. They are
+    arrays of like's framework and device (default: members' when it is an array, else NumPy)."""
+    like = _like(like, members)
+    return backend(like).lowrank_factors(like, shape, members, seed, param_id, epoch,
+                                         noise_reuse, antithetic, sigma, rank, 4, 0)
+
+
+def es_gradient(fitness: Any, shape: Any, *, members: Any = None, epoch: Any, seed: Any,
+                param_id: int = 0, sigma: float, rank: int = 1, noise_reuse: int = 1,
+                antithetic: bool = True, full_rank: bool = False) -> Any:
+    """ES gradient estimate g = (1 / (N sigma)) sum_i f_i E_i: float32 [shape].
+
+    fitness: [N] (already shaped); members defaults to range(N). A 2-D shape is estimated
+    low rank (unless full_rank=True), a 1-D shape full rank. g points uphill."""
+    b = _BACKENDS.get(type(fitness)) or backend(fitness)
+    return b.es_gradient(fitness, shape, members, None, full_rank, None, False, seed, param_id,
+                         epoch, noise_reuse, antithetic, sigma, rank, 4, 0)
+
+
+def centered_rank(f: Any) -> Any:
+    """Ranks mapped linearly onto [-0.5, 0.5] (ties share their mean rank): float32 [N]."""
+    return (_BACKENDS.get(type(f)) or backend(f)).centered_rank(f, None, 0)
+
+
+def zscore(f: Any, group_size: int = 0) -> Any:
+    """(f - mean) / sqrt(var + 1e-5): mean per group of group_size (0 = all), var over all."""
+    return (_BACKENDS.get(type(f)) or backend(f)).zscore(f, None, group_size)
+
+
+def antithetic_sign(f: Any) -> Any:
+    """One value per antithetic pair: sign(f[2k] - f[2k+1]) as float32 [N/2]."""
+    return (_BACKENDS.get(type(f)) or backend(f)).antithetic_sign(f, None, 0)
+
+
+def perturbed_matmul_int8(x: Any, W: Any, *, members: Any, epoch: Any, seed: Any,
+                          param_id: int = 0, rank: int = 1, sigma_shift: int,
+                          fixed_point: int = 4, noise_reuse: int = 1, antithetic: bool = True,
+                          out: Any = None, shared: bool = False) -> Any:
+    """Integer EGGROLL forward (docs/ops.md "Integer path"): x int8 [M, n] | [M, b, n],
+    W int8 [m, n] -> int8 [M, m] | [M, b, m], exact, the same bits on every backend.
+
+    acc = x_i W^T + ((x_i B_k)(s_i A_k)^T >> (fixed_point + sigma_shift)), then
+    y_i = clamp(floor(acc / (2**fixed_point * isqrt(n))), -127, 127); members=None drops the
+    correction; shared as perturbed_matmul."""
+    b = _BACKENDS.get(type(x)) or backend(x)
+    return b.perturbed_matmul_int8(x, W, members, out, shared, seed, param_id, epoch,
+                                   noise_reuse, antithetic, 1.0, rank, fixed_point, sigma_shift)
+
+
+def int8_update(W: Any, pair_fitness: Any, *, threshold: int, epoch: Any, seed: Any,
+                param_id: int = 0, rank: int = 1, fixed_point: int = 4, noise_reuse: int = 1,
+                out: Any = None) -> Any:
+    """Integer ES step: W int8 [m, n] -> int8 [m, n] = clamp(W + [Z >= T] - [Z <= -T],
+    -127, 127) with Z = sum_k f_k A_k B_k^T over antithetic pairs k (pair_fitness [P] in
+    {-1, 0, 1}, e.g. antithetic_sign(fitness)). out=W updates in place."""
+    b = _BACKENDS.get(type(W)) or backend(W)
+    return b.int8_update(W, pair_fitness, out, threshold, seed, param_id, epoch, noise_reuse,
+                         True, 1.0, rank, fixed_point, 0)
+
+
+def normal(count: int, *, seed: int, param_id: int = 0, epoch_index: int = 0,
+           noise_index: int = 0, offset: int = 0, like: Any = None) -> Any:
+    """float32 [count]: values offset .. offset+count-1 of the stream z(seed, param_id, e, k),
+    an array of like's framework and device (default NumPy)."""
+    return backend(like).normal(like, count, offset, seed, param_id, epoch_index, noise_index)
+
+
+def philox4x32(counter: Any, key: Any) -> Any:
+    """Raw Philox4x32-10. counter: uint32 [..., 4]; key: uint32 [2] -> uint32 [..., 4]."""
+    return (_BACKENDS.get(type(counter)) or backend(counter)).philox4x32(counter, key, None)
 
 
 def cuda_module() -> Any:
-    """eggroll._cuda (the CUDA kernels), or RuntimeError when this build has no CUDA."""
+    """eggroll._cuda (the CUDA entries), or RuntimeError when this build has no CUDA."""
     try:
         from . import _cuda
     except ImportError as e:
@@ -177,3 +189,34 @@ def cuda_module() -> Any:
                            "reinstall with EGGROLL_CUDA=ON (needs nvcc); see "
                            "docs/backends.md)") from e
     return _cuda
+
+
+def framework_ops(convert: Callable[[Any], Any], like: Callable[[], Any]) -> dict[str, Any]:
+    """The ops of one framework's module (eggroll.torch.<op>, eggroll.jax.<op>, ...): the same
+    functions, with the first array converted to the framework (convert) and the shape-only
+    ops' results made there (like() is an empty array of it), so that they always answer in
+    that framework, also for NumPy or list inputs."""
+    def first(f: Callable) -> Callable:
+        @functools.wraps(f)
+        def op(a: Any, *args: Any, **kw: Any) -> Any:
+            return f(convert(a), *args, **kw)
+        return op
+
+    def shaped(f: Callable) -> Callable:
+        @functools.wraps(f)
+        def op(*args: Any, like: Any = None, **kw: Any) -> Any:
+            return f(*args, like=like0() if like is None else like, **kw)
+        return op
+    like0 = like
+    g = globals()
+    return {name: (shaped if name in ("lowrank_factors", "normal") else first)(g[name])
+            for name in OPS}
+
+
+# Every op: name -> (its leading array arguments, the position of `out` in its entry, or None).
+# A framework layer that needs the entries' structure (torch's custom ops) reads it here.
+OPS = {"perturbed_matmul": (2, 3), "perturbed_matmul_full": (2, 3), "perturb_vector": (1, 2),
+       "perturbed_embedding": (2, 3),
+       "lowrank_factors": (1, None), "es_gradient": (1, 3), "centered_rank": (1, 1),
+       "zscore": (1, 1), "antithetic_sign": (1, 1), "perturbed_matmul_int8": (2, 3),
+       "int8_update": (2, 2), "normal": (1, None), "philox4x32": (2, 2)}

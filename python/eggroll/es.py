@@ -14,73 +14,19 @@ member i evaluated here and the estimate in tell() regenerate the same perturbat
 """
 from __future__ import annotations
 
-import hashlib
 import math
-import numbers
-from typing import Any, Callable, Iterable, Mapping, Union
+from typing import Any, Iterable, Mapping
 
 import numpy as np
 
-from . import es_gradient, perturb_vector, perturbed_matmul, perturbed_matmul_full
-from ._ops import UINT32_MAX, UINT64_MAX, check_member_block, check_names
+from ._ops import es_gradient, perturb_vector, perturbed_matmul, perturbed_matmul_full
+from ._trainer import (UINT32_MAX, UINT64_MAX, Schedule, array_module, check_bool,
+                       check_choice, check_float, check_int, check_member_block, check_names,
+                       check_schedule, param_id)
 from .optim import (NONFINITE, OPTIMIZERS, SHAPINGS, adam_step, check_fitness, sgd_step,
                     shape_fitness)
 
-Schedule = Union[float, Callable[[int], float]]
-
 __all__ = ["ES", "Population", "param_id"]
-
-
-def param_id(name: str) -> int:
-    """The noise stream id of a parameter: the first 4 bytes, read little-endian, of
-    blake2b(name.encode("utf-8"), digest_size=4). Depends on the name only (never on dict
-    order or on the other parameters), so adding a parameter changes no other's noise."""
-    if not isinstance(name, str):
-        raise TypeError(f"name: expected a str, got {type(name).__name__}")
-    digest = hashlib.blake2b(name.encode("utf-8"), digest_size=4).digest()
-    return int.from_bytes(digest, "little")
-
-
-# ------------------------------------------------------------------------------------------
-# argument checks (errors name the argument)
-# ------------------------------------------------------------------------------------------
-
-def _int(value: Any, name: str, lo: int, hi: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, (numbers.Integral, np.integer)):
-        raise TypeError(f"{name}: expected an int, got {type(value).__name__}")
-    v = int(value)
-    if not lo <= v <= hi:
-        raise ValueError(f"{name}: must be in [{lo}, {hi}], got {v}")
-    return v
-
-
-def _float(value: Any, name: str, *, positive: bool = False) -> float:
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise TypeError(f"{name}: expected a float, got {type(value).__name__}")
-    v = float(value)
-    if not math.isfinite(v) or v < 0 or (positive and v == 0):
-        raise ValueError(f"{name}: must be finite and {'> 0' if positive else '>= 0'}, "
-                         f"got {v}")
-    return v
-
-
-def _bool(value: Any, name: str) -> bool:
-    if not isinstance(value, (bool, np.bool_)):
-        raise TypeError(f"{name}: expected a bool, got {type(value).__name__}")
-    return bool(value)
-
-
-def _choice(value: Any, name: str, options: tuple) -> Any:
-    if value not in options or (value is not None and not isinstance(value, str)):
-        raise ValueError(f"{name}: expected one of {options}, got {value!r}")
-    return value
-
-
-def _schedule(value: Any, name: str, positive: bool) -> Schedule:
-    """A float (checked now) or a callable epoch -> float (checked at each use)."""
-    if callable(value):
-        return value
-    return _float(value, name, positive=positive)
 
 
 def _params(params: Any) -> dict[str, np.ndarray]:
@@ -111,12 +57,7 @@ def _params(params: Any) -> dict[str, np.ndarray]:
     return out
 
 
-def _xp(a: Any) -> Any:
-    """The array module of a: cupy for CuPy arrays (imported only when one is seen), else numpy."""
-    if type(a).__module__.split(".")[0] == "cupy":
-        import cupy
-        return cupy
-    return np
+_xp = array_module
 
 
 def _readonly(a: np.ndarray) -> np.ndarray:
@@ -170,28 +111,38 @@ class Population:
                              f"{ndim}-D parameter")
         return p
 
-    def linear(self, name: str, x: Any, bias: str | None = None) -> np.ndarray:
+    def linear(self, name: str, x: Any, bias: str | None = None, *,
+               shared: bool = False) -> np.ndarray:
         """y = x @ W_i.T (+ b_i) for every member i.
 
-        x: float32 [M, n] or [M, b, n] (C-contiguous; M = len(members), row j is member
-        members[j]'s input); W = params[name] [m, n]; bias: the name of a 1-D parameter [m],
-        broadcast over b. Returns float32 [M, m] or [M, b, m]. Frozen parameters enter
-        unperturbed."""
+        x: float32 [M, n] or [M, b, n] (M = len(members), row j is member members[j]'s input);
+        shared=True: x [n] or [b, n] is every member's input (the base product x @ W.T is
+        computed once; the same bits as passing it broadcast to [M, ...], docs/ops.md "Shared
+        inputs"). W = params[name] [m, n]; bias: the name of a 1-D parameter [m], broadcast
+        over b. Returns float32 [M, m] or [M, b, m]. Frozen parameters enter unperturbed."""
         W = self._param(name, "name", 2)
         key = self._key(name)
         es = self._es
         xs = np.shape(x)
         M = len(self.members)
-        if len(xs) not in (2, 3) or xs[0] != M:
+        if shared:
+            if len(xs) not in (1, 2):
+                raise ValueError(f"x: a shared input is [n] or [b, n], got shape {xs}")
+        elif len(xs) not in (2, 3) or xs[0] != M:
             what = "population" if M == es.population else "len(members)"
             raise ValueError(f"x: expected [N, n] or [N, b, n] with N = {what} = {M}, got "
-                             f"shape {xs}")
+                             f"shape {xs} (shared=True takes one input for every member)")
         frozen = name in es.frozen
-        members = None if frozen else self.members
-        if es.full_rank:
-            y = perturbed_matmul_full(x, W, members=members, **key)
+        if frozen and shared:
+            y0 = perturbed_matmul(x, W, members=None, shared=True, **key)
+            xp = _xp(y0)
+            y = xp.ascontiguousarray(xp.broadcast_to(y0, (M,) + y0.shape))
+        elif es.full_rank:
+            y = perturbed_matmul_full(x, W, members=None if frozen else self.members,
+                                      shared=shared, **key)
         else:
-            y = perturbed_matmul(x, W, members=members, rank=es.rank, **key)
+            y = perturbed_matmul(x, W, members=None if frozen else self.members,
+                                 rank=es.rank, shared=shared, **key)
         if bias is not None:
             b = self._param(bias, "bias", 1)
             if b.shape[0] != W.shape[0]:
@@ -244,21 +195,21 @@ class ES:
                  nonfinite: str = "raise", adam_betas: tuple[float, float] = (0.9, 0.999),
                  adam_eps: float = 1e-8) -> None:
         self._params = _params(params)
-        self.sigma = _schedule(sigma, "sigma", positive=True)
-        self.lr = _schedule(lr, "lr", positive=False)
-        self.population = _int(population, "population", 1, UINT32_MAX)
-        self.rank = _int(rank, "rank", 1, 1 << 20)
-        self.seed = _int(seed, "seed", 0, UINT64_MAX)
-        self.optimizer = _choice(optimizer, "optimizer", OPTIMIZERS)
-        self.shaping = _choice(shaping, "shaping", SHAPINGS)
-        self.group_size = _int(group_size, "group_size", 0, self.population)
-        self.noise_reuse = _int(noise_reuse, "noise_reuse", 0, UINT32_MAX)
-        self.antithetic = _bool(antithetic, "antithetic")
-        self.weight_decay = _float(weight_decay, "weight_decay")
-        self.full_rank = _bool(full_rank, "full_rank")
-        self.nonfinite = _choice(nonfinite, "nonfinite", NONFINITE)
+        self.sigma = check_schedule(sigma, "sigma", positive=True)
+        self.lr = check_schedule(lr, "lr", positive=False)
+        self.population = check_int(population, "population", 1, UINT32_MAX)
+        self.rank = check_int(rank, "rank", 1, 1 << 20)
+        self.seed = check_int(seed, "seed", 0, UINT64_MAX)
+        self.optimizer = check_choice(optimizer, "optimizer", OPTIMIZERS)
+        self.shaping = check_choice(shaping, "shaping", SHAPINGS)
+        self.group_size = check_int(group_size, "group_size", 0, self.population)
+        self.noise_reuse = check_int(noise_reuse, "noise_reuse", 0, UINT32_MAX)
+        self.antithetic = check_bool(antithetic, "antithetic")
+        self.weight_decay = check_float(weight_decay, "weight_decay")
+        self.full_rank = check_bool(full_rank, "full_rank")
+        self.nonfinite = check_choice(nonfinite, "nonfinite", NONFINITE)
         self.adam_betas = self._betas(adam_betas)
-        self.adam_eps = _float(adam_eps, "adam_eps", positive=True)
+        self.adam_eps = check_float(adam_eps, "adam_eps", positive=True)
         self.frozen = self._frozen(frozen)
         if self.antithetic and self.population % 2:
             raise ValueError(f"population: antithetic sampling needs an even population, got "
@@ -298,7 +249,7 @@ class ES:
             b1, b2 = betas
         except (TypeError, ValueError):
             raise TypeError(f"adam_betas: expected a pair of floats, got {betas!r}") from None
-        out = (_float(b1, "adam_betas"), _float(b2, "adam_betas"))
+        out = (check_float(b1, "adam_betas"), check_float(b2, "adam_betas"))
         if not all(b < 1.0 for b in out):
             raise ValueError(f"adam_betas: each must be in [0, 1), got {betas!r}")
         return out
@@ -328,14 +279,14 @@ class ES:
             return self.sigma
         if self._sigma_cache is not None and self._sigma_cache[0] == epoch:
             return self._sigma_cache[1]
-        s = _float(self.sigma(epoch), f"sigma (schedule at epoch {epoch})", positive=True)
+        s = check_float(self.sigma(epoch), f"sigma (schedule at epoch {epoch})", positive=True)
         self._sigma_cache = (epoch, s)
         return s
 
     def lr_at(self, epoch: int) -> float:
         if not callable(self.lr):
             return self.lr
-        return _float(self.lr(epoch), f"lr (schedule at epoch {epoch})")
+        return check_float(self.lr(epoch), f"lr (schedule at epoch {epoch})")
 
     # -- ask / tell ------------------------------------------------------------------------
 

@@ -23,7 +23,8 @@ import numpy as np
 
 __all__ = [
     "philox4x32", "normal", "member_noise", "lowrank_factors", "perturbed_matmul",
-    "perturbed_matmul_full", "perturb_vector", "perturbed_embedding", "es_gradient", "centered_rank", "zscore",
+    "perturbed_matmul_full", "perturb_vector", "perturbed_embedding", "es_gradient",
+    "centered_rank", "zscore",
     "antithetic_sign", "epoch_index", "matmul_nt", "int8_noise", "perturbed_matmul_int8",
     "int8_update",
 ]

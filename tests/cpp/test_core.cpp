@@ -45,10 +45,10 @@ static void test_philox() {
 
 static void test_noise_isa_threads() {
   const NoiseKey key{0x123456789abcdefULL, 7, 3, 11};
-  set_isa(Isa::scalar); set_num_threads(1);
+  set_isa(IsaLevel::scalar); set_num_threads(1);
   const auto ref = normals(100003, key, 13);
-  for (Isa isa : {Isa::scalar, Isa::avx2, Isa::avx512}) {
-    if (int(isa) > int(best_isa())) continue;
+  for (IsaLevel isa : {IsaLevel::scalar, IsaLevel::avx2, IsaLevel::avx512}) {
+    if (!isa_supported(isa)) continue;
     set_isa(isa);
     for (int th : {1, 2, 3}) {
       set_num_threads(th);
@@ -79,12 +79,12 @@ static double worse(double maxerr, double err) {
 // the explicit sum of f_i E_i / (N sigma).
 static void test_ops() {
   const int64_t M = 6, b = 3, n = 17, m = 13, r = 3;
-  EsArgs a; a.seed = 99; a.param_id = 4; a.epoch = 5; a.sigma = 0.3; a.rank = r;
+  Key a; a.seed = 99; a.param_id = 4; a.epoch = 5; a.sigma = 0.3; a.rank = r;
   std::vector<float> x(M * b * n), W(m * n), y(M * b * m), A(M * m * r), B(M * n * r);
   for (size_t i = 0; i < x.size(); ++i) x[i] = float(std::sin(0.37 * double(i)));
   for (size_t i = 0; i < W.size(); ++i) W[i] = float(std::cos(0.11 * double(i)));
   std::vector<int64_t> mem = {0, 1, 2, 3, 9, 4};
-  auto memv = make_view(mem.data(), DType::int64, {M});
+  auto memv = Members::indices(make_view(mem.data(), DType::int64, {M}));
   lowrank_factors(memv, m, n, a, make_view(A.data(), DType::float32, {M, m, r}), make_view(B.data(), DType::float32, {M, n, r}));
   perturbed_matmul(make_view(x.data(), DType::float32, {M, b, n}), make_view(W.data(), DType::float32, {m, n}), memv, a,
                    make_view(y.data(), DType::float32, {M, b, m}));
@@ -114,6 +114,22 @@ static void test_ops() {
       maxerr = worse(maxerr, std::fabs(acc - g[o * n + j]));
     }
   CHECK(maxerr < 1e-5, "es_gradient vs explicit: %g", maxerr);
+
+  // One input shared by every member (a stride-0 leading axis): the materialised input's bits,
+  // low rank and full rank.
+  std::vector<float> xs(b * n), xfull(M * b * n), y1(M * b * m), y2(M * b * m);
+  for (size_t i = 0; i < xs.size(); ++i) xs[i] = float(std::sin(0.7 * double(i)));
+  for (int64_t i = 0; i < M; ++i) std::copy(xs.begin(), xs.end(), xfull.begin() + i * b * n);
+  TensorView xsv = make_view(xs.data(), DType::float32, {M, b, n});
+  xsv.strides[0] = 0;
+  for (bool full : {false, true}) {
+    perturbed_matmul(check_perturbed_matmul(xsv, make_view(W.data(), DType::float32, {m, n}), memv, a,
+                                            make_view(y1.data(), DType::float32, {M, b, m}), full));
+    perturbed_matmul(check_perturbed_matmul(make_view(xfull.data(), DType::float32, {M, b, n}),
+                                            make_view(W.data(), DType::float32, {m, n}), memv, a,
+                                            make_view(y2.data(), DType::float32, {M, b, m}), full));
+    CHECK(std::memcmp(y1.data(), y2.data(), y1.size() * 4) == 0, "shared input differs (full=%d)", int(full));
+  }
 }
 
 // The GEMM contract (cpp/gemm_kernel.h, docs/ops.md): y[r, o] = ((s_0 + s_1) + ...) with s_q
@@ -222,7 +238,7 @@ static int64_t floordiv(int64_t a, int64_t b) { return a / b - ((a % b != 0) && 
 
 static void test_int8() {
   const int64_t M = 5, b = 2, n = 70, m = 19, r = 2, sigma_shift = 3;
-  Int8Args a; a.seed = 7; a.param_id = 2; a.epoch = 3; a.rank = r; a.sigma_shift = sigma_shift;
+  Key a; a.seed = 7; a.param_id = 2; a.epoch = 3; a.rank = r; a.sigma_shift = sigma_shift;
   std::vector<int8_t> x(M * b * n), W(m * n), y(M * b * m), want(M * b * m);
   for (size_t i = 0; i < x.size(); ++i) x[i] = int8_t(int(i * 37 % 33) - 16);
   for (size_t i = 0; i < W.size(); ++i) W[i] = int8_t(int(i * 101 % 255) - 127);
@@ -246,34 +262,35 @@ static void test_int8() {
         want[(i * b + row) * m + o] = int8_t(std::max<int64_t>(-127, std::min<int64_t>(127, floordiv(acc, 16 * 8))));
       }
   }
-  const Int8Isa saved = active_int8_isa();
+  const IsaLevel saved = active_isa_level();
   const int saved_threads = num_threads();
-  for (Int8Isa isa : {Int8Isa::scalar, Int8Isa::avx2, Int8Isa::avx_vnni, Int8Isa::avx512_vnni, Int8Isa::amx}) {
-    if (!int8_isa_supported(isa)) continue;
-    set_int8_isa(isa);
+  for (IsaLevel isa : {IsaLevel::scalar, IsaLevel::avx2, IsaLevel::avx_vnni, IsaLevel::avx512_vnni, IsaLevel::amx}) {
+    if (!isa_supported(isa)) continue;
+    set_isa(isa);
     for (int th : {1, 2}) {
       set_num_threads(th);
       std::fill(y.begin(), y.end(), int8_t(0));
       perturbed_matmul_int8(make_view(x.data(), DType::int8, {M, b, n}), make_view(W.data(), DType::int8, {m, n}),
-                            make_view(mem.data(), DType::int64, {M}), a, make_view(y.data(), DType::int8, {M, b, m}));
-      CHECK(y == want, "perturbed_matmul_int8 vs naive int64 on %s x%d", int8_isa_name(isa), th);
+                            Members::indices(make_view(mem.data(), DType::int64, {M})), a,
+                            make_view(y.data(), DType::int8, {M, b, m}));
+      CHECK(y == want, "perturbed_matmul_int8 vs naive int64 on %s x%d", isa_name(isa), th);
     }
   }
-  set_int8_isa(saved);
+  set_isa(saved);
   set_num_threads(saved_threads);
-  Int8Args bad = a; bad.fixed_point = 8;
-  CHECK(throws<ValueError>([&] { validate_int8_args(bad); }), "fixed_point 8");
+  Key bad = a; bad.fixed_point = 8;
+  CHECK(throws<ValueError>([&] { check_key(bad, KeyUse::int8_forward); }), "fixed_point 8");
 }
 
 static void test_errors() {
   std::vector<float> x(12), y(12), W(16);
   std::vector<int64_t> mem = {0, 1, 2};
-  EsArgs a;
+  Key a;
   auto xv = make_view(x.data(), DType::float32, {3, 4});
   auto yv = make_view(y.data(), DType::float32, {3, 4});
   auto Wv = make_view(W.data(), DType::float32, {4, 4});
-  auto mv = make_view(mem.data(), DType::int64, {3});
-  EsArgs bad = a; bad.sigma = std::nan("");
+  auto mv = Members::indices(make_view(mem.data(), DType::int64, {3}));
+  Key bad = a; bad.sigma = std::nan("");
   CHECK(throws<ValueError>([&] { perturbed_matmul(xv, Wv, mv, bad, yv); }), "NaN sigma");
   bad = a; bad.rank = 0;
   CHECK(throws<ValueError>([&] { perturbed_matmul(xv, Wv, mv, bad, yv); }), "rank 0");
@@ -286,6 +303,17 @@ static void test_errors() {
   std::vector<float> f = {1, 2, 3};
   auto fv = make_view(f.data(), DType::float32, {3});
   CHECK(throws<ValueError>([&] { es_gradient(fv, mv, a, false, 3, false, Wv); }), "odd N antithetic");
+  bad = a; bad.sigma = 1e-46;  // 0 as a float32
+  CHECK(throws<ValueError>([&] { perturbed_matmul(xv, Wv, mv, bad, yv); }), "sigma below float32");
+  bad = a; bad.rank = kMaxRank + 1;
+  CHECK(throws<ValueError>([&] { perturbed_matmul(xv, Wv, mv, bad, yv); }), "rank above the limit");
+  // A range of members is checked in O(1): a huge one with the wrong length never allocates.
+  CHECK(throws<ValueError>([&] { perturbed_matmul(xv, Wv, Members::range(0, 1, int64_t(1) << 40), a, yv); }),
+        "huge range of the wrong length");
+  CHECK(throws<ValueError>([&] { perturbed_matmul(xv, Wv, Members::range(int64_t(1) << 40, 1, 3), a, yv); }),
+        "range beyond the noise index");
+  CHECK(throws<ValueError>([&] { perturbed_matmul(xv, Wv, Members::range(1, -1, 3), a, yv); }),
+        "range reaching -1");
 }
 
 // Executors (parallel.h): whoever runs parallel_for's ranges - a host's schedule-style pool
@@ -323,11 +351,12 @@ static void test_executors() {
   normal(make_view(W.data(), DType::float32, {m * n}), NoiseKey{5, 6, 7, 8}, 0);
   std::vector<int64_t> mem(static_cast<size_t>(R));
   for (int64_t i = 0; i < R; ++i) mem[size_t(i)] = (i * 7) % 50;
-  EsArgs a{99, 3, 2, 1, true, 0.05, 2};
+  Key a; a.seed = 99; a.param_id = 3; a.epoch = 2; a.sigma = 0.05; a.rank = 2;
   auto forward = [&] {
     std::vector<float> y(size_t(R * m));
     perturbed_matmul(make_view(x.data(), DType::float32, {R, n}), make_view(W.data(), DType::float32, {m, n}),
-                     make_view(mem.data(), DType::int64, {R}), a, make_view(y.data(), DType::float32, {R, m}));
+                     Members::indices(make_view(mem.data(), DType::int64, {R})), a,
+                     make_view(y.data(), DType::float32, {R, m}));
     return y;
   };
   set_num_threads(3);

@@ -25,11 +25,11 @@ static TensorView view2(void* p, DType dt, int64_t a, int64_t b, int64_t s0) {
 
 // out[i, t] = W[id] + sum_l (A_i[id, l]) B_i[:, l], corr accumulated in l order.
 static std::vector<float> expected(const std::vector<int64_t>& ids, int64_t T, const std::vector<float>& W,
-                                   int64_t V, int64_t d, const std::vector<int64_t>& mem, const EsArgs& a,
+                                   int64_t V, int64_t d, const std::vector<int64_t>& mem, const Key& a,
                                    bool shared) {
   const int64_t M = int64_t(mem.size()), r = a.rank;
   std::vector<float> A(size_t(M * V * r)), B(size_t(M * d * r));
-  lowrank_factors(make_view(const_cast<int64_t*>(mem.data()), DType::int64, {M}), V, d, a,
+  lowrank_factors(Members::indices(make_view(const_cast<int64_t*>(mem.data()), DType::int64, {M})), V, d, a,
                   make_view(A.data(), DType::float32, {M, V, r}), make_view(B.data(), DType::float32, {M, d, r}));
   std::vector<float> out(static_cast<size_t>(M * T * d)), corr(static_cast<size_t>(d));
   for (int64_t i = 0; i < M; ++i)
@@ -56,13 +56,15 @@ static void test_rows_equal_explicit_factors() {
   const int threads0 = num_threads();
   for (int64_t r : {1, 3}) {
     for (bool anti : {true, false}) {
-      EsArgs a{0x9E3779B97F4A7C15ULL, 12345u, 9, 2, anti, 0.05, r};
+      Key a;
+      a.seed = 0x9E3779B97F4A7C15ULL; a.param_id = 12345u; a.epoch = 9; a.noise_reuse = 2;
+      a.antithetic = anti; a.sigma = 0.05; a.rank = r;
       const auto want = expected(ids, T, W, V, d, mem, a, false);
       const auto want_shared = expected(ids, T, W, V, d, mem, a, true);
       for (int th : {1, 2, 3}) {
         set_num_threads(th);
         std::vector<float> out(size_t(M * T * d)), out32(out.size()), out_sh(out.size());
-        auto mv = make_view(mem.data(), DType::int64, {M});
+        auto mv = Members::indices(make_view(mem.data(), DType::int64, {M}));
         auto ov = [&](std::vector<float>& o) { return make_view(o.data(), DType::float32, {M, T, d}); };
         auto Wv = make_view(W.data(), DType::float32, {V, d});
         perturbed_embedding(view2(ids.data(), DType::int64, M, T, T), Wv, mv, a, ov(out));
@@ -84,7 +86,7 @@ static void test_no_members_is_the_plain_lookup() {
   std::vector<int64_t> ids = {4, 0, 2, 2, 1, 3, 0, 4};
   std::vector<float> out(size_t(M * T * d), -1.0f);
   perturbed_embedding(view2(ids.data(), DType::int64, M, T, T), make_view(W.data(), DType::float32, {V, d}),
-                      TensorView{}, EsArgs{}, make_view(out.data(), DType::float32, {M, T, d}));
+                      Members::none(), Key{}, make_view(out.data(), DType::float32, {M, T, d}));
   bool ok = true;
   for (int64_t k = 0; k < M * T; ++k)
     for (int64_t j = 0; j < d; ++j) ok &= out[size_t(k * d + j)] == W[size_t(ids[size_t(k)] * d + j)];
@@ -97,9 +99,9 @@ static void test_errors() {
   std::vector<int64_t> mem = {0, 1}, ids = {0, 1, 2, 3, 0, 1}, bad = {0, 1, 2, 4, 0, 1}, neg = {0, -1, 0, 0, 0, 0};
   std::vector<float> fids(6);
   auto Wv = make_view(W.data(), DType::float32, {V, d});
-  auto mv = make_view(mem.data(), DType::int64, {M});
+  auto mv = Members::indices(make_view(mem.data(), DType::int64, {M}));
   auto ov = make_view(out.data(), DType::float32, {M, T, d});
-  EsArgs a;
+  Key a;
   CHECK(throws<ValueError>([&] { perturbed_embedding(view2(bad.data(), DType::int64, M, T, T), Wv, mv, a, ov); }), "id >= V");
   CHECK(throws<ValueError>([&] { perturbed_embedding(view2(neg.data(), DType::int64, M, T, T), Wv, mv, a, ov); }), "id < 0");
   bool untouched = true;
@@ -113,9 +115,12 @@ static void test_errors() {
                                                      make_view(W.data(), DType::float32, {1, 4, 2})); }), "out overlaps W");
   std::vector<int64_t> mem3 = {0, 1, 2};
   CHECK(throws<ValueError>([&] { perturbed_embedding(view2(ids.data(), DType::int64, M, T, T), Wv,
-                                                     make_view(mem3.data(), DType::int64, {3}), a, ov); }), "members length");
-  EsArgs bad_rank; bad_rank.rank = 0;
+                                                     Members::indices(make_view(mem3.data(), DType::int64, {3})), a, ov); }), "members length");
+  Key bad_rank; bad_rank.rank = 0;
   CHECK(throws<ValueError>([&] { perturbed_embedding(view2(ids.data(), DType::int64, M, T, T), Wv, mv, bad_rank, ov); }), "rank");
+  Members range = Members::range(0, 1, M);
+  CHECK(throws<ValueError>([&] { check_perturbed_embedding(view2(ids.data(), DType::int64, M, T, T), Wv, range, a,
+                                                           make_view(ids.data(), DType::float32, {M, T, d})); }), "out overlaps ids");
 }
 
 int main() {

@@ -1,19 +1,21 @@
 #!/usr/bin/env bash
 # Runs the CUDA kernels WITHOUT a GPU: builds eggroll._cuda from cuda/*.cu with g++ against a
 # host emulation of the CUDA runtime (tools/cuda_emu/inc: thread blocks as std::threads), puts
-# it in a copy of the package next to a CPU-only _core, and runs the op tests of
-# tests/test_cuda.py through a NumPy stand-in of CuPy (tools/cuda_emu/fakecupy). It checks the
-# kernels' logic (indexing, passes, reductions, exact bits); it cannot check anything that is
-# GPU-specific (streams, graphs, memory model, performance): tools/gpu_check.sh does that.
-# Usage: tools/cuda_emu/run.sh [pytest -k expression]   (default: every op test but the CUDA-graph
-# captures, which need real streams; 403 pass, ~5 min)
-# An int8 reference (the int8 branch's reference.py) is used when eggroll.reference has one.
+# it in a copy of the package next to a CPU-only _core, and runs the conformance suite's cupy
+# backend and the op tests of tests/test_cuda.py through a NumPy stand-in of CuPy
+# (tools/cuda_emu/fakecupy, whose arrays present their memory as CUDA arrays). It checks the
+# entries' composition and the kernels' logic (indexing, passes, reductions, exact bits); it
+# cannot check anything that is GPU-specific (streams, graphs, memory model, performance):
+# tools/gpu_check.sh does that.
+# Usage: tools/cuda_emu/run.sh [pytest -k expression]   (default: every cupy test but the
+# CUDA-graph captures, which need real streams, and the half-precision ones)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 source tools/cuda_emu/common.sh
-cp cpp/bindings/cuda_module.cpp "$E/src/"
+cp cpp/bindings/{cuda_module.cpp,bridge.h,ops.h,cuda_values.h} "$E/src/"
 emu_pkg "$E/pkg"
 cp "$E/core/"_core*.so "$E/pkg/eggroll/"
 emu_cxx "$E/pkg/eggroll/_cuda$EXT" "$E"/src/{noise,perturb,embedding,update,fitness,int8,gemm,cuda_module}.cpp
-K=${1:-"(normal_bit or philox or lowrank_factors or perturb_vector or perturbed_matmul or es_gradient or fitness or bad_inputs or es_with or checkpoint or int8) and not graph_capture"}
-PYTHONPATH="tools/cuda_emu/fakecupy:$E/pkg" python3 -m pytest tests/test_cuda.py -q -p no:cacheprovider -k "$K"
+K=${1:-"(cupy or test_cuda) and not graph_capture and not half and not busy"}
+EGGROLL_CUDA_EMU=1 PYTHONPATH="tools/cuda_emu/fakecupy:$E/pkg" python3 -m pytest tests/conformance \
+    tests/test_cuda.py -q -p no:cacheprovider -k "$K"

@@ -29,10 +29,10 @@ from torch import Tensor, nn
 from torch.optim.optimizer import (register_optimizer_step_post_hook,
                                    register_optimizer_step_pre_hook)
 
-from .. import es as _np_es
-from .._ops import UINT32_MAX, UINT64_MAX, check_member_block, check_names
+from .. import _trainer as _t
+from .._trainer import UINT32_MAX, UINT64_MAX, check_member_block, check_names
 from ..optim import NONFINITE, SHAPINGS, check_fitness, shape_fitness
-from . import es_gradient
+from ._ops import es_gradient
 from .population import ACTIVE, FULL, LOWRANK, Population
 
 __all__ = ["ES", "Population", "linear"]
@@ -110,17 +110,17 @@ class ES:
         if not isinstance(module, nn.Module):
             raise TypeError(f"module: expected a torch.nn.Module, got {type(module).__name__}")
         self.module = module
-        self.sigma = _np_es._schedule(sigma, "sigma", positive=True)
-        self.population = _np_es._int(population, "population", 1, UINT32_MAX)
-        self.rank = _np_es._int(rank, "rank", 1, 1 << 20)
-        self.seed = _np_es._int(seed, "seed", 0, UINT64_MAX)
-        self.shaping = _np_es._choice(shaping, "shaping", SHAPINGS)
-        self.group_size = _np_es._int(group_size, "group_size", 0, self.population)
-        self.noise_reuse = _np_es._int(noise_reuse, "noise_reuse", 0, UINT32_MAX)
-        self.antithetic = _np_es._bool(antithetic, "antithetic")
-        self.full_rank = _np_es._bool(full_rank, "full_rank")
-        self.nonfinite = _np_es._choice(nonfinite, "nonfinite", NONFINITE)
-        self.track_changes = _np_es._bool(track_changes, "track_changes")
+        self.sigma = _t.check_schedule(sigma, "sigma", positive=True)
+        self.population = _t.check_int(population, "population", 1, UINT32_MAX)
+        self.rank = _t.check_int(rank, "rank", 1, 1 << 20)
+        self.seed = _t.check_int(seed, "seed", 0, UINT64_MAX)
+        self.shaping = _t.check_choice(shaping, "shaping", SHAPINGS)
+        self.group_size = _t.check_int(group_size, "group_size", 0, self.population)
+        self.noise_reuse = _t.check_int(noise_reuse, "noise_reuse", 0, UINT32_MAX)
+        self.antithetic = _t.check_bool(antithetic, "antithetic")
+        self.full_rank = _t.check_bool(full_rank, "full_rank")
+        self.nonfinite = _t.check_choice(nonfinite, "nonfinite", NONFINITE)
+        self.track_changes = _t.check_bool(track_changes, "track_changes")
         if self.antithetic and self.population % 2:
             raise ValueError(f"population: antithetic sampling needs an even population, got "
                              f"{self.population} (or pass antithetic=False)")
@@ -228,7 +228,7 @@ class ES:
         self.param_ids: dict[str, int] = {}
         ids: dict[int, str] = {}
         for name in self.params:
-            pid = _np_es.param_id(name)
+            pid = _t.param_id(name)
             if pid in ids:
                 raise ValueError(f"module: the parameter names {ids[pid]!r} and {name!r} have "
                                  f"the same param_id {pid:#010x} (blake2b collision)")
@@ -380,7 +380,7 @@ class ES:
         if not callable(self.sigma):
             return self.sigma
         if self._sigma_cache is None or self._sigma_cache[0] != epoch:
-            s = _np_es._float(self.sigma(epoch), f"sigma (schedule at epoch {epoch})",
+            s = _t.check_float(self.sigma(epoch), f"sigma (schedule at epoch {epoch})",
                               positive=True)
             self._sigma_cache = (epoch, s)
         return self._sigma_cache[1]
@@ -474,14 +474,18 @@ class ES:
         if int(state["population"]) != self.population or int(state["rank"]) != self.rank:
             raise ValueError(f"state: population/rank {state['population']}/{state['rank']} "
                              f"differ from this ES's {self.population}/{self.rank}")
-        self.epoch = _np_es._int(state["epoch"], "state['epoch']", 0, UINT32_MAX + 1)
-        self.seed = _np_es._int(state["seed"], "state['seed']", 0, UINT64_MAX)
+        self.epoch = _t.check_int(state["epoch"], "state['epoch']", 0, UINT32_MAX + 1)
+        self.seed = _t.check_int(state["seed"], "state['seed']", 0, UINT64_MAX)
         if state.get("sigma") is not None:
-            self.sigma = _np_es._float(state["sigma"], "state['sigma']", positive=True)
-        for key in ("shaping", "group_size", "noise_reuse", "antithetic", "full_rank",
-                    "nonfinite"):
+            self.sigma = _t.check_float(state["sigma"], "state['sigma']", positive=True)
+        checks = {"shaping": lambda v, k: _t.check_choice(v, k, SHAPINGS),
+                  "group_size": lambda v, k: _t.check_int(v, k, 0, self.population),
+                  "noise_reuse": lambda v, k: _t.check_int(v, k, 0, UINT32_MAX),
+                  "antithetic": _t.check_bool, "full_rank": _t.check_bool,
+                  "nonfinite": lambda v, k: _t.check_choice(v, k, NONFINITE)}
+        for key, check in checks.items():     # the constructor's checks: never unvalidated
             if key in state:
-                setattr(self, key, state[key])
+                setattr(self, key, check(state[key], f"state[{key!r}]"))
         if "frozen" in state:
             self.frozen = self._frozen(state["frozen"])
             self._classify()

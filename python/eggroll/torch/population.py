@@ -28,12 +28,10 @@ from typing import Any, Callable
 import torch
 from torch import Tensor, nn
 
-from ._embedding import perturbed_embedding as _embedding_op
-from ._ops import lowrank_factors as _factors_op
-from ._ops import perturb_vector as _perturb_vector_op
-from ._ops import perturbed_matmul as _perturbed_matmul_op
-from ._ops import perturbed_matmul_full as _perturbed_matmul_full_op
-from ._ops import seed_halves
+from .._ops import perturb_vector as _perturb_vector_op
+from .._ops import perturbed_embedding as _embedding_op
+from .._ops import perturbed_matmul as _perturbed_matmul_op
+from .._ops import perturbed_matmul_full as _perturbed_matmul_full_op
 
 __all__ = ["Population", "ACTIVE"]
 
@@ -67,7 +65,6 @@ class Population:
         self.epoch = es.epoch
         self.sigma = es.sigma_at(es.epoch)
         self.batch = 1                   # rows per member (pop.fold declares it)
-        self._members: dict[torch.device, Tensor] = {}
         self._vectors: dict[str, Tensor] = {}    # per-member vector params, once per epoch
         self._weights: dict[str, Tensor] = {}    # float32 [m, n] weights (Conv1D transposed)
         self._patched: list[nn.Module] = []
@@ -239,19 +236,15 @@ class Population:
             raise RuntimeError(f"this Population is of epoch {self.epoch} but the ES is at "
                                f"epoch {self._es.epoch}: call es.ask() again after tell()")
 
-    def _key(self, name: str) -> tuple:
+    def _key(self, name: str) -> dict[str, Any]:
         es = self._es
-        lo, hi = seed_halves(es.seed)
-        return (lo, hi, es.param_ids[name], self.epoch, es.noise_reuse, es.antithetic,
-                self.sigma)
+        return dict(seed=es.seed, param_id=es.param_ids[name], epoch=self.epoch,
+                    noise_reuse=es.noise_reuse, antithetic=es.antithetic, sigma=self.sigma)
 
-    def members(self, device: torch.device) -> Tensor:
-        m = self._members.get(device)
-        if m is None:
-            m = torch.arange(self.block.start, self.block.stop, dtype=torch.int64,
-                             device=device)
-            self._members[device] = m
-        return m
+    @property
+    def members(self) -> range:
+        """The members evaluated, as the ops take them (a range: never materialised)."""
+        return self.block
 
     def vector(self, name: str) -> Tensor:
         """float32 [M, *shape]: row j is member block[j]'s copy of parameter name perturbed
@@ -265,7 +258,7 @@ class Population:
         v = self._vectors.get(name)
         if v is None:
             flat = es.master(name).detach().reshape(-1).float().contiguous()
-            v = _perturb_vector_op(flat, self.members(flat.device), *self._key(name))
+            v = _perturb_vector_op(flat, members=self.members, **self._key(name))
             v = v.reshape(len(self), *es.params[name].shape)
             self._vectors[name] = v
         return v
@@ -281,6 +274,8 @@ class Population:
             W = W.float()        # no copy for float32
             # Conv1D stores [in, out]: its transpose is a view the core GEMM reads as is
             W = W.t() if es.transposed.get(name) else W.contiguous()
+            if W.is_cuda:        # the CUDA GEMMs take contiguous weights only
+                W = W.contiguous()
             self._weights[name] = W
         return W
 
@@ -312,16 +307,19 @@ class Population:
         out_dtype, rows, mid = x.dtype, x.shape[0], x.shape[1:-1]
         # The ops compute in float32 on contiguous [M, R, n] rows: a half-precision or
         # non-contiguous activation is converted / copied here (docs/torch.md, "Copies").
-        x2 = x.reshape(1 if shared else M, -1, n).float().contiguous()
+        # A shared x [R, n] takes the ops' shared-input path: x W^T once, then each member's
+        # correction (docs/ops.md "Shared inputs"; the same bits as the materialised input).
+        x2 = x.reshape(-1, n) if shared else x.reshape(M, -1, n)
+        x2 = x2.float().contiguous()
         if wname in es.frozen:
-            y = _perturbed_matmul_op(x2, W, None, *self._key(wname), es.rank)
+            y = _perturbed_matmul_op(x2, W, members=None, **self._key(wname))
+            y = y.view(1 if shared else M, -1, m)
         elif es.kinds[wname] == LOWRANK:
-            y = (self._shared_lowrank(x2[0], W, wname) if shared else
-                 _perturbed_matmul_op(x2, W, self.members(x2.device), *self._key(wname),
-                                      es.rank))
-        else:                 # full rank: the baseline materialises a shared input
-            x2 = x2.expand(M, *x2.shape[1:]).contiguous() if shared else x2
-            y = _perturbed_matmul_full_op(x2, W, self.members(x2.device), *self._key(wname))
+            y = _perturbed_matmul_op(x2, W, members=self.members, shared=shared, rank=es.rank,
+                                     **self._key(wname))
+        else:
+            y = _perturbed_matmul_full_op(x2, W, members=self.members, shared=shared,
+                                          **self._key(wname))
         # y [M, R, m]; [1, R, m] when the weight is frozen and x shared
         if bname is not None and bname not in es.frozen:
             v = self.vector(bname)[:, None, :]
@@ -333,24 +331,6 @@ class Population:
         if y.shape[0] != M:                     # everything frozen: the output stays shared
             return y.view(rows, *mid, m).to(out_dtype)
         return self._fold_shared(y.view(M, rows, *mid, m), rows).to(out_dtype)
-
-    def _shared_lowrank(self, x: Tensor, W: Tensor, wname: str) -> Tensor:
-        """x [R, n] shared by every member -> [M, R, m]: the base product x W^T once (the
-        core's GEMM: the bits of every row equal the per-member path's), then each member's
-        rank-r correction (x B_i) A_i^T from the regenerated factors."""
-        es = self._es
-        M, R, r = len(self), x.shape[0], es.rank
-        base = _perturbed_matmul_op(x[None], W, None, *self._key(wname), r)    # [1, R, m]
-        A, B = _factors_op(self.members(x.device), W.shape[0], W.shape[1],
-                           *self._key(wname), r)                            # [M, m|n, r]
-        # t = x B_i for every member as ONE GEMM [R, n] @ [n, M r] (torch.matmul would
-        # broadcast x to [M, R, n], a copy per member), then y_i = base + t_i A_i^T in one
-        # pass over the output.
-        t = (x @ B.permute(1, 0, 2).reshape(B.shape[1], M * r)).view(R, M, r).transpose(0, 1)
-        out = base.new_empty((M, R, base.shape[2]))     # row-major, whatever t's strides
-        if r == 1:
-            return torch.addcmul(base, t, A.transpose(1, 2), out=out)
-        return torch.baddbmm(base.expand(M, R, base.shape[2]), t, A.transpose(1, 2), out=out)
 
     def _embedding(self, ids: Tensor, name: str, module: nn.Embedding, where: str) -> Tensor:
         self._check_epoch()
@@ -366,11 +346,9 @@ class Population:
         shared, ids = self._layout(ids, where)
         W = self.weight(name)
         rows, rest = ids.shape[0], ids.shape[1:]
-        if shared:
-            flat = ids.reshape(1, -1).expand(M, -1)
-        else:
-            flat = ids.reshape(M, -1)
-        y = _embedding_op(flat, W, self.members(W.device), *self._key(name), es.rank)
+        flat = ids.reshape(-1) if shared else ids.reshape(M, -1)
+        y = _embedding_op(flat, W, members=self.members, shared=shared, rank=es.rank,
+                          **self._key(name))
         y = y.view(M, rows if shared else rows // M, *rest, W.shape[1])
         if shared:
             y = self._fold_shared(y, rows)

@@ -111,3 +111,9 @@ inline cudaError_t cudaMemcpyAsync(void* d, const void* s, size_t n, cudaMemcpyK
   std::memmove(d, s, n); return 0;
 }
 inline cudaError_t cudaStreamSynchronize(cudaStream_t) { return 0; }
+enum cudaStreamCaptureStatus { cudaStreamCaptureStatusNone = 0, cudaStreamCaptureStatusActive = 1 };
+inline cudaError_t cudaStreamIsCapturing(cudaStream_t, cudaStreamCaptureStatus* s) {
+  *s = cudaStreamCaptureStatusNone; return 0;
+}
+struct cudaPointerAttributes { int device = 0; };
+inline cudaError_t cudaPointerGetAttributes(cudaPointerAttributes* a, const void*) { a->device = 0; return 0; }

@@ -19,6 +19,10 @@ class ndarray(_np.ndarray):
     @property
     def device(self): return _Dev()
     def get(self): return _np.asarray(self).copy()
+    @property
+    def __cuda_array_interface__(self):   # "device" memory: host memory the emulated kernels use
+        return dict(shape=self.shape, typestr=self.dtype.str, data=(self.ctypes.data, False),
+                    strides=None if self.flags.c_contiguous else self.strides, version=3)
     def __array_wrap__(self, arr, context=None, return_scalar=False):
         return _np.asarray(arr) if arr.ndim == 0 else arr.view(ndarray)
 
@@ -44,5 +48,6 @@ class lib:
         @staticmethod
         def as_strided(a, shape, strides): return _np.lib.stride_tricks.as_strided(a, shape, strides).view(ndarray)
 def ones(shape, dtype=float32): return _np.ones(shape, dtype).view(ndarray)
+def zeros(shape, dtype=float32): return _np.zeros(shape, dtype).view(ndarray)
 def square(a): return _np.square(a)
 def asfortranarray(a): return _np.asfortranarray(a).view(ndarray)

@@ -12,7 +12,7 @@ import eggroll
 from eggroll import _core
 from eggroll import reference as ref
 
-from conftest import MEMBER_FORMS, make_members
+from conftest import MEMBER_FORMS, make_members, on
 
 INT8_ISAS = ("scalar", "avx2", "avx_vnni", "avx512_vnni", "amx")
 SEED = 0x0123456789ABCDEF
@@ -22,19 +22,19 @@ EPOCH = 7
 
 @pytest.fixture
 def restore_int8():
-    isa, threads = _core.int8_isa(), eggroll.get_num_threads()
+    isa, threads = eggroll.get_isa(), eggroll.get_num_threads()
     yield
-    _core.set_int8_isa(isa)
+    eggroll.set_isa(isa)
     eggroll.set_num_threads(threads)
 
 
 @pytest.fixture(params=INT8_ISAS)
 def isa(request, restore_int8):
     """Every int8 GEMM path, forced; paths this CPU (or OS) lacks are skipped."""
-    if request.param not in _core.int8_isas():
-        pytest.skip(f"this CPU lacks the int8 path {request.param} (has {_core.int8_isas()})")
-    _core.set_int8_isa(request.param)
-    assert _core.int8_isa() == request.param
+    if request.param not in eggroll.isas():
+        pytest.skip(f"this CPU lacks the int8 path {request.param} (has {eggroll.isas()})")
+    eggroll.set_isa(request.param)
+    assert eggroll.get_isa() == request.param
     return request.param
 
 
@@ -100,6 +100,40 @@ def test_forward_matches_reference(case, isa):
         assert not np.array_equal(base, want)
 
 
+@pytest.mark.parametrize("case", FORWARD_CASES[::2],
+                         ids=[f"m{c['m']}n{c['n']}b{c['b']}r{c['rank']}" for c in FORWARD_CASES[::2]])
+def test_forward_on_every_backend(case, backend):
+    """The same bits as the reference on every backend (exact integer arithmetic)."""
+    rng = np.random.default_rng(case["m"] * 1000 + case["n"] + case["rank"])
+    M = 6 if case["antithetic"] else 5
+    x, W = _inputs(rng, M, case["b"], case["m"], case["n"], min(127, 1 << case["fixed_point"]))
+    kw = dict(members=make_members(case["form"], M, rng), epoch=EPOCH, seed=SEED,
+              param_id=PARAM_ID, rank=case["rank"], sigma_shift=case["sigma_shift"],
+              fixed_point=case["fixed_point"], noise_reuse=case["noise_reuse"],
+              antithetic=case["antithetic"])
+    _assert_int8_equal(on(backend, eggroll.perturbed_matmul_int8, x, W, **kw),
+                       ref.perturbed_matmul_int8(x, W, **kw))
+
+
+@pytest.mark.parametrize("b", [None, 1, 5])
+@pytest.mark.parametrize("members", [range(2, 9), None], ids=["range", "none"])
+def test_shared_input_equals_the_materialised_input(b, members, backend):
+    """shared=True (x [n] | [b, n]) gives the bits of the input repeated for every member,
+    on every backend (one GEMM over the shared rows on the CPU)."""
+    rng = np.random.default_rng(7)
+    xs, W = _inputs(rng, 1, b, 13, 70)
+    xs = xs[0]
+    kw = dict(members=members, epoch=2, seed=9, rank=2, sigma_shift=1)
+    got = on(backend, eggroll.perturbed_matmul_int8, xs, W, shared=True, **kw)
+    M = len(members) if members is not None else 1
+    full = np.ascontiguousarray(np.broadcast_to(xs, (M,) + xs.shape))
+    want = ref.perturbed_matmul_int8(full, W, **kw)
+    _assert_int8_equal(got, want if members is not None else want[0])
+    if backend.name == "numpy":    # a stride-0 member axis takes the same path
+        _assert_int8_equal(eggroll.perturbed_matmul_int8(np.broadcast_to(xs, full.shape), W, **kw),
+                           want)
+
+
 @pytest.mark.parametrize("b", LAYOUTS)
 def test_unperturbed_matches_reference(b, isa):
     rng = np.random.default_rng(3)
@@ -118,8 +152,8 @@ def test_headline_shape_all_paths_agree(restore_int8):
     x, W = _inputs(rng, 200, None, 300, 1000)
     kw = dict(members=range(200), epoch=1, seed=9, sigma_shift=2)
     want = ref.perturbed_matmul_int8(x, W, **kw)
-    for name in _core.int8_isas():
-        _core.set_int8_isa(name)
+    for name in eggroll.isas():
+        eggroll.set_isa(name)
         _assert_int8_equal(eggroll.perturbed_matmul_int8(x, W, **kw), want)
 
 
@@ -165,7 +199,7 @@ def test_extreme_inputs(value, isa):
 def test_largest_n(isa):
     """n = 2^16: |x . W| reaches 2^30 (all -128) and the correction term of rank 4 is far
     beyond int32 before its shift; every path must still be exact."""
-    n = eggroll._int8.MAX_N
+    n = 1 << 16  # cpp/eggroll/int8.h kInt8MaxN
     rng = np.random.default_rng(1)
     for x, W in ((np.full((2, n), -128, np.int8), np.full((3, n), -128, np.int8)),
                  (np.full((2, n), 127, np.int8), np.full((3, n), -127, np.int8)),
@@ -238,6 +272,17 @@ def test_update_matches_reference(case, isa):
     if m * n > 1:  # some entries move, not all
         moved = np.mean(want != np.clip(W, -127, 127))
         assert 0 < moved < 1
+
+
+@pytest.mark.parametrize("case", UPDATE_CASES[:4], ids=[str(c) for c in UPDATE_CASES[:4]])
+def test_update_on_every_backend(case, backend):
+    m, n, P, r, T, fp = case
+    rng = np.random.default_rng(m + n + P)
+    W = rng.integers(-128, 128, (m, n)).astype(np.int8)
+    f = rng.integers(-1, 2, P).astype(np.int8)
+    kw = dict(threshold=T, epoch=EPOCH, seed=SEED, param_id=PARAM_ID, rank=r, fixed_point=fp,
+              noise_reuse=2)
+    _assert_int8_equal(on(backend, eggroll.int8_update, W, f, **kw), ref.int8_update(W, f, **kw))
 
 
 def test_update_fitness_forms_and_in_place(restore_int8):
@@ -339,6 +384,6 @@ def test_update_errors(over, exc, name):
 
 def test_isa_errors(restore_int8):
     with pytest.raises(ValueError, match="^name:"):
-        _core.set_int8_isa("avx9000")
-    assert _core.best_int8_isa() in _core.int8_isas()
-    assert "scalar" in _core.int8_isas()
+        eggroll.set_isa("avx9000")
+    assert eggroll.best_isa() in eggroll.isas()
+    assert "scalar" in eggroll.isas()

@@ -1,0 +1,533 @@
+// The array bridge of the Python modules (_core, _cuda): any framework's array -> TensorView
+// (NumPy directly; DLPack, __cuda_array_interface__ or the buffer protocol otherwise; shape
+// and dtype only at trace time), Python scalars / ranges -> the core's Key and Members, outputs
+// allocated by the caller's framework (one small table), and core errors -> ValueError /
+// TypeError. Entries are METH_FASTCALL functions: one C++ call parses everything.
+#pragma once
+#include <pybind11/numpy.h>
+#include <pybind11/pybind11.h>
+#include <cmath>
+#include <cstdint>
+#include <string>
+#include <unordered_map>
+#include <utility>
+#include <vector>
+#include "eggroll/eggroll.h"
+
+namespace eggroll::bridge {
+namespace py = pybind11;
+
+// ---- DLPack (the ABI of the DLPack standard: legacy "dltensor" and 1.x "dltensor_versioned")
+struct DLDevice { int32_t device_type, device_id; };      // 1 CPU, 2 CUDA, 3 CUDA host, 13 managed
+struct DLDataType { uint8_t code, bits; uint16_t lanes; };
+struct DLTensor {
+  void* data; DLDevice device; int32_t ndim; DLDataType dtype;
+  int64_t* shape; int64_t* strides; uint64_t byte_offset;
+};
+struct DLManagedTensor { DLTensor dl_tensor; void* manager_ctx; void (*deleter)(DLManagedTensor*); };
+struct DLManagedTensorVersioned {
+  uint32_t major, minor; void* manager_ctx; void (*deleter)(DLManagedTensorVersioned*);
+  uint64_t flags; DLTensor dl_tensor;
+};
+
+// ---- the framework table: how a framework's arrays are exported and made --------------------
+struct Framework {
+  py::object type;
+  py::object exporter;  // obj -> DLPack capsule (a fast exporter), or None: the protocols
+  py::object empty;     // (shape tuple, dtype name, like) -> a new array on like's device
+  py::object astype;    // (obj, dtype name) -> a converted copy
+  py::object gemm;      // (a, b, out, kind) on a GPU: out = a b^T ("nt"), a^T b ("tn"), out += a^T b ("tn+")
+  bool host_threads = false;  // its CPU calls run on the registered OpenMP runtime's threads
+};
+// Never destroyed: it holds Python objects, which must not be released after the interpreter.
+inline std::vector<Framework>& frameworks() { static auto* f = new std::vector<Framework>(); return *f; }
+inline std::unordered_map<PyTypeObject*, int>& framework_cache() {
+  static std::unordered_map<PyTypeObject*, int> c;
+  return c;
+}
+// -1: NumPy / plain Python objects (handled here); else an index into frameworks().
+inline int framework_of(py::handle obj) {
+  PyTypeObject* t = Py_TYPE(obj.ptr());
+  auto& cache = framework_cache();
+  auto it = cache.find(t);
+  if (it != cache.end()) return it->second;
+  int found = -1;
+  for (size_t i = 0; i < frameworks().size() && found < 0; ++i)
+    if (PyObject_IsInstance(obj.ptr(), frameworks()[i].type.ptr()) == 1) found = int(i);
+  PyErr_Clear();
+  cache.emplace(t, found);
+  return found;
+}
+
+[[noreturn]] inline void throw_py() { throw py::error_already_set(); }
+
+// NumPy dtype (kind, itemsize) -> DType; non-native byte order is DType::other.
+inline DType dtype_of_numpy(char kind, int64_t size, char byteorder) {
+  if (byteorder == '>') return DType::other;
+  switch (kind) {
+    case 'f': return size == 4 ? DType::float32 : size == 8 ? DType::float64 : size == 2 ? DType::float16 : DType::other;
+    case 'i': return size == 1 ? DType::int8 : size == 2 ? DType::int16 : size == 4 ? DType::int32 : size == 8 ? DType::int64 : DType::other;
+    case 'u': return size == 1 ? DType::uint8 : size == 2 ? DType::uint16 : size == 4 ? DType::uint32 : size == 8 ? DType::uint64 : DType::other;
+    case 'b': return DType::bool_;
+    case 'c': return size == 8 ? DType::complex64 : size == 16 ? DType::complex128 : DType::other;
+    default: return DType::other;
+  }
+}
+
+// DLPack type codes (0 int, 1 uint, 2 float, 4 bfloat, 5 complex, 6 bool) as NumPy kinds.
+inline DType dtype_of_dl(DLDataType d) {
+  if (d.lanes != 1 || d.code > 6) return DType::other;
+  if (d.code == 4) return d.bits == 16 ? DType::bfloat16 : DType::other;
+  return dtype_of_numpy("iuf-xcb"[d.code], d.bits / 8, '=');
+}
+
+// Strides in bytes -> elements; a stride that is not a multiple of the item size cannot be
+// expressed, so the view is marked non-contiguous (the op's check rejects it by name).
+inline void set_strides(TensorView& t, const int64_t* bytes) {
+  const int64_t size = dtype_size(t.dtype);
+  for (int i = 0; i < t.ndim; ++i) {
+    if (bytes[i] % size != 0) {
+      t.strides[i] = t.shape[i] > 1 ? (int64_t(1) << 40) : 0;  // never contiguous
+      continue;
+    }
+    t.strides[i] = bytes[i] / size;
+  }
+}
+
+inline void set_contiguous_strides(TensorView& t) {
+  int64_t s = 1;
+  for (int i = t.ndim - 1; i >= 0; --i) { t.strides[i] = s; s *= t.shape[i]; }
+}
+
+inline void check_ndim(int64_t ndim, const char* name) {
+  if (ndim > TensorView::kMaxDims)
+    value_error(std::string(name) + ": at most 8 dimensions, got " + std::to_string(ndim));
+}
+
+// One Python call's arguments and the objects that must outlive it.
+struct Call {
+  PyObject* const* argv;
+  Py_ssize_t argc;
+  bool abstract = false;          // trace-time check: shapes and dtypes only, no data
+  std::vector<py::object> keep;   // converted arrays, capsules
+  int fw = -1;                    // the framework of the first array (allocates outputs)
+  py::object like;                // that array
+  py::object objs[16];            // argument i as viewed (after any conversion)
+  py::object out_obj;             // the result array
+  bool shared = false;            // a forward's x has no member axis (the `shared` option)
+  const char* first_name = "x";   // the first array argument and where it lives
+  Device first_device = Device::cpu;
+  int first_index = 0;
+
+  py::handle at(Py_ssize_t i) const { return i < argc ? py::handle(argv[i]) : py::handle(Py_None); }
+  bool none(Py_ssize_t i) const { return at(i).is_none(); }
+
+  // ---- arrays ------------------------------------------------------------------------------
+  TensorView view(py::handle obj, const char* name) {
+    TensorView t;
+    // NumPy arrays read directly; a subclass that says it lives on a GPU (a CUDA array
+    // interface) goes the generic way.
+    const bool exact = Py_TYPE(obj.ptr()) == py::detail::npy_api::get().PyArray_Type_;
+    if (exact || (py::isinstance<py::array>(obj) &&
+                  !PyObject_HasAttrString(obj.ptr(), "__cuda_array_interface__"))) {
+      auto* a = py::detail::array_proxy(obj.ptr());
+      auto* d = py::detail::array_descriptor_proxy(a->descr);
+      check_ndim(a->nd, name);
+      t.data = a->data;
+      t.ndim = a->nd;
+      py::dtype dt = py::reinterpret_borrow<py::dtype>(a->descr);
+      t.dtype = dtype_of_numpy(d->kind, int64_t(dt.itemsize()), d->byteorder);
+      for (int i = 0; i < t.ndim; ++i) t.shape[i] = a->dimensions[i];
+      if (t.dtype != DType::other) set_strides(t, reinterpret_cast<const int64_t*>(a->strides));
+      t.writeable = (a->flags & py::detail::npy_api::NPY_ARRAY_WRITEABLE_) != 0;
+      return t;
+    }
+    // At trace time a framework's array (a tracer, a fake tensor) has a shape and a dtype only.
+    if (abstract && PyObject_HasAttrString(obj.ptr(), "shape") &&
+        PyObject_HasAttrString(obj.ptr(), "dtype"))
+      return from_shape_dtype(obj, name);
+    const int fw = framework_of(obj);
+    if (fw >= 0 && !frameworks()[size_t(fw)].exporter.is_none()) {
+      py::object cap;
+      try {
+        cap = frameworks()[size_t(fw)].exporter(obj);
+      } catch (py::error_already_set& e) {  // e.g. a tensor on the meta device
+        type_error(std::string(name) + ": cannot be read as an array (" + e.what() + ")");
+      }
+      return from_capsule(cap, name);
+    }
+    if (PyObject_HasAttrString(obj.ptr(), "__cuda_array_interface__"))
+      return from_cai(obj.attr("__cuda_array_interface__"), name);
+    if (PyObject_HasAttrString(obj.ptr(), "__dlpack__") && !PyObject_CheckBuffer(obj.ptr()))
+      return from_capsule(obj.attr("__dlpack__")(), name);
+    // Anything else: as a NumPy array (the buffer protocol and __array_interface__ without a
+    // copy; a list or a scalar converted).
+    py::object arr = py::module_::import("numpy").attr("asarray")(obj);
+    keep.push_back(arr);
+    return view(arr, name);
+  }
+
+  TensorView from_capsule(py::object cap, const char* name) {
+    keep.push_back(cap);  // its destructor calls the producer's deleter after the call
+    const DLTensor* dl;
+    bool readonly = false;
+    if (PyCapsule_IsValid(cap.ptr(), "dltensor")) {
+      dl = &static_cast<DLManagedTensor*>(PyCapsule_GetPointer(cap.ptr(), "dltensor"))->dl_tensor;
+    } else if (PyCapsule_IsValid(cap.ptr(), "dltensor_versioned")) {
+      auto* v = static_cast<DLManagedTensorVersioned*>(PyCapsule_GetPointer(cap.ptr(), "dltensor_versioned"));
+      dl = &v->dl_tensor;
+      readonly = v->flags & 1;
+    } else {
+      type_error(std::string(name) + ": the array's DLPack export is not a DLPack capsule");
+    }
+    check_ndim(dl->ndim, name);
+    TensorView t;
+    t.data = static_cast<char*>(dl->data) + dl->byte_offset;
+    t.ndim = dl->ndim;
+    t.dtype = dtype_of_dl(dl->dtype);
+    for (int i = 0; i < t.ndim; ++i) t.shape[i] = dl->shape[i];
+    if (dl->strides) for (int i = 0; i < t.ndim; ++i) t.strides[i] = dl->strides[i];
+    else set_contiguous_strides(t);
+    const int dev = dl->device.device_type;
+    if (dev == 2 || dev == 13) { t.device = Device::cuda; t.device_index = dl->device.device_id; }
+    else if (dev != 1 && dev != 3) type_error(std::string(name) + ": arrays on DLPack device type " +
+                                              std::to_string(dev) + " are not supported");
+    t.writeable = !readonly;
+    return t;
+  }
+
+  TensorView from_cai(py::object cai, const char* name) {
+    py::dict d = cai;
+    py::tuple shape = d["shape"];
+    check_ndim(int64_t(shape.size()), name);
+    TensorView t;
+    t.ndim = int(shape.size());
+    for (int i = 0; i < t.ndim; ++i) t.shape[i] = shape[size_t(i)].cast<int64_t>();
+    py::object typestr = d["typestr"];
+    const std::string ts = typestr.cast<std::string>();
+    t.dtype = ts.size() >= 3 ? dtype_of_numpy(ts[1], std::stoll(ts.substr(2)), ts[0]) : DType::other;
+    py::tuple data = d["data"];
+    t.data = reinterpret_cast<void*>(data[0].cast<uintptr_t>());
+    t.writeable = !data[1].cast<bool>();
+    if (d.contains("strides") && !d["strides"].is_none()) {
+      int64_t bytes[TensorView::kMaxDims];
+      py::tuple st = d["strides"];
+      for (int i = 0; i < t.ndim; ++i) bytes[i] = st[size_t(i)].cast<int64_t>();
+      set_strides(t, bytes);
+    } else {
+      set_contiguous_strides(t);
+    }
+    t.device = Device::cuda;
+    t.device_index = device_of_pointer(t.data);
+    return t;
+  }
+
+  TensorView from_shape_dtype(py::handle obj, const char* name) {
+    py::tuple shape = py::tuple(obj.attr("shape"));
+    check_ndim(int64_t(shape.size()), name);
+    TensorView t;
+    t.ndim = int(shape.size());
+    for (int i = 0; i < t.ndim; ++i) t.shape[i] = shape[size_t(i)].cast<int64_t>();
+    set_contiguous_strides(t);
+    std::string dt = py::str(obj.attr("dtype"));
+    if (dt.rfind("torch.", 0) == 0) dt = dt.substr(6);
+    t.dtype = dtype_named(dt);
+    // A torch (fake) tensor says where it lives; JAX tracers do not (their check is the CPU's).
+    py::object dev = py::reinterpret_steal<py::object>(PyObject_GetAttrString(obj.ptr(), "device"));
+    if (!dev) PyErr_Clear();
+    else if (PyObject_HasAttrString(dev.ptr(), "type") && std::string(py::str(dev.attr("type"))) == "cuda") {
+      t.device = Device::cuda;
+      py::object idx = dev.attr("index");
+      t.device_index = idx.is_none() ? 0 : idx.cast<int>();
+    }
+    return t;
+  }
+
+  static DType dtype_named(const std::string& name) {
+    for (int i = 0; i <= int(DType::complex128); ++i)
+      if (name == dtype_name(DType(i))) return DType(i);
+    if (name == "float") return DType::float32;
+    if (name == "half") return DType::float16;
+    return DType::other;
+  }
+
+  static int device_of_pointer(const void* p);  // defined by the module (CUDA or not)
+
+  // Argument i as an array. The first array seen picks the framework of the outputs.
+  TensorView array(Py_ssize_t i, const char* name) {
+    py::handle obj = at(i);
+    const bool first = like.ptr() == nullptr;
+    if (first) { like = py::reinterpret_borrow<py::object>(obj); fw = framework_of(obj); }
+    if (i < 16) objs[i] = py::reinterpret_borrow<py::object>(obj);
+    TensorView t = view(obj, name);
+    if (first) { first_name = name; first_device = t.device; first_index = t.device_index; }
+    return t;
+  }
+
+  // Converts argument i to `to` with its framework's astype (a copy) and views the result.
+  TensorView converted(Py_ssize_t i, const char* name, DType to) {
+    py::handle obj = at(i);
+    const int f = framework_of(obj);
+    py::object conv;
+    if (f >= 0) conv = frameworks()[size_t(f)].astype(obj, dtype_name(to));
+    else conv = py::module_::import("numpy").attr("asarray")(obj).attr("astype")(dtype_name(to));
+    keep.push_back(conv);
+    if (i < 16) objs[i] = conv;
+    return view(conv, name);
+  }
+
+  // The dtype policy (docs/ops.md "Dtypes"): float inputs a kernel does not take are computed
+  // in float32: float64 always, float16 / bfloat16 where the kernel has no half path.
+  TensorView float_array(Py_ssize_t i, const char* name) {
+    TensorView t = array(i, name);
+    const bool half = t.dtype == DType::float16 || t.dtype == DType::bfloat16;
+    const bool keep_half = half && t.device == Device::cuda;  // the CUDA kernels take them
+    if (t.dtype != DType::float64 && (!half || keep_half)) return t;
+    if (abstract) { t.dtype = DType::float32; return t; }
+    return converted(i, name, DType::float32);
+  }
+
+  // Host real values of another dtype as `to` (int8 or uint32), exactly: an integral value in
+  // [lo, hi] is kept; another becomes `fallback` (a value the op's check rejects by index) or,
+  // when fallback < 0, a ValueError. Device arrays and other dtypes are left for the check.
+  TensorView exact(Py_ssize_t i, const char* name, DType to, double lo, double hi,
+                   int64_t fallback, bool floats = true) {
+    TensorView t = array(i, name);
+    const bool real = is_integer(t.dtype) || (floats && is_float(t.dtype));
+    if (t.dtype == to || !real || t.device != Device::cpu) return t;
+    if (abstract) { t.dtype = to; return t; }
+    const TensorView v = host_copy(i, name, "float64");  // ours: the fallbacks go in place
+    for (int64_t k = 0; k < v.numel(); ++k) {
+      double& x = v.ptr<double>()[k];
+      if (x >= lo && x <= hi && x == std::floor(x)) continue;
+      if (fallback < 0)
+        value_error(std::string(name) + ": values must be integers in [" + std::to_string(int64_t(lo)) +
+                    ", " + std::to_string(int64_t(hi)) + "], got " + std::to_string(x));
+      x = double(fallback);
+    }
+    keep.push_back(keep.back().attr("astype")(dtype_name(to)));
+    return view(keep.back(), name);
+  }
+
+  // Host argument i (of any framework) as a new C-contiguous NumPy array of `dtype`.
+  TensorView host_copy(Py_ssize_t i, const char* name, const char* dtype) {
+    py::object a = py::module_::import("numpy").attr("asarray")(at(i)).attr("astype")(
+        dtype, py::arg("order") = "C");
+    keep.push_back(a);
+    return view(a, name);
+  }
+
+  // Fitness-shaping input: float32 / float64 as they are; integers and half floats as float64
+  // (exact); anything else is left for the check to reject by name.
+  TensorView shaping_array(Py_ssize_t i, const char* name) {
+    TensorView t = array(i, name);
+    const bool widen = is_integer(t.dtype) || t.dtype == DType::float16 || t.dtype == DType::bfloat16;
+    if (!widen) return t;
+    if (abstract) { t.dtype = DType::float64; return t; }
+    return converted(i, name, DType::float64);
+  }
+
+  // ---- outputs ---------------------------------------------------------------------------------
+  // A new array of t's shape and dtype from the framework of the inputs (t.data set to it).
+  py::object allocate(TensorView& t, std::vector<int64_t> shape = {}) {
+    if (shape.empty()) shape.assign(t.shape, t.shape + t.ndim);
+    py::tuple dims(shape.size());
+    for (size_t i = 0; i < shape.size(); ++i) dims[i] = py::int_(shape[i]);
+    py::object arr;
+    if (fw >= 0) {
+      arr = frameworks()[size_t(fw)].empty(dims, dtype_name(t.dtype), like);
+      t.data = view(arr, "out").data;
+    } else {
+      static py::dtype* cache[16] = {};  // np.dtype objects by DType, made once
+      py::dtype*& dt = cache[int(t.dtype) & 15];
+      if (!dt) dt = new py::dtype(dtype_name(t.dtype));
+      py::array a(*dt, shape);
+      t.data = a.mutable_data();
+      arr = std::move(a);
+    }
+    return arr;
+  }
+  // The result for output argument i: the caller's out, or a new array (shape: the caller-
+  // facing shape when it differs from the view's, e.g. without a population axis).
+  py::object result(Py_ssize_t i, TensorView& t, std::vector<int64_t> shape = {}) {
+    out_obj = none(i) ? allocate(t, std::move(shape)) : py::reinterpret_borrow<py::object>(at(i));
+    return out_obj;
+  }
+  const Framework* framework() const { return fw >= 0 ? &frameworks()[size_t(fw)] : nullptr; }
+
+  // ---- scalars --------------------------------------------------------------------------------
+  static std::string type_name(py::handle o) { return Py_TYPE(o.ptr())->tp_name; }
+
+  // o as a Python int (anything with __index__ but a bool), else a TypeError naming `name`.
+  static py::object index(py::handle o, const std::string& name, const char* expected = "an int") {
+    PyObject* v = PyBool_Check(o.ptr()) || !PyIndex_Check(o.ptr()) ? nullptr : PyNumber_Index(o.ptr());
+    if (!v) {  // e.g. a float or a non-scalar array, whose __index__ refuses
+      PyErr_Clear();
+      type_error(name + ": expected " + expected + ", got " + type_name(o));
+    }
+    return py::reinterpret_steal<py::object>(v);
+  }
+  // As int64: values beyond it are a ValueError here, the op's own range one from its check.
+  static int64_t i64(py::handle v, const std::string& name) {
+    int overflow = 0;
+    const long long r = PyLong_AsLongLongAndOverflow(v.ptr(), &overflow);
+    if (overflow) value_error(name + ": " + std::string(py::str(v)) + " is out of range");
+    return r;
+  }
+  int64_t int_(Py_ssize_t i, const char* name) {
+    py::handle o = at(i);
+    return PyLong_CheckExact(o.ptr()) ? i64(o, name) : i64(index(o, name), name);
+  }
+  uint64_t seed(Py_ssize_t i) {
+    py::handle o = at(i);
+    py::object v = PyLong_CheckExact(o.ptr()) ? py::reinterpret_borrow<py::object>(o) : index(o, "seed");
+    const unsigned long long r = PyLong_AsUnsignedLongLong(v.ptr());
+    if (PyErr_Occurred()) {
+      PyErr_Clear();
+      value_error("seed: must be in [0, 2^64), got " + std::string(py::str(v)));
+    }
+    return r;
+  }
+  bool flag(Py_ssize_t i, const char* name) {
+    py::handle o = at(i);
+    if (PyBool_Check(o.ptr())) return o.ptr() == Py_True;
+    if (std::string(type_name(o)) == "numpy.bool" || std::string(type_name(o)) == "numpy.bool_")
+      return PyObject_IsTrue(o.ptr()) == 1;
+    type_error(std::string(name) + ": expected a bool, got " + type_name(o));
+  }
+  // A real number: a Python float or int (not a bool), or a NumPy scalar / 0-d array.
+  double real(Py_ssize_t i, const char* name) {
+    py::handle o = at(i);
+    bool ok = !PyBool_Check(o.ptr()) && (PyFloat_Check(o.ptr()) || PyLong_Check(o.ptr()));
+    if (!ok && !PyBool_Check(o.ptr()) && Py_TYPE(o.ptr())->tp_as_number &&
+        Py_TYPE(o.ptr())->tp_as_number->nb_float && PyObject_HasAttrString(o.ptr(), "dtype")) {
+      py::object shape = py::reinterpret_steal<py::object>(PyObject_GetAttrString(o.ptr(), "shape"));
+      ok = shape && PyTuple_Check(shape.ptr()) && PyTuple_GET_SIZE(shape.ptr()) == 0;
+      PyErr_Clear();
+      const std::string dt = py::str(o.attr("dtype"));
+      ok = ok && dt.find("complex") == std::string::npos && dt.find("bool") == std::string::npos;
+    }
+    if (!ok) type_error(std::string(name) + ": expected a float, got " + type_name(o));
+    const double v = PyFloat_AsDouble(o.ptr());
+    if (v == -1.0 && PyErr_Occurred()) {
+      PyErr_Clear();
+      value_error(std::string(name) + ": out of range for a float");
+    }
+    return v;
+  }
+
+  // The key: seed, param_id, epoch, noise_reuse, antithetic, sigma, rank, fixed_point,
+  // sigma_shift at arguments i .. i + 8. At trace time a None is a traced (unknown) value.
+  Key key(Py_ssize_t i) {
+    Key k;
+    if (!(abstract && none(i))) k.seed = seed(i);
+    const int64_t pid = int_(i + 1, "param_id");
+    if (pid < 0 || pid > int64_t(UINT32_MAX))
+      value_error("param_id: must be in [0, 2^32), got " + std::to_string(pid));
+    k.param_id = uint32_t(pid);
+    if (!(abstract && none(i + 2))) k.epoch = int_(i + 2, "epoch");
+    k.noise_reuse = int_(i + 3, "noise_reuse");
+    k.antithetic = flag(i + 4, "antithetic");
+    k.sigma = real(i + 5, "sigma");
+    k.rank = int_(i + 6, "rank");
+    k.fixed_point = int_(i + 7, "fixed_point");
+    k.sigma_shift = int_(i + 8, "sigma_shift");
+    return k;
+  }
+
+  // shape: a tuple / list of ints (not bools).
+  std::vector<int64_t> dims(Py_ssize_t i, const char* name) {
+    py::handle o = at(i);
+    if (!PyTuple_Check(o.ptr()) && !PyList_Check(o.ptr()))
+      type_error(std::string(name) + ": expected a tuple of ints, got " + type_name(o));
+    std::vector<int64_t> d;
+    for (py::handle v : py::reinterpret_borrow<py::sequence>(o))
+      d.push_back(i64(index(v, name, "a tuple of ints"), name));
+    return d;
+  }
+
+  // ---- members ----------------------------------------------------------------------------------
+  // None, a range (never materialised), an index array of any integer dtype (int64 used in
+  // place; others converted), or a sequence of ints. At trace time an abstract array gives the
+  // count only (its values are checked when they exist).
+  Members members(Py_ssize_t i, bool device_ok) {
+    py::handle o = at(i);
+    if (o.is_none()) return Members::none();
+    if (PyRange_Check(o.ptr())) {
+      int64_t v[3];
+      static PyObject* attr[3] = {PyUnicode_InternFromString("start"),
+                                  PyUnicode_InternFromString("step"),
+                                  PyUnicode_InternFromString("stop")};
+      for (int j = 0; j < 3; ++j) {
+        py::object a = py::reinterpret_steal<py::object>(PyObject_GetAttr(o.ptr(), attr[j]));
+        int overflow = 0;
+        v[j] = PyLong_AsLongLongAndOverflow(a.ptr(), &overflow);
+        if (overflow) check_member_bounds(overflow < 0 ? -1 : 0, overflow < 0 ? 0 : INT64_MAX, true);
+      }
+      // len(range), exactly (Python's rule), in 128 bits: no overflow for any int64 bounds.
+      const __int128 span = v[1] > 0 ? __int128(v[2]) - v[0] : __int128(v[0]) - v[2];
+      const __int128 len = span <= 0 ? 0 : (span - 1) / (v[1] > 0 ? __int128(v[1]) : -__int128(v[1])) + 1;
+      return Members::range(v[0], v[1], len > INT64_MAX ? INT64_MAX : int64_t(len));
+    }
+    TensorView t = view(o, "members");
+    if (!t.data) {  // abstract (traced): the count and dtype now, the values when they exist
+      Members m = Members::range(0, 1, t.ndim >= 1 ? t.shape[0] : 0);
+      if (t.ndim != 1) value_error("members: expected a 1-D index array or a range, got shape " + t.shape_str());
+      if (t.shape[0] && !is_integer(t.dtype))
+        type_error(std::string("members: expected integer indices, got ") + dtype_name(t.dtype));
+      return m;
+    }
+    if (t.ndim == 1 && t.shape[0] == 0) return Members::range(0, 1, 0);
+    if (!is_integer(t.dtype))
+      type_error(std::string("members: expected integer indices, got ") + dtype_name(t.dtype));
+    if (t.device != Device::cpu && !device_ok) type_error("members: expected a host index array or a range");
+    if (t.ndim != 1) value_error("members: expected a 1-D index array or a range, got shape " + t.shape_str());
+    // Any other integer layout: a contiguous int64 copy (values kept exactly; a uint64 beyond
+    // int64 becomes negative and is rejected by the check).
+    if (t.dtype == DType::int64 && t.is_contiguous()) return Members::indices(t);
+    t = t.device == Device::cpu ? host_copy(i, "members", "int64") : converted(i, "members", DType::int64);
+    if (!t.is_contiguous()) value_error("members: expected a contiguous index array");
+    return Members::indices(t);
+  }
+};
+
+// A METH_FASTCALL entry around body(call): C++ and core errors become Python exceptions.
+// Abstract: the check_<op> form (arrays may be abstract, unknown scalars None).
+template <py::object (*Body)(Call&), bool Abstract = false>
+PyObject* entry(PyObject*, PyObject* const* argv, Py_ssize_t argc) {
+  try {
+    Call c{argv, argc};
+    c.abstract = Abstract;
+    return Body(c).release().ptr();
+  } catch (const eggroll::ValueError& e) {
+    PyErr_SetString(PyExc_ValueError, e.what());
+  } catch (const eggroll::TypeError& e) {
+    PyErr_SetString(PyExc_TypeError, e.what());
+  } catch (py::error_already_set& e) {
+    e.restore();
+  } catch (const py::builtin_exception& e) {
+    e.set_error();
+  } catch (const std::bad_alloc&) {
+    PyErr_NoMemory();
+  } catch (const std::exception& e) {
+    PyErr_SetString(PyExc_RuntimeError, e.what());
+  }
+  return nullptr;
+}
+
+// (shape, dtype name) of an abstract output, what check_<op> returns.
+inline py::object spec(const TensorView& t, std::vector<int64_t> shape = {}) {
+  if (shape.empty()) shape.assign(t.shape, t.shape + t.ndim);
+  py::tuple dims(shape.size());
+  for (size_t i = 0; i < shape.size(); ++i) dims[i] = py::int_(shape[i]);
+  return py::make_tuple(dims, dtype_name(t.dtype));
+}
+
+inline void register_framework(py::object type, py::object exporter, py::object empty,
+                               py::object astype, py::object gemm, bool host_threads) {
+  frameworks().push_back({std::move(type), std::move(exporter), std::move(empty), std::move(astype),
+                          std::move(gemm), host_threads});
+  framework_cache().clear();
+}
+
+}  // namespace eggroll::bridge
