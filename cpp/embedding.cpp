@@ -87,6 +87,37 @@ void lookup(const EmbeddingPlan& p, const Id* ids, int64_t lo, int64_t hi) {
 
 }  // namespace
 
+TensorView embedding_rows(const TensorView& ids) {
+  if (ids.ndim < 1) value_error("ids: expected [M, ...] (one row of ids per member), got a scalar");
+  TensorView rows = ids;
+  int64_t T = 1;
+  for (int i = ids.ndim - 1; i >= 1; --i) {
+    if (ids.shape[i] != 1 && ids.strides[i] != T)
+      value_error("ids: each member's ids must be contiguous (make a contiguous copy first, e.g. "
+                  "numpy.ascontiguousarray or tensor.contiguous())");
+    T *= ids.shape[i];
+  }
+  rows.ndim = 2;
+  rows.shape[1] = T;
+  rows.strides[1] = 1;
+  if (ids.shape[0] <= 1) rows.strides[0] = T;  // one member: its row, whatever the stride
+  return rows;
+}
+
+TensorView embedding_out(const TensorView& out, const TensorView& rows) {
+  const int64_t M = rows.shape[0], T = rows.shape[1];
+  if (out.ndim < 2 || !out.is_contiguous() || out.shape[0] != M) return out;
+  int64_t lead = 1;
+  for (int i = 0; i < out.ndim - 1; ++i) lead *= out.shape[i];
+  if (lead != M * T) return out;
+  TensorView o = out;
+  const int64_t d = out.shape[out.ndim - 1];
+  o.ndim = 3;
+  o.shape[0] = M; o.shape[1] = T; o.shape[2] = d;
+  o.strides[0] = T * d; o.strides[1] = d; o.strides[2] = 1;
+  return o;
+}
+
 EmbeddingPlan check_perturbed_embedding(const TensorView& ids, const TensorView& W,
                                         const Members& members, const Key& key,
                                         const TensorView& out) {

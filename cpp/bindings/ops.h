@@ -102,26 +102,6 @@ py::object perturbed_matmul_int8(Call& c) {
   return forward<B, Int8ForwardPlan, &check_perturbed_matmul_int8>(c);
 }
 
-// The token ids of perturbed_embedding as [M, T] rows: ids [M, ...] with C-contiguous trailing
-// axes (axis 0 contiguous, or of stride 0: one id array shared by every member).
-inline TensorView token_rows(const TensorView& ids) {
-  if (ids.ndim < 1) value_error("ids: expected [M, ...] (one row of ids per member), got a scalar");
-  TensorView rows = ids;
-  int64_t T = 1, expect = 1;
-  for (int i = ids.ndim - 1; i >= 1; --i) {
-    if (ids.shape[i] != 1 && ids.strides[i] != expect)
-      value_error("ids: each member's ids must be contiguous (make a contiguous copy first, e.g. "
-                  "numpy.ascontiguousarray or tensor.contiguous())");
-    expect *= ids.shape[i];
-    T *= ids.shape[i];
-  }
-  rows.ndim = 2;
-  rows.shape[1] = T;
-  rows.strides[1] = 1;
-  if (ids.shape[0] <= 1) rows.strides[0] = T;  // one member: its row, whatever the stride
-  return rows;
-}
-
 // perturbed_embedding(ids, W, members, out, shared, *KEY) -> out float32 [M, ..., d]:
 // ids int64 / int32 [M, ...] (shared: [...], every member's), W [V, d].
 template <class B>
@@ -133,7 +113,7 @@ py::object perturbed_embedding(Call& c) {
   const Key key = c.key(5);
   const bool drop = shared && !mem.given;
   const TensorView iv = shared ? with_member_axis(ids, mem.given ? mem.count : 1, "ids") : ids;
-  const TensorView rows = token_rows(iv);
+  const TensorView rows = embedding_rows(iv);
   const int64_t d = W.ndim == 2 ? W.shape[1] : 0;
   std::vector<int64_t> shape(iv.shape, iv.shape + iv.ndim);
   shape.push_back(d);
@@ -147,8 +127,7 @@ py::object perturbed_embedding(Call& c) {
       shape_error("out", want + (shape.size() == 1 ? ",)" : ")"), o);
     }
     check_contiguous(o, "out");
-    out.data = o.data; out.dtype = o.dtype; out.device = o.device;
-    out.device_index = o.device_index; out.writeable = o.writeable;
+    out = embedding_out(o, rows);
   }
   EmbeddingPlan p = check_perturbed_embedding(rows, W, mem, key, out);
   if (drop) shape.erase(shape.begin());

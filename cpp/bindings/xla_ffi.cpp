@@ -25,7 +25,7 @@ namespace {
 
 enum class Op { perturbed_matmul, perturbed_matmul_full, perturb_vector, lowrank_factors,
                 es_gradient, centered_rank, zscore, antithetic_sign, perturbed_matmul_int8,
-                int8_update };
+                int8_update, perturbed_embedding };
 
 // The key and members of a keyed call whose arrays are operands [0, na).
 struct Keyed {
@@ -77,6 +77,11 @@ void run(const Call& c) {
     perturbed_matmul_int8(check_perturbed_matmul_int8(forward_view(c, c.arg(0), k.members, false),
                                                       c.arg(1), k.members, k.key,
                                                       forward_view(c, c.ret(0), k.members, true)));
+  } else if constexpr (op == Op::perturbed_embedding) {
+    read_keyed(c, 2, k);
+    const TensorView rows = embedding_rows(forward_view(c, c.arg(0), k.members, false));
+    perturbed_embedding(check_perturbed_embedding(
+        rows, c.arg(1), k.members, k.key, embedding_out(forward_view(c, c.ret(0), k.members, true), rows)));
   } else if constexpr (op == Op::perturb_vector) {
     read_keyed(c, 1, k);
     perturb_vector(check_perturb_vector(c.arg(0), k.members, k.key, c.ret(0)));

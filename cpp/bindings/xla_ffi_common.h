@@ -130,6 +130,6 @@ pybind11::capsule capsule(T* fn) {
 #define EGGROLL_FFI_OPS(X)                                                                    \
   X(perturbed_matmul) X(perturbed_matmul_full) X(perturb_vector) X(lowrank_factors)          \
   X(es_gradient) X(centered_rank) X(zscore) X(antithetic_sign) X(perturbed_matmul_int8)      \
-  X(int8_update)
+  X(int8_update) X(perturbed_embedding)
 
 }  // namespace eggroll::xla_ffi

@@ -41,7 +41,7 @@ namespace {
 
 enum class Op { perturbed_matmul, perturbed_matmul_full, perturb_vector, lowrank_factors,
                 es_gradient, es_gradient_factors, centered_rank, zscore, antithetic_sign,
-                perturbed_matmul_int8, int8_update };
+                perturbed_matmul_int8, int8_update, perturbed_embedding };
 
 // The key of a call from the packed `key` operand (argument i; see the file comment).
 struct Keyed {
@@ -95,6 +95,12 @@ void run(const Call& c, cudaStream_t s) {
                                  cudaMemcpyDeviceToDevice, s), "cudaMemcpyAsync (base)");
     if (p.full_rank) cuda::fullrank_correction(p, s);
     else cuda::lowrank_correction(p, s);
+  } else if constexpr (op == Op::perturbed_embedding) {
+    const Keyed k = read_key(c, 2, s);
+    const TensorView rows = embedding_rows(forward_view(c, c.arg(0), k.members, false));
+    cuda::perturbed_embedding(check_perturbed_embedding(rows, c.arg(1), k.members, k.key,
+                                                        embedding_out(forward_view(c, c.ret(0), k.members, true), rows)),
+                              s);
   } else if constexpr (op == Op::perturb_vector) {
     const Keyed k = read_key(c, 1, s);
     cuda::perturb_vector(check_perturb_vector(c.arg(0), k.members, k.key, c.ret(0)), s);

@@ -31,6 +31,12 @@ EmbeddingPlan check_perturbed_embedding(const TensorView& ids, const TensorView&
                                         const TensorView& out);
 void perturbed_embedding(const EmbeddingPlan& plan);
 
+// The views the check takes, from the caller's arrays: ids [M, ...] (the trailing axes
+// C-contiguous, else ValueError naming ids) as [M, T] rows, and a contiguous out [M, ..., d]
+// as [M, T, d] (returned unchanged when it is not one: the check names it).
+TensorView embedding_rows(const TensorView& ids);
+TensorView embedding_out(const TensorView& out, const TensorView& rows);
+
 // Convenience for C++ callers: check, then run on the CPU.
 inline void perturbed_embedding(const TensorView& ids, const TensorView& W, const Members& members,
                                 const Key& key, const TensorView& out) {

@@ -17,10 +17,12 @@ immutable). docs/jax.md says what runs where.
 from __future__ import annotations
 
 from ._ops import (BACKEND, antithetic_sign, centered_rank, es_gradient, int8_update,
-                   lowrank_factors, normal, perturb_vector, perturbed_matmul,
-                   perturbed_matmul_full, perturbed_matmul_int8, philox4x32, zscore)
+                   lowrank_factors, normal, perturb_vector, perturbed_embedding,
+                   perturbed_matmul, perturbed_matmul_full, perturbed_matmul_int8, philox4x32,
+                   zscore)
 
-__all__ = ["perturbed_matmul", "perturbed_matmul_full", "perturb_vector", "lowrank_factors",
+__all__ = ["perturbed_matmul", "perturbed_matmul_full", "perturb_vector", "perturbed_embedding",
+           "lowrank_factors",
            "es_gradient", "centered_rank", "zscore", "antithetic_sign", "perturbed_matmul_int8",
            "int8_update", "normal", "philox4x32", "ES", "param_id"]
 

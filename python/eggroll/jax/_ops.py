@@ -154,6 +154,14 @@ class Backend:
         v, mem = _float32(v, "v"), _members(members)
         return _keyed("perturb_vector", (v,), (v, _known(members), None), mem, key)
 
+    def perturbed_embedding(self, ids: Any, W: Any, members: Any, out: Any, shared: Any,
+                            *key: Any) -> Any:
+        _no_out(out)
+        ids, W, mem = _array(ids, "ids"), _float32(W, "W"), _members(members)
+        # concrete ids are checked at trace time (values in [0, V)) like the other backends
+        return _keyed("perturbed_embedding", (ids, W), (_known(ids), W, _known(members), None,
+                                                        shared), mem, key, shared=bool(shared))
+
     def lowrank_factors(self, like: Any, shape: Any, members: Any, *key: Any) -> Any:
         _static(shape=shape)
         return _keyed("lowrank_factors", (), (None, shape, _known(members)), _members(members), key)
