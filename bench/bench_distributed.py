@@ -157,7 +157,7 @@ def worker_jax(a: argparse.Namespace) -> dict:
     @jax.jit
     def fitness(params, epoch):
         pop = es.ask(params, epoch, members=block)
-        h = jnp.tanh(pop.linear("W1", jnp.broadcast_to(xb, (len(pop),) + xb.shape), bias="b1"))
+        h = jnp.tanh(pop.linear("W1", xb, bias="b1", shared=True))
         logp = jax.nn.log_softmax(pop.linear("W2", h, bias="b2"), axis=-1)
         return (logp * jax.nn.one_hot(yb, N_OUT)).sum(-1).mean(-1)
 
@@ -198,8 +198,8 @@ class _Replica:
 
     def evaluate(self, members: range) -> np.ndarray:
         from eggroll.demo import MLP, cross_entropy
-        x = np.broadcast_to(self.x, (len(members),) + self.x.shape).copy()
-        return -cross_entropy(MLP.population_logits(self.es.ask(members=members), x), self.y)
+        return -cross_entropy(MLP.population_logits(self.es.ask(members=members), self.x),
+                              self.y)
 
     def tell(self, f: np.ndarray) -> None:
         self.es.tell(f)

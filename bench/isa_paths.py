@@ -54,15 +54,16 @@ def add_argument(p: argparse.ArgumentParser) -> None:
 
 
 def supported() -> list[str]:
-    """The paths this CPU runs: best_isa() and every narrower one."""
-    return list(ISAS[ISAS.index(eggroll.best_isa()):])
+    """The float paths this CPU runs, widest first (eggroll.isas() lists every ISA level,
+    the int8-only ones too)."""
+    return [isa for isa in ISAS if isa in eggroll.isas()]
 
 
 def requested(args: argparse.Namespace) -> list[str]:
     if os.environ.get(CHILD_ENV):
         return [os.environ[CHILD_ENV]]
     if args.isa == "best":
-        return [eggroll.best_isa()]
+        return supported()[:1]
     if args.isa == "all":
         return supported()
     if args.isa not in supported():

@@ -55,7 +55,10 @@ def test_every_path_has_its_peer_kernels(isa_paths):
 
 def test_requested_paths(isa_paths, monkeypatch):
     monkeypatch.delenv(isa_paths.CHILD_ENV, raising=False)
-    assert isa_paths.requested(_args(isa_paths)) == [eggroll.best_isa()]
+    # 'best': the widest float path (eggroll.best_isa() may name a wider int8-only level)
+    best = isa_paths.requested(_args(isa_paths))
+    assert len(best) == 1 and best[0] in eggroll.isas()
+    assert not [i for i in isa_paths.ISAS[:isa_paths.ISAS.index(best[0])] if i in eggroll.isas()]
     assert not isa_paths.needs_children(_args(isa_paths))
     assert isa_paths.requested(_args(isa_paths, "--isa", "all")) == isa_paths.supported()
     assert isa_paths.supported()[-1] == "scalar"

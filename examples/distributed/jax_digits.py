@@ -98,8 +98,7 @@ def main(argv: list[str] | None = None) -> int:
     des = DistributedES(es, params, digest_every=25)
 
     def fitness(pop, xb, yb):                                # -> [len(pop)]
-        xs = jnp.broadcast_to(xb, (len(pop),) + xb.shape)
-        h = jnp.tanh(pop.linear("W1", xs, bias="b1"))
+        h = jnp.tanh(pop.linear("W1", xb, bias="b1", shared=True))   # xb for every member
         logp = jax.nn.log_softmax(pop.linear("W2", h, bias="b2"), axis=-1)
         return (logp * jax.nn.one_hot(yb, 10)).sum(-1).mean(-1)   # minus the cross-entropy
 

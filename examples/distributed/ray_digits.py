@@ -69,8 +69,7 @@ class DigitsReplica:
         from eggroll.demo import MLP, cross_entropy
         rng = np.random.default_rng([self.seed, self.es.epoch])   # this epoch's minibatch
         idx = rng.choice(len(self.Xtr), size=self.batch, replace=False)
-        x = np.broadcast_to(self.Xtr[idx], (len(members), self.batch, 64)).copy()
-        logits = MLP.population_logits(self.es.ask(members=members), x)
+        logits = MLP.population_logits(self.es.ask(members=members), self.Xtr[idx])
         return -cross_entropy(logits, self.ytr[idx])
 
     def tell(self, fitness):

@@ -66,12 +66,12 @@ class Candidate:
 # ----------------------------------------------------------------------------- eggroll
 
 def _numpy_shared_ok() -> bool:
-    """Whether eggroll.ES's pop.linear takes an input shared by the population (x [b, n])
-    and answers [P, b, m]; older versions take only x [P, b, n]."""
+    """Whether eggroll.ES's pop.linear takes an input shared by the population (x [b, n],
+    shared=True) and answers [P, b, m]; older versions take only x [P, b, n]."""
     import eggroll
     es = eggroll.ES({"W": np.zeros((3, 2), np.float32)}, sigma=0.1, lr=0.1, population=4)
     try:
-        y = es.ask().linear("W", np.zeros((5, 2), np.float32))
+        y = es.ask().linear("W", np.zeros((5, 2), np.float32), shared=True)
     except (ValueError, TypeError):
         return False
     return getattr(y, "shape", None) == (4, 5, 3)
@@ -102,7 +102,7 @@ class EggrollNumpy(Candidate):
             self.xbuf[...] = xb
             xb = self.xbuf
         pop = self.es.ask()
-        h = pop.linear("W1", xb, bias="b1")                 # [P, b, width]
+        h = pop.linear("W1", xb, bias="b1", **({"shared": True} if self.shared_form else {}))
         np.tanh(h, out=h)
         logits = pop.linear("W2", h, bias="b2")             # [P, b, 10]
         self.es.tell(-cross_entropy_np(logits, yb))
@@ -212,7 +212,7 @@ class EggrollJax(_JaxCandidate):
         def step(params: Any, opt_state: Any, epoch: Any, xb: Any, yb: Any) -> Any:
             pop = es.ask(params, epoch)
             x = xb if (shared_form or not task.shared) else jnp.broadcast_to(xb, (P,) + xb.shape)
-            h = jnp.tanh(pop.linear("W1", x, bias="b1"))
+            h = jnp.tanh(pop.linear("W1", x, bias="b1", **({"shared": True} if shared_form else {})))
             ce = _jax_cross_entropy(pop.linear("W2", h, bias="b2"), yb)
             grads = es.gradient(params, -ce, epoch)
             updates, opt_state = opt.update(grads, opt_state, params)
@@ -226,7 +226,7 @@ class EggrollJax(_JaxCandidate):
         jnp = self.jnp
         try:
             y = self.jax.eval_shape(lambda p: es.ask(p, 0).linear(
-                "W1", jnp.zeros((3, self.task.n_in), jnp.float32)), params)
+                "W1", jnp.zeros((3, self.task.n_in), jnp.float32), shared=True), params)
         except (ValueError, TypeError):
             return False
         return tuple(y.shape) == (self.task.population, 3, self.task.width)

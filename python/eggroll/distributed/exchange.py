@@ -21,7 +21,7 @@ from typing import Any, Callable, Iterable, Mapping
 
 import numpy as np
 
-from .._ops import check_int
+from .._trainer import check_int
 from .digest import check_digests, check_setup, param_digest, setup_fingerprint
 from .log import FitnessLog
 from .plan import ShardPlan

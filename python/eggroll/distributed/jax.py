@@ -80,7 +80,7 @@ def sharded_fitness(es: Any, fitness_fn: Callable[..., Any], mesh: Any, axis: st
         axis = mesh.axis_names[0]
     if axis not in mesh.axis_names:
         raise ValueError(f"axis: {axis!r} is not an axis of the mesh {mesh.axis_names}")
-    from .._ops import check_member_block
+    from .._trainer import check_member_block
     block = check_member_block(members, es.population)
     D = int(mesh.shape[axis])
     unit = 2 if es.antithetic and block.start % 2 == 0 and len(block) % 2 == 0 else 1

@@ -26,7 +26,7 @@ from typing import Any, Callable, Iterator
 
 import numpy as np
 
-from .._ops import UINT32_MAX, check_int
+from .._trainer import UINT32_MAX, check_int
 from .wire import MODES, expand_signs, pack_signs, unpack_signs
 
 __all__ = ["FitnessLog", "replay"]

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .._ops import UINT32_MAX, check_int
+from .._trainer import UINT32_MAX, check_int
 
 __all__ = ["ShardPlan", "split_blocks"]
 

@@ -35,7 +35,7 @@ from typing import Any, Callable, Protocol
 
 import numpy as np
 
-from .._ops import check_int
+from .._trainer import check_int
 from .digest import DivergenceError, param_digest
 from .log import FitnessLog
 from .plan import ShardPlan
