@@ -35,6 +35,11 @@ struct Framework {
   py::object exporter;  // obj -> DLPack capsule (a fast exporter), or None: the protocols
   py::object empty;     // (shape tuple, dtype name, like) -> a new array on like's device
   py::object astype;    // (obj, dtype name) -> a converted copy
+  // CUDA (the _cuda module; None elsewhere): stream(device index) -> the framework's current
+  // cudaStream_t there as an int; gemm(a, b, out, accumulate, tn, stream) -> the framework's
+  // matmul of DLPack views (cuda_module.cpp), or NotImplemented for eggroll's own.
+  py::object stream = py::none();
+  py::object gemm = py::none();
 };
 inline std::vector<Framework>& frameworks() { static std::vector<Framework> f; return f; }
 inline std::unordered_map<PyTypeObject*, int>& framework_cache() {
@@ -384,16 +389,41 @@ struct Call {
     return v;
   }
 
+  // A key value given as a CUDA array of a registered framework (device_ok: the CUDA module):
+  // seed uint32 [2] (low, high) or one int64 / uint64; epoch one integer (converted to int64 on
+  // the device). Null for anything else (read as an int); the kernels read it (key.h), so a
+  // replayed CUDA graph sees the array's current value.
+  const void* device_scalar(Py_ssize_t i, const char* name, bool seed) {
+    py::handle o = at(i);
+    if (PyLong_Check(o.ptr()) || framework_of(o) < 0) return nullptr;
+    TensorView t = view(o, name);
+    if (t.device != Device::cuda) return nullptr;
+    const bool words = seed && t.dtype == DType::uint32 && t.numel() == 2;
+    const bool one = t.numel() == 1 && (t.dtype == DType::int64 || t.dtype == DType::uint64 ||
+                                        (!seed && is_integer(t.dtype)));
+    if (!words && !one)
+      type_error(std::string(name) + (seed ? ": expected an int, or a device array of uint32 [2] "
+                                             "(low, high) or one int64"
+                                           : ": expected an int, or a device array of one integer"));
+    if (!seed && t.dtype != DType::int64) t = converted(i, name, DType::int64);
+    return t.data;
+  }
+
   // The key: seed, param_id, epoch, noise_reuse, antithetic, sigma, rank, fixed_point,
-  // sigma_shift at arguments i .. i + 8. At trace time a None is a traced (unknown) value.
-  Key key(Py_ssize_t i) {
+  // sigma_shift at arguments i .. i + 8. At trace time a None is a traced (unknown) value;
+  // device_ok: seed / epoch may be device arrays (Key::seed_device / epoch_device).
+  Key key(Py_ssize_t i, bool device_ok = false) {
     Key k;
-    if (!(abstract && none(i))) k.seed = seed(i);
+    if (device_ok && !abstract) {
+      k.seed_device = static_cast<const uint32_t*>(device_scalar(i, "seed", true));
+      k.epoch_device = static_cast<const int64_t*>(device_scalar(i + 2, "epoch", false));
+    }
+    if (!(abstract && none(i)) && !k.seed_device) k.seed = seed(i);
     const int64_t pid = int_(i + 1, "param_id");
     if (pid < 0 || pid > int64_t(UINT32_MAX))
       value_error("param_id: must be in [0, 2^32), got " + std::to_string(pid));
     k.param_id = uint32_t(pid);
-    if (!(abstract && none(i + 2))) k.epoch = int_(i + 2, "epoch");
+    if (!(abstract && none(i + 2)) && !k.epoch_device) k.epoch = int_(i + 2, "epoch");
     k.noise_reuse = int_(i + 3, "noise_reuse");
     k.antithetic = flag(i + 4, "antithetic");
     k.sigma = real(i + 5, "sigma");
@@ -550,8 +580,9 @@ inline py::object spec(const TensorView& t, std::vector<int64_t> shape = {}) {
 }
 
 inline void register_framework(py::object type, py::object exporter, py::object empty,
-                               py::object astype) {
-  frameworks().push_back({std::move(type), std::move(exporter), std::move(empty), std::move(astype)});
+                               py::object astype, py::object stream, py::object gemm) {
+  frameworks().push_back({std::move(type), std::move(exporter), std::move(empty), std::move(astype),
+                          std::move(stream), std::move(gemm)});
   framework_cache().clear();
 }
 

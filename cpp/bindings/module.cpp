@@ -68,7 +68,8 @@ PYBIND11_MODULE(_core, mod) {
   add_ops<Cpu>(mod, /*with_checks=*/true);
 
   mod.def("register_framework", &register_framework, py::arg("type"), py::arg("exporter"),
-          py::arg("empty"), py::arg("astype"),
+          py::arg("empty"), py::arg("astype"), py::arg("stream") = py::none(),
+          py::arg("gemm") = py::none(),
           "Arrays of `type`: exporter(obj) -> DLPack capsule (or None: the array protocols), "
           "empty(shape, dtype_name, like) and astype(obj, dtype_name) make new ones.");
   mod.def("es_gradient_columns", [](py::handle members, bool antithetic, int64_t rank) {

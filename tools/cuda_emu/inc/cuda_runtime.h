@@ -93,7 +93,7 @@ inline float __fsqrt_rn(float a) { return std::sqrt(a); }
 inline float __int2float_rn(int a) { return float(a); }
 inline float __uint_as_float(uint32_t a) { float f; std::memcpy(&f, &a, 4); return f; }
 inline uint32_t __float_as_uint(float f) { uint32_t a; std::memcpy(&a, &f, 4); return a; }
-using std::fminf; using std::fmaxf; using std::sqrt;
+using std::fminf; using std::fmaxf; using std::sqrt; using std::isfinite;
 inline cudaError_t cudaGetDevice(int* d) { *d = 0; return 0; }
 inline cudaError_t cudaSetDevice(int) { return 0; }
 inline cudaError_t cudaGetLastError() { return 0; }
@@ -111,3 +111,31 @@ inline cudaError_t cudaMemcpyAsync(void* d, const void* s, size_t n, cudaMemcpyK
   std::memmove(d, s, n); return 0;
 }
 inline cudaError_t cudaStreamSynchronize(cudaStream_t) { return 0; }
+// Streams, events and graph capture: everything runs in launch order on the calling thread,
+// which is one valid schedule of any stream graph; nothing is ever captured.
+enum cudaStreamCaptureStatus { cudaStreamCaptureStatusNone, cudaStreamCaptureStatusActive,
+                               cudaStreamCaptureStatusInvalidated };
+enum cudaStreamCaptureMode { cudaStreamCaptureModeGlobal, cudaStreamCaptureModeThreadLocal,
+                             cudaStreamCaptureModeRelaxed };
+inline cudaError_t cudaStreamIsCapturing(cudaStream_t, cudaStreamCaptureStatus* s) {
+  *s = cudaStreamCaptureStatusNone; return 0;
+}
+inline cudaError_t cudaThreadExchangeStreamCaptureMode(cudaStreamCaptureMode*) { return 0; }
+struct CUevent_st;
+typedef CUevent_st* cudaEvent_t;
+constexpr unsigned cudaEventDisableTiming = 2, cudaStreamNonBlocking = 1;
+inline cudaError_t cudaEventCreateWithFlags(cudaEvent_t* e, unsigned) {
+  *e = reinterpret_cast<cudaEvent_t>(uintptr_t(1)); return 0;
+}
+inline cudaError_t cudaEventRecord(cudaEvent_t, cudaStream_t) { return 0; }
+inline cudaError_t cudaStreamWaitEvent(cudaStream_t, cudaEvent_t, unsigned) { return 0; }
+inline cudaError_t cudaDeviceGetStreamPriorityRange(int* lo, int* hi) { *lo = 0; *hi = -5; return 0; }
+inline cudaError_t cudaStreamCreateWithPriority(cudaStream_t* s, unsigned, int) {
+  *s = reinterpret_cast<cudaStream_t>(uintptr_t(2)); return 0;
+}
+// Host-mapped memory is host memory.
+constexpr unsigned cudaHostAllocPortable = 1, cudaHostAllocMapped = 2;
+inline cudaError_t cudaHostAlloc(void** p, size_t n, unsigned) { *p = std::calloc(1, n ? n : 1); return 0; }
+inline cudaError_t cudaHostGetDevicePointer(void** d, void* h, unsigned) { *d = h; return 0; }
+struct cudaPointerAttributes { int device = 0; };
+inline cudaError_t cudaPointerGetAttributes(cudaPointerAttributes* a, const void*) { a->device = 0; return 0; }
