@@ -15,7 +15,7 @@ Ratios (same-run medians):
                       Target >= 2 (stretch 3).
   f32/int8 cpu         the same ratio of CPU time per call (process_time; robust to other
                       processes' load on a shared machine).
-  f32/int8[isa]       the same for each int8 GEMM path, forced (eggroll's _core.set_int8_isa).
+  f32/int8[isa]       the same for each int8 GEMM path, forced (eggroll's eggroll.set_isa).
   int8_base/int_mm    perturbed_matmul_int8(members=None) (W packing + GEMM + requantisation
                       to int8) / torch._int_mm (the bare int8 x int8 -> int32 GEMM, no
                       epilogue), timed as their own interleaved pair: how the core's own
@@ -68,7 +68,7 @@ def _torch_int_mm(x: np.ndarray, W: np.ndarray) -> Callable[[], Any] | None:
 def run_config(s: harness.Session, kind: str, P: int, b: int, m: int, n: int, r: int,
                *, all_isas: bool, repeat: int) -> dict[str, Any]:
     x, W, xf, Wf = make_inputs(P, b, m, n)
-    best = _core.best_int8_isa()
+    best = eggroll.best_isa()
     kw8 = dict(members=range(P), epoch=0, seed=SEED, rank=r, sigma_shift=4)
     fns: dict[str, Callable[[], Any]] = {
         "f32": lambda: eggroll.perturbed_matmul(xf, Wf, members=range(P), epoch=0, seed=SEED,
@@ -76,12 +76,12 @@ def run_config(s: harness.Session, kind: str, P: int, b: int, m: int, n: int, r:
         "int8": lambda: eggroll.perturbed_matmul_int8(x, W, **kw8),
         "int8_base": lambda: eggroll.perturbed_matmul_int8(x, W, **{**kw8, "members": None}),
     }
-    before = {"int8": lambda: _core.set_int8_isa(best),
-              "int8_base": lambda: _core.set_int8_isa(best)}
-    isas = [i for i in _core.int8_isas() if i != "scalar"] if all_isas else []
+    before = {"int8": lambda: eggroll.set_isa(best),
+              "int8_base": lambda: eggroll.set_isa(best)}
+    isas = [i for i in eggroll.isas() if i != "scalar"] if all_isas else []
     for isa in isas:
         fns[f"int8[{isa}]"] = fns["int8"]
-        before[f"int8[{isa}]"] = lambda isa=isa: _core.set_int8_isa(isa)
+        before[f"int8[{isa}]"] = lambda isa=isa: eggroll.set_isa(isa)
     try:
         res = harness.measure_interleaved(fns, warmup=2, repeat=repeat, min_time=0.05,
                                           before=before)
@@ -95,7 +95,7 @@ def run_config(s: harness.Session, kind: str, P: int, b: int, m: int, n: int, r:
                 cooldown_after=["int_mm"])
             res.update(lres)
     finally:
-        _core.set_int8_isa(best)
+        eggroll.set_isa(best)
     ops = 2.0 * P * b * m * n
     rec: dict[str, Any] = {"kind": kind, "P": P, "b": b, "m": m, "n": n, "rank": r,
                            "threads": eggroll.get_num_threads(), "int8_isa": best,
@@ -112,7 +112,7 @@ def run_config(s: harness.Session, kind: str, P: int, b: int, m: int, n: int, r:
     # CPU time per call (all threads of the process), interleaved in rounds: on a shared VM
     # another process's load inflates wall time far more than the CPU time a call uses.
     cpu: dict[str, list[float]] = {"f32": [], "int8": []}
-    _core.set_int8_isa(best)
+    eggroll.set_isa(best)
     for _ in range(7):
         for name in cpu:
             fns[name]()

@@ -92,7 +92,7 @@ ForwardPlan check_perturbed_matmul(const TensorView& x, const TensorView& W,
   TensorView rows = x;
   rows.shape[0] = 1;
   const bool shared = x.strides[0] == 0 && p.M > 1;
-  if (!rows.is_contiguous() || (!shared && !x.is_contiguous()))
+  if (x.numel() != 0 && (!rows.is_contiguous() || (!shared && !x.is_contiguous())))
     value_error("x: must be C-contiguous apart from a stride-0 (broadcast) leading axis (make a "
                 "contiguous copy first, e.g. numpy.ascontiguousarray or tensor.contiguous())");
   p.x_stride = shared ? 0 : p.b * p.n;

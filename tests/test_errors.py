@@ -467,12 +467,14 @@ def test_philox_bad_input(counter, key, exc, arg):
         eggroll.philox4x32(counter, key)
 
 
-def test_philox_non_contiguous_counter_is_fine():
-    """philox4x32 copies its (small) inputs: a strided counter gives the same words."""
+def test_philox_non_contiguous_counter_is_named():
+    """No op copies an input for its layout (docs/ops.md): a strided counter is a ValueError
+    naming it, and its contiguous copy gives the words of the same counters."""
     c = np.arange(32, dtype=np.uint32).reshape(4, 8)[:, ::2]
     assert not c.flags.c_contiguous
-    got = eggroll.philox4x32(c, np.array([5, 6], np.uint32))
-    assert np.array_equal(got, eggroll.philox4x32(np.ascontiguousarray(c), [5, 6]))
+    with pytest.raises(ValueError, match="^counter: must be C-contiguous"):
+        eggroll.philox4x32(c, np.array([5, 6], np.uint32))
+    got = eggroll.philox4x32(np.ascontiguousarray(c), [5, 6])
     assert np.array_equal(got[1], eggroll.philox4x32([8, 10, 12, 14], [5, 6]))
 
 
@@ -535,7 +537,7 @@ def restore_backend():
     eggroll.set_num_threads(threads)
 
 
-@pytest.mark.parametrize(("n", "exc"), [(0, ValueError), (-1, ValueError), (4097, ValueError),
+@pytest.mark.parametrize(("n", "exc"), [(0, ValueError), (-1, ValueError),
                                         (1.5, TypeError), (2.0, TypeError), (True, TypeError),
                                         ("2", TypeError), (None, TypeError)])
 def test_set_num_threads_bad(restore_backend, n, exc):
@@ -559,17 +561,31 @@ def test_set_isa_not_a_string(restore_backend, name):
         eggroll.set_isa(name)
 
 
+def test_set_num_threads_is_capped(restore_backend):
+    """A huge thread count (set_num_threads or EGGROLL_NUM_THREADS) is capped instead of
+    starting that many OS threads (results never depend on the count)."""
+    eggroll.set_num_threads(100_000)
+    assert 1 <= eggroll.get_num_threads() <= max(64, 8 * (os.cpu_count() or 1))
+    res = run_isolated("return eggroll.get_num_threads()", env={"EGGROLL_NUM_THREADS": "100000"})
+    assert res["raised"] is None and int(res["result"]) <= max(64, 8 * (os.cpu_count() or 1)), res
+
+
 def test_set_isa_paths_the_cpu_lacks(restore_backend):
+    """Every level either runs (and is reported back) or is a ValueError naming it; which ones
+    this CPU has is eggroll.isas(), whatever the machine (AVX2-only, AVX-512, AMX)."""
     supported = []
-    for name in ("scalar", "avx2", "avx512"):
+    for name in ("scalar", "avx2", "avx_vnni", "avx512", "avx512_vnni", "amx"):
         try:
             eggroll.set_isa(name)
         except ValueError as e:
-            assert str(e).startswith("isa:") and name in str(e)
+            assert str(e).startswith("name:") and name in str(e), e
         else:
             assert eggroll.get_isa() == name
             supported.append(name)
-    assert "scalar" in supported and eggroll.best_isa() in supported
+    assert supported == eggroll.isas() and supported[0] == "scalar"
+    assert eggroll.best_isa() == supported[-1]
+    with pytest.raises(ValueError, match="^name:"):
+        eggroll.set_isa("avx9000")
 
 
 # ------------------------------------------------------------------------------------------
@@ -618,9 +634,9 @@ print("RESULT " + json.dumps(out), flush=True)
 """
 
 
-def run_isolated(body: str, timeout: float = 60) -> dict:
+def run_isolated(body: str, timeout: float = 60, env: dict | None = None) -> dict:
     code = CHILD.format(body=textwrap.indent(textwrap.dedent(body).strip(), "    "))
-    env = dict(os.environ)
+    env = dict(os.environ, **(env or {}))
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO_PYTHON), env.get("PYTHONPATH")) if p)
     proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
                           timeout=timeout)
@@ -796,16 +812,11 @@ def test_empty_inner_or_output_dimension(fn, xs, ws, want, zero):
 
 
 def test_core_fullrank_correction_with_n_zero_does_not_crash():
-    """Through the private _core API (the core is a C++ library in its own right): x [3, 0]."""
+    """Through the binding entry directly (x [3, 0], W [4, 0]): the product is zeros."""
     res = run_isolated("""
     from eggroll import _core
-    x = np.empty((3, 1), np.float32); y = np.zeros((3, 4), np.float32)
-    mem = np.arange(3, dtype=np.int64)
-    args = _core.EsArgs(seed=1, param_id=0, epoch=0, noise_reuse=1, antithetic=False,
-                        sigma=1.0, rank=1)
-    _core.fullrank_correction(_core.TensorView(x.ctypes.data, 0, [3, 0], [0, 1]),
-                              _core.TensorView(mem.ctypes.data, 6, [3], [1]), args,
-                              _core.TensorView(y.ctypes.data, 0, [3, 4], [4, 1]))
-    return y
+    x = np.empty((3, 0), np.float32); W = np.empty((4, 0), np.float32)
+    return _core.perturbed_matmul_full(x, W, range(3), None, False, 1, 0, 0, 1, False, 1.0,
+                                       1, 4, 0)
     """)
     assert res["raised"] in (None, "ValueError"), res

@@ -22,19 +22,19 @@ EPOCH = 7
 
 @pytest.fixture
 def restore_int8():
-    isa, threads = _core.int8_isa(), eggroll.get_num_threads()
+    isa, threads = eggroll.get_isa(), eggroll.get_num_threads()
     yield
-    _core.set_int8_isa(isa)
+    eggroll.set_isa(isa)
     eggroll.set_num_threads(threads)
 
 
 @pytest.fixture(params=INT8_ISAS)
 def isa(request, restore_int8):
     """Every int8 GEMM path, forced; paths this CPU (or OS) lacks are skipped."""
-    if request.param not in _core.int8_isas():
-        pytest.skip(f"this CPU lacks the int8 path {request.param} (has {_core.int8_isas()})")
-    _core.set_int8_isa(request.param)
-    assert _core.int8_isa() == request.param
+    if request.param not in eggroll.isas():
+        pytest.skip(f"this CPU lacks the int8 path {request.param} (has {eggroll.isas()})")
+    eggroll.set_isa(request.param)
+    assert eggroll.get_isa() == request.param
     return request.param
 
 
@@ -118,8 +118,8 @@ def test_headline_shape_all_paths_agree(restore_int8):
     x, W = _inputs(rng, 200, None, 300, 1000)
     kw = dict(members=range(200), epoch=1, seed=9, sigma_shift=2)
     want = ref.perturbed_matmul_int8(x, W, **kw)
-    for name in _core.int8_isas():
-        _core.set_int8_isa(name)
+    for name in eggroll.isas():
+        eggroll.set_isa(name)
         _assert_int8_equal(eggroll.perturbed_matmul_int8(x, W, **kw), want)
 
 
@@ -165,7 +165,7 @@ def test_extreme_inputs(value, isa):
 def test_largest_n(isa):
     """n = 2^16: |x . W| reaches 2^30 (all -128) and the correction term of rank 4 is far
     beyond int32 before its shift; every path must still be exact."""
-    n = eggroll._int8.MAX_N
+    n = 1 << 16  # cpp/eggroll/int8.h kInt8MaxN
     rng = np.random.default_rng(1)
     for x, W in ((np.full((2, n), -128, np.int8), np.full((3, n), -128, np.int8)),
                  (np.full((2, n), 127, np.int8), np.full((3, n), -127, np.int8)),
@@ -339,6 +339,6 @@ def test_update_errors(over, exc, name):
 
 def test_isa_errors(restore_int8):
     with pytest.raises(ValueError, match="^name:"):
-        _core.set_int8_isa("avx9000")
-    assert _core.best_int8_isa() in _core.int8_isas()
-    assert "scalar" in _core.int8_isas()
+        eggroll.set_isa("avx9000")
+    assert eggroll.best_isa() in eggroll.isas()
+    assert "scalar" in eggroll.isas()

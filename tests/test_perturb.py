@@ -398,9 +398,13 @@ def test_thread_count_bit_identical(threads, forward_inputs, restore_threads):
         np.testing.assert_array_equal(one[name], many[name], err_msg=name)
 
 
+LEVELS = ("scalar", "avx2", "avx_vnni", "avx512", "avx512_vnni", "amx")
+
+
 def test_best_isa_is_a_known_path():
-    assert eggroll.best_isa() in ("scalar", "avx2", "avx512")
-    assert eggroll.get_isa() in ("scalar", "avx2", "avx512")
+    assert eggroll.best_isa() in LEVELS
+    assert eggroll.get_isa() in LEVELS
+    assert eggroll.isas()[0] == "scalar" and eggroll.best_isa() == eggroll.isas()[-1]
 
 
 def test_simd_paths_bit_identical(isa_name, forward_inputs):

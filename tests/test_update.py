@@ -139,9 +139,9 @@ def test_es_gradient_full_rank_equals_explicit_sum(shape, antithetic, rng):
 
 def test_es_gradient_over_several_factor_chunks(rng):
     """A population whose factors exceed one chunk of the factor budget (about 64 MiB; here
-    4 (m + n) r bytes = 2.5 MiB per member, so 50 members take several chunks) still gives
-    the one estimate, checked against the explicit sum."""
-    m, n, rank, N, sigma = 2, 3, 1 << 17, 50, 0.5
+    4 (m + n) r bytes = 20 KiB per member, so 3400 members take two chunks) still gives the
+    one estimate, checked against the explicit sum."""
+    m, n, rank, N, sigma = 2, 3, 1024, 3400, 0.5
     f = _fitness(rng, N)
     key = dict(members=range(N), epoch=1, seed=4, sigma=sigma, rank=rank)
     g = eggroll.es_gradient(f, (m, n), **key)

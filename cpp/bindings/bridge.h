@@ -6,6 +6,7 @@
 #pragma once
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
+#include <cmath>
 #include <cstdint>
 #include <string>
 #include <unordered_map>
@@ -35,13 +36,16 @@ struct Framework {
   py::object exporter;  // obj -> DLPack capsule (a fast exporter), or None: the protocols
   py::object empty;     // (shape tuple, dtype name, like) -> a new array on like's device
   py::object astype;    // (obj, dtype name) -> a converted copy
-  // CUDA (the _cuda module; None elsewhere): stream(device index) -> the framework's current
-  // cudaStream_t there as an int; gemm(a, b, out, accumulate, tn, stream) -> the framework's
-  // matmul of DLPack views (cuda_module.cpp), or NotImplemented for eggroll's own.
-  py::object stream = py::none();
-  py::object gemm = py::none();
+  // (a, b, out, kind) on a GPU: out = a b^T ("nt"), a^T b ("tn"), out += a^T b ("tn+"); may
+  // return NotImplemented (e.g. CuPy while a graph is captured): eggroll's own kernels then.
+  py::object gemm;
+  bool host_threads = false;  // its CPU calls run on the registered OpenMP runtime's threads
+  // obj with __dlpack__ -> an array of the framework (None: the GEMMs of eggroll's scratch,
+  // the low-rank update's factor rows, are eggroll's own kernels).
+  py::object from_dlpack = py::none();
 };
-inline std::vector<Framework>& frameworks() { static std::vector<Framework> f; return f; }
+// Never destroyed: it holds Python objects, which must not be released after the interpreter.
+inline std::vector<Framework>& frameworks() { static auto* f = new std::vector<Framework>(); return *f; }
 inline std::unordered_map<PyTypeObject*, int>& framework_cache() {
   static std::unordered_map<PyTypeObject*, int> c;
   return c;
@@ -120,6 +124,10 @@ struct Call {
   std::vector<std::vector<int64_t>> index_copies;
   int fw = -1;                    // the framework of the first array (allocates outputs)
   py::object like;                // that array
+  py::object objs[16];            // argument i as viewed (after any conversion)
+  py::object out_obj;             // the result array
+  bool shared = false;            // a forward's x has no member axis (the `shared` option)
+  bool shared_rows = false;       // a forward's rows are one input's for every member (CUDA)
 
   py::handle at(Py_ssize_t i) const { return i < argc ? py::handle(argv[i]) : py::handle(Py_None); }
   bool none(Py_ssize_t i) const { return at(i).is_none(); }
@@ -127,7 +135,10 @@ struct Call {
   // ---- arrays ------------------------------------------------------------------------------
   TensorView view(py::handle obj, const char* name) {
     TensorView t;
-    if (py::isinstance<py::array>(obj)) {
+    // NumPy arrays directly; a subclass registered as a framework's array type (an array that
+    // lives elsewhere, e.g. the host emulation's stand-in of CuPy) goes through its framework.
+    if (py::isinstance<py::array>(obj) &&
+        (Py_TYPE(obj.ptr()) == py::detail::npy_api::get().PyArray_Type_ || framework_of(obj) < 0)) {
       auto* a = py::detail::array_proxy(obj.ptr());
       auto* d = py::detail::array_descriptor_proxy(a->descr);
       check_ndim(a->nd, name);
@@ -140,17 +151,18 @@ struct Call {
       t.writeable = (a->flags & py::detail::npy_api::NPY_ARRAY_WRITEABLE_) != 0;
       return t;
     }
+    // At trace time a framework's array (a tracer, a fake tensor) has a shape and a dtype only.
+    if (abstract && PyObject_HasAttrString(obj.ptr(), "shape") &&
+        PyObject_HasAttrString(obj.ptr(), "dtype"))
+      return from_shape_dtype(obj, name);
     const int fw = framework_of(obj);
     if (fw >= 0 && !frameworks()[size_t(fw)].exporter.is_none())
       return from_capsule(frameworks()[size_t(fw)].exporter(obj), name);
     if (PyObject_HasAttrString(obj.ptr(), "__cuda_array_interface__"))
       return from_cai(obj.attr("__cuda_array_interface__"), name);
     if (PyObject_CheckBuffer(obj.ptr())) return from_buffer(obj, name);
-    if (PyObject_HasAttrString(obj.ptr(), "__dlpack__") && !abstract)
+    if (PyObject_HasAttrString(obj.ptr(), "__dlpack__"))
       return from_capsule(obj.attr("__dlpack__")(), name);
-    if (abstract && PyObject_HasAttrString(obj.ptr(), "shape") &&
-        PyObject_HasAttrString(obj.ptr(), "dtype"))
-      return from_shape_dtype(obj, name);
     // Anything else (a list, a scalar): as a NumPy array.
     py::object arr = py::module_::import("numpy").attr("asarray")(obj);
     keep.push_back(arr);
@@ -251,6 +263,14 @@ struct Call {
     std::string dt = py::str(obj.attr("dtype"));
     if (dt.rfind("torch.", 0) == 0) dt = dt.substr(6);
     t.dtype = dtype_named(dt);
+    // A torch (fake) tensor says where it lives; JAX tracers do not (their check is the CPU's).
+    py::object dev = py::reinterpret_steal<py::object>(PyObject_GetAttrString(obj.ptr(), "device"));
+    if (!dev) PyErr_Clear();
+    else if (PyObject_HasAttrString(dev.ptr(), "type") && std::string(py::str(dev.attr("type"))) == "cuda") {
+      t.device = Device::cuda;
+      py::object idx = dev.attr("index");
+      t.device_index = idx.is_none() ? 0 : idx.cast<int>();
+    }
     return t;
   }
 
@@ -268,6 +288,7 @@ struct Call {
   TensorView array(Py_ssize_t i, const char* name) {
     py::handle obj = at(i);
     if (like.ptr() == nullptr) { like = py::reinterpret_borrow<py::object>(obj); fw = framework_of(obj); }
+    if (i < 16) objs[i] = py::reinterpret_borrow<py::object>(obj);
     return view(obj, name);
   }
 
@@ -279,21 +300,49 @@ struct Call {
     if (f >= 0) conv = frameworks()[size_t(f)].astype(obj, dtype_name(to));
     else conv = py::module_::import("numpy").attr("asarray")(obj).attr("astype")(dtype_name(to));
     keep.push_back(conv);
+    if (i < 16) objs[i] = conv;
     return view(conv, name);
   }
 
   // The dtype policy (docs/ops.md "Dtypes"): float inputs a kernel does not take are computed
   // in float32: float64 always, float16 / bfloat16 where the kernel has no half path.
-  TensorView float_array(Py_ssize_t i, const char* name, bool half_ok) {
+  TensorView float_array(Py_ssize_t i, const char* name) {
     TensorView t = array(i, name);
     const bool half = t.dtype == DType::float16 || t.dtype == DType::bfloat16;
-    if (abstract) {
-      if (t.dtype == DType::float64 || (half && !half_ok)) t.dtype = DType::float32;
-      return t;
+    const bool keep_half = half && t.device == Device::cuda;  // the CUDA kernels take them
+    if (t.dtype != DType::float64 && (!half || keep_half)) return t;
+    if (abstract) { t.dtype = DType::float32; return t; }
+    return converted(i, name, DType::float32);
+  }
+
+  // Host real values of another dtype as `to` (int8 or uint32), exactly: an integral value in
+  // [lo, hi] is kept; another becomes `fallback` (a value the op's check rejects by index) or,
+  // when fallback < 0, a ValueError. Device arrays and other dtypes are left for the check.
+  TensorView exact(Py_ssize_t i, const char* name, DType to, double lo, double hi,
+                   int64_t fallback, bool floats = true) {
+    TensorView t = array(i, name);
+    const bool real = is_integer(t.dtype) || (floats && is_float(t.dtype));
+    if (t.dtype == to || !real || t.device != Device::cpu) return t;
+    if (abstract) { t.dtype = to; return t; }
+    py::object d = py::module_::import("numpy").attr("ascontiguousarray")(objs[i < 16 ? i : 0], "float64");
+    keep.push_back(d);
+    const TensorView v = view(d, name);
+    std::vector<int64_t>& store = index_copies.emplace_back(size_t(v.numel() + 1));
+    for (int64_t k = 0; k < v.numel(); ++k) {
+      const double x = v.ptr<const double>()[k];
+      const bool ok = x >= lo && x <= hi && x == std::floor(x);
+      if (!ok && fallback < 0)
+        value_error(std::string(name) + ": values must be integers in [" + std::to_string(int64_t(lo)) +
+                    ", " + std::to_string(int64_t(hi)) + "], got " + std::to_string(x));
+      const int64_t q = ok ? int64_t(x) : fallback;
+      if (to == DType::int8) reinterpret_cast<int8_t*>(store.data())[k] = int8_t(q);
+      else reinterpret_cast<uint32_t*>(store.data())[k] = uint32_t(q);
     }
-    if (t.dtype == DType::float64 || (half && (!half_ok || t.device == Device::cpu)))
-      return converted(i, name, DType::float32);
-    return t;
+    TensorView r = v;
+    r.data = store.data();
+    r.dtype = to;
+    set_contiguous_strides(r);
+    return r;
   }
 
   // Fitness-shaping input: float32 / float64 as they are; integers and half floats as float64
@@ -334,9 +383,10 @@ struct Call {
   // The result for output argument i: the caller's out, or a new array (shape: the caller-
   // facing shape when it differs from the view's, e.g. without a population axis).
   py::object result(Py_ssize_t i, TensorView& t, std::vector<int64_t> shape = {}) {
-    if (!none(i)) return py::reinterpret_borrow<py::object>(at(i));
-    return allocate(t, std::move(shape));
+    out_obj = none(i) ? allocate(t, std::move(shape)) : py::reinterpret_borrow<py::object>(at(i));
+    return out_obj;
   }
+  const Framework* framework() const { return fw >= 0 ? &frameworks()[size_t(fw)] : nullptr; }
 
   // ---- scalars --------------------------------------------------------------------------------
   static std::string type_name(py::handle o) { return Py_TYPE(o.ptr())->tp_name; }
@@ -374,13 +424,19 @@ struct Call {
       return PyObject_IsTrue(o.ptr()) == 1;
     type_error(std::string(name) + ": expected a bool, got " + type_name(o));
   }
+  // A real number: a Python float or int (not a bool), or a NumPy scalar / 0-d array.
   double real(Py_ssize_t i, const char* name) {
     py::handle o = at(i);
-    if (PyBool_Check(o.ptr()) || !(PyFloat_Check(o.ptr()) || PyIndex_Check(o.ptr()) ||
-                                   (Py_TYPE(o.ptr())->tp_as_number &&
-                                    Py_TYPE(o.ptr())->tp_as_number->nb_float && !PyObject_CheckBuffer(o.ptr()) &&
-                                    !PyObject_HasAttrString(o.ptr(), "shape"))))
-      type_error(std::string(name) + ": expected a float, got " + type_name(o));
+    bool ok = !PyBool_Check(o.ptr()) && (PyFloat_Check(o.ptr()) || PyLong_Check(o.ptr()));
+    if (!ok && !PyBool_Check(o.ptr()) && Py_TYPE(o.ptr())->tp_as_number &&
+        Py_TYPE(o.ptr())->tp_as_number->nb_float && PyObject_HasAttrString(o.ptr(), "dtype")) {
+      py::object shape = py::reinterpret_steal<py::object>(PyObject_GetAttrString(o.ptr(), "shape"));
+      ok = shape && PyTuple_Check(shape.ptr()) && PyTuple_GET_SIZE(shape.ptr()) == 0;
+      PyErr_Clear();
+      const std::string dt = py::str(o.attr("dtype"));
+      ok = ok && dt.find("complex") == std::string::npos && dt.find("bool") == std::string::npos;
+    }
+    if (!ok) type_error(std::string(name) + ": expected a float, got " + type_name(o));
     const double v = PyFloat_AsDouble(o.ptr());
     if (v == -1.0 && PyErr_Occurred()) {
       PyErr_Clear();
@@ -481,7 +537,7 @@ struct Call {
       return Members::range(start, step, count);
     }
     TensorView t = view(o, "members");
-    if (abstract) {
+    if (!t.data) {  // abstract (traced): the count and dtype now, the values when they exist
       Members m = Members::range(0, 1, t.ndim >= 1 ? t.shape[0] : 0);
       if (t.ndim != 1) value_error("members: expected a 1-D index array or a range, got shape " + t.shape_str());
       if (t.shape[0] && !is_integer(t.dtype))
@@ -580,9 +636,10 @@ inline py::object spec(const TensorView& t, std::vector<int64_t> shape = {}) {
 }
 
 inline void register_framework(py::object type, py::object exporter, py::object empty,
-                               py::object astype, py::object stream, py::object gemm) {
+                               py::object astype, py::object gemm, bool host_threads,
+                               py::object from_dlpack) {
   frameworks().push_back({std::move(type), std::move(exporter), std::move(empty), std::move(astype),
-                          std::move(stream), std::move(gemm)});
+                          std::move(gemm), host_threads, std::move(from_dlpack)});
   framework_cache().clear();
 }
 

@@ -1,16 +1,19 @@
-// The pybind11 module eggroll._cuda (CUDA builds only): the CUDA entries of every op, with
-// _core's names and arguments (ops.h over the bridge of bridge.h) plus an optional trailing
-// `stream` (a cudaStream_t as an int; default: the current stream of the arrays' framework
-// on their device). The dense products inside an op (a forward's x W^T, the low-rank update's
-// Af^T Bf) are the framework's matmul, registered as its `gemm` (cuBLAS through torch or
-// CuPy), or eggroll's fallback kernels. Importing it never needs a GPU or a driver: the CUDA
-// runtime is linked statically and loads the driver on the first call.
+// The pybind11 module eggroll._cuda (CUDA builds only): the CUDA entries of every op (ops.h
+// over the bridge of bridge.h, the same arguments as _core's plus a trailing `stream`, a
+// cudaStream_t as an int), each one launcher of cuda/eggroll/cuda.h. The dense products the
+// launchers inject (a forward's x W^T, the low-rank update's Af^T Bf) are the framework's
+// registered `gemm` (cuBLAS through torch or CuPy, on the same stream) or eggroll's own
+// kernels. Nothing here reads a device value on the host or synchronises: device values are
+// checked by the kernels (cuda.h, "values on the device").
+// Importing it never needs a GPU or a driver: the CUDA runtime is linked statically and loads
+// the driver on the first call.
 #include <pybind11/pybind11.h>
 #include <cuda_runtime_api.h>
 #include <cstdint>
 #include <string>
 #include "bridge.h"
 #include "eggroll/cuda.h"
+#include "host_util.h"
 #include "ops.h"
 
 namespace py = pybind11;
@@ -19,35 +22,26 @@ using namespace eggroll::bridge;
 
 namespace {
 
-// ---- a device view as a DLPack exporter (what the framework's gemm receives) --------------
+cudaStream_t stream_of(Call& c) {
+  return reinterpret_cast<cudaStream_t>(uintptr_t(c.int_(c.argc - 1, "stream")));
+}
+
+// ---- eggroll's device memory as a DLPack exporter (the framework's from_dlpack takes it) --
 struct DLHolder {
   DLManagedTensor managed;  // first: the deleter gets this address back
   int64_t shape[TensorView::kMaxDims], strides[TensorView::kMaxDims];
 };
 
-DLDataType dl_dtype(DType d) {
-  switch (d) {
-    case DType::float32: return {2, 32, 1};
-    case DType::float16: return {2, 16, 1};
-    case DType::bfloat16: return {4, 16, 1};
-    case DType::float64: return {2, 64, 1};
-    case DType::int8: return {0, 8, 1};
-    case DType::int32: return {0, 32, 1};
-    case DType::int64: return {0, 64, 1};
-    case DType::uint32: return {1, 32, 1};
-    default: type_error(std::string("array: no DLPack export for ") + dtype_name(d));
-  }
-}
-
 struct DeviceArray {
   TensorView v;
   py::object dlpack() const {
+    if (v.dtype != DType::float32) type_error("array: DeviceArray exports float32 only");
     auto* h = new DLHolder{};
     DLTensor& t = h->managed.dl_tensor;
     t.data = v.data;
     t.device = {2, v.device_index};
     t.ndim = v.ndim;
-    t.dtype = dl_dtype(v.dtype);
+    t.dtype = {2, 32, 1};
     for (int i = 0; i < v.ndim; ++i) { h->shape[i] = v.shape[i]; h->strides[i] = v.strides[i]; }
     t.shape = h->shape;
     t.strides = h->strides;
@@ -62,87 +56,77 @@ struct DeviceArray {
   }
 };
 
-// The framework's gemm as the launchers' cuda::Gemm (the GIL taken for the call); its
-// NotImplemented, or no gemm at all, means eggroll's fallback kernels.
-cuda::Gemm gemm_of(const Call& c) {
-  if (c.fw < 0 || frameworks()[size_t(c.fw)].gemm.is_none()) return {};
-  // Borrowed (the framework table holds it for the process): copies of the cuda::Gemm made
-  // without the GIL touch no reference count.
-  PyObject* fn = frameworks()[size_t(c.fw)].gemm.ptr();
-  auto call = [fn](const TensorView& a, const TensorView& b, const TensorView& out, bool acc,
-                   bool tn, cudaStream_t s) {
+bool not_implemented(const py::object& r) { return r.ptr() == Py_NotImplemented; }
+
+// The launchers' cuda::Gemm for a call, over the framework's gemm (the GIL taken for it):
+// nt is the op's own product x W^T, so it gets the caller's arrays (a shared input's rows and
+// member 0's rows of out); tn gets eggroll's factor rows through the framework's from_dlpack.
+// A framework without them, or a gemm answering NotImplemented, gets eggroll's kernels.
+cuda::Gemm gemm_of(Call& c) {
+  const Framework* f = c.framework();
+  if (!f || f->gemm.is_none()) return {};
+  cuda::Gemm g;
+  // Borrowed pointers (the call's objects and the framework table outlive the launch): the
+  // std::functions copy no Python reference without the GIL.
+  PyObject* fn = f->gemm.ptr();
+  Call* call = &c;
+  g.nt = [fn, call](const TensorView& x, const TensorView& W, const TensorView& out, cudaStream_t s) {
     {
       py::gil_scoped_acquire gil;
-      py::object r = py::handle(fn)(DeviceArray{a}, DeviceArray{b}, DeviceArray{out}, acc, tn,
-                                    reinterpret_cast<uintptr_t>(s));
-      if (!r.is(py::reinterpret_borrow<py::object>(Py_NotImplemented))) return;
+      py::object xo = call->objs[0], yo = call->out_obj;
+      if (call->shared_rows) {
+        if (!call->shared) xo = xo[py::int_(0)];  // a stride-0 member axis: member 0's rows
+        yo = yo[py::int_(0)];
+      }
+      if (!not_implemented(py::handle(fn)(xo, call->objs[1], yo, "nt"))) return;
     }
-    if (tn) cuda::gemm_tn(a, b, out, acc, s);
-    else cuda::gemm_nt(a, b, out, s);
+    cuda::gemm_nt(x, W, out, s);
   };
-  cuda::Gemm g;
-  g.nt = [call](const TensorView& x, const TensorView& W, const TensorView& out, cudaStream_t s) {
-    call(x, W, out, false, false, s);
+  if (f->from_dlpack.is_none()) return g;
+  PyObject* wrap = f->from_dlpack.ptr();
+  g.tn = [fn, wrap, call](const TensorView& A, const TensorView& B, const TensorView& out, bool acc,
+                          cudaStream_t s) {
+    {
+      py::gil_scoped_acquire gil;
+      py::handle from(wrap);
+      if (!not_implemented(py::handle(fn)(from(DeviceArray{A}), from(DeviceArray{B}),
+                                          call->out_obj, acc ? "tn+" : "tn")))
+        return;
+    }
+    cuda::gemm_tn(A, B, out, acc, s);
   };
-  g.tn = [call](const TensorView& A, const TensorView& B, const TensorView& out, bool acc,
-                cudaStream_t s) { call(A, B, out, acc, true, s); };
   return g;
 }
 
-void launch(const ForwardPlan& p, const cuda::Gemm& g, cudaStream_t s) { cuda::perturbed_matmul(p, g, s); }
-void launch(const VectorPlan& p, const cuda::Gemm&, cudaStream_t s) { cuda::perturb_vector(p, s); }
-void launch(const FactorPlan& p, const cuda::Gemm&, cudaStream_t s) { cuda::lowrank_factors(p, s); }
-void launch(const GradientPlan& p, const cuda::Gemm& g, cudaStream_t s) { cuda::es_gradient(p, g, s); }
-void launch(const FactorRowsPlan& p, const cuda::Gemm&, cudaStream_t s) { cuda::es_gradient_factors(p, s); }
-void launch(const ShapingPlan& p, const cuda::Gemm&, cudaStream_t s) { cuda::shape_fitness(p, s); }
-void launch(const Int8ForwardPlan& p, const cuda::Gemm&, cudaStream_t s) { cuda::perturbed_matmul_int8(p, s); }
-void launch(const Int8UpdatePlan& p, const cuda::Gemm&, cudaStream_t s) { cuda::int8_update(p, s); }
-void launch(const NormalPlan& p, const cuda::Gemm&, cudaStream_t s) { cuda::normal(p, s); }
-void launch(const PhiloxPlan& p, const cuda::Gemm&, cudaStream_t s) { cuda::philox4x32(p, s); }
-
-// Each plan's arrays' device, and the position of its entry's optional `stream` (the entry
-// shapes of ops.h: the op's arguments, then the 9 key arguments where it has a key).
-int device_of(const ForwardPlan& p) { return p.x.device_index; }
-int device_of(const VectorPlan& p) { return p.v.device_index; }
-int device_of(const FactorPlan& p) { return p.A.device_index; }
-int device_of(const GradientPlan& p) { return p.fitness.device_index; }
-int device_of(const FactorRowsPlan& p) { return p.g.fitness.device_index; }
-int device_of(const ShapingPlan& p) { return p.f.device_index; }
-int device_of(const Int8ForwardPlan& p) { return p.x.device_index; }
-int device_of(const Int8UpdatePlan& p) { return p.W.device_index; }
-int device_of(const NormalPlan& p) { return p.out.device_index; }
-int device_of(const PhiloxPlan& p) { return p.counter.device_index; }
-constexpr Py_ssize_t stream_at(const ForwardPlan*) { return 5 + kKeyArgs; }
-constexpr Py_ssize_t stream_at(const VectorPlan*) { return 3 + kKeyArgs; }
-constexpr Py_ssize_t stream_at(const FactorPlan*) { return 3 + kKeyArgs; }
-constexpr Py_ssize_t stream_at(const GradientPlan*) { return 7 + kKeyArgs; }
-constexpr Py_ssize_t stream_at(const FactorRowsPlan*) { return 4 + kKeyArgs; }
-constexpr Py_ssize_t stream_at(const ShapingPlan*) { return 3; }
-constexpr Py_ssize_t stream_at(const Int8ForwardPlan*) { return 5 + kKeyArgs; }
-constexpr Py_ssize_t stream_at(const Int8UpdatePlan*) { return 4 + kKeyArgs; }
-constexpr Py_ssize_t stream_at(const NormalPlan*) { return 7; }
-constexpr Py_ssize_t stream_at(const PhiloxPlan*) { return 3; }
-
-// The stream argument, or the framework's current stream on the arrays' device.
-cudaStream_t stream_of(Call& c, Py_ssize_t i, int device) {
-  if (!c.none(i)) return reinterpret_cast<cudaStream_t>(uintptr_t(c.int_(i, "stream")));
-  if (c.fw >= 0 && !frameworks()[size_t(c.fw)].stream.is_none()) {
-    py::object s = frameworks()[size_t(c.fw)].stream(device);
-    return reinterpret_cast<cudaStream_t>(uintptr_t(s.cast<uint64_t>()));
-  }
-  type_error("stream: expected a cudaStream_t as an int (the arrays' framework registered no "
-             "current stream)");
+void launch(Call& c, const ForwardPlan& p, cudaStream_t s) {
+  c.shared_rows = p.x_stride == 0 && p.M > 1;
+  const cuda::Gemm g = gemm_of(c);
+  py::gil_scoped_release nogil;
+  cuda::perturbed_matmul(p, g, s);
 }
+void launch(Call& c, const GradientPlan& p, cudaStream_t s) {
+  const cuda::Gemm g = gemm_of(c);
+  py::gil_scoped_release nogil;
+  cuda::es_gradient(p, g, s);
+}
+template <class Plan, void (*Run)(const Plan&, cudaStream_t)>
+void plain(const Plan& p, cudaStream_t s) {
+  py::gil_scoped_release nogil;
+  Run(p, s);
+}
+void launch(Call&, const VectorPlan& p, cudaStream_t s) { plain<VectorPlan, cuda::perturb_vector>(p, s); }
+void launch(Call&, const FactorPlan& p, cudaStream_t s) { plain<FactorPlan, cuda::lowrank_factors>(p, s); }
+void launch(Call&, const FactorRowsPlan& p, cudaStream_t s) { plain<FactorRowsPlan, cuda::es_gradient_factors>(p, s); }
+void launch(Call&, const ShapingPlan& p, cudaStream_t s) { plain<ShapingPlan, cuda::shape_fitness>(p, s); }
+void launch(Call&, const Int8ForwardPlan& p, cudaStream_t s) { plain<Int8ForwardPlan, cuda::perturbed_matmul_int8>(p, s); }
+void launch(Call&, const Int8UpdatePlan& p, cudaStream_t s) { plain<Int8UpdatePlan, cuda::int8_update>(p, s); }
+void launch(Call&, const NormalPlan& p, cudaStream_t s) { plain<NormalPlan, cuda::normal>(p, s); }
+void launch(Call&, const PhiloxPlan& p, cudaStream_t s) { plain<PhiloxPlan, cuda::philox4x32>(p, s); }
 
 struct Cuda {
-  static constexpr bool kHalf = true, kDevice = true;
+  static constexpr bool kDevice = true;
   template <class Plan>
-  static void run(Call& c, const Plan& p) {
-    const cudaStream_t stream = stream_of(c, stream_at(static_cast<const Plan*>(nullptr)), device_of(p));
-    const cuda::Gemm gemm = gemm_of(c);
-    py::gil_scoped_release nogil;
-    launch(p, gemm, stream);
-  }
+  static void run(Call& c, const Plan& p) { launch(c, p, stream_of(c)); }
 };
 
 }  // namespace
@@ -162,18 +146,17 @@ int Call::device_of_pointer(const void* p) {
 PYBIND11_MODULE(_cuda, mod) {
   mod.doc() = "eggroll CUDA kernels. Use the functions of the eggroll package, not these.";
   add_ops<Cuda>(mod, /*with_checks=*/false);
-  py::class_<DeviceArray>(mod, "DeviceArray", "A view of eggroll's device memory for the "
-                          "framework's gemm: export it with the framework's from_dlpack.")
+  py::class_<DeviceArray>(mod, "DeviceArray",
+                          "eggroll's float32 device scratch, for the framework's from_dlpack.")
       .def("__dlpack__", [](const DeviceArray& a, const py::args&, const py::kwargs&) {
         return a.dlpack();
       })
       .def("__dlpack_device__", [](const DeviceArray& a) { return py::make_tuple(2, a.v.device_index); });
   mod.def("register_framework", &register_framework, py::arg("type"), py::arg("exporter"),
-          py::arg("empty"), py::arg("astype"), py::arg("stream") = py::none(),
-          py::arg("gemm") = py::none(),
-          "As _core's, plus stream(device) -> the current cudaStream_t and gemm(a, b, out, "
-          "accumulate, tn, stream): out (+)= a @ b.T (tn: a.T @ b) of DLPack views, or "
-          "NotImplemented for eggroll's own kernels.");
+          py::arg("empty"), py::arg("astype"), py::arg("gemm"), py::arg("host_threads"),
+          py::arg("from_dlpack") = py::none(),
+          "As _core's; gemm(a, b, out, kind) may answer NotImplemented (eggroll's kernels then), "
+          "from_dlpack(obj) makes a framework array of eggroll's scratch for it.");
   mod.def("device_count", &cuda::device_count,
           "Number of CUDA devices (0 without a driver or GPU; never raises).");
   mod.def("runtime_info", [] {
@@ -186,16 +169,19 @@ PYBIND11_MODULE(_cuda, mod) {
   }, "CUDA runtime (built) and driver versions, and cudaGetDeviceCount's message: why "
      "cuda_available() is False.");
   mod.def("raise_device_errors", &cuda::raise_device_errors, py::arg("device"),
-          "ValueError for bad device values (members, epoch, fitness) that earlier calls' "
-          "kernels flagged on that device (no synchronisation; clears them).");
+          "ValueError for bad device values (members, epoch, fitness, pair_fitness) that the "
+          "kernels of earlier calls flagged on that device; clears them (no synchronisation).");
   mod.def("sync_and_raise", [](int device, uintptr_t stream) {
-    py::gil_scoped_release nogil;
-    cuda::sync_and_raise(device, reinterpret_cast<cudaStream_t>(stream));
-  }, py::arg("device"), py::arg("stream"),
-     "Waits for the stream, then raise_device_errors(device).");
+    {
+      py::gil_scoped_release nogil;
+      cuda::detail::check_cuda(cudaStreamSynchronize(reinterpret_cast<cudaStream_t>(stream)),
+                               "cudaStreamSynchronize");
+    }
+    cuda::raise_device_errors(device);
+  }, py::arg("device"), py::arg("stream"), "Waits for the stream, then raise_device_errors.");
   mod.def("set_sync_checks", &cuda::set_sync_checks, py::arg("on"),
-          "Every launcher waits for its stream and raises flagged device-value errors before "
-          "returning (default: EGGROLL_CUDA_CHECKS=sync). Returns the previous setting.");
+          "Every launcher then waits for its stream and raises flagged device-value errors "
+          "before returning (default: EGGROLL_CUDA_CHECKS=sync). Returns the previous setting.");
   py::register_local_exception<eggroll::ValueError>(mod, "CudaValueError", PyExc_ValueError);
   py::register_local_exception<eggroll::TypeError>(mod, "CudaTypeError", PyExc_TypeError);
 }

@@ -24,14 +24,14 @@ namespace {
 // once; set_host_threads(n) turns it on for the calling thread's following calls.
 using ForkJoin = void (*)(void (*)(void*), void*, unsigned, unsigned);
 ForkJoin g_fork_join = nullptr;
-thread_local int t_host_threads = 0;  // 0: the core's own pool
+int (*g_max_threads)() = nullptr;  // the runtime's omp_get_max_threads: torch.get_num_threads()
 thread_local Executor t_host;
 
 const Executor* host_executor() {
-  if (t_host_threads <= 0 || !g_fork_join) return nullptr;
-  t_host.threads = t_host_threads;
+  if (!g_fork_join || !g_max_threads) return nullptr;
+  t_host.threads = g_max_threads();
   t_host.fork_join = g_fork_join;
-  return &t_host;
+  return t_host.threads > 1 ? &t_host : nullptr;
 }
 
 void cpu(const ForwardPlan& p) { perturbed_matmul(p); }
@@ -46,10 +46,11 @@ void cpu(const NormalPlan& p) { normal(p); }
 void cpu(const PhiloxPlan& p) { philox4x32(p); }
 
 struct Cpu {
-  static constexpr bool kHalf = false, kDevice = false;
+  static constexpr bool kDevice = false;
   template <class Plan>
-  static void run(Call&, const Plan& p) {
-    ScopedExecutor scope(host_executor());
+  static void run(Call& c, const Plan& p) {
+    const Framework* f = c.framework();
+    ScopedExecutor scope(f && f->host_threads ? host_executor() : nullptr);
     ScopedIeeeFloat ieee;
     py::gil_scoped_release nogil;
     cpu(p);
@@ -68,22 +69,48 @@ PYBIND11_MODULE(_core, mod) {
   add_ops<Cpu>(mod, /*with_checks=*/true);
 
   mod.def("register_framework", &register_framework, py::arg("type"), py::arg("exporter"),
-          py::arg("empty"), py::arg("astype"), py::arg("stream") = py::none(),
-          py::arg("gemm") = py::none(),
+          py::arg("empty"), py::arg("astype"), py::arg("gemm"), py::arg("host_threads"),
+          py::arg("from_dlpack") = py::none(),
           "Arrays of `type`: exporter(obj) -> DLPack capsule (or None: the array protocols), "
-          "empty(shape, dtype_name, like) and astype(obj, dtype_name) make new ones.");
+          "empty(shape, dtype_name, like) and astype(obj, dtype_name) make new ones, gemm "
+          "multiplies on a GPU; host_threads: run on the registered OpenMP runtime.");
   mod.def("es_gradient_columns", [](py::handle members, bool antithetic, int64_t rank) {
     PyObject* argv[1] = {members.ptr()};
     Call c{argv, 1};
     return es_gradient_columns(c.members(0, false), antithetic, rank);
   }, py::arg("members"), py::arg("antithetic"), py::arg("rank"));
+  mod.def("es_gradient_chunks", [](py::handle members, int64_t count, int64_t m, int64_t n,
+                                   int64_t rank, bool antithetic) {
+    Members mem;
+    if (members.is_none()) {  // index values not known here (traced): the rows' bound
+      mem.count = count;
+      mem.given = true;
+      mem.index = &mem.count;  // never read: device values
+      mem.device = Device::cuda;
+    } else {
+      PyObject* argv[1] = {members.ptr()};
+      Call c{argv, 1};
+      mem = c.members(0, false);
+    }
+    Key key;
+    key.rank = rank;
+    key.antithetic = antithetic;
+    py::list out;
+    for (const GradientChunk& ch : es_gradient_chunks(mem, m, n, key))
+      out.append(py::make_tuple(ch.c0, ch.c1, ch.C));
+    return out;
+  }, py::arg("members"), py::arg("count"), py::arg("m"), py::arg("n"), py::arg("rank"),
+     py::arg("antithetic"),
+  "The low-rank update's chunk plan [(c0, c1, C)] (update.h); members None: unknown indices "
+  "of `count` members.");
   mod.def("check_member_bounds", &check_member_bounds, py::arg("lo"), py::arg("hi"),
           py::arg("antithetic"), "ValueError unless members in [lo, hi] are valid indices.");
   py::register_local_exception<eggroll::ValueError>(mod, "CoreValueError", PyExc_ValueError);
   py::register_local_exception<eggroll::TypeError>(mod, "CoreTypeError", PyExc_TypeError);
 
-  mod.def("set_openmp_runtime", [](uintptr_t gomp_parallel) {
+  mod.def("set_openmp_runtime", [](uintptr_t gomp_parallel, uintptr_t omp_get_max_threads) {
     g_fork_join = reinterpret_cast<ForkJoin>(gomp_parallel);
+    g_max_threads = reinterpret_cast<int (*)()>(omp_get_max_threads);
 #if defined(__linux__)
     // libgomp is not fork-safe: in a forked child its team's threads are gone and the next
     // parallel region hangs (torch's own ops hang there too). The child forgets the runtime
@@ -91,16 +118,9 @@ PYBIND11_MODULE(_core, mod) {
     static std::once_flag once;
     std::call_once(once, [] { pthread_atfork(nullptr, nullptr, [] { g_fork_join = nullptr; }); });
 #endif
-  }, py::arg("gomp_parallel"),
-     "Registers an OpenMP runtime's GOMP_parallel (its address; 0 forgets it) for set_host_threads.");
-  mod.def("set_host_threads", [](int n) {
-    if (n < 0) throw ValueError("n: must be >= 0, got " + std::to_string(n));
-    const int prev = t_host_threads;
-    t_host_threads = n;
-    return prev;
-  }, py::arg("n"),
-     "This thread's following calls run on n threads of the registered OpenMP runtime (0: the "
-     "core's own pool). Returns the previous value.");
+  }, py::arg("gomp_parallel"), py::arg("omp_get_max_threads"),
+     "Registers an OpenMP runtime (the addresses of its GOMP_parallel and omp_get_max_threads; "
+     "0 forgets it): the CPU calls of frameworks registered with host_threads run on its team.");
   mod.def("num_threads", &num_threads);
   mod.def("set_num_threads", &set_num_threads, py::arg("n"));
   mod.def("isa", [] { return std::string(isa_name(active_isa_level())); });

@@ -58,10 +58,10 @@ template <class B, class Plan, Plan (*Check)(const TensorView&, const TensorView
                                              const Key&, const TensorView&)>
 py::object forward(Call& c) {
   const bool int8 = std::is_same_v<Plan, Int8ForwardPlan>;
-  TensorView x = int8 ? c.array(0, "x") : c.float_array(0, "x", B::kHalf);
-  TensorView W = int8 ? c.array(1, "W") : c.float_array(1, "W", B::kHalf);
+  TensorView x = int8 ? c.array(0, "x") : c.float_array(0, "x");
+  TensorView W = int8 ? c.array(1, "W") : c.float_array(1, "W");
   const Members mem = c.members(2, B::kDevice);
-  const bool shared = c.flag(4, "shared");
+  const bool shared = c.shared = c.flag(4, "shared");
   const Key key = c.key(5, B::kDevice);
   // A shared input has no member axis: the core sees one of stride 0 (M = the members, or 1
   // without members, in which case the caller's result has no member axis either).
@@ -98,7 +98,7 @@ py::object perturbed_matmul_int8(Call& c) {
 // perturb_vector(v, members, out, *KEY)
 template <class B>
 py::object perturb_vector(Call& c) {
-  const TensorView v = c.float_array(0, "v", false);
+  const TensorView v = c.float_array(0, "v");
   const Members mem = c.members(1, B::kDevice);
   const Key key = c.key(3, B::kDevice);
   const std::vector<int64_t> shape = {mem.count, v.ndim >= 1 ? v.shape[0] : 0};
@@ -150,7 +150,7 @@ inline int64_t population(Call& c, Py_ssize_t i, const TensorView& f) {
 // es_gradient(fitness, shape, members, out, full_rank, population, accumulate, *KEY) -> g
 template <class B>
 py::object es_gradient(Call& c) {
-  const TensorView f = c.float_array(0, "fitness", false);
+  const TensorView f = c.float_array(0, "fitness");
   const std::vector<int64_t> d = c.dims(1, "shape");
   const Members mem = gradient_members(c, 2, f, B::kDevice);
   const bool full = c.flag(4, "full_rank");
@@ -170,7 +170,7 @@ py::object es_gradient(Call& c) {
 // C = the members' runs times rank (host members), or the bound M * rank (device members).
 template <class B>
 py::object es_gradient_factors(Call& c) {
-  const TensorView f = c.float_array(0, "fitness", false);
+  const TensorView f = c.float_array(0, "fitness");
   const std::vector<int64_t> d = c.dims(1, "shape");
   if (d.size() != 2) value_error("shape: expected (m, n) for a low-rank estimate");
   const Members mem = gradient_members(c, 2, f, B::kDevice);
@@ -205,26 +205,13 @@ py::object shaping(Call& c) {
 
 // int8_update(W, pair_fitness, out, threshold, *KEY) -> out. pair_fitness of another real
 // dtype is converted to int8 exactly (a value outside {-1, 0, 1} becomes 2, which the check
-// rejects by index); on a device the caller converts it.
+// rejects by index); on a device the framework converts it.
 template <class B>
 py::object int8_update(Call& c) {
   const TensorView W = c.array(0, "W");
-  TensorView f = c.array(1, "pair_fitness");
+  const TensorView f = c.exact(1, "pair_fitness", DType::int8, -1, 1, 2);
   const int64_t T = c.int_(3, "threshold");
   const Key key = c.key(4, B::kDevice);
-  if (!c.abstract && f.dtype != DType::int8 && f.device == Device::cpu && f.ndim == 1 &&
-      (is_integer(f.dtype) || is_float(f.dtype))) {
-    TensorView d = f.dtype == DType::float64 ? f : c.converted(1, "pair_fitness", DType::float64);
-    std::vector<int64_t>& store = c.index_copies.emplace_back(size_t((f.shape[0] + 7) / 8));
-    int8_t* q = reinterpret_cast<int8_t*>(store.data());
-    for (int64_t k = 0; k < f.shape[0]; ++k) {
-      const double v = d.ptr<const double>()[k * d.strides[0]];
-      q[k] = (v == -1.0 || v == 0.0 || v == 1.0) ? int8_t(v) : int8_t(2);
-    }
-    f = make_view(q, DType::int8, {f.shape[0]});
-  } else if (c.abstract && f.dtype != DType::bool_ && (is_integer(f.dtype) || is_float(f.dtype))) {
-    f.dtype = DType::int8;
-  }
   const std::vector<int64_t> shape(W.shape, W.shape + W.ndim);
   TensorView out = out_view(c, 2, shape, DType::int8, W, false);
   Int8UpdatePlan p = check_int8_update(W, f, T, key, out);
@@ -239,7 +226,8 @@ template <class B>
 py::object normal(Call& c) {
   const TensorView ref = like_view(c, 0);
   const int64_t count = c.int_(1, "count"), offset = c.int_(2, "offset");
-  if (count < 0) value_error("count: must be >= 0, got " + std::to_string(count));
+  if (count < 0 || count > int64_t(kStreamLength))
+    value_error("count: must be in [0, 2^34] (one noise stream), got " + std::to_string(count));
   if (offset < 0) value_error("offset: must be >= 0, got " + std::to_string(offset));
   NoiseKey k;
   k.seed = c.seed(3);
@@ -263,7 +251,8 @@ py::object normal(Call& c) {
 // philox4x32(counter, key, out) -> out uint32 [..., 4]
 template <class B>
 py::object philox4x32(Call& c) {
-  const TensorView counter = c.array(0, "counter"), key = c.array(1, "key");
+  const TensorView counter = c.exact(0, "counter", DType::uint32, 0, 4294967295.0, -1, false);
+  const TensorView key = c.exact(1, "key", DType::uint32, 0, 4294967295.0, -1, false);
   PhiloxPlan p = check_philox4x32(
       counter, key,
       out_view(c, 2, std::vector<int64_t>(counter.shape, counter.shape + counter.ndim),
@@ -276,7 +265,7 @@ py::object philox4x32(Call& c) {
 
 // The trace-time backend: plans are made (all checks run), nothing is.
 struct Check {
-  static constexpr bool kHalf = false, kDevice = false;
+  static constexpr bool kDevice = false;
   template <class Plan> static void run(Call&, const Plan&) {}
 };
 

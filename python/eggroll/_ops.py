@@ -157,6 +157,17 @@ def philox4x32(counter: Any, key: Any) -> Any:
     return (_BACKENDS.get(type(counter)) or backend(counter)).philox4x32(counter, key, None)
 
 
+def cuda_module() -> Any:
+    """eggroll._cuda (the CUDA entries), or RuntimeError when this build has no CUDA."""
+    try:
+        from . import _cuda
+    except ImportError as e:
+        raise RuntimeError("eggroll was built without CUDA support (eggroll._cuda is missing: "
+                           "rebuild with nvcc on PATH, or -DEGGROLL_CUDA=ON; see "
+                           "docs/backends.md)") from e
+    return _cuda
+
+
 OPS = ("perturbed_matmul", "perturbed_matmul_full", "perturb_vector", "lowrank_factors",
        "es_gradient", "centered_rank", "zscore", "antithetic_sign", "perturbed_matmul_int8",
        "int8_update", "normal", "philox4x32")

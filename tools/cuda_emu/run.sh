@@ -14,6 +14,6 @@ source tools/cuda_emu/common.sh
 cp cpp/bindings/cuda_module.cpp "$E/src/"
 emu_pkg "$E/pkg"
 cp "$E/core/"_core*.so "$E/pkg/eggroll/"
-emu_cxx "$E/pkg/eggroll/_cuda$EXT" "$E"/src/{noise,perturb,update,fitness,int8,gemm,cuda_module}.cpp
+emu_cxx "$E/pkg/eggroll/_cuda$EXT" "$E"/src/{noise,perturb,update,fitness,int8,gemm,runtime,cuda_module}.cpp
 K=${1:-"(normal_bit or philox or lowrank_factors or perturb_vector or perturbed_matmul or es_gradient or fitness or bad_inputs or es_with or checkpoint or int8) and not graph_capture"}
 PYTHONPATH="tools/cuda_emu/fakecupy:$E/pkg" python3 -m pytest tests/test_cuda.py -q -p no:cacheprovider -k "$K"

@@ -1,22 +1,18 @@
 """The CUDA lowering of each eggroll.jax op: what runs when the arrays live on an NVIDIA GPU
 (the handlers of eggroll._xla_ffi_cuda, registered for platform "CUDA" under the CPU ops'
-target names). ``_ffi.per_platform`` picks these with ``jax.lax.platform_dependent``, so one
-traced program holds both lowerings and XLA compiles the one of the device it runs on.
+target names). ``_ffi.platform`` picks it with ``jax.lax.platform_dependent``.
 
-Why the operands differ from the CPU handlers':
-- The CUDA backend has no cuBLAS of its own. The base product ``x @ W.T`` is XLA's dot
-  (cuBLAS), at ``Precision.HIGHEST`` (true float32: JAX's default on GPUs is TF32, whose
-  10-bit mantissa would be far outside the tolerance the CPU path meets), and the
-  ``perturbed_matmul`` / ``perturbed_matmul_full`` handlers add the per-member correction
-  onto it in place (``input_output_aliases={1: 0}``). The low-rank ``es_gradient`` is the
-  ``es_gradient_factors`` handler plus one dot ``Af.T @ Bf``, in member chunks of bounded
-  factor memory, as the CuPy adapter does.
-- The launchers take the noise key on the host, but ``seed``, ``epoch`` and ``members`` are
-  traced device values (one compilation for every epoch). They travel as ONE uint32 operand,
-  ``key_words``, which each handler copies to the host (one small device-to-host copy and a
-  stream synchronisation per call) and validates like the CPU core; the kernels read the
-  member words in place as int64.
-Everything here assumes the arguments were validated by eggroll.jax (trace-time checks).
+How the operands differ from the CPU handlers' (cpp/bindings/xla_ffi_cuda.cpp):
+- The base product ``x @ W.T`` is XLA's dot (cuBLAS) at ``Precision.HIGHEST`` (true float32:
+  JAX's default on GPUs is TF32), computed once for a shared input and broadcast; the forward
+  handlers add the correction onto it in place (``input_output_aliases={1: 0}``). The low-rank
+  ``es_gradient`` is the ``es_gradient_factors`` handler plus one dot ``Af.T @ Bf`` per chunk
+  of the core's chunk plan (``_core.es_gradient_chunks``).
+- Seed, epoch and index members stay device values that the kernels read in place (no copy to
+  the host, no synchronisation: the handlers are command-buffer compatible); epoch and members
+  travel as int64 words (uint32 [..., 2]), since JAX without x64 has no int64.
+- Every keyed handler's last result is its scratch workspace (uint8, sized at trace time by
+  ``_xla_ffi_cuda.workspace_bytes``): a command buffer may not allocate.
 """
 from __future__ import annotations
 
@@ -24,137 +20,95 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 from jax import lax
 
 from . import _ffi
 
-# Factor memory per es_gradient chunk (the CuPy adapter and the CPU core use the same bound).
-FACTOR_BYTES = 64 << 20
 _HIGHEST = lax.Precision.HIGHEST
 
 
 def _int64_words(a: jax.Array) -> jax.Array:
-    """An int32 / uint32 / int64 array [...] as uint32 [..., 2]: the (low, high) words of its
-    values as int64, i.e. the bytes of an int64 array on a little-endian device. int32 is
-    sign-extended, so a negative value stays negative for the handler's checks."""
+    """int32 / uint32 / int64 [...] as uint32 [..., 2]: the (low, high) words of the values as
+    int64 (int32 sign-extended, so a negative value stays negative for the kernels' checks)."""
     if a.dtype == jnp.uint32:
         lo, hi = a, jnp.zeros_like(a)
     elif a.dtype == jnp.int32:
         lo = lax.bitcast_convert_type(a, jnp.uint32)
         hi = lax.bitcast_convert_type(a >> 31, jnp.uint32)      # arithmetic shift: 0 or ~0
-    elif a.dtype == jnp.int64:
+    else:
         lo = (a & 0xFFFFFFFF).astype(jnp.uint32)
         hi = ((a >> 32) & 0xFFFFFFFF).astype(jnp.uint32)
-    else:  # pragma: no cover - eggroll.jax converts members / epoch to these
-        raise TypeError(f"expected int32, uint32 or int64, got {a.dtype}")
     return jnp.stack([lo, hi], axis=-1)
 
 
-def key_words(seed: jax.Array, epoch: jax.Array, members: jax.Array | None = None) -> jax.Array:
-    """uint32 [4 + 2M] = seed (low, high), epoch (low, high), then each member's int64 words.
-
-    seed: uint32 [2]; epoch: an int32 / uint32 / int64 scalar; members: int32 / int64 [M]."""
-    parts = [seed.astype(jnp.uint32).reshape(2), _int64_words(epoch).reshape(2)]
-    if members is not None:
-        parts.append(_int64_words(members).reshape(-1))
-    return jnp.concatenate(parts)
-
-
-def _matmul_nt(x: jax.Array, W: jax.Array) -> jax.Array:
-    """x [M, n] | [M, b, n] @ W [m, n].T -> float32 [M, (b,) m], true float32 (no TF32)."""
+def _dot_nt(x: jax.Array, W: jax.Array) -> jax.Array:
+    """x [..., n] @ W [m, n].T -> float32 [..., m], true float32 (no TF32)."""
     return lax.dot_general(x, W, (((x.ndim - 1,), (1,)), ((), ())), precision=_HIGHEST,
                            preferred_element_type=jnp.float32)
 
 
-# ------------------------------------------------------------------------------------------
-# forwards
-# ------------------------------------------------------------------------------------------
-
-def forward(x: jax.Array, W: jax.Array, members: jax.Array, seed: jax.Array, epoch: jax.Array,
-            *, full: bool, perturb: bool, attrs: dict[str, Any]) -> jax.Array:
-    """y float32 [M, (b,) m] = XLA's x @ W.T, then the correction added in place."""
-    base = _matmul_nt(x, W)
-    if not perturb:
-        return base   # members=None: exactly the product, no custom call at all
-    out = jax.ShapeDtypeStruct(base.shape, jnp.float32)
-    return _ffi._call("perturbed_matmul_full" if full else "perturbed_matmul", out, x, base,
-                      key_words(seed, epoch, members), aliases={1: 0}, **attrs)
+def _call(name: str, out: Any, operands: list, attrs: dict, workspace: dict,
+          aliases: dict[int, int] | None = None) -> Any:
+    """eggroll_<name> with its workspace as the last result (dropped from what it returns)."""
+    from .. import _xla_ffi_cuda
+    nbytes = int(_xla_ffi_cuda.workspace_bytes(name, **workspace))
+    outs = tuple(out) if isinstance(out, tuple) else (out,)
+    spec = outs + (jax.ShapeDtypeStruct((max(nbytes, 1),), jnp.uint8),)
+    res = _ffi.call(name, spec, *operands, aliases=aliases, **_ffi.typed(attrs))
+    return tuple(res[:-1]) if isinstance(out, tuple) else res[0]
 
 
-def perturb_vector(v: jax.Array, members: jax.Array, seed: jax.Array, epoch: jax.Array,
-                   attrs: dict[str, Any]) -> jax.Array:
-    out = jax.ShapeDtypeStruct((members.shape[0], v.shape[0]), jnp.float32)
-    return _ffi._call("perturb_vector", out, v, key_words(seed, epoch, members), **attrs)
+def lower(name: str, narrays: int, out: Any, ops: tuple, attrs: dict) -> Any:
+    """The CUDA lowering of keyed op `name` on operands ops (as the CPU handler's: the arrays,
+    then index members when attrs["members"] == 2, seed, epoch)."""
+    arrays = ops[:narrays]
+    index = _int64_words(ops[narrays]) if attrs["members"] == 2 else None
+    seed, epoch = ops[-2].astype(jnp.uint32).reshape(2), _int64_words(ops[-1]).reshape(2)
+    key = ([] if index is None else [index]) + [seed, epoch]
+    rank = int(attrs.get("rank", 1))
+    if name in ("perturbed_matmul", "perturbed_matmul_full", "perturbed_matmul_int8"):
+        x, W = arrays
+        dims = dict(M=out.shape[0], b=out.shape[1] if len(out.shape) == 3 else 1,
+                    m=out.shape[-1], n=x.shape[-1], rank=rank, perturb=attrs["members"] != 0)
+        if name == "perturbed_matmul_int8":
+            return _call(name, out, [x, W] + key, attrs, dims)
+        base = _dot_nt(x, W).astype(out.dtype)
+        if attrs["shared"] and base.shape != out.shape:
+            base = jnp.broadcast_to(base, out.shape)
+        if attrs["members"] == 0:
+            return base   # members=None: exactly the product, no custom call at all
+        return _call(name, out, [x, base] + key, attrs, dims, aliases={1: 0})
+    if name == "es_gradient":
+        f = arrays[0]
+        if attrs["full_rank"]:
+            return _call(name, out, [f] + key, attrs, dict(M=f.shape[0], full_rank=True))
+        return _lowrank_gradient(f, index, seed, epoch, out, attrs, rank)
+    if name == "int8_update":
+        W, f = arrays
+        return _call(name, out, [W, f] + key, attrs,
+                     dict(m=W.shape[0], n=W.shape[1], rank=rank, P=f.shape[0]))
+    return _call(name, out, list(arrays) + key, attrs, {})   # perturb_vector, lowrank_factors
 
 
-def lowrank_factors(members: jax.Array, seed: jax.Array, epoch: jax.Array, m: int, n: int,
-                    attrs: dict[str, Any]) -> tuple[jax.Array, jax.Array]:
-    M, r = members.shape[0], int(attrs["rank"])
-    out = (jax.ShapeDtypeStruct((M, m, r), jnp.float32), jax.ShapeDtypeStruct((M, n, r), jnp.float32))
-    return tuple(_ffi._call("lowrank_factors", out, key_words(seed, epoch, members), **attrs))
-
-
-# ------------------------------------------------------------------------------------------
-# es_gradient
-# ------------------------------------------------------------------------------------------
-
-def gradient_chunks(N: int, m: int, n: int, rank: int, antithetic: bool,
-                    host_members: np.ndarray | None) -> list[tuple[int, int, int]]:
-    """Static (c0, c1, C) per member chunk of the low-rank estimate: factor memory bounded
-    by FACTOR_BYTES (even-sized chunks keep antithetic pairs together), C = the chunk's exact
-    es_gradient_columns when the members are known at trace time, else its bound
-    (c1 - c0) * rank (the handler zeroes the rows it does not need)."""
+def _lowrank_gradient(f: jax.Array, index: jax.Array | None, seed: jax.Array, epoch: jax.Array,
+                      out: Any, attrs: dict, rank: int) -> jax.Array:
+    """sum over the chunk plan's chunks of Af.T @ Bf (XLA's dot, true float32)."""
     from .. import _core
-    from ..numpy import view as host_view
-    step = max(2, (FACTOR_BYTES // (4 * (m + n) * rank)) & ~1)
-    chunks = []
-    for c0 in range(0, N, step):
-        c1 = min(N, c0 + step)
-        if host_members is None:
-            C = (c1 - c0) * rank
-        else:
-            C = int(_core.es_gradient_columns(
-                host_view(np.ascontiguousarray(host_members[c0:c1], dtype=np.int64)),
-                antithetic, rank))
-        chunks.append((c0, c1, C))
-    return chunks
-
-
-def es_gradient(f: jax.Array, members: jax.Array, seed: jax.Array, epoch: jax.Array,
-                shape: tuple[int, ...], full_rank: bool, chunks: list[tuple[int, int, int]],
-                attrs: dict[str, Any]) -> jax.Array:
-    """g float32 [shape] for fitness f [N]: the streamed full-rank / vector estimate, or the
-    low-rank one as sum over chunks of Af.T @ Bf (XLA's dot, true float32)."""
+    m, n = out.shape
     N = f.shape[0]
-    attrs = dict(attrs, population=np.int64(N))
-    if full_rank:
-        out = jax.ShapeDtypeStruct(shape, jnp.float32)
-        return _ffi._call("es_gradient", out, f, key_words(seed, epoch, members), **attrs)
-    m, n = shape
+    members = (range(attrs["start"], attrs["start"] + N * attrs["step"], attrs["step"])
+               if attrs["members"] == 1 else None)
     g = None
-    for c0, c1, C in chunks:
-        out = (jax.ShapeDtypeStruct((C, m), jnp.float32), jax.ShapeDtypeStruct((C, n), jnp.float32))
-        Af, Bf = _ffi._call("es_gradient_factors", out, f[c0:c1],
-                            key_words(seed, epoch, members[c0:c1]), **attrs)
-        part = lax.dot_general(Af, Bf, (((0,), (0,)), ((), ())), precision=_HIGHEST,
+    for c0, c1, C in _core.es_gradient_chunks(members, N, m, n, rank, bool(attrs["antithetic"])):
+        part = dict(attrs)
+        if index is None:
+            part.update(start=attrs["start"] + c0 * attrs["step"], count=c1 - c0)
+            key = [seed, epoch]
+        else:
+            key = [index[c0:c1], seed, epoch]
+        spec = (jax.ShapeDtypeStruct((C, m), jnp.float32), jax.ShapeDtypeStruct((C, n), jnp.float32))
+        Af, Bf = _call("es_gradient_factors", spec, [f[c0:c1]] + key, part, dict(M=c1 - c0))
+        prod = lax.dot_general(Af, Bf, (((0,), (0,)), ((), ())), precision=_HIGHEST,
                                preferred_element_type=jnp.float32)
-        g = part if g is None else g + part
-    return g
-
-
-# ------------------------------------------------------------------------------------------
-# integer path (the CUDA backend's own dp4a GEMM: no framework product needed)
-# ------------------------------------------------------------------------------------------
-
-def forward_int8(x: jax.Array, W: jax.Array, members: jax.Array, seed: jax.Array,
-                 epoch: jax.Array, attrs: dict[str, Any]) -> jax.Array:
-    out = jax.ShapeDtypeStruct(x.shape[:-1] + (W.shape[0],), jnp.int8)
-    key = key_words(seed, epoch, members if bool(attrs["perturb"]) else None)
-    return _ffi._call("perturbed_matmul_int8", out, x, W, key, **attrs)
-
-
-def int8_update(W: jax.Array, pair_fitness: jax.Array, seed: jax.Array, epoch: jax.Array,
-                attrs: dict[str, Any]) -> jax.Array:
-    out = jax.ShapeDtypeStruct(W.shape, jnp.int8)
-    return _ffi._call("int8_update", out, W, pair_fitness, key_words(seed, epoch), **attrs)
+        g = prod if g is None else g + prod
+    return g if g is not None else jnp.zeros(out.shape, jnp.float32)

@@ -27,10 +27,9 @@ from .. import _trainer as _t
 from .._trainer import UINT32_MAX, UINT64_MAX, check_member_block, check_names
 from ..optim import NONFINITE, SHAPINGS, check_fitness, shape_fitness
 from . import es_gradient
-from ._ops import perturb_vector as _perturb_vector_op
-from ._ops import perturbed_matmul as _perturbed_matmul_op
-from ._ops import perturbed_matmul_full as _perturbed_matmul_full_op
-from ._ops import seed_halves
+from .._ops import perturb_vector as _perturb_vector_op
+from .._ops import perturbed_matmul as _perturbed_matmul_op
+from .._ops import perturbed_matmul_full as _perturbed_matmul_full_op
 
 __all__ = ["ES", "Population", "linear"]
 
@@ -117,19 +116,13 @@ class Population:
             raise RuntimeError(f"this Population is of epoch {self.epoch} but the ES is at "
                                f"epoch {self._es.epoch}: call es.ask() again after tell()")
 
-    def _key(self, name: str) -> tuple:
+    def _key(self, name: str) -> dict[str, Any]:
         es = self._es
-        lo, hi = seed_halves(es.seed)
-        return (lo, hi, es.param_ids[name], self.epoch, es.noise_reuse, es.antithetic,
-                self.sigma)
+        return dict(seed=es.seed, param_id=es.param_ids[name], epoch=self.epoch,
+                    noise_reuse=es.noise_reuse, antithetic=es.antithetic, sigma=self.sigma)
 
-    def members(self, device: torch.device) -> Tensor:
-        m = self._members.get(device)
-        if m is None:
-            m = torch.arange(self.block.start, self.block.stop, dtype=torch.int64,
-                             device=device)
-            self._members[device] = m
-        return m
+    def members(self, device: torch.device) -> range:
+        return self.block  # a range: never materialised, on any device
 
     def vector(self, name: str) -> Tensor:
         """float32 [M, *shape] (M = len(block)): row j is member block[j]'s copy of parameter
@@ -144,7 +137,7 @@ class Population:
         v = self._vectors.get(name)
         if v is None:
             flat = p.detach().reshape(-1).float().contiguous()
-            v = _perturb_vector_op(flat, self.members(p.device), *self._key(name))
+            v = _perturb_vector_op(flat, members=self.members(p.device), **self._key(name))
             v = v.reshape(len(self.block), *p.shape)
             self._vectors[name] = v
         return v
@@ -179,9 +172,9 @@ class Population:
         x3 = x3.contiguous().float()
         mem = None if wname in es.frozen else self.members(x.device)
         if es.kinds[wname] == LOWRANK:
-            y = _perturbed_matmul_op(x3, W, mem, *self._key(wname), es.rank)
+            y = _perturbed_matmul_op(x3, W, members=mem, rank=es.rank, **self._key(wname))
         else:
-            y = _perturbed_matmul_full_op(x3, W, mem, *self._key(wname))
+            y = _perturbed_matmul_full_op(x3, W, members=mem, **self._key(wname))
         if bias is not None:
             bname = es._names.get(id(bias))
             y.add_(self.vector(bname)[:, None, :] if bname is not None else bias.detach())
