@@ -43,7 +43,7 @@ SEED = 12345
 
 def isa_paths() -> list[str]:
     """The SIMD paths this CPU supports: best_isa() and every narrower one."""
-    return list(ISAS[ISAS.index(eggroll.best_isa()):])
+    return [i for i in ISAS if i in eggroll.isas()]
 
 
 def thread_counts(requested: int | None) -> list[int]:

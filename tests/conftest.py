@@ -1,6 +1,11 @@
-"""Shared fixtures and helpers: derived tolerances, member-index forms, backend restoration."""
+"""Shared fixtures and helpers: derived tolerances, member-index forms, backend restoration,
+and the `backend` fixture of the conformance suite (tests/conformance/): each test there runs
+on every backend present (numpy, torch-cpu, jax-cpu; cupy, torch-cuda, jax-cuda with a GPU,
+cupy also under the CUDA emulation of tools/cuda_emu/run.sh) through the public functions."""
 from __future__ import annotations
 
+import importlib.util
+import os
 from typing import Any
 
 import numpy as np
@@ -202,3 +207,97 @@ def isa_name(request, restore_isa) -> str:
     if request.param not in supported_isas():
         pytest.skip(f"this CPU lacks the {request.param} path (best: {eggroll.best_isa()})")
     return request.param
+
+
+# ------------------------------------------------------------------------------------------
+# Backends of the conformance suite
+# ------------------------------------------------------------------------------------------
+
+class Backend:
+    """name; array(np) -> the backend's array; numpy(result) -> np.ndarray; cpu: whether its
+    float forwards must equal the NumPy path bit for bit (the same core GEMM)."""
+
+    def __init__(self, name: str, array: Any, numpy: Any, cpu: bool, empty: Any) -> None:
+        self.name, self.array, self._numpy, self.cpu, self._empty = name, array, numpy, cpu, empty
+
+    def numpy(self, a: Any) -> Any:
+        if isinstance(a, tuple):
+            return tuple(self.numpy(v) for v in a)
+        return self._numpy(a)
+
+    def like(self) -> Any:
+        """An empty array of the backend (for the shape-only ops' `like`)."""
+        return self._empty()
+
+    def index(self, members: Any) -> Any:
+        """members in the backend's form: an index array as its array (int32 where the
+        framework's default is int32), ranges, lists and None as they are."""
+        if not isinstance(members, np.ndarray):
+            return members
+        if self.name.startswith("jax"):
+            members = members.astype(np.int32)
+        return self.array(members)
+
+    def __repr__(self) -> str:
+        return self.name
+
+
+def _numpy() -> Backend:
+    return Backend("numpy", lambda a: a, np.asarray, True, lambda: np.zeros(0, np.float32))
+
+
+def _torch(device: str) -> Backend:
+    torch = pytest.importorskip("torch")
+    if device == "cuda" and not (torch.cuda.is_available() and eggroll.cuda_available()):
+        pytest.skip("torch-cuda: needs a GPU and eggroll built with CUDA")
+    return Backend(f"torch-{device}", lambda a: torch.from_numpy(np.array(a)).to(device),
+                   lambda t: t.detach().cpu().numpy(), device == "cpu",
+                   lambda: torch.empty(0, device=device))
+
+
+def _jax(platform: str) -> Backend:
+    jax = pytest.importorskip("jax")
+    import jax.numpy as jnp
+    try:
+        dev = jax.devices(platform)[0]
+    except RuntimeError:
+        pytest.skip(f"jax-{platform}: no {platform} device visible to JAX")
+    return Backend(f"jax-{platform}", lambda a: jax.device_put(np.asarray(a), dev),
+                   lambda a: np.asarray(a), platform == "cpu",
+                   lambda: jax.device_put(jnp.zeros(0, jnp.float32), dev))
+
+
+def _cupy() -> Backend:
+    if importlib.util.find_spec("cupy") is None:
+        pytest.skip("cupy: not installed (pip install cupy-cuda12x)")
+    import cupy as cp
+    if not (eggroll.cuda_available() or os.environ.get("EGGROLL_CUDA_EMU")):
+        pytest.skip("cupy: needs a GPU and eggroll built with CUDA (or the CUDA emulation)")
+    return Backend("cupy", cp.asarray, cp.asnumpy, False, lambda: cp.zeros(0, cp.float32))
+
+
+BACKENDS = {"numpy": _numpy, "torch-cpu": lambda: _torch("cpu"), "jax-cpu": lambda: _jax("cpu"),
+            "cupy": _cupy, "torch-cuda": lambda: _torch("cuda"), "jax-cuda": lambda: _jax("gpu")}
+
+
+@pytest.fixture(params=list(BACKENDS))
+def backend(request) -> Backend:
+    """Each backend; the ones this machine lacks are skipped with a reason."""
+    return BACKENDS[request.param]()
+
+
+@pytest.fixture(params=["numpy", "torch-cpu", "jax-cpu"])
+def cpu_backend(request) -> Backend:
+    """The CPU backends (one core: the same bits everywhere)."""
+    return BACKENDS[request.param]()
+
+
+def on(backend: Backend, fn: Any, *arrays: Any, like: bool = False, **kw: Any) -> Any:
+    """fn(*arrays, **kw) on a backend: NumPy arrays and index members converted to it, `like`
+    set to one of its arrays when asked, the result(s) back as NumPy."""
+    args = [backend.array(a) if isinstance(a, np.ndarray) else a for a in arrays]
+    if "members" in kw:
+        kw["members"] = backend.index(kw["members"])
+    if like:
+        kw["like"] = backend.like()
+    return backend.numpy(fn(*args, **kw))

@@ -1,5 +1,7 @@
-"""The PyTorch adapter (eggroll.torch, torch.ops.eggroll.*): every op against the reference and
-bit for bit against the NumPy path, opcheck, torch.compile(fullgraph=True), autograd, bad input."""
+"""What only torch has (the ops themselves are checked on every backend by tests/conformance):
+the eager fast path, torch's OpenMP threads and fork, out=, the custom ops under opcheck and
+torch.compile(fullgraph=True), autograd (shared inputs included), devices and CUDA streams,
+and torch-specific argument forms (uint32 / uint64 member tensors, empty members)."""
 from __future__ import annotations
 
 import sys
@@ -14,19 +16,10 @@ import eggroll.torch as et  # noqa: E402
 from eggroll import reference as ref  # noqa: E402
 from eggroll.torch import _ops  # noqa: E402
 
-from conftest import assert_close_derived, lowrank_forward_magnitude  # noqa: E402
-
-SEED = 0xF123456789ABCDEF            # >= 2^63: must survive the int64 op schema
+SEED = 0xF123456789ABCDEF            # >= 2^63: must survive the custom ops' int64 schema
 PARAM_ID = 0xFFFFFFF1
 EPOCH = 7
-
-
-def _devices():
-    devs = ["cpu"]
-    if torch.cuda.is_available():
-        devs.append(pytest.param("cuda", marks=[pytest.mark.cuda, pytest.mark.skipif(
-            not _has_cuda_build(), reason="eggroll built without CUDA (no eggroll._cuda)")]))
-    return devs
+KEY = dict(epoch=EPOCH, seed=SEED, param_id=PARAM_ID, sigma=0.3)
 
 
 def _has_cuda_build() -> bool:
@@ -37,130 +30,22 @@ def _has_cuda_build() -> bool:
     return True
 
 
-DEVICES = _devices()
-
-
-def _key(members, **extra):
-    return dict(members=members, epoch=EPOCH, seed=SEED, param_id=PARAM_ID, sigma=0.3,
-                noise_reuse=3, **extra)
-
-
 def _np(t):
     return t.detach().cpu().numpy()
 
 
-# ------------------------------------------------------------------------------------------
-# ops vs the reference and vs the NumPy path
-# ------------------------------------------------------------------------------------------
-
-@pytest.mark.parametrize("device", DEVICES)
-@pytest.mark.parametrize("m,n,b,rank", [(1, 1, None, 1), (17, 97, None, 3), (97, 17, 5, 1),
-                                        (16, 33, 17, 8)])
-@pytest.mark.parametrize("antithetic", [True, False])
-def test_perturbed_matmul(device, m, n, b, rank, antithetic, rng):
-    M = 6
-    x = rng.standard_normal((M, n) if b is None else (M, b, n)).astype(np.float32)
-    W = (rng.standard_normal((m, n)) / np.sqrt(n)).astype(np.float32)
-    members = rng.permutation(3 * M)[:M]
-    key = _key(members, rank=rank, antithetic=antithetic)
-    y = eggroll.perturbed_matmul(torch.from_numpy(x).to(device), torch.from_numpy(W).to(device),
-                                 **key)
-    assert isinstance(y, torch.Tensor) and y.dtype == torch.float32
-    assert y.device.type == device and tuple(y.shape) == x.shape[:-1] + (m,)
-    if device == "cpu":     # the same core ops: the NumPy path's bits
-        np.testing.assert_array_equal(_np(y), eggroll.perturbed_matmul(x, W, **key))
-    r64 = ref.perturbed_matmul(x, W, **key, dtype=np.float64)
-    r32 = ref.perturbed_matmul(x, W, **key)
-    A, B = ref.lowrank_factors((m, n), **key, dtype=np.float64)
-    assert_close_derived(_np(y), r64, r32, lowrank_forward_magnitude(x, W, A, B), "torch")
-
-
-@pytest.mark.parametrize("device", DEVICES)
-def test_unperturbed_product_is_the_numpy_one(device, rng):
-    x = rng.standard_normal((9, 4, 31)).astype(np.float32)
-    W = rng.standard_normal((13, 31)).astype(np.float32)
-    y = et.perturbed_matmul(torch.from_numpy(x).to(device), torch.from_numpy(W).to(device),
-                            members=None)
-    if device == "cpu":
-        np.testing.assert_array_equal(_np(y), eggroll.numpy.perturbed_matmul(x, W, members=None))
-    r64 = ref.perturbed_matmul(x, W, members=None, epoch=0, seed=0, sigma=1.0,
-                               dtype=np.float64)
-    r32 = ref.perturbed_matmul(x, W, members=None, epoch=0, seed=0, sigma=1.0)
-    assert_close_derived(_np(y), r64, r32, np.abs(x.astype(np.float64)) @ np.abs(W.T), "base")
-
-
-@pytest.mark.parametrize("device", DEVICES)
-@pytest.mark.parametrize("b", [None, 3])
-def test_perturbed_matmul_full(device, b, rng):
-    M, m, n = 4, 5, 7
-    x = rng.standard_normal((M, n) if b is None else (M, b, n)).astype(np.float32)
-    W = rng.standard_normal((m, n)).astype(np.float32)
-    key = _key(range(1, 1 + M), antithetic=True)
-    y = et.perturbed_matmul_full(torch.from_numpy(x).to(device),
-                                 torch.from_numpy(W).to(device), **key)
-    if device == "cpu":
-        np.testing.assert_array_equal(_np(y), eggroll.perturbed_matmul_full(x, W, **key))
-    r64 = ref.perturbed_matmul_full(x, W, **key, dtype=np.float64)
-    r32 = ref.perturbed_matmul_full(x, W, **key)
-    assert_close_derived(_np(y), r64, r32, None, "full")
-
-
-@pytest.mark.parametrize("device", DEVICES)
-def test_perturb_vector_and_lowrank_factors_bit_identical(device, rng):
-    v = rng.standard_normal(23).astype(np.float32)
-    members = [0, 1, 5, 2]
-    key = _key(members)
-    pv = et.perturb_vector(torch.from_numpy(v).to(device), **key)
-    np.testing.assert_array_equal(_np(pv), ref.perturb_vector(v, **key))
-    A, B = et.lowrank_factors((6, 5), **key, rank=2, device=device)
-    A_ref, B_ref = ref.lowrank_factors((6, 5), **key, rank=2)
-    np.testing.assert_array_equal(_np(A), A_ref)
-    np.testing.assert_array_equal(_np(B), B_ref)
-
-
-@pytest.mark.parametrize("device", DEVICES)
-@pytest.mark.parametrize("shape,rank,full_rank", [((7, 5), 2, False), ((7, 5), 1, True),
-                                                  ((11,), 1, False)])
-def test_es_gradient(device, shape, rank, full_rank, rng):
-    f = rng.standard_normal(8).astype(np.float32)
-    key = dict(epoch=EPOCH, seed=SEED, param_id=PARAM_ID, sigma=0.3, rank=rank,
-               full_rank=full_rank)
-    g = et.es_gradient(torch.from_numpy(f).to(device), shape, **key)
-    assert tuple(g.shape) == shape and g.device.type == device
-    if device == "cpu":
-        np.testing.assert_array_equal(_np(g), eggroll.es_gradient(f, shape, **key))
-    r64 = ref.es_gradient(f, shape, **key, dtype=np.float64)
-    r32 = ref.es_gradient(f, shape, **key)
-    mag = ref.es_gradient(np.abs(f), shape, **key, dtype=np.float64)  # a bound on the terms
-    assert_close_derived(_np(g), r64, r32, np.abs(mag) * 4, "es_gradient")
-
-
-@pytest.mark.parametrize("device", DEVICES)
-@pytest.mark.parametrize("dtype", ["float32", "float64", "int64"])
-def test_fitness_shaping(device, dtype, rng):
-    f = np.round(rng.standard_normal(12) * 3).astype(dtype)     # ties on purpose
-    t = torch.from_numpy(f).to(device)
-    for name, args in (("centered_rank", ()), ("zscore", (0,)), ("zscore", (4,)),
-                       ("antithetic_sign", ())):
-        out = getattr(et, name)(t, *args)
-        assert out.dtype == torch.float32
-        np.testing.assert_array_equal(_np(out), getattr(eggroll.numpy, name)(f, *args))
-    np.testing.assert_array_equal(_np(et.centered_rank(t)),
-                                  ref.centered_rank(f, dtype=np.float64).astype(np.float32))
-    np.testing.assert_array_equal(_np(et.antithetic_sign(t)), ref.antithetic_sign(f))
-    z64 = ref.zscore(f, 4, dtype=np.float64)
-    assert_close_derived(_np(et.zscore(t, 4)), z64, ref.zscore(f, 4), None, "zscore")
-
-
-@pytest.mark.parametrize("device", DEVICES)
-def test_philox4x32_bit_identical(device, rng):
-    counter = rng.integers(0, 2**32, (2, 3, 4), dtype=np.uint64).astype(np.uint32)
-    key = np.array([0xDEADBEEF, 7], dtype=np.uint32)
-    out = et.philox4x32(torch.from_numpy(counter.astype(np.int64)).to(device),
-                        torch.from_numpy(key.astype(np.int64)).to(device))
-    assert out.dtype == torch.uint32 and tuple(out.shape) == (2, 3, 4)
-    expected = ref.philox4x32(counter.reshape(-1, 4), key).reshape(2, 3, 4)
-    np.testing.assert_array_equal(out.cpu().to(torch.int64).numpy(), expected.astype(np.int64))
+def test_plain_eager_calls_skip_the_custom_op(monkeypatch):
+    """Plain tensors without autograd go straight to the C++ entry; a tensor that needs a
+    gradient goes through torch.ops.eggroll (and both give the same bits)."""
+    calls = []
+    op = _ops.CUSTOM_OPS["perturbed_matmul"]
+    monkeypatch.setitem(_ops.CUSTOM_OPS, "perturbed_matmul",
+                        lambda *a: calls.append(1) or op(*a))
+    x, W = torch.randn(4, 6), torch.randn(3, 6)
+    y = et.perturbed_matmul(x, W, members=range(4), **KEY)
+    assert calls == []
+    y2 = et.perturbed_matmul(x.requires_grad_(), W, members=range(4), **KEY)
+    assert calls == [1] and torch.equal(y, y2.detach()) and y2.requires_grad
 
 
 def test_split_population_is_bit_identical(rng):
@@ -234,54 +119,57 @@ def test_out_argument(rng):
     x = torch.from_numpy(rng.standard_normal((4, 6)).astype(np.float32))
     W = torch.from_numpy(rng.standard_normal((3, 6)).astype(np.float32))
     out = torch.empty(4, 3)
-    y = et.perturbed_matmul(x, W, members=range(4), out=out, sigma=0.2)
+    y = et.perturbed_matmul(x, W, members=range(4), out=out, **KEY)
     assert y is out
-    assert torch.equal(out, et.perturbed_matmul(x, W, members=range(4), sigma=0.2))
+    assert torch.equal(out, et.perturbed_matmul(x, W, members=range(4), **KEY))
     with pytest.raises(ValueError, match="^out: expected shape"):
-        et.perturbed_matmul(x, W, members=range(4), out=torch.empty(4, 4))
+        et.perturbed_matmul(x, W, members=range(4), out=torch.empty(4, 4), **KEY)
+    # with autograd (the custom op) out is filled by a copy
+    y = et.perturbed_matmul(x.requires_grad_(), W, members=range(4), out=torch.empty(4, 3), **KEY)
+    assert torch.equal(y.detach(), out)
 
 
 # ------------------------------------------------------------------------------------------
-# opcheck and torch.compile(fullgraph=True) on every op
+# the custom ops: opcheck and torch.compile(fullgraph=True) on every op
 # ------------------------------------------------------------------------------------------
 
-def _op_samples(device="cpu"):
+def _entry_samples():
+    """Each op's entry arguments (the binding's positional form) on small tensors."""
     g = torch.Generator().manual_seed(0)
-    x = torch.randn(4, 3, 5, generator=g)
-    W = torch.randn(7, 5, generator=g)
+    x, W = torch.randn(4, 3, 5, generator=g), torch.randn(7, 5, generator=g)
     m = torch.tensor([3, 0, 7, 2])
-    key = (*_ops.seed_halves(SEED), PARAM_ID, EPOCH, 3, True, 0.3)
+    key = (SEED, PARAM_ID, EPOCH, 3, True, 0.3, 2, 4, 0)
     f = torch.randn(6, generator=g)
-    samples = {
-        "perturbed_matmul": [(x, W, m, *key, 2), (x[:, 0].contiguous(), W, None, *key, 1)],
-        "perturbed_matmul_full": [(x, W, m, *key), (x, W, None, *key)],
-        "perturb_vector": [(torch.randn(5, generator=g), m, *key)],
-        "lowrank_factors": [(m, 7, 5, *key, 2)],
-        "es_gradient": [(f, torch.arange(6), [7, 5], *key, 2, False),
-                        (f, torch.arange(6), [9], *key, 1, True)],
-        "centered_rank": [(f,), (f.double(),)],
-        "zscore": [(f, 0), (f, 3)],
-        "antithetic_sign": [(f,)],
+    xi, Wi = torch.randint(-8, 8, (4, 5), dtype=torch.int8), torch.randint(-8, 8, (7, 5), dtype=torch.int8)
+    return {
+        "perturbed_matmul": [(x, W, m, None, False, *key), (x[:, 0].contiguous(), W, None, None, False, *key),
+                             (x[0], W, range(6), None, True, *key)],
+        "perturbed_matmul_full": [(x, W, m, None, False, *key)],
+        "perturb_vector": [(torch.randn(5, generator=g), range(1, 5), None, *key)],
+        "lowrank_factors": [(x, (7, 5), m, *key)],
+        "es_gradient": [(f, (7, 5), torch.arange(6), None, False, None, False, *key),
+                        (f, (9,), None, None, True, None, False, *key)],
+        "centered_rank": [(f, None, 0), (f.double(), None, 0)],
+        "zscore": [(f, None, 3)],
+        "antithetic_sign": [(f, None, 0)],
+        "perturbed_matmul_int8": [(xi, Wi, range(4), None, False, *key)],
+        "int8_update": [(Wi, torch.tensor([1, -1, 0], dtype=torch.int8), None, 5, *key)],
+        "normal": [(x, 9, 2, SEED, 1, 2, 3)],
         "philox4x32": [(torch.arange(12).reshape(3, 4).to(torch.uint32),
-                        torch.tensor([1, 2]).to(torch.uint32))],
+                        torch.tensor([1, 2]).to(torch.uint32), None)],
     }
-    return {name: [tuple(a.to(device) if isinstance(a, torch.Tensor) else a for a in args)
-                   for args in cases] for name, cases in samples.items()}
 
 
-@pytest.mark.parametrize("device", DEVICES)
-@pytest.mark.parametrize("name", sorted(_ops.OPS))
-def test_opcheck(name, device):
-    for args in _op_samples(device)[name]:
-        torch.library.opcheck(getattr(torch.ops.eggroll, name).default, args)
+@pytest.mark.parametrize("name", sorted(_ops.CUSTOM_OPS))
+def test_opcheck(name):
+    for args in _entry_samples()[name]:
+        torch.library.opcheck(_ops.CUSTOM_OPS[name], _ops._encode(args))
 
 
 def test_opcheck_with_gradients():
-    x, W, m, *rest = _op_samples()["perturbed_matmul"][0]
-    torch.library.opcheck(torch.ops.eggroll.perturbed_matmul.default,
-                          (x.requires_grad_(), W.requires_grad_(), m, *rest))
-    v, *rest = _op_samples()["perturb_vector"][0]
-    torch.library.opcheck(torch.ops.eggroll.perturb_vector.default, (v.requires_grad_(), *rest))
+    x, W, m, *rest = _entry_samples()["perturbed_matmul"][0]
+    tensors, codes, floats = _ops._encode((x.requires_grad_(), W.requires_grad_(), m, *rest))
+    torch.library.opcheck(_ops.CUSTOM_OPS["perturbed_matmul"], (tensors, codes, floats))
 
 
 def test_torch_compile_fullgraph_every_op():
@@ -296,18 +184,21 @@ def test_torch_compile_fullgraph_every_op():
     pkey = torch.tensor([5, 6]).to(torch.uint32)
 
     def every_op(x, W, v, members, counter, pkey):
-        key = dict(epoch=EPOCH, seed=SEED, param_id=PARAM_ID, sigma=0.3)
-        y = et.perturbed_matmul(x, W, members=members, rank=2, **key)
-        y = y + et.perturbed_matmul_full(x, W, members=members, **key)
-        y = y + et.perturb_vector(v, members=members, **key)[:, None, :]
+        y = et.perturbed_matmul(x, W, members=members, rank=2, **KEY)
+        y = y + et.perturbed_matmul_full(x, W, members=members, **KEY)
+        y = y + et.perturbed_matmul(x[0], W, members=range(6), shared=True, **KEY)
+        y = y + et.perturb_vector(v, members=members, **KEY)[:, None, :]
         fit = y.sum(dim=(1, 2))
         shaped = et.centered_rank(fit) + et.zscore(fit, 2)
         sign = et.antithetic_sign(fit)
-        gW = et.es_gradient(shaped, (7, 5), rank=2, **key)
-        gv = et.es_gradient(shaped, (7,), **key)
-        A, B = torch.ops.eggroll.lowrank_factors(members, 7, 5, *_ops.seed_halves(SEED),
-                                                 PARAM_ID, EPOCH, 1, True, 0.3, 2)
-        return y, gW, gv, sign, A, B, torch.ops.eggroll.philox4x32(counter, pkey)
+        gW = et.es_gradient(shaped, (7, 5), rank=2, **KEY)
+        gv = et.es_gradient(shaped, (7,), **KEY)
+        A, B = et.lowrank_factors((7, 5), members=members, rank=2, **KEY)
+        xi = (x * 4).to(torch.int8)
+        yi = et.perturbed_matmul_int8(xi, W.to(torch.int8), members=range(6), epoch=EPOCH,
+                                      seed=SEED, sigma_shift=2)
+        Wi = et.int8_update(W.to(torch.int8), sign, threshold=1, epoch=EPOCH, seed=SEED)
+        return y, gW, gv, sign, A, B, yi, Wi, et.philox4x32(counter, pkey)
 
     eager = every_op(x, W, v, members, counter, pkey)
     compiled = torch.compile(every_op, fullgraph=True, backend="aot_eager")(
@@ -326,7 +217,7 @@ def test_torch_compile_inductor_perturbed_matmul():
     members = torch.arange(4)
 
     def op(x, W, members):
-        return et.perturbed_matmul(x * 2, W, members=members, seed=SEED, sigma=0.1)
+        return et.perturbed_matmul(x * 2, W, members=members, seed=SEED, epoch=0, sigma=0.1)
 
     def layer(x, W, members):
         return torch.tanh(op(x, W, members)) + 1
@@ -353,11 +244,12 @@ def test_perturbed_matmul_gradcheck():
     for members in (range(4), None):
         def f(x, W):
             return et.perturbed_matmul(x.float(), W.float(), members=members, seed=SEED,
-                                       sigma=0.5, rank=2).double()
+                                       epoch=0, sigma=0.5, rank=2).double()
         assert torch.autograd.gradcheck(f, (x, W), eps=1e-2, atol=1e-3, rtol=1e-3)
     v = torch.randn(5, generator=g, dtype=torch.float64, requires_grad=True)
     assert torch.autograd.gradcheck(
-        lambda v: et.perturb_vector(v.float(), members=range(3), sigma=0.5).double(), (v,),
+        lambda v: et.perturb_vector(v.float(), members=range(3), epoch=0, seed=1,
+                                    sigma=0.5).double(), (v,),
         eps=1e-2, atol=1e-3, rtol=1e-3)
 
 
@@ -365,7 +257,7 @@ def test_perturbed_matmul_grad_matches_the_formula(rng):
     """dL/dx_i = g_i (W + A_i B_i^T), from the reference factors in float64."""
     x = torch.from_numpy(rng.standard_normal((3, 2, 6)).astype(np.float32)).requires_grad_()
     W = torch.from_numpy(rng.standard_normal((4, 6)).astype(np.float32))
-    key = _key([4, 1, 2], rank=3)
+    key = dict(members=[4, 1, 2], rank=3, noise_reuse=3, **KEY)
     et.perturbed_matmul(x, W, **key).sum().backward()
     A, B = ref.lowrank_factors((4, 6), **key, dtype=np.float64)
     ones = np.ones((3, 2, 4))
@@ -378,39 +270,73 @@ def test_backward_through_a_non_differentiable_op_says_why(call):
     x = torch.randn(2, 3, requires_grad=True)
     W = torch.randn(4, 3)
     if call == "full":
-        y = et.perturbed_matmul_full(x, W, members=range(2), sigma=0.1)
+        y = et.perturbed_matmul_full(x, W, members=range(2), epoch=0, seed=0, sigma=0.1)
     elif call == "es_gradient":
-        y = et.es_gradient(x.sum(1), (4, 3), sigma=0.1)
+        y = et.es_gradient(x.sum(1), (4, 3), epoch=0, seed=0, sigma=0.1)
     else:
         y = et.centered_rank(x.sum(1))
     with pytest.raises(RuntimeError, match="not differentiable: evolution strategies"):
         y.sum().backward()
 
 
-# ------------------------------------------------------------------------------------------
-# bad input: errors name the argument
-# ------------------------------------------------------------------------------------------
+def test_shared_input_gradients_sum_over_the_members(rng):
+    """A shared x (no member axis) receives the sum of every member's gradient: the same as
+    the materialised input's gradient summed over its member axis; W's gradient equals too."""
+    xs = torch.from_numpy(rng.standard_normal((2, 6)).astype(np.float32))
+    W = torch.from_numpy(rng.standard_normal((4, 6)).astype(np.float32))
+    key = dict(members=range(5), rank=2, **KEY)
+    a, Wa = xs.clone().requires_grad_(), W.clone().requires_grad_()
+    (et.perturbed_matmul(a, Wa, shared=True, **key) ** 2).sum().backward()
+    b, Wb = xs.expand(5, 2, 6).contiguous().requires_grad_(), W.clone().requires_grad_()
+    (et.perturbed_matmul(b, Wb, **key) ** 2).sum().backward()
+    torch.testing.assert_close(a.grad, b.grad.sum(0), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(Wa.grad, Wb.grad, rtol=1e-5, atol=1e-5)
 
-def test_non_contiguous_inputs_are_rejected():
-    x = torch.randn(5, 4, 3).transpose(1, 2)       # [5, 3, 4], not contiguous
-    W = torch.randn(2, 4)
-    with pytest.raises(ValueError, match="^x: must be contiguous"):
-        et.perturbed_matmul(x, W, members=range(5))
-    with pytest.raises(ValueError, match="^W: must be contiguous"):
-        et.perturbed_matmul(x.contiguous(), torch.randn(4, 2).t(), members=range(5))
-    with pytest.raises(ValueError, match="^f: must be contiguous"):
-        et.centered_rank(torch.randn(8)[::2])
-    # the op itself checks too (a wrong stride would read the wrong memory)
-    with pytest.raises(ValueError, match="^x: must be contiguous"):
-        torch.ops.eggroll.perturbed_matmul(x, W, None, 0, 0, 0, 0, 1, True, 1.0, 1)
 
+# ------------------------------------------------------------------------------------------
+# devices and torch-specific argument forms (the classes of bad input: tests/conformance)
+# ------------------------------------------------------------------------------------------
 
 def test_wrong_device_inputs_are_rejected():
     x = torch.randn(2, 3)
-    with pytest.raises(ValueError, match="^W: is on meta but x is on cpu"):
-        et.perturbed_matmul(x, torch.randn(4, 3, device="meta"), members=range(2))
-    with pytest.raises(ValueError, match="^members: is on meta"):
-        et.perturbed_matmul(x, torch.randn(4, 3), members=torch.arange(2, device="meta"))
+    with pytest.raises(TypeError, match="^W: "):
+        et.perturbed_matmul(x, torch.randn(4, 3, device="meta"), members=range(2), **KEY)
+
+
+@pytest.mark.parametrize("dtype", [torch.int32, torch.int64, torch.uint32, torch.uint64,
+                                   torch.uint8, torch.int16])
+def test_member_tensors_of_any_integer_dtype(dtype, rng):
+    """uint32 / uint64 member tensors work like int64 ones (they raised NotImplementedError)."""
+    x = torch.from_numpy(rng.standard_normal((3, 5)).astype(np.float32))
+    W = torch.from_numpy(rng.standard_normal((2, 5)).astype(np.float32))
+    want = et.perturbed_matmul(x, W, members=[4, 0, 9], **KEY)
+    got = et.perturbed_matmul(x, W, members=torch.tensor([4, 0, 9]).to(dtype), **KEY)
+    assert torch.equal(got, want)
+
+
+def test_empty_members_give_empty_results():
+    """members=[] (or an empty tensor) with an empty population: an empty result, as on NumPy."""
+    W = torch.randn(2, 5)
+    for members in ([], torch.zeros(0, dtype=torch.int64), range(0)):
+        y = et.perturbed_matmul(torch.zeros(0, 5), W, members=members, **KEY)
+        assert y.shape == (0, 2)
+        assert et.perturb_vector(torch.randn(3), members=members, **KEY).shape == (0, 3)
+
+
+@pytest.mark.parametrize("kw,exc,name", [
+    (dict(sigma_shift=1.5), TypeError, "sigma_shift"), (dict(sigma_shift=None), TypeError, "sigma_shift"),
+    (dict(sigma_shift="2"), TypeError, "sigma_shift"), (dict(rank=True), TypeError, "rank"),
+    (dict(antithetic=None), TypeError, "antithetic"), (dict(antithetic=0), TypeError, "antithetic"),
+    (dict(antithetic=1), TypeError, "antithetic"), (dict(fixed_point=8), ValueError, "fixed_point"),
+])
+def test_int8_scalars_are_checked(kw, exc, name):
+    """The int8 ops' scalars are checked like every op's (they went unchecked into the op
+    schema: RuntimeError for floats/None/str, True read as 1, antithetic=None/0/1 accepted)."""
+    x, W = torch.ones(2, 4, dtype=torch.int8), torch.ones(3, 4, dtype=torch.int8)
+    args = dict(members=range(2), epoch=0, seed=1, sigma_shift=0)
+    args.update(kw)
+    with pytest.raises(exc, match=f"^{name}:"):
+        et.perturbed_matmul_int8(x, W, **args)
 
 
 def test_cuda_without_a_cuda_build_is_a_clear_error(monkeypatch):
@@ -422,7 +348,7 @@ def test_cuda_without_a_cuda_build_is_a_clear_error(monkeypatch):
     if torch.cuda.is_available():       # the whole path, with real CUDA tensors
         with pytest.raises(RuntimeError, match="built without CUDA"):
             et.perturbed_matmul(torch.randn(2, 3, device="cuda"),
-                                torch.randn(4, 3, device="cuda"), members=range(2))
+                                torch.randn(4, 3, device="cuda"), members=range(2), **KEY)
 
 
 @pytest.mark.cuda
@@ -435,15 +361,15 @@ def test_cuda_ops_use_the_current_stream_and_compile():
     x = torch.randn(64, 8, 128, device="cuda")
     W = torch.randn(96, 128, device="cuda")
     members = torch.arange(64, device="cuda")
-    expected = et.perturbed_matmul(x * 3, W, members=members, seed=SEED, sigma=0.1)
+    expected = et.perturbed_matmul(x * 3, W, members=members, seed=SEED, epoch=0, sigma=0.1)
     with torch.cuda.stream(s):
         torch.cuda._sleep(10_000_000)              # keep the side stream busy
         x3 = x * 3                                 # produced on s
         # a range: no sync at all (a CUDA index tensor's sign check would sync)
-        y = et.perturbed_matmul(x3, W, members=range(64), seed=SEED, sigma=0.1)
+        y = et.perturbed_matmul(x3, W, members=range(64), seed=SEED, epoch=0, sigma=0.1)
     torch.cuda.synchronize()
     torch.testing.assert_close(y, expected, rtol=0, atol=0)
-    f = torch.compile(lambda x, W, m: et.perturbed_matmul(x, W, members=m, seed=SEED,
+    f = torch.compile(lambda x, W, m: et.perturbed_matmul(x, W, members=m, seed=SEED, epoch=0,
                                                           sigma=0.1), fullgraph=True,
                       backend="aot_eager")
     torch.testing.assert_close(f(x * 3, W, members), expected, rtol=0, atol=0)
@@ -453,55 +379,11 @@ def test_cuda_ops_use_the_current_stream_and_compile():
 @pytest.mark.skipif(not (torch.cuda.is_available() and _has_cuda_build()),
                     reason="needs a GPU and eggroll built with CUDA")
 def test_negative_cuda_members_are_rejected():
-    """The CUDA kernels read any int64 as an index, so the adapter checks the signs."""
+    """The CUDA kernels read any int64 as an index, so the entry checks a host copy."""
     x = torch.randn(2, 3, device="cuda")
     W = torch.randn(4, 3, device="cuda")
     with pytest.raises(ValueError, match="^members: indices must be >= 0, got -3"):
-        et.perturbed_matmul(x, W, members=torch.tensor([0, -3], device="cuda"), sigma=0.1)
-
-
-@pytest.mark.parametrize("kwargs,exc,match", [
-    (dict(x=torch.randn(2, 3).int()), TypeError, "^x: expected a float32 tensor"),
-    (dict(x=torch.randn(3)), ValueError, "^x: expected a 2-D or 3-D tensor"),
-    (dict(W=torch.randn(4, 5)), ValueError, r"^W: expected shape \(m, 3\)"),
-    (dict(members=range(3)), ValueError, "^members: has 3 entries"),
-    (dict(members=[-1, 0]), ValueError, "^members: indices must be >= 0"),
-    (dict(members=torch.tensor([0.0, 1.0])), TypeError, "^members: expected integer"),
-    (dict(rank=0), ValueError, "^rank: must be in"),
-    (dict(sigma=float("nan")), ValueError, "^sigma: must be finite"),
-    (dict(seed=-1), ValueError, "^seed: must be in"),
-    (dict(seed=1 << 64), ValueError, "^seed: must be in"),
-    (dict(x=np.zeros((2, 3), np.float32)), TypeError, "^x: expected a torch.Tensor"),
-])
-def test_bad_arguments_name_the_argument(kwargs, exc, match):
-    args = dict(x=torch.randn(2, 3), W=torch.randn(4, 3), members=range(2), sigma=0.1)
-    args.update(kwargs)
-    x, W = args.pop("x"), args.pop("W")
-    with pytest.raises(exc, match=match):
-        et.perturbed_matmul(x, W, **args)
-
-
-def test_float64_inputs_are_converted_like_numpy(rng):
-    x = rng.standard_normal((4, 5))
-    W = rng.standard_normal((3, 5))
-    y = et.perturbed_matmul(torch.from_numpy(x), torch.from_numpy(W), members=range(4),
-                            sigma=0.1)
-    assert y.dtype == torch.float32
-    np.testing.assert_array_equal(_np(y), eggroll.numpy.perturbed_matmul(x, W, members=range(4),
-                                                                   sigma=0.1))
-
-
-def test_es_gradient_and_shaping_errors():
-    with pytest.raises(ValueError, match="^fitness: antithetic sampling needs an even"):
-        et.es_gradient(torch.randn(3), (2, 2), sigma=0.1)
-    with pytest.raises(ValueError, match="^fitness: contains NaN"):
-        et.es_gradient(torch.tensor([1.0, float("nan")]), (2, 2), sigma=0.1)
-    with pytest.raises(ValueError, match="^f: antithetic_sign needs an even"):
-        et.antithetic_sign(torch.randn(3))
-    with pytest.raises(TypeError, match="^f: expected a real"):
-        et.centered_rank(torch.ones(4, dtype=torch.bool))
-    with pytest.raises(ValueError, match="^counter: values must fit in uint32"):
-        et.philox4x32(torch.tensor([[-1, 0, 0, 0]]), torch.tensor([0, 0]))
+        et.perturbed_matmul(x, W, members=torch.tensor([0, -3], device="cuda"), **KEY)
 
 
 # ------------------------------------------------------------------------------------------

@@ -15,8 +15,7 @@ import numpy as np
 import pytest
 
 import eggroll
-from eggroll import _core
-from eggroll._ops import cuda_module, es_args
+from eggroll._ops import cuda_module
 
 try:
     from eggroll import _cuda
@@ -27,7 +26,6 @@ except ImportError:
 REPO_PYTHON = Path(eggroll.__file__).resolve().parents[1]
 
 needs_module = pytest.mark.skipif(_cuda is None, reason="CPU-only build (no eggroll._cuda)")
-ARGS = dict(seed=1, param_id=0, epoch=0, noise_reuse=1, antithetic=True, sigma=0.1, rank=1)
 
 
 def test_cuda_available_is_a_bool():
@@ -50,39 +48,35 @@ def test_module_imports_and_counts_devices():
     assert cuda_module() is _cuda
 
 
+KEY = (1, 0, 0, 1, True, 0.1, 1, 4, 0)   # seed .. sigma_shift: the entries' key arguments
+
+
 @needs_module
-def test_launchers_reject_cpu_arrays_before_any_cuda_call():
+def test_entries_reject_cpu_arrays_before_any_cuda_call():
     x = np.zeros((2, 3), np.float32)
-    y = np.zeros((2, 4), np.float32)
-    mem = np.arange(2, dtype=np.int64)
-    from eggroll.numpy import view
+    W = np.zeros((4, 3), np.float32)
     with pytest.raises(TypeError, match="^x: expected a CUDA array"):
-        _cuda.lowrank_correction(view(x), view(mem), es_args(**ARGS), view(y), stream=0)
+        _cuda.perturbed_matmul(x, W, range(2), None, False, *KEY, 0)
     with pytest.raises(TypeError, match="^f: expected a CUDA array"):
-        _cuda.centered_rank(view(x[0]), view(y[0]), stream=0)
+        _cuda.centered_rank(x[0], None, 0, 0)
 
 
-# Launcher validation with fake device pointers (_dev), one child process per case: the
-# launchers must raise before touching the pointers or the device, but a crash on a GPU
-# machine (it happened once, see docs/backends.md "CUDA: known issues") then fails that one
-# case, naming it, instead of killing the whole test run.
-# _dev: a CUDA-device view with a fake pointer (validation must never dereference it).
+# Entry validation with fake device pointers (__cuda_array_interface__ over a pointer that
+# must never be dereferenced), one child process per case: the entries must raise before
+# touching the pointers or the device, and a crash on a GPU machine (it happened once, see
+# docs/backends.md "CUDA: known issues") then fails that one case, naming it.
 _CHILD_SETUP = """
 import faulthandler, json, re, sys
 faulthandler.enable()
-from eggroll import _core, _cuda
-from eggroll._ops import es_args
-ARGS = dict(seed=1, param_id=0, epoch=0, noise_reuse=1, antithetic=True, sigma=0.1, rank=1)
+from eggroll import _cuda
+KEY = (1, 0, 0, 1, True, 0.1, 1, 4, 0)
 
-def _dev(shape, dtype=0, ptr=0x1000, device_index=0):
-    strides, acc = [], 1
-    for d in reversed(shape):
-        strides.insert(0, acc)
-        acc *= d
-    return _core.TensorView(ptr, dtype, list(shape), strides, 1, device_index)
+class _dev:
+    def __init__(self, shape, typestr="<f4", ptr=0x1000):
+        self.__cuda_array_interface__ = dict(shape=tuple(shape), typestr=typestr,
+                                             data=(ptr, False), version=3, strides=None)
 
-a = es_args(**ARGS)
-x, mem = _dev((2, 3)), _dev((2,), dtype=6, ptr=0x2000)
+x, W, mem = _dev((2, 3)), _dev((4, 3), ptr=0x5000), _dev((2,), "<i8", ptr=0x2000)
 """
 
 _CHILD_CALL = """
@@ -99,33 +93,26 @@ print("RESULT " + json.dumps(res), flush=True)
 """
 
 VALIDATION_CASES = {
-    "out_shape": ("_cuda.lowrank_correction(x, mem, a, _dev((3, 4), ptr=0x3000), stream=0)",
+    "out_shape": ("_cuda.perturbed_matmul(x, W, mem, _dev((3, 4), ptr=0x3000), False, *KEY, 0)",
                   "ValueError", "^out: expected shape"),
-    "out_device": ("_cuda.lowrank_correction(x, mem, a, _dev((2, 4), ptr=0x3000, device_index=1), "
-                   "stream=0)", "ValueError", "^out: on device cuda:1 but x is on cuda:0"),
-    "x_dtype": ("_cuda.fullrank_correction(_dev((2, 3), dtype=4), mem, a, _dev((2, 4), ptr=0x3000), "
-                "stream=0)", "TypeError", "^x: expected float32, float16 or bfloat16"),
-    "members_dtype": ("_cuda.lowrank_correction(x, _dev((2,), dtype=5, ptr=0x2000), a, "
-                      "_dev((2, 4), ptr=0x3000), stream=0)", "TypeError", "^members: expected dtype int64"),
-    "out_overlap": ("_cuda.lowrank_correction(x, mem, a, _dev((2, 4), ptr=0x1004), stream=0)",
-                    "ValueError", "^out: .*overlaps"),
-    "rank_limit": ("_cuda.lowrank_correction(x, mem, es_args(**dict(ARGS, rank=5000)), "
-                   "_dev((2, 4), ptr=0x3000), stream=0)", "ValueError",
-                   "^rank: the CUDA kernels support rank <= 4096"),
-    "es_gradient_low_rank": ("_cuda.es_gradient(_dev((2,)), mem, a, False, 2, False, "
-                             "_dev((4, 3), ptr=0x3000), stream=0)", "ValueError",
-                             "^full_rank: the CUDA es_gradient computes full-rank"),
-    "factors_shape": ("_cuda.es_gradient_factors(_dev((2,)), mem, 4, 3, a, 2, _dev((5, 4), ptr=0x3000), "
-                      "_dev((5, 3), ptr=0x4000), stream=0)", "ValueError", "^Af: expected shape"),
-    "antithetic_odd": ("_cuda.antithetic_sign(_dev((3,)), _dev((1,), ptr=0x3000), stream=0)",
+    "W_columns": ("_cuda.perturbed_matmul(x, _dev((4, 5), ptr=0x5000), mem, None, False, *KEY, 0)",
+                  "ValueError", "^W: expected 3 columns"),
+    "x_dtype": ("_cuda.perturbed_matmul_full(_dev((2, 3), '|i1'), W, mem, None, False, *KEY, 0)",
+                "TypeError", "^x: expected float32, float16 or bfloat16"),
+    "members_dtype": ("_cuda.perturbed_matmul(x, W, _dev((2,), '<f4', ptr=0x2000), None, False, "
+                      "*KEY, 0)", "TypeError", "^members: expected integer indices"),
+    "out_overlap": ("_cuda.perturbed_matmul(x, W, mem, _dev((2, 4), ptr=0x1004), False, *KEY, 0)",
+                    "ValueError", "^out: overlaps the input x"),
+    "rank_limit": ("_cuda.perturbed_matmul(x, W, mem, None, False, *KEY[:6], 5000, 4, 0, 0)",
+                   "ValueError", "^rank: must be in \\[1, 1024\\]"),
+    "members_count": ("_cuda.perturbed_matmul(x, W, range(3), None, False, *KEY, 0)",
+                      "ValueError", "^members: has 3 entries but the leading dimension of x is 2"),
+    "antithetic_odd": ("_cuda.antithetic_sign(_dev((3,)), None, 0, 0)",
                        "ValueError", "^f: antithetic_sign needs an even population"),
-    "stream_keyword": ("_cuda.centered_rank(_dev((3,)), _dev((3,), ptr=0x3000))", "TypeError",
-                       "incompatible function arguments"),
+    "sigma_type": ("_cuda.perturb_vector(_dev((3,)), range(2), None, *KEY[:5], 'a', 1, 4, 0, 0)",
+                   "TypeError", "^sigma: expected a float"),
     "gemm_shape": ("_cuda.gemm_nt(_dev((4, 3)), _dev((5, 2), ptr=0x3000), _dev((4, 5), ptr=0x4000), "
                    "stream=0)", "ValueError", "^W: expected shape"),
-    "gemm_out_dtype": ("_cuda.gemm_nt(_dev((4, 3)), _dev((5, 3), ptr=0x3000), "
-                       "_dev((4, 5), dtype=1, ptr=0x4000), stream=0)", "TypeError",
-                       "^out: expected float32, float16 or bfloat16"),
     "gemm_tn_shape": ("_cuda.gemm_tn(_dev((6, 4)), _dev((5, 3), ptr=0x3000), _dev((4, 3), ptr=0x4000), "
                       "False, stream=0)", "ValueError", "^B: expected shape"),
 }
@@ -139,7 +126,7 @@ def _run_child(call: str, timeout: float = 180) -> dict:
                           capture_output=True, text=True, timeout=timeout)
     assert proc.returncode == 0, (
         f"child exited with {proc.returncode} (negative = killed by signal {-proc.returncode}) "
-        f"{'inside' if 'CALLING' in proc.stdout else 'before'} the launcher call {call!r}; "
+        f"{'inside' if 'CALLING' in proc.stdout else 'before'} the entry call {call!r}; "
         f"stderr tail:\n{proc.stderr[-3000:]}")
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
     assert lines, f"child printed no result; stdout:\n{proc.stdout[-2000:]}"
@@ -148,7 +135,7 @@ def _run_child(call: str, timeout: float = 180) -> dict:
 
 @needs_module
 @pytest.mark.parametrize("case", sorted(VALIDATION_CASES))
-def test_launchers_validate_shapes_dtypes_devices(case):
+def test_entries_validate_shapes_dtypes_devices(case):
     call, exc, pattern = VALIDATION_CASES[case]
     res = _run_child(call)
     assert res["raised"] == exc, res

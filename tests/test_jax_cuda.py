@@ -152,7 +152,7 @@ def test_cuda_lowering_of_the_other_ops():
     cases = {
         "perturb_vector": (lambda: eggroll.perturb_vector(jnp.ones(5), members=jnp.arange(4),
                                                           epoch=0, seed=1, sigma=0.1), ["eggroll_perturb_vector"]),
-        "lowrank_factors": (lambda: ej.lowrank_factors((5, 3), members=jnp.arange(4), sigma=0.1),
+        "lowrank_factors": (lambda: ej.lowrank_factors((5, 3), members=jnp.arange(4), epoch=0, seed=1, sigma=0.1),
                             ["eggroll_lowrank_factors"]),
         "es_gradient low rank": (lambda: eggroll.es_gradient(f, (5, 3), epoch=0, seed=1, sigma=0.1),
                                  ["eggroll_es_gradient_factors"]),

@@ -132,8 +132,9 @@ def test_frozen_and_requires_grad_false_are_unperturbed_and_get_no_grad():
     x = torch.randn(4, 5)
     with es.ask():
         h = model[0](x)
-    base = et.perturbed_matmul(x, model[0].weight.detach(), members=None)
-    bias = et.perturb_vector(model[0].bias.detach(), members=range(4), seed=0,
+    base = et.perturbed_matmul(x, model[0].weight.detach(), members=None, epoch=0, seed=0,
+                              sigma=0.1)
+    bias = et.perturb_vector(model[0].bias.detach(), members=range(4), seed=0, epoch=0,
                              param_id=param_id("0.bias"), sigma=0.1)
     torch.testing.assert_close(h, base + bias, rtol=0, atol=0)
     es.tell(torch.randn(4))
@@ -160,8 +161,8 @@ def test_non_contiguous_activations_are_fine_in_population_mode():
         y = model(x)
     expected = et.perturbed_matmul(x.transpose(1, 2).contiguous(), model.lin.weight.detach(),
                                    members=range(4), param_id=param_id("lin.weight"),
-                                   sigma=0.1)
-    expected += et.perturb_vector(model.lin.bias.detach(), members=range(4),
+                                   sigma=0.1, epoch=0, seed=0)
+    expected += et.perturb_vector(model.lin.bias.detach(), members=range(4), epoch=0, seed=0,
                                   param_id=param_id("lin.bias"), sigma=0.1)[:, None, :]
     torch.testing.assert_close(y, expected, rtol=0, atol=0)
 
@@ -242,9 +243,9 @@ def test_full_rank_option_matches_perturbed_matmul_full():
     x = torch.randn(4, 5)
     with es.ask():
         h = model[0](x)
-    base = et.perturbed_matmul_full(x, model[0].weight.detach(), members=range(4), seed=0,
+    base = et.perturbed_matmul_full(x, model[0].weight.detach(), members=range(4), seed=0, epoch=0,
                                     param_id=param_id("0.weight"), sigma=0.1)
-    bias = et.perturb_vector(model[0].bias.detach(), members=range(4), seed=0,
+    bias = et.perturb_vector(model[0].bias.detach(), members=range(4), seed=0, epoch=0,
                              param_id=param_id("0.bias"), sigma=0.1)
     torch.testing.assert_close(h, base + bias, rtol=0, atol=0)
     f = torch.randn(4)

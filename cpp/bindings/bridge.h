@@ -128,6 +128,9 @@ struct Call {
   py::object out_obj;             // the result array
   bool shared = false;            // a forward's x has no member axis (the `shared` option)
   bool shared_rows = false;       // a forward's rows are one input's for every member (CUDA)
+  const char* first_name = "x";   // the first array argument and where it lives
+  Device first_device = Device::cpu;
+  int first_index = 0;
 
   py::handle at(Py_ssize_t i) const { return i < argc ? py::handle(argv[i]) : py::handle(Py_None); }
   bool none(Py_ssize_t i) const { return at(i).is_none(); }
@@ -135,10 +138,11 @@ struct Call {
   // ---- arrays ------------------------------------------------------------------------------
   TensorView view(py::handle obj, const char* name) {
     TensorView t;
-    // NumPy arrays directly; a subclass registered as a framework's array type (an array that
-    // lives elsewhere, e.g. the host emulation's stand-in of CuPy) goes through its framework.
-    if (py::isinstance<py::array>(obj) &&
-        (Py_TYPE(obj.ptr()) == py::detail::npy_api::get().PyArray_Type_ || framework_of(obj) < 0)) {
+    // NumPy arrays read directly; a subclass that says it lives on a GPU (a CUDA array
+    // interface) goes the generic way.
+    const bool exact = Py_TYPE(obj.ptr()) == py::detail::npy_api::get().PyArray_Type_;
+    if (exact || (py::isinstance<py::array>(obj) &&
+                  !PyObject_HasAttrString(obj.ptr(), "__cuda_array_interface__"))) {
       auto* a = py::detail::array_proxy(obj.ptr());
       auto* d = py::detail::array_descriptor_proxy(a->descr);
       check_ndim(a->nd, name);
@@ -156,8 +160,15 @@ struct Call {
         PyObject_HasAttrString(obj.ptr(), "dtype"))
       return from_shape_dtype(obj, name);
     const int fw = framework_of(obj);
-    if (fw >= 0 && !frameworks()[size_t(fw)].exporter.is_none())
-      return from_capsule(frameworks()[size_t(fw)].exporter(obj), name);
+    if (fw >= 0 && !frameworks()[size_t(fw)].exporter.is_none()) {
+      py::object cap;
+      try {
+        cap = frameworks()[size_t(fw)].exporter(obj);
+      } catch (py::error_already_set& e) {  // e.g. a tensor on the meta device
+        type_error(std::string(name) + ": cannot be read as an array (" + e.what() + ")");
+      }
+      return from_capsule(cap, name);
+    }
     if (PyObject_HasAttrString(obj.ptr(), "__cuda_array_interface__"))
       return from_cai(obj.attr("__cuda_array_interface__"), name);
     if (PyObject_CheckBuffer(obj.ptr())) return from_buffer(obj, name);
@@ -287,9 +298,12 @@ struct Call {
   // Argument i as an array. The first array seen picks the framework of the outputs.
   TensorView array(Py_ssize_t i, const char* name) {
     py::handle obj = at(i);
-    if (like.ptr() == nullptr) { like = py::reinterpret_borrow<py::object>(obj); fw = framework_of(obj); }
+    const bool first = like.ptr() == nullptr;
+    if (first) { like = py::reinterpret_borrow<py::object>(obj); fw = framework_of(obj); }
     if (i < 16) objs[i] = py::reinterpret_borrow<py::object>(obj);
-    return view(obj, name);
+    TensorView t = view(obj, name);
+    if (first) { first_name = name; first_device = t.device; first_index = t.device_index; }
+    return t;
   }
 
   // Converts argument i to `to` with its framework's astype (a copy) and views the result.
@@ -398,7 +412,10 @@ struct Call {
     if (PyBool_Check(o.ptr()) || !PyIndex_Check(o.ptr()))
       type_error(std::string(name) + ": expected an int, got " + type_name(o));
     py::object v = py::reinterpret_steal<py::object>(PyNumber_Index(o.ptr()));
-    if (!v) throw_py();
+    if (!v) {  // e.g. a float or non-scalar array, whose __index__ refuses
+      PyErr_Clear();
+      type_error(std::string(name) + ": expected an int, got " + type_name(o));
+    }
     int overflow = 0;
     const long long r = PyLong_AsLongLongAndOverflow(v.ptr(), &overflow);
     if (overflow) value_error(std::string(name) + ": " + std::string(py::str(v)) + " is out of range");
@@ -409,7 +426,10 @@ struct Call {
     if (PyBool_Check(o.ptr()) || !PyIndex_Check(o.ptr()))
       type_error("seed: expected an int, got " + type_name(o));
     py::object v = py::reinterpret_steal<py::object>(PyNumber_Index(o.ptr()));
-    if (!v) throw_py();
+    if (!v) {
+      PyErr_Clear();
+      type_error("seed: expected an int, got " + type_name(o));
+    }
     const unsigned long long r = PyLong_AsUnsignedLongLong(v.ptr());
     if (PyErr_Occurred()) {
       PyErr_Clear();
@@ -501,6 +521,10 @@ struct Call {
         type_error(std::string(name) + ": expected a tuple of ints, got an element of type " + type_name(v));
       int overflow = 0;
       py::object iv = py::reinterpret_steal<py::object>(PyNumber_Index(v.ptr()));
+      if (!iv) {
+        PyErr_Clear();
+        type_error(std::string(name) + ": expected a tuple of ints, got an element of type " + type_name(v));
+      }
       const long long x = PyLong_AsLongLongAndOverflow(iv.ptr(), &overflow);
       if (overflow) value_error(std::string(name) + ": " + std::string(py::str(iv)) + " is out of range");
       d.push_back(x);
@@ -545,6 +569,8 @@ struct Call {
       return m;
     }
     if (t.ndim == 1 && t.shape[0] == 0) return Members::range(0, 1, 0);
+    if (!is_integer(t.dtype))
+      type_error(std::string("members: expected integer indices, got ") + dtype_name(t.dtype));
     if (t.device != Device::cpu) {
       if (!device_ok) type_error("members: expected a host index array or a range");
       if (t.dtype != DType::int64 && is_integer(t.dtype)) t = converted(i, "members", DType::int64);
@@ -553,8 +579,6 @@ struct Call {
     }
     if (t.ndim != 1) value_error("members: expected a 1-D index array or a range, got shape " + t.shape_str());
     if (t.dtype == DType::int64 && t.is_contiguous()) return Members::indices(t);
-    if (!is_integer(t.dtype))
-      type_error(std::string("members: expected integer indices, got ") + dtype_name(t.dtype));
     // Any other integer layout: copied into int64 here (values kept exactly; a uint64 beyond
     // int64 becomes negative and is rejected by the check).
     std::vector<int64_t>& idx = index_copies.emplace_back(size_t(t.shape[0]));

@@ -125,8 +125,14 @@ void launch(Call&, const PhiloxPlan& p, cudaStream_t s) { plain<PhiloxPlan, cuda
 
 struct Cuda {
   static constexpr bool kDevice = true;
+  // Host index members stay as they are: the launchers upload them (cuda.h).
+  static Members place(Call&, Members m) { return m; }
   template <class Plan>
-  static void run(Call& c, const Plan& p) { launch(c, p, stream_of(c)); }
+  static void run(Call& c, const Plan& p) {
+    if (c.first_device != Device::cuda && c.like.ptr() && !c.like.is_none())
+      type_error(std::string(c.first_name) + ": expected a CUDA array, got a CPU one");
+    launch(c, p, stream_of(c));
+  }
 };
 
 }  // namespace
@@ -168,6 +174,22 @@ PYBIND11_MODULE(_cuda, mod) {
     return d;
   }, "CUDA runtime (built) and driver versions, and cudaGetDeviceCount's message: why "
      "cuda_available() is False.");
+  // eggroll's own GEMMs (the ops' fallback for their dense products), for tests of their own.
+  mod.def("gemm_nt", [](py::handle x, py::handle W, py::handle out, uintptr_t s) {
+    PyObject* argv[3] = {x.ptr(), W.ptr(), out.ptr()};
+    Call c{argv, 3};
+    const TensorView xv = c.view(x, "x"), Wv = c.view(W, "W"), ov = c.view(out, "out");
+    py::gil_scoped_release nogil;
+    cuda::gemm_nt(xv, Wv, ov, reinterpret_cast<cudaStream_t>(s));
+  }, py::arg("x"), py::arg("W"), py::arg("out"), py::kw_only(), py::arg("stream"));
+  mod.def("gemm_tn", [](py::handle A, py::handle B, py::handle out, bool accumulate, uintptr_t s) {
+    PyObject* argv[3] = {A.ptr(), B.ptr(), out.ptr()};
+    Call c{argv, 3};
+    const TensorView Av = c.view(A, "A"), Bv = c.view(B, "B"), ov = c.view(out, "out");
+    py::gil_scoped_release nogil;
+    cuda::gemm_tn(Av, Bv, ov, accumulate, reinterpret_cast<cudaStream_t>(s));
+  }, py::arg("A"), py::arg("B"), py::arg("out"), py::arg("accumulate"), py::kw_only(),
+     py::arg("stream"));
   mod.def("raise_device_errors", &cuda::raise_device_errors, py::arg("device"),
           "ValueError for bad device values (members, epoch, fitness, pair_fitness) that the "
           "kernels of earlier calls flagged on that device; clears them (no synchronisation).");

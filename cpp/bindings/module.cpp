@@ -47,6 +47,7 @@ void cpu(const PhiloxPlan& p) { philox4x32(p); }
 
 struct Cpu {
   static constexpr bool kDevice = false;
+  static Members place(Call&, Members m) { return m; }
   template <class Plan>
   static void run(Call& c, const Plan& p) {
     const Framework* f = c.framework();

@@ -60,7 +60,7 @@ py::object forward(Call& c) {
   const bool int8 = std::is_same_v<Plan, Int8ForwardPlan>;
   TensorView x = int8 ? c.array(0, "x") : c.float_array(0, "x");
   TensorView W = int8 ? c.array(1, "W") : c.float_array(1, "W");
-  const Members mem = c.members(2, B::kDevice);
+  const Members mem = B::place(c, c.members(2, B::kDevice));
   const bool shared = c.shared = c.flag(4, "shared");
   const Key key = c.key(5, B::kDevice);
   // A shared input has no member axis: the core sees one of stride 0 (M = the members, or 1
@@ -99,7 +99,7 @@ py::object perturbed_matmul_int8(Call& c) {
 template <class B>
 py::object perturb_vector(Call& c) {
   const TensorView v = c.float_array(0, "v");
-  const Members mem = c.members(1, B::kDevice);
+  const Members mem = B::place(c, c.members(1, B::kDevice));
   const Key key = c.key(3, B::kDevice);
   const std::vector<int64_t> shape = {mem.count, v.ndim >= 1 ? v.shape[0] : 0};
   VectorPlan p = check_perturb_vector(v, mem, key, out_view(c, 2, shape, DType::float32, v, false));
@@ -123,7 +123,7 @@ py::object lowrank_factors(Call& c) {
   if (d.size() != 2)
     value_error("shape: expected (m, n) for a matrix parameter, got " + std::to_string(d.size()) +
                 " dimensions");
-  const Members mem = c.members(2, B::kDevice);
+  const Members mem = B::place(c, c.members(2, B::kDevice));
   const Key key = c.key(3, B::kDevice);
   const int64_t r = key.rank >= 1 && key.rank <= kMaxRank ? key.rank : 1;
   const int64_t M = mem.count, m = d[0], n = d[1];
@@ -152,7 +152,7 @@ template <class B>
 py::object es_gradient(Call& c) {
   const TensorView f = c.float_array(0, "fitness");
   const std::vector<int64_t> d = c.dims(1, "shape");
-  const Members mem = gradient_members(c, 2, f, B::kDevice);
+  const Members mem = B::place(c, gradient_members(c, 2, f, B::kDevice));
   const bool full = c.flag(4, "full_rank");
   const int64_t N = population(c, 5, f);
   const bool acc = c.flag(6, "accumulate");
@@ -173,7 +173,7 @@ py::object es_gradient_factors(Call& c) {
   const TensorView f = c.float_array(0, "fitness");
   const std::vector<int64_t> d = c.dims(1, "shape");
   if (d.size() != 2) value_error("shape: expected (m, n) for a low-rank estimate");
-  const Members mem = gradient_members(c, 2, f, B::kDevice);
+  const Members mem = B::place(c, gradient_members(c, 2, f, B::kDevice));
   const int64_t N = population(c, 3, f);
   const Key key = c.key(4, B::kDevice);
   const int64_t r = key.rank >= 1 && key.rank <= kMaxRank ? key.rank : 1;
@@ -266,6 +266,7 @@ py::object philox4x32(Call& c) {
 // The trace-time backend: plans are made (all checks run), nothing is.
 struct Check {
   static constexpr bool kDevice = false;
+  static Members place(Call&, Members m) { return m; }
   template <class Plan> static void run(Call&, const Plan&) {}
 };
 

@@ -11,8 +11,9 @@ errors are ValueError / TypeError naming the argument, the same on every backend
 """
 from __future__ import annotations
 
+import functools
 import importlib
-from typing import Any
+from typing import Any, Callable
 
 from . import _core
 
@@ -166,6 +167,28 @@ def cuda_module() -> Any:
                            "rebuild with nvcc on PATH, or -DEGGROLL_CUDA=ON; see "
                            "docs/backends.md)") from e
     return _cuda
+
+
+def framework_ops(convert: Callable[[Any], Any], like: Callable[[], Any]) -> dict[str, Any]:
+    """The ops of one framework's module (eggroll.torch.<op>, eggroll.jax.<op>, ...): the same
+    functions, with the first array converted to the framework (convert) and the shape-only
+    ops' results made there (like() is an empty array of it), so that they always answer in
+    that framework, also for NumPy or list inputs."""
+    def first(f: Callable) -> Callable:
+        @functools.wraps(f)
+        def op(a: Any, *args: Any, **kw: Any) -> Any:
+            return f(convert(a), *args, **kw)
+        return op
+
+    def shaped(f: Callable) -> Callable:
+        @functools.wraps(f)
+        def op(*args: Any, like: Any = None, **kw: Any) -> Any:
+            return f(*args, like=like0() if like is None else like, **kw)
+        return op
+    like0 = like
+    g = globals()
+    return {name: (shaped if name in ("lowrank_factors", "normal") else first)(g[name])
+            for name in OPS}
 
 
 OPS = ("perturbed_matmul", "perturbed_matmul_full", "perturb_vector", "lowrank_factors",

@@ -11,6 +11,7 @@ the GPU).
 """
 from __future__ import annotations
 
+import glob
 import os
 import tempfile
 from typing import Any, Mapping
@@ -82,7 +83,12 @@ def from_state_dict(cls: Any, state: Mapping[str, Any], *, sigma: Any, lr: Any) 
                 if a.shape != target[name].shape:
                     raise ValueError(f"state: {group}[{name!r}] has shape {a.shape}, expected "
                                      f"{target[name].shape}")
-                target[name] = xp.array(a, dtype=np.float32, order="C", copy=True)
+                a = xp.array(a, dtype=np.float32, order="C", copy=True)
+                # NaN or negative moments would turn the parameters NaN at the next step
+                if not bool(xp.isfinite(a).all()) or (group == "adam_v" and bool((a < 0).any())):
+                    raise ValueError(f"state: {group}[{name!r}] must be finite"
+                                     f"{' and >= 0' if group == 'adam_v' else ''}")
+                target[name] = a
     return es
 
 
@@ -120,12 +126,25 @@ def _unflatten(flat: Mapping[str, np.ndarray]) -> dict[str, Any]:
     return state
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def save(state: Mapping[str, Any], path: Any) -> None:
     path = os.fspath(path)
     directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{os.path.basename(path)}.",
-                               suffix=".tmp")
+    prefix = f".{os.path.basename(path)}."
+    # Temporary files of saves that were killed before their rename: never read, removed here.
+    for stale in glob.glob(os.path.join(glob.escape(directory), glob.escape(prefix) + "*.tmp")):
+        try:
+            os.unlink(stale)
+        except OSError:
+            pass
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=prefix, suffix=".tmp")
     try:
+        os.fchmod(fd, 0o666 & ~_umask())     # a checkpoint is a normal file: honour the umask
         with os.fdopen(fd, "wb") as f:
             np.savez(f, **_flatten(state))
             f.flush()
@@ -149,4 +168,13 @@ def save(state: Mapping[str, Any], path: Any) -> None:
 
 def load(path: Any) -> dict[str, Any]:
     with np.load(os.fspath(path), allow_pickle=False) as z:
-        return _unflatten({k: z[k] for k in z.files})
+        flat = {k: z[k] for k in z.files}
+    fmt = flat.get("format")
+    if fmt is None or fmt.shape != () or str(fmt) != FORMAT:
+        raise ValueError(f"path: {os.fspath(path)!r} is not an {FORMAT} checkpoint (no "
+                         f"'format' entry {FORMAT!r}; files written by ES.save have one)")
+    for key, arr in flat.items():
+        group = key.partition("/")[0]
+        if group not in ARRAY_GROUPS and key not in ("frozen", "adam_betas") and arr.shape != ():
+            raise ValueError(f"path: entry {key!r} has shape {arr.shape}, expected a scalar")
+    return _unflatten(flat)

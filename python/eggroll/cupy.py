@@ -15,9 +15,8 @@ from typing import Any
 
 import cupy as cp
 
-from ._ops import (antithetic_sign, centered_rank, cuda_module, es_gradient, int8_update,
-                   lowrank_factors, normal, perturb_vector, perturbed_matmul,
-                   perturbed_matmul_full, perturbed_matmul_int8, philox4x32, zscore)
+from . import _ops
+from ._ops import cuda_module
 
 __all__ = ["perturbed_matmul", "perturbed_matmul_full", "perturb_vector", "lowrank_factors",
            "es_gradient", "centered_rank", "zscore", "antithetic_sign", "perturbed_matmul_int8",
@@ -73,3 +72,6 @@ class Backend:
 
 
 BACKEND = Backend()
+globals().update(_ops.framework_ops(
+    lambda a: a if isinstance(a, (cp.ndarray, range)) or a is None else cp.asarray(a),
+    lambda: cp.empty(0, cp.float32)))

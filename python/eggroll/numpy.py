@@ -7,9 +7,13 @@ policy and the layout rules are docs/ops.md's "Dtypes and layout".
 """
 from __future__ import annotations
 
-from ._ops import (antithetic_sign, centered_rank, es_gradient, int8_update, lowrank_factors,
-                   normal, perturb_vector, perturbed_matmul, perturbed_matmul_full,
-                   perturbed_matmul_int8, philox4x32, zscore)
+import numpy as np
+
+from . import _ops
+
+globals().update(_ops.framework_ops(
+    lambda a: a if isinstance(a, (np.ndarray, range)) or a is None else np.asarray(a),
+    lambda: None))
 
 __all__ = ["perturbed_matmul", "perturbed_matmul_full", "perturb_vector", "lowrank_factors",
            "es_gradient", "centered_rank", "zscore", "antithetic_sign", "perturbed_matmul_int8",

@@ -87,7 +87,7 @@ class NumpyCPU(Backend):
 
     def isa_paths(self) -> list[str]:
         import eggroll
-        return list(self.ISAS[self.ISAS.index(eggroll.best_isa()):])
+        return [i for i in self.ISAS if i in eggroll.isas()]
 
     def thread_counts(self, requested: int | None) -> list[int]:
         ncpu = (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")

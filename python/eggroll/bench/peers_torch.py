@@ -61,7 +61,7 @@ def candidates(torch: Any, x: Any, W: Any, P: int, b: int, r: int
         "plain": lambda: x2 @ W.T,
         # A range: checked on the host and made on the device (a CUDA index tensor would
         # cost a sync per call for its sign check).
-        "eggroll": lambda: et.perturbed_matmul(x, W, members=range(P), seed=SEED,
+        "eggroll": lambda: et.perturbed_matmul(x, W, members=range(P), seed=SEED, epoch=0,
                                                sigma=SIGMA, rank=r),
         "idiom": idiom,
     }
@@ -71,11 +71,11 @@ def check(torch: Any, x: Any, W: Any, P: int, b: int, r: int) -> float:
     """max |eggroll - the idiom's formula on eggroll's own factors| (same noise)."""
     import eggroll.torch as et
     m, n = W.shape
-    A, B = et.lowrank_factors((m, n), members=torch.arange(P, device=x.device), seed=SEED,
+    A, B = et.lowrank_factors((m, n), members=torch.arange(P, device=x.device), seed=SEED, epoch=0,
                               sigma=SIGMA, rank=r)
     x3 = x.reshape(P, b, n)
     ref = (x3 @ W.T) + torch.bmm(torch.bmm(x3, B), A.transpose(1, 2))
-    y = et.perturbed_matmul(x, W, members=range(P), seed=SEED, sigma=SIGMA, rank=r)
+    y = et.perturbed_matmul(x, W, members=range(P), seed=SEED, epoch=0, sigma=SIGMA, rank=r)
     return float((y.reshape(P, b, m) - ref).abs().max())
 
 

@@ -22,10 +22,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .. import _core
-from .._ops import (antithetic_sign, centered_rank, es_gradient, int8_update, lowrank_factors,
-                    normal, perturb_vector, perturbed_matmul, perturbed_matmul_full,
-                    perturbed_matmul_int8, philox4x32, zscore)
+from .. import _core, _ops
 from . import _ffi
 
 __all__ = ["perturbed_matmul", "perturbed_matmul_full", "perturb_vector", "lowrank_factors",
@@ -40,11 +37,9 @@ def _traced(v: Any) -> bool:
 
 
 def _known(v: Any) -> Any:
-    """v when it is known at trace time (a Python / NumPy value or a concrete array, as NumPy,
-    so that the checks read its values), else None."""
-    if _traced(v):
-        return None
-    return np.asarray(v) if isinstance(v, jax.Array) else v
+    """v for the trace-time check: a concrete array as NumPy (the check reads its values),
+    a tracer as it is (its shape and dtype), anything else unchanged."""
+    return np.asarray(v) if isinstance(v, jax.Array) and not _traced(v) else v
 
 
 def _static(**values: Any) -> None:
@@ -98,6 +93,8 @@ def _epoch(epoch: Any) -> jax.Array:
 
 def _scalar_key(v: Any) -> Any:
     """A seed or epoch for the trace-time check: a known int, or None (traced)."""
+    if _traced(v):
+        return None
     k = _known(v)
     if isinstance(k, np.ndarray):
         if k.shape == (2,) and k.dtype == np.uint32:      # seed words
@@ -124,6 +121,8 @@ def _keyed(name: str, arrays: tuple, check_args: tuple, members: Any, key: tuple
     """One keyed op: the trace-time check (the outputs' specs), then the jitted call.
     check_args: the binding's arguments before the key, with known values for members &c."""
     seed, param_id, epoch, noise_reuse, antithetic, sigma, rank, fixed_point, sigma_shift = key
+    arrays_first = [isinstance(v, jax.Array) or _traced(v) for v in (seed, epoch)]
+    ops = [f(v) if a else None for f, v, a in zip((_seed, _epoch), (seed, epoch), arrays_first)]
     _static(param_id=param_id, noise_reuse=noise_reuse, antithetic=antithetic, sigma=sigma,
             rank=rank, fixed_point=fixed_point, sigma_shift=sigma_shift, **options)
     spec = getattr(_core, "check_" + name)(*check_args, _scalar_key(seed), param_id,
@@ -135,7 +134,9 @@ def _keyed(name: str, arrays: tuple, check_args: tuple, members: Any, key: tuple
                  **_ffi.member_attrs(members), **options)
     f = _ffi.keyed(name, len(arrays), outs[0] if len(outs) == 1 else outs,
                    tuple(sorted(attrs.items())))
-    res = f(*arrays, *_ffi.operands(members, _seed(seed), _epoch(epoch)))
+    seed_op = ops[0] if ops[0] is not None else _seed(seed)      # Python ints: checked above
+    epoch_op = ops[1] if ops[1] is not None else _epoch(epoch)
+    res = f(*arrays, *_ffi.operands(members, seed_op, epoch_op))
     return tuple(res) if len(outs) > 1 else res
 
 
@@ -186,8 +187,7 @@ class Backend:
         f = _array(f)
         if jnp.issubdtype(f.dtype, jnp.integer) or any(f.dtype == d for d in _FLOATS[1:]):
             f = f.astype(jnp.float64 if jax.config.jax_enable_x64 else jnp.float32)
-        shape, dt = getattr(_core, "check_" + name)(_known(f) if not _traced(f) else f, None,
-                                                    group_size)
+        shape, dt = getattr(_core, "check_" + name)(_known(f), None, group_size)
         return _ffi.shaping(name, jax.ShapeDtypeStruct(shape, jnp.dtype(dt)), int(group_size))(f)
 
     def centered_rank(self, f: Any, out: Any, group_size: Any) -> Any:
@@ -220,5 +220,13 @@ class Backend:
 
 
 BACKEND = Backend()
+
+
+def _convert(a: Any) -> Any:
+    """An argument of eggroll.jax.<op> as a JAX value (tracers and ranges as they are)."""
+    return a if isinstance(a, (jax.Array, range)) or _traced(a) or a is None else jnp.asarray(a)
+
+
+globals().update(_ops.framework_ops(_convert, lambda: jnp.zeros(0, jnp.float32)))
 
 from .es import ES, param_id  # noqa: E402  (the trainer builds on the ops above)

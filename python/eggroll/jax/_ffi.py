@@ -151,8 +151,9 @@ def _fold_rule(name: str, narrays: int, out: Any, attrs: dict, f: Any) -> Any:
             return lax.map(one, jnp.arange(axis_size)), True
         M = members.shape[-1]
         members = members.reshape(axis_size * M)
+        fold = jax.ShapeDtypeStruct((axis_size * M,) + out.shape[1:], out.dtype)
         if not forward:
-            y = f(*arrays, members, seed, epoch)
+            y = keyed(name, narrays, fold, tuple(sorted(attrs.items())))(*arrays, members, seed, epoch)
             return y.reshape((axis_size, M) + y.shape[1:]), True
         x, rest = arrays[0], arrays[1:]
         shared = attrs["shared"]
@@ -165,7 +166,6 @@ def _fold_rule(name: str, narrays: int, out: Any, attrs: dict, f: Any) -> Any:
             x = x.reshape((axis_size * M,) + x.shape[2:])
         elif not shared:
             x = jnp.broadcast_to(x, (axis_size,) + x.shape).reshape((axis_size * M,) + x.shape[1:])
-        fold = jax.ShapeDtypeStruct((axis_size * M,) + out.shape[1:], out.dtype)
         g = keyed(name, narrays, fold, tuple(sorted(dict(attrs, shared=shared).items())))
         y = g(x, *rest, members, seed, epoch)
         return y.reshape((axis_size, M) + y.shape[1:]), True

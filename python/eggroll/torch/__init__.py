@@ -17,15 +17,17 @@ import torch
 from torch import Tensor
 
 from .. import _ops as _generic
-from .._ops import (antithetic_sign, centered_rank, es_gradient, int8_update, normal,
-                    perturb_vector, perturbed_matmul, perturbed_matmul_full,
-                    perturbed_matmul_int8, philox4x32, zscore)
 from ._ops import BACKEND
 from ._threads import use_torch_threads
 
 __all__ = ["ES", "linear", "perturbed_matmul_int8", "int8_update", "philox4x32", "normal",
            "perturbed_matmul", "perturbed_matmul_full", "perturb_vector", "lowrank_factors",
            "es_gradient", "centered_rank", "zscore", "antithetic_sign", "use_torch_threads"]
+
+
+globals().update(_generic.framework_ops(
+    lambda a: a if isinstance(a, (Tensor, range)) or a is None else torch.as_tensor(a),
+    lambda: torch.empty(0)))
 
 
 def lowrank_factors(shape: Any, *, members: Any, epoch: Any, seed: Any, param_id: int = 0,

@@ -225,7 +225,8 @@ for _name, _op in CUSTOM_OPS.items():
     elif _name == "perturb_vector":
         _op.register_autograd(_pv_backward, setup_context=_setup)
     else:
-        _op.register_autograd(_not_differentiable(_name), setup_context=lambda ctx, i, o: None)
+        _op.register_autograd(_not_differentiable(_name),
+                              setup_context=lambda ctx, inputs, output: None)
 
 
 class Backend:

@@ -397,7 +397,8 @@ class ES:
                 "group_size": self.group_size, "noise_reuse": self.noise_reuse,
                 "antithetic": self.antithetic, "full_rank": self.full_rank,
                 "nonfinite": self.nonfinite, "frozen": list(self.frozen),
-                "param_ids": dict(self.param_ids)}
+                "param_ids": dict(self.param_ids),
+                "shapes": {n: tuple(p.shape) for n, p in self._params.items()}}
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         """Continue where state_dict() was taken: epoch, seed, sigma (unless a schedule was
@@ -411,6 +412,10 @@ class ES:
         if dict(state["param_ids"]) != self.param_ids:
             raise ValueError("state: its parameters (names -> param_ids) differ from this "
                              "module's")
+        for name, shape in dict(state.get("shapes", {})).items():
+            if name in self._params and tuple(shape) != tuple(self._params[name].shape):
+                raise ValueError(f"state: parameter {name!r} has shape {tuple(shape)} in the "
+                                 f"state but {tuple(self._params[name].shape)} in this module")
         if int(state["population"]) != self.population or int(state["rank"]) != self.rank:
             raise ValueError(f"state: population/rank {state['population']}/{state['rank']} "
                              f"differ from this ES's {self.population}/{self.rank}")
@@ -418,10 +423,14 @@ class ES:
         self.seed = _t.check_int(state["seed"], "state['seed']", 0, UINT64_MAX)
         if state.get("sigma") is not None:
             self.sigma = _t.check_float(state["sigma"], "state['sigma']", positive=True)
-        for key in ("shaping", "group_size", "noise_reuse", "antithetic", "full_rank",
-                    "nonfinite"):
+        checks = {"shaping": lambda v, k: _t.check_choice(v, k, SHAPINGS),
+                  "group_size": lambda v, k: _t.check_int(v, k, 0, self.population),
+                  "noise_reuse": lambda v, k: _t.check_int(v, k, 0, UINT32_MAX),
+                  "antithetic": _t.check_bool, "full_rank": _t.check_bool,
+                  "nonfinite": lambda v, k: _t.check_choice(v, k, NONFINITE)}
+        for key, check in checks.items():     # the constructor's checks: never unvalidated
             if key in state:
-                setattr(self, key, state[key])
+                setattr(self, key, check(state[key], f"state[{key!r}]"))
         if "frozen" in state:
             self.frozen = self._frozen(state["frozen"])
         self._sigma_cache = None

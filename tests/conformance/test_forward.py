@@ -1,4 +1,7 @@
-"""Perturbed forwards: lowrank_factors, perturbed_matmul(_full), perturb_vector vs the reference."""
+"""Perturbed forwards on every backend: lowrank_factors, perturbed_matmul(_full),
+perturb_vector vs the reference (noise bit for bit, floats within the derived tolerance, the
+CPU backends bit for bit with NumPy), shared inputs equal to materialised ones bit for bit; and
+the core's own contracts (GEMM rounding, SIMD paths, threads, population splits) on NumPy."""
 from __future__ import annotations
 
 import itertools
@@ -10,7 +13,7 @@ import eggroll
 from eggroll import reference as ref
 
 from conftest import (MEMBER_FORMS, assert_close_derived, forward_inputs,
-                      fullrank_forward_magnitude, lowrank_forward_magnitude, make_members,
+                      fullrank_forward_magnitude, lowrank_forward_magnitude, make_members, on,
                       stream_rows)
 
 SIZES = (1, 17, 97)                  # m, n: odd on purpose
@@ -69,11 +72,11 @@ def test_reference_member_noise_and_epoch_index():
 
 @pytest.mark.parametrize("m,n", list(itertools.product(SIZES, SIZES)))
 @pytest.mark.parametrize("rank", RANKS)
-def test_lowrank_factors_bit_identical(m, n, rank, rng):
+def test_lowrank_factors_bit_identical(m, n, rank, rng, backend):
     j = m + n + rank
     key = _key(make_members(MEMBER_FORMS[j % 3], M, rng), SIGMAS[rank % 3],
                NOISE_REUSE[j % 3], bool(j % 2), rank=rank)
-    A, B = eggroll.lowrank_factors((m, n), **key)
+    A, B = on(backend, eggroll.lowrank_factors, (m, n), like=True, **key)
     A_ref, B_ref = ref.lowrank_factors((m, n), **key)
     assert A.dtype == B.dtype == np.float32
     assert A.shape == (M, m, rank) and B.shape == (M, n, rank)
@@ -112,10 +115,12 @@ def test_lowrank_factors_stepped_and_reversed_ranges():
 
 @pytest.mark.parametrize("m,n,b,rank,antithetic,noise_reuse,form,sigma", _grid())
 def test_perturbed_matmul_matches_reference(m, n, b, rank, antithetic, noise_reuse, form,
-                                            sigma, rng):
+                                            sigma, rng, backend):
     x, W = _inputs(rng, M, m, n, b)
     key = _key(make_members(form, M, rng), sigma, noise_reuse, antithetic, rank=rank)
-    y = eggroll.perturbed_matmul(x, W, **key)
+    y = on(backend, eggroll.perturbed_matmul, x, W, **key)
+    if backend.cpu:
+        np.testing.assert_array_equal(y, eggroll.perturbed_matmul(x, W, **key))
     assert y.shape == x.shape[:-1] + (m,)
     r64 = ref.perturbed_matmul(x, W, **key, dtype=np.float64)
     r32 = ref.perturbed_matmul(x, W, **key)
@@ -137,11 +142,13 @@ def _full_grid():
 
 @pytest.mark.parametrize("m,n,b,antithetic,noise_reuse,form,sigma", _full_grid())
 def test_perturbed_matmul_full_matches_reference(m, n, b, antithetic, noise_reuse, form, sigma,
-                                                 rng):
+                                                 rng, backend):
     x, W = _inputs(rng, M, m, n, b)
     members = make_members(form, M, rng)
     key = _key(members, sigma, noise_reuse, antithetic)
-    y = eggroll.perturbed_matmul_full(x, W, **key)
+    y = on(backend, eggroll.perturbed_matmul_full, x, W, **key)
+    if backend.cpu:
+        np.testing.assert_array_equal(y, eggroll.perturbed_matmul_full(x, W, **key))
     assert y.shape == x.shape[:-1] + (m,)
     r64 = ref.perturbed_matmul_full(x, W, **key, dtype=np.float64)
     r32 = ref.perturbed_matmul_full(x, W, **key)
@@ -155,29 +162,30 @@ def test_perturbed_matmul_full_matches_reference(m, n, b, antithetic, noise_reus
 @pytest.mark.parametrize("antithetic", [True, False])
 @pytest.mark.parametrize("noise_reuse", NOISE_REUSE)
 @pytest.mark.parametrize("form", MEMBER_FORMS)
-def test_perturb_vector_bit_identical(m, antithetic, noise_reuse, form, rng):
+def test_perturb_vector_bit_identical(m, antithetic, noise_reuse, form, rng, backend):
     """v + float32(s_i sigma) * z[0:m] is two correctly rounded float32 operations per
     element with no accumulation, so the result must match the reference bit for bit."""
     v = rng.standard_normal(m).astype(np.float32)
     key = _key(make_members(form, 7, rng), 0.37, noise_reuse, antithetic)
-    out = eggroll.perturb_vector(v, **key)
+    out = on(backend, eggroll.perturb_vector, v, **key)
     assert out.dtype == np.float32 and out.shape == (7, m)
     np.testing.assert_array_equal(out, ref.perturb_vector(v, **key))
 
 
 @pytest.mark.parametrize("op", sorted(["perturbed_matmul", "perturbed_matmul_full"]))
-def test_float64_and_float16_inputs_are_computed_in_float32(op, rng):
-    """The NumPy adapter's dtype policy: other float inputs are converted to float32 first."""
+def test_float64_and_float16_inputs_are_computed_in_float32(op, rng, cpu_backend):
+    """The dtype policy (docs/ops.md): float inputs a kernel does not take (float64 always,
+    float16 on the CPU) are converted to float32 first; the result is float32."""
     x, W = _inputs(rng, 4, 17, 17, 2)
     key = dict(members=range(4), epoch=1, seed=2, sigma=0.5)
-    expected = getattr(eggroll, op)(x, W, **key)
+    fn = getattr(eggroll, op)
+    expected = fn(x, W, **key)
     for dtype in (np.float64, np.float16):
         xd, Wd = x.astype(dtype), W.astype(dtype)
-        y = getattr(eggroll, op)(xd, Wd, **key)
+        y = on(cpu_backend, fn, xd, Wd, **key)
         assert y.dtype == np.float32
-        np.testing.assert_array_equal(y, getattr(eggroll, op)(xd.astype(np.float32),
-                                                              Wd.astype(np.float32), **key))
-    np.testing.assert_array_equal(getattr(eggroll, op)(x.astype(np.float64), W, **key), expected)
+        np.testing.assert_array_equal(y, fn(xd.astype(np.float32), Wd.astype(np.float32), **key))
+    np.testing.assert_array_equal(on(cpu_backend, fn, x.astype(np.float64), W, **key), expected)
 
 
 # ------------------------------------------------------------------------------------------
@@ -248,21 +256,69 @@ def test_base_product_uses_a_true_fma(isa_name):
 @pytest.mark.parametrize("op", ["perturbed_matmul", "perturbed_matmul_full"])
 @pytest.mark.parametrize("m,n", [(1, 1), (1, 97), (17, 97), (97, 17), (97, 97)])
 @pytest.mark.parametrize("b", LAYOUTS)
-def test_members_none_is_the_unperturbed_product(op, m, n, b, rng):
+def test_members_none_is_the_unperturbed_product(op, m, n, b, rng, backend):
     """members=None adds no perturbation: the result does not depend on the noise key at
     all, matches x @ W.T within the derived tolerance, and is bit-exact where there is no
     summation order to choose (n = 1: each output is one correctly rounded product)."""
     x, W = _inputs(rng, 6, m, n, b)
     fn = getattr(eggroll, op)
-    y = fn(x, W, members=None, epoch=3, seed=1, sigma=0.5)
-    np.testing.assert_array_equal(y, fn(x, W, members=None, epoch=99, seed=2**64 - 1,
+    y = on(backend, fn, x, W, members=None, epoch=3, seed=1, sigma=0.5)
+    np.testing.assert_array_equal(y, on(backend, fn, x, W, members=None, epoch=99, seed=2**64 - 1,
                                         param_id=5, sigma=7.0, noise_reuse=0, antithetic=False))
     r64 = getattr(ref, op)(x, W, members=None, epoch=3, seed=1, sigma=0.5, dtype=np.float64)
     r32 = getattr(ref, op)(x, W, members=None, epoch=3, seed=1, sigma=0.5)
     magnitude = np.abs(x.astype(np.float64)) @ np.abs(W.astype(np.float64)).T
     assert_close_derived(y, r64, r32, magnitude, f"{op}(members=None)")
-    if n == 1:
+    if n == 1 and backend.cpu:
         np.testing.assert_array_equal(y, _numpy_product(x, W))
+
+
+# ------------------------------------------------------------------------------------------
+# Shared inputs: one x for every member, the same bits as the materialised input
+# ------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("op", ["perturbed_matmul", "perturbed_matmul_full"])
+@pytest.mark.parametrize("b", [None, 1, 6])
+@pytest.mark.parametrize("members", [range(3, 10), "array", None], ids=["range", "array", "none"])
+def test_shared_input_equals_the_materialised_input(op, b, members, rng, backend):
+    """shared=True with x [n] | [b, n] (no member axis) gives the bits of the same x repeated
+    for every member (the core GEMM is row-split invariant, docs/ops.md "The base product"):
+    on the CPU backends bit for bit; on GPUs within the derived tolerance (cuBLAS may round a
+    differently shaped product differently). Without members it is the plain product."""
+    if members == "array":
+        members = rng.permutation(20)[:7].astype(np.int64)
+    M, n = 7, 33
+    xs = rng.standard_normal((n,) if b is None else (b, n)).astype(np.float32)
+    W = (rng.standard_normal((19, n)) / np.sqrt(n)).astype(np.float32)
+    key = dict(epoch=3, seed=5, param_id=2, sigma=0.3, members=members)
+    fn = getattr(eggroll, op)
+    y = on(backend, fn, xs, W, shared=True, **key)
+    full = np.ascontiguousarray(np.broadcast_to(xs, (M if members is not None else 1,) + xs.shape))
+    want = fn(full, W, **key)
+    if members is None:
+        want = want[0]
+    assert y.shape == want.shape
+    if backend.cpu:
+        np.testing.assert_array_equal(y, want)
+    else:
+        r64 = getattr(ref, op)(full, W, **key, dtype=np.float64)
+        assert_close_derived(y, r64[0] if members is None else r64,
+                             want, np.abs(want) + 1, f"{op} shared")
+
+
+@pytest.mark.parametrize("op", ["perturbed_matmul", "perturbed_matmul_full"])
+def test_stride0_member_axis_is_a_shared_input(op, rng):
+    """A broadcast (stride-0) member axis, numpy.broadcast_to or torch's expand, is detected
+    from the strides and takes the shared path: the materialised input's bits."""
+    xs = rng.standard_normal((3, 16)).astype(np.float32)
+    W = rng.standard_normal((5, 16)).astype(np.float32)
+    key = dict(members=range(6), epoch=1, seed=2, sigma=0.5)
+    fn = getattr(eggroll, op)
+    want = fn(np.ascontiguousarray(np.broadcast_to(xs, (6, 3, 16))), W, **key)
+    np.testing.assert_array_equal(fn(np.broadcast_to(xs, (6, 3, 16)), W, **key), want)
+    torch = pytest.importorskip("torch")
+    got = fn(torch.from_numpy(xs).expand(6, 3, 16), torch.from_numpy(W), **key)
+    np.testing.assert_array_equal(got.numpy(), want)
 
 
 # ops.md's "members=None gives exactly x @ W.T" is honoured as "exactly the core's product,

@@ -1,4 +1,5 @@
-"""es_gradient vs the reference and explicit sums; splits, threads, SIMD paths; O(1/r) in rank."""
+"""es_gradient on every backend vs the reference and explicit sums (the CPU backends bit for
+bit with NumPy); on NumPy the core's splits, threads and SIMD paths; O(1/r) in rank."""
 from __future__ import annotations
 
 import itertools
@@ -9,7 +10,7 @@ import pytest
 import eggroll
 from eggroll import reference as ref
 
-from conftest import MEMBER_FORMS, assert_close_derived, make_members, stream_rows
+from conftest import MEMBER_FORMS, assert_close_derived, make_members, on, stream_rows
 
 SHAPES = [(1,), (17,), (97,), (1, 1), (1, 17), (17, 1), (17, 97), (97, 17), (97, 97)]
 RANKS = tuple(range(1, 9))
@@ -66,12 +67,14 @@ def _members_for(form, N, rng):
 
 @pytest.mark.parametrize("shape,rank,full_rank,antithetic,noise_reuse,N,form", _grid())
 def test_es_gradient_matches_reference(shape, rank, full_rank, antithetic, noise_reuse, N, form,
-                                       rng):
+                                       rng, backend):
     f = _fitness(rng, N)
     members = _members_for(form, N, rng)
     kw = dict(members=members, epoch=EPOCH, seed=SEED, param_id=PARAM_ID, sigma=0.05,
               rank=rank, noise_reuse=noise_reuse, antithetic=antithetic, full_rank=full_rank)
-    g = eggroll.es_gradient(f, shape, **kw)
+    g = on(backend, eggroll.es_gradient, f, shape, **kw)
+    if backend.cpu:
+        np.testing.assert_array_equal(g, eggroll.es_gradient(f, shape, **kw))
     assert g.shape == shape and g.dtype == np.float32
     r64 = ref.es_gradient(f, shape, **kw, dtype=np.float64)
     r32 = ref.es_gradient(f, shape, **kw)

@@ -1,4 +1,5 @@
-"""Fitness shaping: centered_rank, zscore, antithetic_sign vs the reference and hand-made cases."""
+"""Fitness shaping on every backend: centered_rank, zscore, antithetic_sign vs the reference
+(ranks and signs bit for bit, zscore within the derived tolerance) and hand-made cases."""
 from __future__ import annotations
 
 import numpy as np
@@ -8,17 +9,24 @@ from scipy import stats
 import eggroll
 from eggroll import reference as ref
 
-from conftest import assert_close_derived
+from conftest import assert_close_derived, on
 
 DTYPES = (np.float32, np.float64)
 SIZES = (1, 2, 17, 64, 97)
 
 
-def _fitness(rng, N, dtype, ties):
-    """N fitness values; with ties, drawn from few distinct values so many repeat."""
+def _fitness(rng, N, dtype, ties, backend=None):
+    """N fitness values; with ties, drawn from few distinct values so many repeat. float64
+    values are made float32-exact for JAX without jax_enable_x64 (it holds them as float32)."""
     if ties:
-        return rng.integers(-3, 4, N).astype(dtype) * dtype(0.25)
-    return (rng.standard_normal(N) * 10 + 3).astype(dtype)
+        f = rng.integers(-3, 4, N).astype(dtype) * dtype(0.25)
+    else:
+        f = (rng.standard_normal(N) * 10 + 3).astype(dtype)
+    if backend is not None and backend.name.startswith("jax"):
+        import jax
+        if not jax.config.jax_enable_x64:
+            f = f.astype(np.float32).astype(dtype)
+    return f
 
 
 # ------------------------------------------------------------------------------------------
@@ -36,12 +44,12 @@ def test_centered_rank_hand_made():
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("N", SIZES)
 @pytest.mark.parametrize("ties", [False, True], ids=["distinct", "ties"])
-def test_centered_rank_matches_reference(dtype, N, ties, rng):
+def test_centered_rank_matches_reference(dtype, N, ties, rng, backend):
     """rank / (N - 1) - 0.5 in double, rounded once to float32: the ranks are exact
     half-integers and each step is one correctly rounded operation, so the result is
     bit-identical to the float64 reference rounded to float32."""
-    f = _fitness(rng, N, dtype, ties)
-    out = eggroll.centered_rank(f)
+    f = _fitness(rng, N, dtype, ties, backend)
+    out = on(backend, eggroll.centered_rank, f)
     assert out.dtype == np.float32 and out.shape == (N,)
     np.testing.assert_array_equal(out, ref.centered_rank(f, dtype=np.float64).astype(np.float32))
     # an independent oracle for the ranks themselves (ties share the mean rank)
@@ -88,9 +96,9 @@ def _zscore_magnitude(f, group_size):
                                           (2, 2), (64, 2), (64, 8), (96, 32), (97, 97),
                                           (51, 17)])
 @pytest.mark.parametrize("ties", [False, True], ids=["distinct", "ties"])
-def test_zscore_matches_reference(dtype, N, group_size, ties, rng):
-    f = _fitness(rng, N, dtype, ties)
-    out = eggroll.zscore(f, group_size)
+def test_zscore_matches_reference(dtype, N, group_size, ties, rng, backend):
+    f = _fitness(rng, N, dtype, ties, backend)
+    out = on(backend, eggroll.zscore, f, group_size)
     assert out.dtype == np.float32 and out.shape == (N,)
     assert_close_derived(out, ref.zscore(f, group_size, dtype=np.float64),
                          ref.zscore(f, group_size, dtype=np.float32),
@@ -121,9 +129,9 @@ def test_antithetic_sign_hand_made():
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("N", [2, 18, 64, 96])
 @pytest.mark.parametrize("ties", [False, True], ids=["distinct", "ties"])
-def test_antithetic_sign_matches_reference(dtype, N, ties, rng):
-    f = _fitness(rng, N, dtype, ties)
-    out = eggroll.antithetic_sign(f)
+def test_antithetic_sign_matches_reference(dtype, N, ties, rng, backend):
+    f = _fitness(rng, N, dtype, ties, backend)
+    out = on(backend, eggroll.antithetic_sign, f)
     assert out.dtype == np.float32 and out.shape == (N // 2,)
     np.testing.assert_array_equal(out, ref.antithetic_sign(f))
     assert set(np.unique(out)) <= {-1.0, 0.0, 1.0}
@@ -134,3 +142,16 @@ def test_antithetic_sign_float64_resolution():
     f = np.array([1.0 + 2**-40, 1.0, 1.0, 1.0 + 2**-40])
     np.testing.assert_array_equal(eggroll.antithetic_sign(f), np.array([1, -1], np.float32))
     np.testing.assert_array_equal(ref.antithetic_sign(f), np.array([1, -1], np.float32))
+
+
+@pytest.mark.parametrize("scale", [1e150, 1e200, 1e308])
+def test_zscore_of_huge_finite_fitness(scale, backend):
+    """Values near float64's limit are scaled by a power of two first (exact), so the squares
+    cannot overflow: +-1e200 gives +-1, not the zero update (inf variance) or NaN it gave."""
+    f = np.array([scale, -scale, scale / 2, -scale / 2], np.float64)
+    if backend.name.startswith("jax"):
+        pytest.skip("JAX holds float32 fitness without jax_enable_x64")
+    out = on(backend, eggroll.zscore, f)
+    g = f / scale          # the exact z-scores (the 1e-5 of the variance is negligible here)
+    np.testing.assert_allclose(out, (g - g.mean()) / g.std(), rtol=1e-6)
+    assert np.isfinite(out).all()

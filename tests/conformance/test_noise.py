@@ -10,6 +10,8 @@ import pytest
 import eggroll
 from eggroll import reference as ref
 
+from conftest import on
+
 ISAS = ("scalar", "avx2", "avx512")
 STREAM_END = 1 << 34  # values j < 2^34 of one stream are addressable (noise.md, "Keying")
 U32_MAX = (1 << 32) - 1
@@ -135,6 +137,23 @@ def test_philox_batch_rows_are_independent_calls():
     for idx in np.ndindex(4, 3):
         assert np.array_equal(got[idx], eggroll.philox4x32(c[idx], key))
     assert np.array_equal(got, ref.philox4x32(c, key))
+
+
+@pytest.mark.parametrize(("counter", "key", "want"), KNOWN_ANSWERS, ids=KAT_IDS)
+def test_philox_known_answers_on_every_backend(counter, key, want, backend):
+    c = np.tile(np.array(counter, np.uint32), (3, 1))
+    got = on(backend, eggroll.philox4x32, c, np.array(key, np.uint32))
+    assert got.dtype == np.uint32
+    assert all([int(v) for v in row] == list(want) for row in got)
+
+
+@pytest.mark.parametrize("count,offset", [(0, 0), (1, 5), (37, 3), (4099, 2**34 - 4099)])
+def test_normal_on_every_backend(count, offset, backend):
+    """The stream bit for bit on every backend (like= picks the framework and device)."""
+    key = dict(seed=0xDEADBEEF12345678, param_id=7, epoch_index=3, noise_index=9)
+    got = on(backend, eggroll.normal, count, offset=offset, like=True, **key)
+    assert got.dtype == np.float32 and got.shape == (count,)
+    assert_same_bits(got, ref.normal(count, offset=offset, **key))
 
 
 def test_philox_accepts_python_ints():

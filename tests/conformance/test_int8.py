@@ -12,7 +12,7 @@ import eggroll
 from eggroll import _core
 from eggroll import reference as ref
 
-from conftest import MEMBER_FORMS, make_members
+from conftest import MEMBER_FORMS, make_members, on
 
 INT8_ISAS = ("scalar", "avx2", "avx_vnni", "avx512_vnni", "amx")
 SEED = 0x0123456789ABCDEF
@@ -98,6 +98,40 @@ def test_forward_matches_reference(case, isa):
     base = ref.perturbed_matmul_int8(x, W, **{**kw, "members": None})
     if case["n"] >= 33 and case["sigma_shift"] == 0:
         assert not np.array_equal(base, want)
+
+
+@pytest.mark.parametrize("case", FORWARD_CASES[::2],
+                         ids=[f"m{c['m']}n{c['n']}b{c['b']}r{c['rank']}" for c in FORWARD_CASES[::2]])
+def test_forward_on_every_backend(case, backend):
+    """The same bits as the reference on every backend (exact integer arithmetic)."""
+    rng = np.random.default_rng(case["m"] * 1000 + case["n"] + case["rank"])
+    M = 6 if case["antithetic"] else 5
+    x, W = _inputs(rng, M, case["b"], case["m"], case["n"], min(127, 1 << case["fixed_point"]))
+    kw = dict(members=make_members(case["form"], M, rng), epoch=EPOCH, seed=SEED,
+              param_id=PARAM_ID, rank=case["rank"], sigma_shift=case["sigma_shift"],
+              fixed_point=case["fixed_point"], noise_reuse=case["noise_reuse"],
+              antithetic=case["antithetic"])
+    _assert_int8_equal(on(backend, eggroll.perturbed_matmul_int8, x, W, **kw),
+                       ref.perturbed_matmul_int8(x, W, **kw))
+
+
+@pytest.mark.parametrize("b", [None, 1, 5])
+@pytest.mark.parametrize("members", [range(2, 9), None], ids=["range", "none"])
+def test_shared_input_equals_the_materialised_input(b, members, backend):
+    """shared=True (x [n] | [b, n]) gives the bits of the input repeated for every member,
+    on every backend (one GEMM over the shared rows on the CPU)."""
+    rng = np.random.default_rng(7)
+    xs, W = _inputs(rng, 1, b, 13, 70)
+    xs = xs[0]
+    kw = dict(members=members, epoch=2, seed=9, rank=2, sigma_shift=1)
+    got = on(backend, eggroll.perturbed_matmul_int8, xs, W, shared=True, **kw)
+    M = len(members) if members is not None else 1
+    full = np.ascontiguousarray(np.broadcast_to(xs, (M,) + xs.shape))
+    want = ref.perturbed_matmul_int8(full, W, **kw)
+    _assert_int8_equal(got, want if members is not None else want[0])
+    if backend.name == "numpy":    # a stride-0 member axis takes the same path
+        _assert_int8_equal(eggroll.perturbed_matmul_int8(np.broadcast_to(xs, full.shape), W, **kw),
+                           want)
 
 
 @pytest.mark.parametrize("b", LAYOUTS)
@@ -238,6 +272,17 @@ def test_update_matches_reference(case, isa):
     if m * n > 1:  # some entries move, not all
         moved = np.mean(want != np.clip(W, -127, 127))
         assert 0 < moved < 1
+
+
+@pytest.mark.parametrize("case", UPDATE_CASES[:4], ids=[str(c) for c in UPDATE_CASES[:4]])
+def test_update_on_every_backend(case, backend):
+    m, n, P, r, T, fp = case
+    rng = np.random.default_rng(m + n + P)
+    W = rng.integers(-128, 128, (m, n)).astype(np.int8)
+    f = rng.integers(-1, 2, P).astype(np.int8)
+    kw = dict(threshold=T, epoch=EPOCH, seed=SEED, param_id=PARAM_ID, rank=r, fixed_point=fp,
+              noise_reuse=2)
+    _assert_int8_equal(on(backend, eggroll.int8_update, W, f, **kw), ref.int8_update(W, f, **kw))
 
 
 def test_update_fitness_forms_and_in_place(restore_int8):
