@@ -166,14 +166,26 @@ lowrank_add_kernel(TY* __restrict__ y, const float* __restrict__ t, Members memb
       for (int l0 = 0; l0 < r; l0 += kL) {
         const int lc = min_of(kL, r - l0);
         float a[4][kL];
-        for (int q = 0; q < no; ++q) {  // A_k[o + q, l0 .. l0 + lc): stream positions p0 ..
-          const int64_t p0 = nr + (o + q) * r + l0, p1 = p0 + lc;
+        if (r <= kL) {  // one slice: the outputs' A_k values are one stretch of the stream
+          const int64_t p0 = nr + o * r, p1 = p0 + no * r;
           for (int64_t blk = p0 >> 2; 4 * blk < p1; ++blk) {
             float z[4];
             normal4(key, k, uint32_t(blk), z);
             for (int e = 0; e < 4; ++e) {
               const int64_t p = 4 * blk + e;
-              if (p >= p0 && p < p1) a[q][p - p0] = z[e];
+              if (p >= p0 && p < p1) a[(p - p0) / r][(p - p0) % r] = z[e];
+            }
+          }
+        } else {
+          for (int q = 0; q < no; ++q) {  // A_k[o + q, l0 .. l0 + lc): stream positions p0 ..
+            const int64_t p0 = nr + (o + q) * r + l0, p1 = p0 + lc;
+            for (int64_t blk = p0 >> 2; 4 * blk < p1; ++blk) {
+              float z[4];
+              normal4(key, k, uint32_t(blk), z);
+              for (int e = 0; e < 4; ++e) {
+                const int64_t p = 4 * blk + e;
+                if (p >= p0 && p < p1) a[q][p - p0] = z[e];
+              }
             }
           }
         }

@@ -1,11 +1,13 @@
 // Host emulation of the CUDA runtime subset eggroll's kernels use (tools/cuda_emu/run.sh):
 // blocks run one after another, each as real std::threads (one per CUDA thread) with a
-// std::barrier for __syncthreads and per-warp barriers for shuffles and ballots, so the
-// kernels' indexing, synchronisation and arithmetic run unchanged on a machine without a GPU.
+// barrier for __syncthreads and per-warp barriers for shuffles and ballots, so the kernels'
+// indexing, synchronisation and arithmetic run unchanged on a machine without a GPU. The
+// barriers sleep (mutex + condition variable) instead of spinning: hundreds of waiting threads
+// on a few cores would otherwise keep the whole machine busy.
 // "Device" memory is host memory; streams are ignored (everything is synchronous).
 #pragma once
 #include <algorithm>
-#include <barrier>
+#include <condition_variable>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
@@ -27,9 +29,23 @@ typedef int cudaError_t;
 constexpr cudaError_t cudaSuccess = 0;
 struct dim3 { unsigned x = 1, y = 1, z = 1; dim3(unsigned a = 1, unsigned b = 1, unsigned c = 1) : x(a), y(b), z(c) {} };
 namespace emu {
+class Barrier {
+ public:
+  explicit Barrier(unsigned n) : n_(n), left_(n) {}
+  void arrive_and_wait() {
+    std::unique_lock<std::mutex> lock(m_);
+    const unsigned gen = gen_;
+    if (--left_ == 0) { ++gen_; left_ = n_; cv_.notify_all(); return; }
+    cv_.wait(lock, [&] { return gen != gen_; });
+  }
+ private:
+  std::mutex m_;
+  std::condition_variable cv_;
+  unsigned n_, left_, gen_ = 0;
+};
 inline thread_local dim3 tIdx, bIdx, bDim, gDim;
-inline std::barrier<>* block_bar = nullptr;
-struct Warp { std::barrier<> bar{32}; uint64_t buf[32]; };
+inline Barrier* block_bar = nullptr;
+struct Warp { Barrier bar{32}; uint64_t buf[32]; };
 inline std::vector<std::unique_ptr<Warp>>* warps = nullptr;
 inline std::mutex launch_mutex;  // callers on several threads (XLA's CPU runtime): one launch at a time
 template <class K, class... A>
@@ -38,7 +54,7 @@ void run(dim3 grid, dim3 block, K kernel, A... args) {
   const unsigned nt = block.x * block.y * block.z;
   for (unsigned by = 0; by < grid.y; ++by)
     for (unsigned bx = 0; bx < grid.x; ++bx) {
-      std::barrier<> bar(nt);
+      Barrier bar(nt);
       std::vector<std::unique_ptr<Warp>> ws;
       for (unsigned w = 0; w < (nt + 31) / 32; ++w) ws.emplace_back(new Warp);
       block_bar = &bar; warps = &ws;
