@@ -108,9 +108,9 @@ void lowrank_factors(const FactorPlan& plan, cudaStream_t stream);
 // factor rows (the CPU's bits) in stream-ordered scratch, then g (+)= Af^T Bf by gemm.tn. Full
 // rank / vector: streamed (the CPU's bits).
 void es_gradient(const GradientPlan& plan, const Gemm& gemm, cudaStream_t stream);
-// The factor rows alone, into the caller's Af / Bf (C rows: the runs times rank, or any
-// multiple of rank up to M * rank for device index members, whose rows past the runs are
-// written as zeros).
+// The factor rows alone, into the caller's Af / Bf (C rows: the runs times rank; for device
+// index members, whose runs the host cannot count, the bound M * rank: the rows past the runs
+// are written as zeros, and a smaller C would leave runs out).
 void es_gradient_factors(const FactorRowsPlan& plan, cudaStream_t stream);
 
 // fitness shaping (cuda/fitness.cu): centered_rank, antithetic_sign bit for bit, zscore
