@@ -21,6 +21,9 @@ the same call (device time alone; the capture is itself the check that the op is
   5. int8: eggroll.perturbed_matmul_int8 (own dp4a GEMM, correction in its epilogue) at the
      1024 x 1 shape against the bf16 and fp32 forwards; target >= 1.5x bf16 throughput.
   6. JAX (when it sees a GPU): the jitted eggroll forward (float32) against XLA's dot.
+A measurement that fails (or a graph that cannot be captured) is reported as FAILED in its row
+and the others still run (exit status 1); with --out the files are rewritten after every
+measurement, so a run cut short keeps what it measured.
 """
 from __future__ import annotations
 
@@ -74,6 +77,25 @@ def graphed(fn: Callable[[], Any]) -> Callable[[], Any]:
     return g.replay
 
 
+def add_graphs(fns: dict[str, Callable[[], Any]], names: tuple[str, ...]) -> dict[str, str]:
+    """fns[name + "_graph"] = the replay of fns[name] captured in a CUDA graph, for each name;
+    a capture that fails leaves its entry out (the eager figures stand) and its error is
+    returned, so that the record says why its graph column is empty."""
+    import torch
+    errors = {}
+    for name in names:
+        try:
+            fns[name + "_graph"] = graphed(fns[name])
+        except Exception as e:                     # noqa: BLE001 - reported in the record
+            torch.cuda.synchronize()
+            errors[name + "_graph_error"] = f"{type(e).__name__}: {e}"[:300]
+    return errors
+
+
+def _ratio(t: dict[str, float], num: str, den: str) -> float | None:
+    return t[num] / t[den] if num in t and den in t else None
+
+
 def host_us(fn: Callable[[], Any], n: int = 20) -> float:
     """Host time to enqueue one call (microseconds, the GPU drained before and after)."""
     import torch
@@ -95,18 +117,18 @@ def forward_group(rows: int, repeat: int) -> dict[str, Any]:
     x2, y2 = x.view(-1, N_IN), y.view(-1, N_OUT)
     fns = {"inference": lambda: torch.matmul(x2, W.T, out=y2),
            "eggroll": lambda: eggroll.perturbed_matmul(x, W, members=range(M_ROWS), rank=1, out=y, **KEY)}
-    fns["inference_graph"] = graphed(fns["inference"])
-    fns["eggroll_graph"] = graphed(fns["eggroll"])
-    return forward_record(rows, time_group(fns, repeat), host_us(fns["eggroll"]))
+    errors = add_graphs(fns, ("inference", "eggroll"))
+    return dict(forward_record(rows, time_group(fns, repeat), host_us(fns["eggroll"])), **errors)
 
 
 def forward_record(rows: int, t: dict[str, float], host: float) -> dict[str, Any]:
-    """The forward record from the median times (ms) of inference / eggroll, eager and graph."""
+    """The forward record from the median times (ms) of inference / eggroll, eager and graph
+    (a graph whose capture failed has no time: its ratio is None)."""
     flops = 2.0 * M_ROWS * rows * N_IN * N_OUT
     return dict(bench="forward", dtype="bfloat16", members=M_ROWS, rows_per_member=rows, m=N_OUT,
                 n=N_IN, rank=1, **{f"{k}_ms": v for k, v in t.items()},
                 fraction_of_inference=t["inference"] / t["eggroll"],
-                fraction_graph=t["inference_graph"] / t["eggroll_graph"],
+                fraction_graph=_ratio(t, "inference_graph", "eggroll_graph"),
                 inference_tflops=flops / t["inference"] / 1e9, host_us_per_call=host, target=0.95)
 
 
@@ -141,17 +163,16 @@ def update_group(repeat: int) -> dict[str, Any]:
     fns = {"gemm": lambda: torch.matmul(Af.t(), Bf, out=out),
            "es_gradient": lambda: eggroll.es_gradient(f, (N_OUT, N_IN), rank=1, **KEY),
            "factors": factors}
-    fns["es_gradient_graph"] = graphed(fns["es_gradient"])
-    fns["gemm_graph"] = graphed(fns["gemm"])
-    return update_record(time_group(fns, repeat), host_us(fns["es_gradient"]))
+    errors = add_graphs(fns, ("es_gradient", "gemm"))
+    return dict(update_record(time_group(fns, repeat), host_us(fns["es_gradient"])), **errors)
 
 
 def update_record(t: dict[str, float], host: float) -> dict[str, Any]:
-    """The es_gradient record from the median times (ms), eager and graph."""
+    """The es_gradient record from the median times (ms), eager and graph (None without)."""
     return dict(bench="es_gradient", dtype="float32", members=M_ROWS, m=N_OUT, n=N_IN, rank=1,
                 rows=M_ROWS // 2, **{f"{k}_ms": v for k, v in t.items()},
                 ratio_to_gemm=t["es_gradient"] / t["gemm"],
-                ratio_graph=t["es_gradient_graph"] / t["gemm_graph"], host_us_per_call=host,
+                ratio_graph=_ratio(t, "es_gradient_graph", "gemm_graph"), host_us_per_call=host,
                 target=1.3)
 
 
@@ -223,6 +244,11 @@ def jax_group(repeat: int) -> dict[str, Any] | None:
                 fraction_of_inference=t["inference"] / t["eggroll"])
 
 
+def _f(v: float | None, fmt: str, unit: str = "") -> str:
+    """v formatted (+ unit), or "n/a" (a graph that could not be captured)."""
+    return "n/a" if v is None else format(v, fmt) + unit
+
+
 def render_md(records: list[dict[str, Any]], stamp: dict[str, Any], repeat: int) -> list[str]:
     """The human table: one row per measurement."""
     md = [f"GPU benchmarks, {stamp['date']}, {stamp['gpu']} (bench/bench_gpu.py, median of "
@@ -230,12 +256,14 @@ def render_md(records: list[dict[str, Any]], stamp: dict[str, Any], repeat: int)
           "| measurement | eggroll | baseline | ratio | target |", "|---|---|---|---|---|"]
     for r in records:
         b = r["bench"]
-        if b == "forward":
+        if "error" in r:
+            md.append(f"| {b} | FAILED: {r['error']} | | | |")
+        elif b == "forward":
             md.append(f"| forward bf16, 1024 x {r['rows_per_member']} rows, [8192 -> 8192], r=1 | "
-                      f"{r['eggroll_ms']:.3f} / {r['eggroll_graph_ms']:.3f} ms (host "
+                      f"{r['eggroll_ms']:.3f} / {_f(r.get('eggroll_graph_ms'), '.3f')} ms (host "
                       f"{r['host_us_per_call']:.0f} us/call) | inference {r['inference_ms']:.3f} / "
-                      f"{r['inference_graph_ms']:.3f} ms ({r['inference_tflops']:.0f} TFLOP/s) | "
-                      f"{r['fraction_of_inference']:.3f} / {r['fraction_graph']:.3f} of inference "
+                      f"{_f(r.get('inference_graph_ms'), '.3f')} ms ({r['inference_tflops']:.0f} TFLOP/s) | "
+                      f"{r['fraction_of_inference']:.3f} / {_f(r['fraction_graph'], '.3f')} of inference "
                       f"| >= 0.95 |")
         elif b == "forward_full_rank":
             md.append(f"| full-rank (OpenES) forward, 1024 x 1 | {r['full_rank_ms']:.1f} ms | "
@@ -243,10 +271,10 @@ def render_md(records: list[dict[str, Any]], stamp: dict[str, Any], repeat: int)
                       f"of inference; EGGROLL {r['eggroll_speedup_vs_full']:.0f}x faster | paper: 0.41% |")
         elif b == "es_gradient":
             md.append(f"| es_gradient fp32, N=1024, [8192, 8192], r=1 | {r['es_gradient_ms']:.3f} / "
-                      f"{r['es_gradient_graph_ms']:.3f} ms (factor rows {r['factors_ms']:.3f} ms; host "
-                      f"{r['host_us_per_call']:.0f} us/call) | GEMM [8192,512]@[512,8192] "
-                      f"{r['gemm_ms']:.3f} / {r['gemm_graph_ms']:.3f} ms | {r['ratio_to_gemm']:.2f}x / "
-                      f"{r['ratio_graph']:.2f}x | <= 1.3x |")
+                      f"{_f(r.get('es_gradient_graph_ms'), '.3f')} ms (factor rows {r['factors_ms']:.3f} "
+                      f"ms; host {r['host_us_per_call']:.0f} us/call) | GEMM [8192,512]@[512,8192] "
+                      f"{r['gemm_ms']:.3f} / {_f(r.get('gemm_graph_ms'), '.3f')} ms | "
+                      f"{r['ratio_to_gemm']:.2f}x / {_f(r['ratio_graph'], '.2f', 'x')} | <= 1.3x |")
         elif b == "noise":
             md.append(f"| noise, 2^28 normals | {r['g_normals_per_s']:.1f} G normals/s | fill "
                       f"{r['write_bound_g_per_s']:.1f} G/s ({r['write_gb_per_s']:.0f} GB/s) | "
@@ -260,6 +288,9 @@ def render_md(records: list[dict[str, Any]], stamp: dict[str, Any], repeat: int)
             md.append(f"| JAX forward fp32 (jit), 1024 x [8192 -> 8192], r=1 | {r['eggroll_ms']:.3f} ms "
                       f"(wall, synchronised) | XLA dot {r['inference_ms']:.3f} ms | "
                       f"{r['fraction_of_inference']:.3f} of inference | - |")
+        for k, v in r.items():                     # graph captures that failed
+            if k.endswith("_graph_error"):
+                md.append(f"| {b}: {k[:-len('_error')]} | capture FAILED: {v} | | | |")
     return md
 
 
@@ -278,27 +309,43 @@ def main(argv: list[str] | None = None) -> int:
         print("bench_gpu: needs torch with CUDA, a CUDA build of eggroll and a GPU", file=sys.stderr)
         return 2
     repeat = args.repeat or (5 if args.quick else 21)
-    records = [forward_group(1, repeat), forward_group(16, repeat)]
-    records.append(full_rank_group(3 if args.quick else 5, records[0]["eggroll_ms"]))
-    records.append(update_group(repeat))
-    records.append(noise_group(repeat, 1 << 28))
-    records.append(int8_group(repeat))
-    jx = jax_group(repeat)
-    if jx:
-        records.append(jx)
     stamp = dict(date=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
                  gpu=str(torch.cuda.get_device_name()), eggroll=eggroll.__version__)
-    lines = [json.dumps(dict(stamp, **r)) for r in records]
-    for line in lines:
-        print(line)
-    md = render_md(records, stamp, repeat)
-    print("\n".join(md), file=sys.stderr)
-    if args.out:
-        os.makedirs(args.out, exist_ok=True)
-        with open(os.path.join(args.out, "bench_gpu.jsonl"), "w") as fh:
-            fh.write("\n".join(lines) + "\n")
-        with open(os.path.join(args.out, "bench_gpu.md"), "w") as fh:
-            fh.write("\n".join(md) + "\n")
+    groups: list[tuple[str, Callable[[], dict[str, Any] | None]]] = [
+        ("forward", lambda: forward_group(1, repeat)),
+        ("forward", lambda: forward_group(16, repeat)),
+        ("forward_full_rank", lambda: full_rank_group(
+            3 if args.quick else 5, next((r["eggroll_ms"] for r in records if r["bench"] == "forward"
+                                          and "eggroll_ms" in r), float("nan")))),
+        ("es_gradient", lambda: update_group(repeat)),
+        ("noise", lambda: noise_group(repeat, 1 << 28)),
+        ("forward_int8", lambda: int8_group(repeat)),
+        ("jax_forward", lambda: jax_group(repeat))]
+    records: list[dict[str, Any]] = []
+    failed = False
+    for name, group in groups:   # a group that fails is reported; the others still run
+        try:
+            r = group()
+        except Exception as e:                     # noqa: BLE001 - reported in the record
+            failed = True
+            r = dict(bench=name, error=f"{type(e).__name__}: {e}"[:300])
+            try:
+                torch.cuda.synchronize()
+            except Exception:                      # noqa: BLE001 - a sticky CUDA error
+                pass
+        if r is None:
+            continue
+        records.append(r)
+        print(json.dumps(dict(stamp, **r)), flush=True)
+        if args.out:                               # written as it comes: a cut-off run keeps its figures
+            os.makedirs(args.out, exist_ok=True)
+            with open(os.path.join(args.out, "bench_gpu.jsonl"), "w") as fh:
+                fh.write("".join(json.dumps(dict(stamp, **x)) + "\n" for x in records))
+            with open(os.path.join(args.out, "bench_gpu.md"), "w") as fh:
+                fh.write("\n".join(render_md(records, stamp, repeat)) + "\n")
+    print("\n".join(render_md(records, stamp, repeat)), file=sys.stderr)
+    if failed:
+        return 1
     return 0
 
 

@@ -73,3 +73,21 @@ def test_main_without_cuda_exits_2(bench, capsys):
         pytest.skip("a GPU is visible: the script would run the benchmarks")
     assert bench.main(["--quick"]) == 2
     assert "needs torch with CUDA, a CUDA build of eggroll and a GPU" in capsys.readouterr().err
+
+
+def test_failures_are_rows_not_crashes(bench):
+    # a graph that could not be captured: eager figures stand, the graph ratio is n/a
+    rec = bench.forward_record(1, dict(inference=0.95, eggroll=1.0), 40.0)
+    assert rec["fraction_graph"] is None
+    rec["eggroll_graph_error"] = "RuntimeError: operation not permitted when stream is capturing"
+    upd = bench.update_record(dict(gemm=1.0, es_gradient=1.25, factors=0.1), 60.0)
+    assert upd["ratio_graph"] is None
+    md = bench.render_md([rec, upd, dict(bench="forward_int8", error="RuntimeError: boom")],
+                         dict(date="today", gpu="Test GPU"), 5)
+    rows = [line for line in md if line.startswith("| ") and not line.startswith("| measurement")]
+    assert "0.950 / n/a of inference" in rows[0]
+    assert rows[1] == ("| forward: eggroll_graph | capture FAILED: RuntimeError: operation not "
+                       "permitted when stream is capturing | | | |")
+    assert "1.25x / n/a |" in rows[2]
+    assert rows[3] == "| forward_int8 | FAILED: RuntimeError: boom | | | |"
+    assert all(r.count("|") == 6 for r in rows)
