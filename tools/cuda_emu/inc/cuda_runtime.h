@@ -48,24 +48,29 @@ inline Barrier* block_bar = nullptr;
 struct Warp { Barrier bar{32}; uint64_t buf[32]; };
 inline std::vector<std::unique_ptr<Warp>>* warps = nullptr;
 inline std::mutex launch_mutex;  // callers on several threads (XLA's CPU runtime): one launch at a time
+// One team of threads per launch runs the blocks one after another (a barrier between
+// blocks, so that the next block's threads find __shared__ memory as the last one left it,
+// as a real SM's next resident block may): thread creation per launch, not per block.
 template <class K, class... A>
 void run(dim3 grid, dim3 block, K kernel, A... args) {
   std::lock_guard<std::mutex> lock(launch_mutex);
   const unsigned nt = block.x * block.y * block.z;
-  for (unsigned by = 0; by < grid.y; ++by)
-    for (unsigned bx = 0; bx < grid.x; ++bx) {
-      Barrier bar(nt);
-      std::vector<std::unique_ptr<Warp>> ws;
-      for (unsigned w = 0; w < (nt + 31) / 32; ++w) ws.emplace_back(new Warp);
-      block_bar = &bar; warps = &ws;
-      std::vector<std::thread> th;
-      for (unsigned t = 0; t < nt; ++t)
-        th.emplace_back([=] {
-          tIdx = dim3(t % block.x, t / block.x); bIdx = dim3(bx, by); bDim = block; gDim = grid;
+  Barrier bar(nt);
+  std::vector<std::unique_ptr<Warp>> ws;
+  for (unsigned w = 0; w < (nt + 31) / 32; ++w) ws.emplace_back(new Warp);
+  block_bar = &bar; warps = &ws;
+  std::vector<std::thread> th;
+  for (unsigned t = 0; t < nt; ++t)
+    th.emplace_back([=, &bar] {
+      tIdx = dim3(t % block.x, t / block.x); bDim = block; gDim = grid;
+      for (unsigned by = 0; by < grid.y; ++by)
+        for (unsigned bx = 0; bx < grid.x; ++bx) {
+          bIdx = dim3(bx, by);
           kernel(args...);
-        });
-      for (auto& x : th) x.join();
-    }
+          bar.arrive_and_wait();  // the block is done (its threads may have returned early)
+        }
+    });
+  for (auto& x : th) x.join();
 }
 struct Launch {
   dim3 g, b;
