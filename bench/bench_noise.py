@@ -1,7 +1,7 @@
 """Benchmark of the noise generator: eggroll.normal rate per SIMD path and thread count,
 against NumPy's Ziggurat and a memory-bandwidth reference.
 
-Run:  cd /work/main && PYTHONPATH=python python bench/bench_noise.py [--quick] [--threads N]
+Run:  PYTHONPATH=python python bench/bench_noise.py [--quick] [--threads N]
       [--repeat R] [--jsonl out.jsonl]     (JSON lines on stdout, tables on stderr)
 
 For each count (2^20 and 2^24; --quick: 2^20 and 2^22), one interleaved group times, round

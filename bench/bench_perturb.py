@@ -1,10 +1,10 @@
 """Benchmark of the perturbed forward: eggroll.perturbed_matmul against NumPy's plain GEMM,
 the full-rank baseline and the NumPy idiom a user would write for low rank.
 
-Run:  cd /work/main && PYTHONPATH=python python bench/bench_perturb.py [--quick] [--threads N]
+Run:  PYTHONPATH=python python bench/bench_perturb.py [--quick] [--threads N]
       [--repeat R] [--jsonl out.jsonl]     (JSON lines on stdout, tables on stderr)
 
-Headline configuration (the issue's): P = 512 members, x float32 [512, 1024] (one row per
+Headline configuration: P = 512 members, x float32 [512, 1024] (one row per
 member), W float32 [1024, 1024], rank 1, antithetic, sigma 0.01, members=range(512).
 Every candidate is timed interleaved with its baseline in the same run (median of >= 5).
 

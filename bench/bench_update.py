@@ -1,10 +1,10 @@
 """Benchmark of the ES update: eggroll.es_gradient against a NumPy GEMM of the same shape,
 the full-rank estimate and the NumPy einsum idiom over explicit factors.
 
-Run:  cd /work/main && PYTHONPATH=python python bench/bench_update.py [--quick] [--threads N]
+Run:  PYTHONPATH=python python bench/bench_update.py [--quick] [--threads N]
       [--repeat R] [--jsonl out.jsonl]     (JSON lines on stdout, tables on stderr)
 
-Headline configuration (the issue's): es_gradient(fitness float32 [512], (1024, 1024),
+Headline configuration: es_gradient(fitness float32 [512], (1024, 1024),
 epoch=0, seed, sigma=0.01), N = 512 members, rank 1, antithetic (256 folded pairs), fitness
 already shaped by centered_rank. Every candidate is timed interleaved with its baseline in
 the same run (median of >= 5).

@@ -252,44 +252,14 @@ Int8ForwardPlan check_perturbed_matmul_int8(const TensorView& x, const TensorVie
                                             const TensorView& out) {
   check_key(key, KeyUse::int8_forward);
   check_dtype(x, "x", DType::int8);
-  if (x.ndim != 2 && x.ndim != 3)
-    value_error("x: expected [M, n] or [M, b, n], got shape " + x.shape_str());
-  check_same_device(W, "W", x, "x");
-  check_same_device(out, "out", x, "x");
   check_dtype(W, "W", DType::int8);
-  if (W.ndim != 2) value_error("W: expected [m, n], got shape " + W.shape_str());
+  const detail::ForwardDims d = detail::check_forward(x, W, members, key, out, false);
+  if (d.n < 1 || d.n > kInt8MaxN)
+    value_error("x: the inner dimension n must be in [1, 65536] (exact int32 accumulation), got " +
+                std::to_string(d.n));
   Int8ForwardPlan p;
   p.x = x; p.W = W; p.out = out; p.members = members; p.key = key;
-  p.M = x.shape[0]; p.b = x.ndim == 3 ? x.shape[1] : 1; p.n = x.shape[x.ndim - 1];
-  p.m = W.shape[0];
-  if (W.shape[1] != p.n)
-    value_error("W: expected " + std::to_string(p.n) +
-                " columns to match x's last dimension, got shape " + W.shape_str());
-  if (p.n < 1 || p.n > kInt8MaxN)
-    value_error("x: the inner dimension n must be in [1, 65536] (exact int32 accumulation), got " +
-                std::to_string(p.n));
-  TensorView rows = x;
-  rows.shape[0] = 1;
-  const bool shared = x.strides[0] == 0 && p.M > 1;
-  if (x.numel() != 0 && (!rows.is_contiguous() || (!shared && !x.is_contiguous())))
-    value_error("x: must be C-contiguous apart from a stride-0 (broadcast) leading axis (make a "
-                "contiguous copy first, e.g. numpy.ascontiguousarray or tensor.contiguous())");
-  p.x_stride = shared ? 0 : p.b * p.n;
-  check_contiguous(W, "W");
-  check_dtype(out, "out", DType::int8);
-  const bool out_ok = out.ndim == x.ndim && out.shape[0] == p.M &&
-                      out.shape[out.ndim - 1] == p.m && (x.ndim == 2 || out.shape[1] == p.b);
-  if (!out_ok)
-    shape_error("out", x.ndim == 3 ? shape_str({p.M, p.b, p.m}) : shape_str({p.M, p.m}), out);
-  check_contiguous(out, "out");
-  check_writeable(out, "out");
-  check_no_overlap(out, "out", x, "x");
-  check_no_overlap(out, "out", W, "W");
-  if (members.given) {
-    check_members(members, p.M, key.antithetic, "x");
-    detail::check_member_device(members, x, "x");
-    detail::check_stream(p.m, p.n, key.rank, false);
-  }
+  p.M = d.M; p.b = d.b; p.n = d.n; p.m = d.m; p.x_stride = d.x_stride;
   return p;
 }
 

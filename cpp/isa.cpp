@@ -2,6 +2,7 @@
 // use, from which the float kernels (noise, GEMM) and the int8 GEMM pick their paths.
 #include "eggroll/isa.h"
 #include <atomic>
+#include <cstdlib>
 #include <string>
 #include "eggroll/check.h"
 #include "int8_kernel.h"
@@ -93,9 +94,20 @@ const char* isa_name(IsaLevel level) {
 }
 
 bool isa_supported(IsaLevel level) {
-  static const int mask = [] {  // detected once (AMX asks the OS once)
+  // Detected once (AMX asks the OS once). EGGROLL_MAX_ISA=<level> makes this process behave
+  // as on a CPU without the wider levels: how the tests are run as on an AVX2-only machine.
+  static const int mask = [] {
+    int cap = int(IsaLevel::amx);
+    if (const char* env = std::getenv("EGGROLL_MAX_ISA"); env && *env) {
+      cap = -1;
+      for (IsaLevel l : kLevels)
+        if (std::string(env) == isa_name(l)) cap = int(l);
+      if (cap < 0)
+        value_error(std::string("EGGROLL_MAX_ISA: expected one of 'scalar', 'avx2', 'avx_vnni', "
+                                "'avx512', 'avx512_vnni', 'amx', got '") + env + "'");
+    }
     int m = 0;
-    for (IsaLevel l : kLevels) m |= cpu_has(l) ? 1 << int(l) : 0;
+    for (IsaLevel l : kLevels) m |= int(l) <= cap && cpu_has(l) ? 1 << int(l) : 0;
     return m;
   }();
   return (mask >> int(level)) & 1;

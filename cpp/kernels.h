@@ -43,4 +43,12 @@ void check_float_storage(const TensorView& t, const char* name);
 void check_member_device(const Members& members, const TensorView& ref, const char* ref_name);
 void check_stream(int64_t m, int64_t n, int64_t rank, bool full_rank);
 
+// What every forward's check shares (float and int8, after each has checked its dtypes):
+// x [M, n] | [M, b, n] whose member rows are contiguous (or one input shared with stride 0),
+// W [m, n] and out [M, (b,) m] of x's dtype, on x's device, out writeable and apart from both,
+// and the members. Returns the dimensions and the member stride of x.
+struct ForwardDims { int64_t M, b, n, m, x_stride; };
+ForwardDims check_forward(const TensorView& x, const TensorView& W, const Members& members,
+                          const Key& key, const TensorView& out, bool full_rank);
+
 }  // namespace eggroll::detail

@@ -9,7 +9,7 @@
 #include <cstring>
 #include "eggroll/noise.h"
 
-// The math below is shared with the CUDA kernels (cuda/noise_device.cuh instantiates it with
+// The math below is shared with the CUDA kernels (cuda/common.cuh instantiates it with
 // a one-lane device "ops" type); nvcc sees it as __host__ __device__, host compilers as plain.
 #if defined(__CUDACC__)
 #define EGGROLL_HD __host__ __device__

@@ -68,51 +68,59 @@ int64_t task_grain(double cost_per_item, int64_t at_least) {
 using detail::check_float_storage;
 using detail::check_member_device;
 
-ForwardPlan check_perturbed_matmul(const TensorView& x, const TensorView& W,
-                                   const Members& members, const Key& key,
-                                   const TensorView& out, bool full_rank) {
-  check_key(key, full_rank ? KeyUse::float_full : KeyUse::float_lowrank);
-  check_float_storage(x, "x");
+namespace detail {
+ForwardDims check_forward(const TensorView& x, const TensorView& W, const Members& members,
+                          const Key& key, const TensorView& out, bool full_rank) {
   if (x.ndim != 2 && x.ndim != 3)
     value_error("x: expected [M, n] or [M, b, n], got shape " + x.shape_str());
   check_same_device(W, "W", x, "x");
   check_same_device(out, "out", x, "x");
-  if (W.dtype != x.dtype)
-    type_error(std::string("W: expected the dtype of x (") + dtype_name(x.dtype) + "), got " +
-               dtype_name(W.dtype));
   if (W.ndim != 2) value_error("W: expected [m, n], got shape " + W.shape_str());
-  ForwardPlan p;
-  p.x = x; p.W = W; p.out = out; p.members = members; p.key = key; p.full_rank = full_rank;
-  p.M = x.shape[0]; p.b = x.ndim == 3 ? x.shape[1] : 1; p.n = x.shape[x.ndim - 1];
-  p.m = W.shape[0];
-  if (W.shape[1] != p.n)
-    value_error("W: expected " + std::to_string(p.n) +
+  ForwardDims d;
+  d.M = x.shape[0]; d.b = x.ndim == 3 ? x.shape[1] : 1; d.n = x.shape[x.ndim - 1];
+  d.m = W.shape[0];
+  if (W.shape[1] != d.n)
+    value_error("W: expected " + std::to_string(d.n) +
                 " columns to match x's last dimension, got shape " + W.shape_str());
   // x: each member's rows contiguous; members follow each other or share one input (stride 0).
   TensorView rows = x;
   rows.shape[0] = 1;
-  const bool shared = x.strides[0] == 0 && p.M > 1;
+  const bool shared = x.strides[0] == 0 && d.M > 1;
   if (x.numel() != 0 && (!rows.is_contiguous() || (!shared && !x.is_contiguous())))
     value_error("x: must be C-contiguous apart from a stride-0 (broadcast) leading axis (make a "
                 "contiguous copy first, e.g. numpy.ascontiguousarray or tensor.contiguous())");
-  p.x_stride = shared ? 0 : p.b * p.n;
+  d.x_stride = shared ? 0 : d.b * d.n;
   check_contiguous(W, "W");
-  if (out.dtype != x.dtype)
-    type_error(std::string("out: expected dtype ") + dtype_name(x.dtype) + ", got " +
-               dtype_name(out.dtype));
-  const bool out_ok = out.ndim == x.ndim && out.shape[0] == p.M &&
-                      out.shape[out.ndim - 1] == p.m && (x.ndim == 2 || out.shape[1] == p.b);
+  check_dtype(out, "out", x.dtype);
+  const bool out_ok = out.ndim == x.ndim && out.shape[0] == d.M &&
+                      out.shape[out.ndim - 1] == d.m && (x.ndim == 2 || out.shape[1] == d.b);
   if (!out_ok)
-    shape_error("out", x.ndim == 3 ? shape_str({p.M, p.b, p.m}) : shape_str({p.M, p.m}), out);
+    shape_error("out", x.ndim == 3 ? shape_str({d.M, d.b, d.m}) : shape_str({d.M, d.m}), out);
   check_contiguous(out, "out");
   check_writeable(out, "out");
   check_no_overlap(out, "out", x, "x");
   check_no_overlap(out, "out", W, "W");
   if (members.given) {
-    check_members(members, p.M, key.antithetic, "x");
+    check_members(members, d.M, key.antithetic, "x");
     check_member_device(members, x, "x");
-    detail::check_stream(p.m, p.n, key.rank, full_rank);
+    check_stream(d.m, d.n, key.rank, full_rank);
   }
+  return d;
+}
+}  // namespace detail
+
+ForwardPlan check_perturbed_matmul(const TensorView& x, const TensorView& W,
+                                   const Members& members, const Key& key,
+                                   const TensorView& out, bool full_rank) {
+  check_key(key, full_rank ? KeyUse::float_full : KeyUse::float_lowrank);
+  check_float_storage(x, "x");
+  if (W.dtype != x.dtype)
+    type_error(std::string("W: expected the dtype of x (") + dtype_name(x.dtype) + "), got " +
+               dtype_name(W.dtype));
+  const detail::ForwardDims d = detail::check_forward(x, W, members, key, out, full_rank);
+  ForwardPlan p;
+  p.x = x; p.W = W; p.out = out; p.members = members; p.key = key; p.full_rank = full_rank;
+  p.M = d.M; p.b = d.b; p.n = d.n; p.m = d.m; p.x_stride = d.x_stride;
   return p;
 }
 

@@ -70,6 +70,16 @@ TensorView make_view(void* data, DType dtype, std::initializer_list<int64_t> sha
   return t;
 }
 
+TensorView with_member_axis(TensorView t, int64_t M, const char* name) {
+  if (t.ndim + 1 > TensorView::kMaxDims)
+    value_error(std::string(name) + ": a shared input has at most 7 dimensions");
+  for (int i = t.ndim; i > 0; --i) { t.shape[i] = t.shape[i - 1]; t.strides[i] = t.strides[i - 1]; }
+  t.shape[0] = M;
+  t.strides[0] = 0;
+  t.ndim += 1;
+  return t;
+}
+
 void check_dtype(const TensorView& t, const char* name, DType expected) {
   if (t.dtype != expected)
     type_error(std::string(name) + ": expected dtype " + dtype_name(expected) + ", got " +

@@ -97,7 +97,7 @@ const char* message(int flag) {
     case kEpoch: return "epoch: must be in [0, 2^32)";
     case kFitness: return "fitness: contains NaN or inf";
     case kShaping: return "f: contains NaN or inf";
-    default: return "pair_fitness: values must be -1, 0 or 1";
+    default: return "pair_fitness: values must be exactly -1, 0 or 1 (e.g. eggroll.antithetic_sign(fitness))";
   }
 }
 

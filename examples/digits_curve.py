@@ -111,7 +111,6 @@ def main(argv: list[str] | None = None) -> int:
     es = eggroll.ES(model.init, sigma=sigma, lr=lambda t: lr * max(0.1, 1.0 - t / steps),
                     population=N, rank=rank, seed=args.seed, optimizer="adam",
                     shaping="centered_rank")
-    xbuf = np.empty((N, b, X.shape[1]), np.float32)
     batch_rng = np.random.default_rng(args.seed + 1)
 
     def accuracy(Xs: np.ndarray, ys: np.ndarray) -> float:
@@ -126,8 +125,7 @@ def main(argv: list[str] | None = None) -> int:
                file=sys.stdout)
     for t in bar:
         idx = batch_rng.choice(len(Xtr), size=b, replace=False)
-        xbuf[...] = Xtr[idx]
-        ce = cross_entropy(MLP.population_logits(es.ask(), xbuf), ytr[idx])     # [N]
+        ce = cross_entropy(MLP.population_logits(es.ask(), Xtr[idx]), ytr[idx])  # [N]
         es.tell(-ce)
         loss.append(float(ce.mean()))
         if (t + 1) % args.eval_every == 0 or t == steps - 1:

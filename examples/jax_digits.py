@@ -74,8 +74,7 @@ def main(argv: list[str] | None = None) -> int:
     @jax.jit
     def step(params, opt_state, epoch, xb, yb):
         pop = es.ask(params, epoch)
-        xs = jnp.broadcast_to(xb, (N,) + xb.shape)            # the same minibatch for all
-        h = jnp.tanh(pop.linear("W1", xs, bias="b1"))          # [N, b, H]
+        h = jnp.tanh(pop.linear("W1", xb, bias="b1", shared=True))  # [N, b, H]: xb for all
         ce = cross_entropy(pop.linear("W2", h, bias="b2"), yb)  # [N]
         grads = es.gradient(params, -ce, epoch)                # fitness: higher is better
         updates, opt_state = opt.update(grads, opt_state, params)

@@ -369,6 +369,30 @@ def test_es_population_matches_ops_and_exclude(rng):
         pop.linear("enc/0/W", x[:3])
 
 
+@pytest.mark.parametrize("exclude", [(), ("W1",)])
+def test_es_linear_shared_input_equals_the_broadcast_one(rng, exclude):
+    """pop.linear(name, xb, shared=True), xb [b, n] or [n]: the same bits as
+    jnp.broadcast_to(xb, (M,) + xb.shape), eager, jitted (traced epoch) and for a block."""
+    P = jax.tree_util.tree_map(jnp.asarray, _mlp(rng))
+    es = ej.ES(P, sigma=0.1, population=8, rank=2, seed=4, exclude=exclude)
+    xb = jnp.asarray(rng.standard_normal((3, 5)).astype(np.float32))
+
+    def both(params, epoch, xb, members=None):
+        pop = es.ask(params, epoch, members=members)
+        M = len(pop)
+        return (pop.linear("W1", xb, bias="b1", shared=True),
+                pop.linear("W1", jnp.broadcast_to(xb, (M,) + xb.shape), bias="b1"),
+                pop.linear("W1", xb[0], shared=True),
+                pop.linear("W1", jnp.broadcast_to(xb[0], (M, 5))))
+
+    for a, b, c, d in (both(P, 3, xb), jax.jit(both)(P, 3, xb), both(P, 2, xb, range(2, 6))):
+        assert a.shape[1:] == (3, 8) and c.shape[1:] == (8,)
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+        np.testing.assert_array_equal(np.asarray(c), np.asarray(d))
+    with pytest.raises(ValueError, match="^x: a shared input"):
+        es.ask(P, 0).linear("W1", jnp.zeros((8, 3, 5)), shared=True)
+
+
 def test_es_trains_a_toy_regression_with_optax_in_one_compilation(rng):
     P = jax.tree_util.tree_map(jnp.asarray, _mlp(rng))
     N = 64

@@ -281,7 +281,7 @@ def test_sync_checks_raise_in_the_call(sync_checks, rng):
                             sigma=0.1)
     with pytest.raises(ValueError, match="^f: contains NaN or inf"):
         eggroll.centered_rank(cp.asarray([1.0, np.nan], dtype=cp.float32))
-    with pytest.raises(ValueError, match="^pair_fitness: values must be -1, 0 or 1"):
+    with pytest.raises(ValueError, match="^pair_fitness: values must be exactly -1, 0 or 1"):
         eggroll.int8_update(cp.zeros((3, 4), cp.int8), cp.asarray(np.array([1, 5], np.int8)),
                             threshold=1, epoch=0, seed=1)
     eggroll.perturb_vector(v, members=range(2), epoch=0, seed=1, sigma=0.1)  # nothing left

@@ -123,6 +123,32 @@ def test_linear_equals_ops(rank, full_rank, three_d):
     assert not np.allclose(got[0], got[1])
 
 
+@pytest.mark.parametrize("full_rank", [False, True])
+@pytest.mark.parametrize("frozen", [(), ("W1",)])
+def test_linear_shared_input_equals_the_materialised_one(full_rank, frozen):
+    """pop.linear(name, x, shared=True) with x [b, n] or [n]: every member's input, the same
+    bits as the input broadcast to [N, ...] (and a block of members likewise)."""
+    es = _es(full_rank=full_rank, frozen=frozen, rank=2)
+    es.tell(np.arange(N, dtype=np.float32))
+    xb = _x(es)[0].copy()                                    # [b, n]
+    for members in (None, range(3, 9)):
+        pop = es.ask() if members is None else es.ask(members=members)
+        M = len(pop)
+        got = pop.linear("W1", xb, bias="b1", shared=True)
+        ref = pop.linear("W1", np.ascontiguousarray(np.broadcast_to(xb, (M,) + xb.shape)),
+                         bias="b1")
+        assert got.shape == ref.shape == (M, 4, 5) and np.array_equal(got, ref)
+        got = pop.linear("W1", xb[1], shared=True)
+        ref = pop.linear("W1", np.ascontiguousarray(np.broadcast_to(xb[1], (M, 7))))
+        assert got.shape == (M, 5) and np.array_equal(got, ref)
+        got[:] = 0                                           # the result is the caller's
+        assert not np.array_equal(pop.linear("W1", xb[1], shared=True), got)
+    with pytest.raises(ValueError, match="^x: a shared input"):
+        pop.linear("W1", _x(es), shared=True)
+    with pytest.raises(ValueError, match="shared=True"):
+        pop.linear("W1", xb[0])
+
+
 def test_population_attributes_and_staleness():
     es = _es()
     pop = es.ask()

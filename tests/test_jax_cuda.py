@@ -482,7 +482,7 @@ def test_bad_traced_values_raise_on_the_next_call():
     bad = [(lambda: f(put(np.int32(-3)), good[1]), r"epoch: must be in \[0, 2\^32\)"),
            (lambda: f(good[0], put(np.array([0, 1, -2, 3], np.int32))), "members: indices must be >= 0"),
            (lambda: shape(put(np.array([1.0, np.nan, 2.0], np.float32))), "f: contains NaN or inf"),
-           (lambda: upd(put(np.array([1.0, 0.5], np.float32))), "pair_fitness: values must be -1, 0 or 1")]
+           (lambda: upd(put(np.array([1.0, 0.5], np.float32))), "pair_fitness: values must be exactly -1, 0 or 1")]
     for call, message in bad:
         jax.block_until_ready(call())          # runs (on invalid values); nothing waits on them
         with pytest.raises(Exception, match=message):

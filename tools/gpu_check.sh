@@ -10,7 +10,7 @@
 # (bench/bench_gpu.py: forward vs inference at 1024 x 1 and x 16 rows, update vs its GEMM with
 # the device time split from the host's, int8 vs bf16 / fp32, noise, JAX) and, when present,
 # the LLM population benchmark. Logs go to $OUT (default ./gpu-check-out) and are packed into
-# $OUT/gpu_check.tgz next to summary.txt and bench_gpu.md (at most 8 files come back).
+# $OUT/gpu_check.tgz next to summary.txt and bench_gpu.md (a few files to read first).
 # Order: build, the CUDA tests, the JAX CUDA tests, the benchmark, then the slower extras (the
 # conformance suite on the GPU backends, CUDA-marked torch tests, compute-sanitizer, the LLM
 # benchmark), so that a short budget still yields the figures.
@@ -27,7 +27,7 @@ BUDGET=${GPU_CHECK_SECONDS:-450}
 # `python` is the interpreter that runs the tests; pip and the build must use the same one.
 PY=${PYTHON:-python}
 step() { echo "== $1 (+$((SECONDS - START)) s)" | tee -a "$OUT/summary.txt"; }
-pack() {  # one archive of the logs + the summary and benchmark table beside it (<= 8 files)
+pack() {  # one archive of the logs + the summary and benchmark table beside it
   [ -f "$LOGS/bench_gpu.md" ] && cp "$LOGS/bench_gpu.md" "$OUT/bench_gpu.md"
   tar czf "$OUT/gpu_check.tgz" -C "$OUT" logs && rm -rf "$LOGS"
 }

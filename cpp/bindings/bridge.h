@@ -19,7 +19,7 @@ namespace py = pybind11;
 
 // ---- DLPack (the ABI of the DLPack standard: legacy "dltensor" and 1.x "dltensor_versioned")
 struct DLDevice { int32_t device_type, device_id; };      // 1 CPU, 2 CUDA, 3 CUDA host, 13 managed
-struct DLDataType { uint8_t code, bits; uint16_t lanes; };  // code 0 int, 1 uint, 2 float, 4 bfloat, 5 complex, 6 bool
+struct DLDataType { uint8_t code, bits; uint16_t lanes; };
 struct DLTensor {
   void* data; DLDevice device; int32_t ndim; DLDataType dtype;
   int64_t* shape; int64_t* strides; uint64_t byte_offset;
@@ -66,19 +66,6 @@ inline int framework_of(py::handle obj) {
 
 [[noreturn]] inline void throw_py() { throw py::error_already_set(); }
 
-inline DType dtype_of_dl(DLDataType d) {
-  if (d.lanes != 1) return DType::other;
-  switch (d.code * 1000 + d.bits) {
-    case 2032: return DType::float32; case 2064: return DType::float64;
-    case 2016: return DType::float16; case 4016: return DType::bfloat16;
-    case 8: return DType::int8; case 16: return DType::int16; case 32: return DType::int32;
-    case 64: return DType::int64; case 1008: return DType::uint8; case 1016: return DType::uint16;
-    case 1032: return DType::uint32; case 1064: return DType::uint64; case 6008: return DType::bool_;
-    case 5064: return DType::complex64; case 5128: return DType::complex128;
-    default: return DType::other;
-  }
-}
-
 // NumPy dtype (kind, itemsize) -> DType; non-native byte order is DType::other.
 inline DType dtype_of_numpy(char kind, int64_t size, char byteorder) {
   if (byteorder == '>') return DType::other;
@@ -90,6 +77,13 @@ inline DType dtype_of_numpy(char kind, int64_t size, char byteorder) {
     case 'c': return size == 8 ? DType::complex64 : size == 16 ? DType::complex128 : DType::other;
     default: return DType::other;
   }
+}
+
+// DLPack type codes (0 int, 1 uint, 2 float, 4 bfloat, 5 complex, 6 bool) as NumPy kinds.
+inline DType dtype_of_dl(DLDataType d) {
+  if (d.lanes != 1 || d.code > 6) return DType::other;
+  if (d.code == 4) return d.bits == 16 ? DType::bfloat16 : DType::other;
+  return dtype_of_numpy("iuf-xcb"[d.code], d.bits / 8, '=');
 }
 
 // Strides in bytes -> elements; a stride that is not a multiple of the item size cannot be
@@ -120,8 +114,7 @@ struct Call {
   PyObject* const* argv;
   Py_ssize_t argc;
   bool abstract = false;          // trace-time check: shapes and dtypes only, no data
-  std::vector<py::object> keep;   // converted arrays, capsules, index copies
-  std::vector<std::vector<int64_t>> index_copies;
+  std::vector<py::object> keep;   // converted arrays, capsules
   int fw = -1;                    // the framework of the first array (allocates outputs)
   py::object like;                // that array
   py::object objs[16];            // argument i as viewed (after any conversion)
@@ -171,10 +164,10 @@ struct Call {
     }
     if (PyObject_HasAttrString(obj.ptr(), "__cuda_array_interface__"))
       return from_cai(obj.attr("__cuda_array_interface__"), name);
-    if (PyObject_CheckBuffer(obj.ptr())) return from_buffer(obj, name);
-    if (PyObject_HasAttrString(obj.ptr(), "__dlpack__"))
+    if (PyObject_HasAttrString(obj.ptr(), "__dlpack__") && !PyObject_CheckBuffer(obj.ptr()))
       return from_capsule(obj.attr("__dlpack__")(), name);
-    // Anything else (a list, a scalar): as a NumPy array.
+    // Anything else: as a NumPy array (the buffer protocol and __array_interface__ without a
+    // copy; a list or a scalar converted).
     py::object arr = py::module_::import("numpy").attr("asarray")(obj);
     keep.push_back(arr);
     return view(arr, name);
@@ -232,35 +225,6 @@ struct Call {
     }
     t.device = Device::cuda;
     t.device_index = device_of_pointer(t.data);
-    return t;
-  }
-
-  TensorView from_buffer(py::handle obj, const char* name) {
-    Py_buffer b;
-    if (PyObject_GetBuffer(obj.ptr(), &b, PyBUF_RECORDS_RO) != 0) throw_py();
-    struct Release { Py_buffer* b; ~Release() { PyBuffer_Release(b); } } release{&b};
-    check_ndim(b.ndim, name);
-    TensorView t;
-    t.data = b.buf;
-    t.ndim = b.ndim;
-    std::string f = b.format ? b.format : "B";
-    char order = '=';
-    if (!f.empty() && std::string("@=<>!").find(f[0]) != std::string::npos) {
-      order = f[0] == '!' ? '>' : f[0];
-      f = f.substr(1);
-    }
-    static const std::pair<const char*, DType> kFormats[] = {
-        {"f", DType::float32}, {"d", DType::float64}, {"e", DType::float16}, {"b", DType::int8},
-        {"B", DType::uint8}, {"h", DType::int16}, {"H", DType::uint16}, {"i", DType::int32},
-        {"I", DType::uint32}, {"l", DType::int64}, {"q", DType::int64}, {"L", DType::uint64},
-        {"Q", DType::uint64}, {"?", DType::bool_}, {"Zf", DType::complex64}, {"Zd", DType::complex128}};
-    t.dtype = DType::other;
-    for (const auto& [fmt, dt] : kFormats)
-      if (f == fmt && order != '>' && int64_t(b.itemsize) == dtype_size(dt)) t.dtype = dt;
-    for (int i = 0; i < t.ndim; ++i) t.shape[i] = b.shape[i];
-    if (t.dtype != DType::other) set_strides(t, reinterpret_cast<const int64_t*>(b.strides));
-    t.writeable = !b.readonly;
-    keep.push_back(py::reinterpret_borrow<py::object>(obj));  // the exporter keeps the memory
     return t;
   }
 
@@ -338,25 +302,25 @@ struct Call {
     const bool real = is_integer(t.dtype) || (floats && is_float(t.dtype));
     if (t.dtype == to || !real || t.device != Device::cpu) return t;
     if (abstract) { t.dtype = to; return t; }
-    py::object d = py::module_::import("numpy").attr("ascontiguousarray")(objs[i < 16 ? i : 0], "float64");
-    keep.push_back(d);
-    const TensorView v = view(d, name);
-    std::vector<int64_t>& store = index_copies.emplace_back(size_t(v.numel() + 1));
+    const TensorView v = host_copy(i, name, "float64");  // ours: the fallbacks go in place
     for (int64_t k = 0; k < v.numel(); ++k) {
-      const double x = v.ptr<const double>()[k];
-      const bool ok = x >= lo && x <= hi && x == std::floor(x);
-      if (!ok && fallback < 0)
+      double& x = v.ptr<double>()[k];
+      if (x >= lo && x <= hi && x == std::floor(x)) continue;
+      if (fallback < 0)
         value_error(std::string(name) + ": values must be integers in [" + std::to_string(int64_t(lo)) +
                     ", " + std::to_string(int64_t(hi)) + "], got " + std::to_string(x));
-      const int64_t q = ok ? int64_t(x) : fallback;
-      if (to == DType::int8) reinterpret_cast<int8_t*>(store.data())[k] = int8_t(q);
-      else reinterpret_cast<uint32_t*>(store.data())[k] = uint32_t(q);
+      x = double(fallback);
     }
-    TensorView r = v;
-    r.data = store.data();
-    r.dtype = to;
-    set_contiguous_strides(r);
-    return r;
+    keep.push_back(keep.back().attr("astype")(dtype_name(to)));
+    return view(keep.back(), name);
+  }
+
+  // Host argument i (of any framework) as a new C-contiguous NumPy array of `dtype`.
+  TensorView host_copy(Py_ssize_t i, const char* name, const char* dtype) {
+    py::object a = py::module_::import("numpy").attr("asarray")(at(i)).attr("astype")(
+        dtype, py::arg("order") = "C");
+    keep.push_back(a);
+    return view(a, name);
   }
 
   // Fitness-shaping input: float32 / float64 as they are; integers and half floats as float64
@@ -370,14 +334,6 @@ struct Call {
   }
 
   // ---- outputs ---------------------------------------------------------------------------------
-  // out (argument i) as given, or an abstract view of `shape` to be allocated after the check.
-  TensorView out(Py_ssize_t i, std::initializer_list<int64_t> shape, DType dtype, const TensorView& ref) {
-    if (!none(i) && !abstract) return view(at(i), "out");
-    TensorView t = make_view(nullptr, dtype, shape);
-    t.device = ref.device;
-    t.device_index = ref.device_index;
-    return t;
-  }
   // A new array of t's shape and dtype from the framework of the inputs (t.data set to it).
   py::object allocate(TensorView& t, std::vector<int64_t> shape = {}) {
     if (shape.empty()) shape.assign(t.shape, t.shape + t.ndim);
@@ -388,7 +344,10 @@ struct Call {
       arr = frameworks()[size_t(fw)].empty(dims, dtype_name(t.dtype), like);
       t.data = view(arr, "out").data;
     } else {
-      py::array a(py::dtype(dtype_name(t.dtype)), shape);
+      static py::dtype* cache[16] = {};  // np.dtype objects by DType, made once
+      py::dtype*& dt = cache[int(t.dtype) & 15];
+      if (!dt) dt = new py::dtype(dtype_name(t.dtype));
+      py::array a(*dt, shape);
       t.data = a.mutable_data();
       arr = std::move(a);
     }
@@ -405,31 +364,29 @@ struct Call {
   // ---- scalars --------------------------------------------------------------------------------
   static std::string type_name(py::handle o) { return Py_TYPE(o.ptr())->tp_name; }
 
-  // An integer (Python int or anything with __index__ but bool) as int64; values beyond int64
-  // are a ValueError here, the op's own range a ValueError from its check.
-  int64_t int_(Py_ssize_t i, const char* name) {
-    py::handle o = at(i);
-    if (PyBool_Check(o.ptr()) || !PyIndex_Check(o.ptr()))
-      type_error(std::string(name) + ": expected an int, got " + type_name(o));
-    py::object v = py::reinterpret_steal<py::object>(PyNumber_Index(o.ptr()));
-    if (!v) {  // e.g. a float or non-scalar array, whose __index__ refuses
+  // o as a Python int (anything with __index__ but a bool), else a TypeError naming `name`.
+  static py::object index(py::handle o, const std::string& name, const char* expected = "an int") {
+    PyObject* v = PyBool_Check(o.ptr()) || !PyIndex_Check(o.ptr()) ? nullptr : PyNumber_Index(o.ptr());
+    if (!v) {  // e.g. a float or a non-scalar array, whose __index__ refuses
       PyErr_Clear();
-      type_error(std::string(name) + ": expected an int, got " + type_name(o));
+      type_error(name + ": expected " + expected + ", got " + type_name(o));
     }
+    return py::reinterpret_steal<py::object>(v);
+  }
+  // As int64: values beyond it are a ValueError here, the op's own range one from its check.
+  static int64_t i64(py::handle v, const std::string& name) {
     int overflow = 0;
     const long long r = PyLong_AsLongLongAndOverflow(v.ptr(), &overflow);
-    if (overflow) value_error(std::string(name) + ": " + std::string(py::str(v)) + " is out of range");
+    if (overflow) value_error(name + ": " + std::string(py::str(v)) + " is out of range");
     return r;
+  }
+  int64_t int_(Py_ssize_t i, const char* name) {
+    py::handle o = at(i);
+    return PyLong_CheckExact(o.ptr()) ? i64(o, name) : i64(index(o, name), name);
   }
   uint64_t seed(Py_ssize_t i) {
     py::handle o = at(i);
-    if (PyBool_Check(o.ptr()) || !PyIndex_Check(o.ptr()))
-      type_error("seed: expected an int, got " + type_name(o));
-    py::object v = py::reinterpret_steal<py::object>(PyNumber_Index(o.ptr()));
-    if (!v) {
-      PyErr_Clear();
-      type_error("seed: expected an int, got " + type_name(o));
-    }
+    py::object v = PyLong_CheckExact(o.ptr()) ? py::reinterpret_borrow<py::object>(o) : index(o, "seed");
     const unsigned long long r = PyLong_AsUnsignedLongLong(v.ptr());
     if (PyErr_Occurred()) {
       PyErr_Clear();
@@ -514,21 +471,9 @@ struct Call {
     py::handle o = at(i);
     if (!PyTuple_Check(o.ptr()) && !PyList_Check(o.ptr()))
       type_error(std::string(name) + ": expected a tuple of ints, got " + type_name(o));
-    py::sequence s = py::reinterpret_borrow<py::sequence>(o);
     std::vector<int64_t> d;
-    for (py::handle v : s) {
-      if (PyBool_Check(v.ptr()) || !PyIndex_Check(v.ptr()))
-        type_error(std::string(name) + ": expected a tuple of ints, got an element of type " + type_name(v));
-      int overflow = 0;
-      py::object iv = py::reinterpret_steal<py::object>(PyNumber_Index(v.ptr()));
-      if (!iv) {
-        PyErr_Clear();
-        type_error(std::string(name) + ": expected a tuple of ints, got an element of type " + type_name(v));
-      }
-      const long long x = PyLong_AsLongLongAndOverflow(iv.ptr(), &overflow);
-      if (overflow) value_error(std::string(name) + ": " + std::string(py::str(iv)) + " is out of range");
-      d.push_back(x);
-    }
+    for (py::handle v : py::reinterpret_borrow<py::sequence>(o))
+      d.push_back(i64(index(v, name, "a tuple of ints"), name));
     return d;
   }
 
@@ -541,24 +486,19 @@ struct Call {
     if (o.is_none()) return Members::none();
     if (PyRange_Check(o.ptr())) {
       int64_t v[3];
-      const char* attr[3] = {"start", "step", "stop"};
+      static PyObject* attr[3] = {PyUnicode_InternFromString("start"),
+                                  PyUnicode_InternFromString("step"),
+                                  PyUnicode_InternFromString("stop")};
       for (int j = 0; j < 3; ++j) {
-        py::object a = o.attr(attr[j]);
+        py::object a = py::reinterpret_steal<py::object>(PyObject_GetAttr(o.ptr(), attr[j]));
         int overflow = 0;
         v[j] = PyLong_AsLongLongAndOverflow(a.ptr(), &overflow);
         if (overflow) check_member_bounds(overflow < 0 ? -1 : 0, overflow < 0 ? 0 : INT64_MAX, true);
       }
-      const int64_t start = v[0], step = v[1], stop = v[2];
-      // len(range) without overflow: the same rule as Python's range.
-      const double span = step > 0 ? double(stop) - double(start) : double(start) - double(stop);
-      const double len = span <= 0 ? 0 : std::floor((span - 1) / std::fabs(double(step))) + 1;
-      int64_t count = len > 9e18 ? INT64_MAX : int64_t(len);
-      if (count > 0 && len < 9e15) {  // exact integer arithmetic where it fits
-        const int64_t s = step > 0 ? stop - start : start - stop;
-        const int64_t a = step > 0 ? step : -step;
-        count = s <= 0 ? 0 : (s - 1) / a + 1;
-      }
-      return Members::range(start, step, count);
+      // len(range), exactly (Python's rule), in 128 bits: no overflow for any int64 bounds.
+      const __int128 span = v[1] > 0 ? __int128(v[2]) - v[0] : __int128(v[0]) - v[2];
+      const __int128 len = span <= 0 ? 0 : (span - 1) / (v[1] > 0 ? __int128(v[1]) : -__int128(v[1])) + 1;
+      return Members::range(v[0], v[1], len > INT64_MAX ? INT64_MAX : int64_t(len));
     }
     TensorView t = view(o, "members");
     if (!t.data) {  // abstract (traced): the count and dtype now, the values when they exist
@@ -571,51 +511,24 @@ struct Call {
     if (t.ndim == 1 && t.shape[0] == 0) return Members::range(0, 1, 0);
     if (!is_integer(t.dtype))
       type_error(std::string("members: expected integer indices, got ") + dtype_name(t.dtype));
-    if (t.device != Device::cpu) {
-      if (!device_ok) type_error("members: expected a host index array or a range");
-      if (t.dtype != DType::int64 && is_integer(t.dtype)) t = converted(i, "members", DType::int64);
-      if (!t.is_contiguous()) t = converted(i, "members", DType::int64);
-      return Members::indices(t);
-    }
+    if (t.device != Device::cpu && !device_ok) type_error("members: expected a host index array or a range");
     if (t.ndim != 1) value_error("members: expected a 1-D index array or a range, got shape " + t.shape_str());
-    if (t.dtype == DType::int64 && t.is_contiguous()) return Members::indices(t);
-    // Any other integer layout: copied into int64 here (values kept exactly; a uint64 beyond
+    // Any other integer layout: a contiguous int64 copy (values kept exactly; a uint64 beyond
     // int64 becomes negative and is rejected by the check).
-    std::vector<int64_t>& idx = index_copies.emplace_back(size_t(t.shape[0]));
-    const char* p = static_cast<const char*>(t.data);
-    const int64_t es = dtype_size(t.dtype), st = t.strides[0] * es;
-    for (int64_t j = 0; j < t.shape[0]; ++j) {
-      const char* q = p + j * st;
-      switch (t.dtype) {
-        case DType::int8: idx[size_t(j)] = *reinterpret_cast<const int8_t*>(q); break;
-        case DType::uint8: idx[size_t(j)] = *reinterpret_cast<const uint8_t*>(q); break;
-        case DType::int16: idx[size_t(j)] = *reinterpret_cast<const int16_t*>(q); break;
-        case DType::uint16: idx[size_t(j)] = *reinterpret_cast<const uint16_t*>(q); break;
-        case DType::int32: idx[size_t(j)] = *reinterpret_cast<const int32_t*>(q); break;
-        case DType::uint32: idx[size_t(j)] = *reinterpret_cast<const uint32_t*>(q); break;
-        default: idx[size_t(j)] = *reinterpret_cast<const int64_t*>(q); break;
-      }
-    }
-    return Members::indices(make_view(idx.data(), DType::int64, {t.shape[0]}));
+    if (t.dtype == DType::int64 && t.is_contiguous()) return Members::indices(t);
+    t = t.device == Device::cpu ? host_copy(i, "members", "int64") : converted(i, "members", DType::int64);
+    if (!t.is_contiguous()) value_error("members: expected a contiguous index array");
+    return Members::indices(t);
   }
 };
 
-// A plan's output view given the caller-facing shape of a shared input: x [b, n] / [n] as
-// member-axis views of stride 0 (M = members.count, or 1 when there are no members).
-inline TensorView with_member_axis(TensorView t, int64_t M) {
-  check_ndim(t.ndim + 1, "x");
-  for (int i = t.ndim; i > 0; --i) { t.shape[i] = t.shape[i - 1]; t.strides[i] = t.strides[i - 1]; }
-  t.shape[0] = M;
-  t.strides[0] = 0;
-  t.ndim += 1;
-  return t;
-}
-
 // A METH_FASTCALL entry around body(call): C++ and core errors become Python exceptions.
-template <py::object (*Body)(Call&)>
+// Abstract: the check_<op> form (arrays may be abstract, unknown scalars None).
+template <py::object (*Body)(Call&), bool Abstract = false>
 PyObject* entry(PyObject*, PyObject* const* argv, Py_ssize_t argc) {
   try {
     Call c{argv, argc};
+    c.abstract = Abstract;
     return Body(c).release().ptr();
   } catch (const eggroll::ValueError& e) {
     PyErr_SetString(PyExc_ValueError, e.what());
@@ -627,24 +540,6 @@ PyObject* entry(PyObject*, PyObject* const* argv, Py_ssize_t argc) {
     e.set_error();
   } catch (const std::bad_alloc&) {
     PyErr_NoMemory();
-  } catch (const std::exception& e) {
-    PyErr_SetString(PyExc_RuntimeError, e.what());
-  }
-  return nullptr;
-}
-// The same entry in check mode: arrays may be abstract, unknown scalars None.
-template <py::object (*Body)(Call&)>
-PyObject* check_entry(PyObject*, PyObject* const* argv, Py_ssize_t argc) {
-  try {
-    Call c{argv, argc};
-    c.abstract = true;
-    return Body(c).release().ptr();
-  } catch (const eggroll::ValueError& e) {
-    PyErr_SetString(PyExc_ValueError, e.what());
-  } catch (const eggroll::TypeError& e) {
-    PyErr_SetString(PyExc_TypeError, e.what());
-  } catch (py::error_already_set& e) {
-    e.restore();
   } catch (const std::exception& e) {
     PyErr_SetString(PyExc_RuntimeError, e.what());
   }

@@ -104,8 +104,6 @@ PYBIND11_MODULE(_core, mod) {
      py::arg("antithetic"),
   "The low-rank update's chunk plan [(c0, c1, C)] (update.h); members None: unknown indices "
   "of `count` members.");
-  mod.def("check_member_bounds", &check_member_bounds, py::arg("lo"), py::arg("hi"),
-          py::arg("antithetic"), "ValueError unless members in [lo, hi] are valid indices.");
   py::register_local_exception<eggroll::ValueError>(mod, "CoreValueError", PyExc_ValueError);
   py::register_local_exception<eggroll::TypeError>(mod, "CoreTypeError", PyExc_TypeError);
 

@@ -6,8 +6,7 @@
 //
 // The entry shape (positional; KEY = seed, param_id, epoch, noise_reuse, antithetic, sigma,
 // rank, fixed_point, sigma_shift; the CUDA module adds a trailing `stream` int):
-//   perturbed_matmul(x, W, members, out, shared, *KEY) -> out     (and _full; on CUDA the
-//                    lowrank_correction / fullrank_correction entries add onto out = x W^T)
+//   perturbed_matmul(x, W, members, out, shared, *KEY) -> out     (and perturbed_matmul_full)
 //   perturb_vector(v, members, out, *KEY) -> out
 //   lowrank_factors(like, shape, members, *KEY) -> (A, B)
 //   es_gradient(fitness, shape, members, out, full_rank, population, accumulate, *KEY) -> g
@@ -50,7 +49,17 @@ inline TensorView out_view(Call& c, Py_ssize_t i, const std::vector<int64_t>& sh
                            const TensorView& ref, bool add_axis) {
   if (c.none(i) || c.abstract) return abstract(shape, dtype, ref);
   TensorView o = c.view(c.at(i), "out");
-  return add_axis ? with_member_axis(o, 1) : o;
+  return add_axis ? with_member_axis(o, 1, "out") : o;
+}
+
+// The result: at trace time the output's (shape, dtype); else out (argument i) or a new array
+// (of the caller-facing `shape` when given), filled by the plan.
+template <class B, class Plan>
+py::object finish(Call& c, Plan& p, Py_ssize_t i, std::vector<int64_t> shape = {}) {
+  if (c.abstract) return spec(p.out, shape);
+  py::object res = c.result(i, p.out, std::move(shape));
+  B::run(c, p);
+  return res;
 }
 
 // The forwards (float low rank / full rank / int8): x, W, members, out, shared, *KEY.
@@ -66,16 +75,13 @@ py::object forward(Call& c) {
   // A shared input has no member axis: the core sees one of stride 0 (M = the members, or 1
   // without members, in which case the caller's result has no member axis either).
   const bool drop = shared && !mem.given;
-  const TensorView xv = shared ? with_member_axis(x, mem.given ? mem.count : 1) : x;
+  const TensorView xv = shared ? with_member_axis(x, mem.given ? mem.count : 1, "x") : x;
   std::vector<int64_t> shape(xv.shape, xv.shape + std::max(xv.ndim, 1));
   shape.back() = W.ndim >= 1 ? W.shape[0] : 0;
   const DType odt = int8 || is_float(x.dtype) ? x.dtype : DType::float32;
   Plan p = Check(xv, W, mem, key, out_view(c, 3, shape, odt, x, drop));
   if (drop) shape.erase(shape.begin());
-  if (c.abstract) return spec(p.out, shape);
-  py::object res = c.result(3, p.out, shape);
-  B::run(c, p);
-  return res;
+  return finish<B>(c, p, 3, shape);
 }
 
 inline ForwardPlan check_lowrank(const TensorView& x, const TensorView& W, const Members& m,
@@ -103,10 +109,7 @@ py::object perturb_vector(Call& c) {
   const Key key = c.key(3, B::kDevice);
   const std::vector<int64_t> shape = {mem.count, v.ndim >= 1 ? v.shape[0] : 0};
   VectorPlan p = check_perturb_vector(v, mem, key, out_view(c, 2, shape, DType::float32, v, false));
-  if (c.abstract) return spec(p.out);
-  py::object res = c.result(2, p.out);
-  B::run(c, p);
-  return res;
+  return finish<B>(c, p, 2);
 }
 
 // The device of `like` (an array of the framework and device the results go to; None: NumPy).
@@ -160,10 +163,7 @@ py::object es_gradient(Call& c) {
   std::vector<int64_t> shape(d.begin(), d.begin() + std::min<size_t>(d.size(), TensorView::kMaxDims));
   GradientPlan p = check_es_gradient(f, mem, key, full, N, acc,
                                      out_view(c, 3, shape, DType::float32, f, false));
-  if (c.abstract) return spec(p.out);
-  py::object res = c.result(3, p.out);
-  B::run(c, p);
-  return res;
+  return finish<B>(c, p, 3);
 }
 
 // es_gradient_factors(fitness, shape, members, population, *KEY) -> (Af [C, m], Bf [C, n]),
@@ -197,15 +197,12 @@ py::object shaping(Call& c) {
   const int64_t N = f.ndim == 1 ? f.shape[0] : 0;
   ShapingPlan p = check_fitness_shaping(
       Kind, f, g, out_view(c, 1, {shaped_length(Kind, N)}, DType::float32, f, false));
-  if (c.abstract) return spec(p.out);
-  py::object res = c.result(1, p.out);
-  B::run(c, p);
-  return res;
+  return finish<B>(c, p, 1);
 }
 
-// int8_update(W, pair_fitness, out, threshold, *KEY) -> out. pair_fitness of another real
-// dtype is converted to int8 exactly (a value outside {-1, 0, 1} becomes 2, which the check
-// rejects by index); on a device the framework converts it.
+// int8_update(W, pair_fitness, out, threshold, *KEY) -> out. Host pair_fitness of another
+// real dtype is converted to int8 exactly (a value outside {-1, 0, 1} becomes 2, which the
+// check rejects by index); device pair_fitness must be int8 already (docs/ops.md).
 template <class B>
 py::object int8_update(Call& c) {
   const TensorView W = c.array(0, "W");
@@ -215,10 +212,7 @@ py::object int8_update(Call& c) {
   const std::vector<int64_t> shape(W.shape, W.shape + W.ndim);
   TensorView out = out_view(c, 2, shape, DType::int8, W, false);
   Int8UpdatePlan p = check_int8_update(W, f, T, key, out);
-  if (c.abstract) return spec(p.out);
-  py::object res = c.result(2, p.out);
-  B::run(c, p);
-  return res;
+  return finish<B>(c, p, 2);
 }
 
 // normal(like, count, offset, seed, param_id, epoch_index, noise_index) -> float32 [count]
@@ -257,10 +251,7 @@ py::object philox4x32(Call& c) {
       counter, key,
       out_view(c, 2, std::vector<int64_t>(counter.shape, counter.shape + counter.ndim),
                DType::uint32, counter, false));
-  if (c.abstract) return spec(p.out);
-  py::object res = c.result(2, p.out);
-  B::run(c, p);
-  return res;
+  return finish<B>(c, p, 2);
 }
 
 // The trace-time backend: plans are made (all checks run), nothing is.
@@ -289,7 +280,7 @@ template <class B>
 void add_ops(py::module_& mod, bool with_checks) {
 #define EGGROLL_ADD(name, B_)                                                              \
   add_function(mod, #name, &entry<&name<B_>>, "eggroll op (docs/backends.md)");            \
-  if (with_checks) add_function(mod, "check_" #name, &check_entry<&name<Check>>,            \
+  if (with_checks) add_function(mod, "check_" #name, &entry<&name<Check>, true>,            \
                                 "trace-time check: the outputs' (shape, dtype)");
   EGGROLL_OP_TABLE(EGGROLL_ADD, B)
 #undef EGGROLL_ADD
@@ -297,9 +288,9 @@ void add_ops(py::module_& mod, bool with_checks) {
   add_function(mod, "zscore", &entry<&shaping<B, Shaping::zscore>>, "eggroll op");
   add_function(mod, "antithetic_sign", &entry<&shaping<B, Shaping::antithetic_sign>>, "eggroll op");
   if (with_checks) {
-    add_function(mod, "check_centered_rank", &check_entry<&shaping<Check, Shaping::centered_rank>>, "check");
-    add_function(mod, "check_zscore", &check_entry<&shaping<Check, Shaping::zscore>>, "check");
-    add_function(mod, "check_antithetic_sign", &check_entry<&shaping<Check, Shaping::antithetic_sign>>, "check");
+    add_function(mod, "check_centered_rank", &entry<&shaping<Check, Shaping::centered_rank>, true>, "check");
+    add_function(mod, "check_zscore", &entry<&shaping<Check, Shaping::zscore>, true>, "check");
+    add_function(mod, "check_antithetic_sign", &entry<&shaping<Check, Shaping::antithetic_sign>, true>, "check");
   }
 }
 

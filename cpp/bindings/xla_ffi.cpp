@@ -69,14 +69,14 @@ void run(const Call& c) {
   Keyed k;
   if constexpr (op == Op::perturbed_matmul || op == Op::perturbed_matmul_full) {
     read_keyed(c, 2, k);
-    perturbed_matmul(check_perturbed_matmul(forward_input(c, c.arg(0), k.members), c.arg(1),
-                                            k.members, k.key, forward_output(c, c.ret(0), k.members),
+    perturbed_matmul(check_perturbed_matmul(forward_view(c, c.arg(0), k.members, false), c.arg(1),
+                                            k.members, k.key, forward_view(c, c.ret(0), k.members, true),
                                             op == Op::perturbed_matmul_full));
   } else if constexpr (op == Op::perturbed_matmul_int8) {
     read_keyed(c, 2, k);
-    perturbed_matmul_int8(check_perturbed_matmul_int8(forward_input(c, c.arg(0), k.members),
+    perturbed_matmul_int8(check_perturbed_matmul_int8(forward_view(c, c.arg(0), k.members, false),
                                                       c.arg(1), k.members, k.key,
-                                                      forward_output(c, c.ret(0), k.members)));
+                                                      forward_view(c, c.ret(0), k.members, true)));
   } else if constexpr (op == Op::perturb_vector) {
     read_keyed(c, 1, k);
     perturb_vector(check_perturb_vector(c.arg(0), k.members, k.key, c.ret(0)));

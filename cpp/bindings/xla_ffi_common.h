@@ -93,20 +93,11 @@ struct Call {
   Members member_range() const { return Members::range(i64("start"), i64("step"), i64("count")); }
 };
 
-// x for a forward: a shared input (attribute `shared`) gets its member axis of stride 0.
-inline TensorView forward_input(const Call& c, TensorView x, const Members& m) {
-  if (!c.flag("shared")) return x;
-  if (x.ndim + 1 > TensorView::kMaxDims) value_error("x: at most 7 dimensions");
-  for (int i = x.ndim; i > 0; --i) { x.shape[i] = x.shape[i - 1]; x.strides[i] = x.strides[i - 1]; }
-  x.shape[0] = m.given ? m.count : 1;
-  x.strides[0] = 0;
-  x.ndim += 1;
-  return x;
-}
-// out of a shared forward without members has no member axis: a leading 1 for the check.
-inline TensorView forward_output(const Call& c, TensorView y, const Members& m) {
-  if (!c.flag("shared") || m.given) return y;
-  return forward_input(c, y, m);
+// A forward's x (out: without members, it has no member axis either) as the core sees it:
+// a shared input (attribute `shared`) gets a member axis of stride 0.
+inline TensorView forward_view(const Call& c, const TensorView& t, const Members& m, bool out) {
+  if (!c.flag("shared") || (out && m.given)) return t;
+  return with_member_axis(t, m.given ? m.count : 1, out ? "out" : "x");
 }
 
 // Runs body and turns any exception into an FFI error: ValueError / TypeError become

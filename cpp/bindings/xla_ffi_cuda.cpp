@@ -93,10 +93,10 @@ void run(const Call& c, cudaStream_t s) {
   if constexpr (op == Op::perturbed_matmul || op == Op::perturbed_matmul_full) {
     // x, base = x W^T (XLA's dot, aliased to y). W is not needed: a stand-in of its shape.
     const Keyed k = read_keyed(c, 2);
-    const TensorView y = forward_output(c, c.ret(0), k.members), base = c.arg(1);
+    const TensorView y = forward_view(c, c.ret(0), k.members, true), base = c.arg(1);
     if (base.dtype != y.dtype || base.numel() != y.numel())
       value_error("base: expected the result's shape " + y.shape_str() + " and dtype");
-    const TensorView x = forward_input(c, c.arg(0), k.members);
+    const TensorView x = forward_view(c, c.arg(0), k.members, false);
     TensorView W = make_view(nullptr, x.dtype, {y.shape[y.ndim - 1], x.shape[x.ndim - 1]});
     W.device = Device::cuda;
     W.device_index = c.device;
@@ -137,9 +137,9 @@ void run(const Call& c, cudaStream_t s) {
                    [&](const FactorRowsPlan& q) { cuda::es_gradient_factors(q, s); });
   } else if constexpr (op == Op::perturbed_matmul_int8) {
     const Keyed k = read_keyed(c, 2);
-    with_workspace(c, check_perturbed_matmul_int8(forward_input(c, c.arg(0), k.members), c.arg(1),
+    with_workspace(c, check_perturbed_matmul_int8(forward_view(c, c.arg(0), k.members, false), c.arg(1),
                                                   k.members, k.key,
-                                                  forward_output(c, c.ret(0), k.members)),
+                                                  forward_view(c, c.ret(0), k.members, true)),
                    [&](const Int8ForwardPlan& q) { cuda::perturbed_matmul_int8(q, s); });
   } else if constexpr (op == Op::int8_update) {
     const Keyed k = read_keyed(c, 2);

@@ -45,4 +45,8 @@ struct TensorView {
 // Builds a contiguous view; for C++ callers that own plain buffers.
 TensorView make_view(void* data, DType dtype, std::initializer_list<int64_t> shape);
 
+// t with a new leading axis of M and stride 0: an input shared by M members seen as one row
+// per member (docs/ops.md "Shared inputs"); ValueError naming `name` beyond kMaxDims.
+TensorView with_member_axis(TensorView t, int64_t M, const char* name);
+
 }  // namespace eggroll

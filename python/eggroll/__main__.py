@@ -1,7 +1,7 @@
 """Command line: ``eggroll <command>`` (the console script) or ``python -m eggroll <command>``.
 
     eggroll demo [--quick] [...]     train an MLP on the digits with eggroll.ES (demo.py)
-    eggroll bench [--quick] [...]    benchmarks: forward, update, noise, memory (bench/cli.py)
+    eggroll bench [--quick] [...]    benchmarks: forward, update, noise, memory (eggroll/bench/cli.py)
 """
 from __future__ import annotations
 

@@ -42,6 +42,12 @@ def backend(a: Any) -> Any:
     return b
 
 
+def register(b: Any, *types: type) -> None:
+    """Arrays of these types go to backend b (an adapter registers its own when imported, so
+    that a call traced by torch.compile never has to import it)."""
+    _BACKENDS.update(dict.fromkeys(types, b))
+
+
 def perturbed_matmul(x: Any, W: Any, *, members: Any, epoch: Any, seed: Any, param_id: int = 0,
                      sigma: float, rank: int = 1, noise_reuse: int = 1, antithetic: bool = True,
                      out: Any = None, shared: bool = False) -> Any:
@@ -191,6 +197,9 @@ def framework_ops(convert: Callable[[Any], Any], like: Callable[[], Any]) -> dic
             for name in OPS}
 
 
-OPS = ("perturbed_matmul", "perturbed_matmul_full", "perturb_vector", "lowrank_factors",
-       "es_gradient", "centered_rank", "zscore", "antithetic_sign", "perturbed_matmul_int8",
-       "int8_update", "normal", "philox4x32")
+# Every op: name -> (its leading array arguments, the position of `out` in its entry, or None).
+# A framework layer that needs the entries' structure (torch's custom ops) reads it here.
+OPS = {"perturbed_matmul": (2, 3), "perturbed_matmul_full": (2, 3), "perturb_vector": (1, 2),
+       "lowrank_factors": (1, None), "es_gradient": (1, 3), "centered_rank": (1, 1),
+       "zscore": (1, 1), "antithetic_sign": (1, 1), "perturbed_matmul_int8": (2, 3),
+       "int8_update": (2, 2), "normal": (1, None), "philox4x32": (2, 2)}

@@ -64,8 +64,9 @@ class MLP:
 
     @staticmethod
     def population_logits(pop: Any, x: np.ndarray) -> np.ndarray:
-        """x [N, b, 64] -> logits [N, b, 10], member i with its own perturbed weights."""
-        h = pop.linear("W1", x, bias="b1")
+        """x [b, 64], every member's input -> logits [N, b, 10], member i with its own
+        perturbed weights (x @ W1.T computed once, plus each member's low-rank correction)."""
+        h = pop.linear("W1", x, bias="b1", shared=True)
         _xp(h).tanh(h, out=h)
         return pop.linear("W2", h, bias="b2")
 
@@ -143,13 +144,12 @@ def main(argv: list[str] | None = None) -> int:
                           population=N, rank=args.rank, seed=args.seed, optimizer="adam",
                           shaping="centered_rank", full_rank=full_rank)
 
-    xbuf = xp.empty((N, b, X.shape[1]), np.float32)     # one contiguous buffer, reused
     batch_rng = np.random.default_rng(args.seed + 1)
 
     def step(es: Any) -> dict[str, Any]:
         idx = batch_rng.choice(len(Xtr), size=b, replace=False)
-        xbuf[...] = xp.asarray(Xtr[idx])                # the same minibatch for every member
-        ce = cross_entropy(MLP.population_logits(es.ask(), xbuf), ytr_d[xp.asarray(idx)])  # [N]
+        xb = xp.asarray(Xtr[idx])                       # the same minibatch for every member
+        ce = cross_entropy(MLP.population_logits(es.ask(), xb), ytr_d[xp.asarray(idx)])  # [N]
         stats = es.tell(-ce)
         stats["loss"] = float(ce.mean())
         return stats

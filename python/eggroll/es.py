@@ -19,7 +19,7 @@ from typing import Any, Iterable, Mapping
 
 import numpy as np
 
-from . import es_gradient, perturb_vector, perturbed_matmul, perturbed_matmul_full
+from ._ops import es_gradient, perturb_vector, perturbed_matmul, perturbed_matmul_full
 from ._trainer import (UINT32_MAX, UINT64_MAX, Schedule, array_module, check_bool,
                        check_choice, check_float, check_int, check_member_block, check_names,
                        check_schedule, param_id)
@@ -111,28 +111,38 @@ class Population:
                              f"{ndim}-D parameter")
         return p
 
-    def linear(self, name: str, x: Any, bias: str | None = None) -> np.ndarray:
+    def linear(self, name: str, x: Any, bias: str | None = None, *,
+               shared: bool = False) -> np.ndarray:
         """y = x @ W_i.T (+ b_i) for every member i.
 
-        x: float32 [M, n] or [M, b, n] (C-contiguous; M = len(members), row j is member
-        members[j]'s input); W = params[name] [m, n]; bias: the name of a 1-D parameter [m],
-        broadcast over b. Returns float32 [M, m] or [M, b, m]. Frozen parameters enter
-        unperturbed."""
+        x: float32 [M, n] or [M, b, n] (M = len(members), row j is member members[j]'s input);
+        shared=True: x [n] or [b, n] is every member's input (the base product x @ W.T is
+        computed once; the same bits as passing it broadcast to [M, ...], docs/ops.md "Shared
+        inputs"). W = params[name] [m, n]; bias: the name of a 1-D parameter [m], broadcast
+        over b. Returns float32 [M, m] or [M, b, m]. Frozen parameters enter unperturbed."""
         W = self._param(name, "name", 2)
         key = self._key(name)
         es = self._es
         xs = np.shape(x)
         M = len(self.members)
-        if len(xs) not in (2, 3) or xs[0] != M:
+        if shared:
+            if len(xs) not in (1, 2):
+                raise ValueError(f"x: a shared input is [n] or [b, n], got shape {xs}")
+        elif len(xs) not in (2, 3) or xs[0] != M:
             what = "population" if M == es.population else "len(members)"
             raise ValueError(f"x: expected [N, n] or [N, b, n] with N = {what} = {M}, got "
-                             f"shape {xs}")
+                             f"shape {xs} (shared=True takes one input for every member)")
         frozen = name in es.frozen
-        members = None if frozen else self.members
-        if es.full_rank:
-            y = perturbed_matmul_full(x, W, members=members, **key)
+        if frozen and shared:
+            y0 = perturbed_matmul(x, W, members=None, shared=True, **key)
+            xp = _xp(y0)
+            y = xp.ascontiguousarray(xp.broadcast_to(y0, (M,) + y0.shape))
+        elif es.full_rank:
+            y = perturbed_matmul_full(x, W, members=None if frozen else self.members,
+                                      shared=shared, **key)
         else:
-            y = perturbed_matmul(x, W, members=members, rank=es.rank, **key)
+            y = perturbed_matmul(x, W, members=None if frozen else self.members,
+                                 rank=es.rank, shared=shared, **key)
         if bias is not None:
             b = self._param(bias, "bias", 1)
             if b.shape[0] != W.shape[0]:

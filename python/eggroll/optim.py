@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from . import centered_rank, zscore, antithetic_sign
+from ._ops import antithetic_sign, centered_rank, zscore
 
 SHAPINGS = ("centered_rank", "zscore", "antithetic_sign", None)
 OPTIMIZERS = ("sgd", "adam")

@@ -1,4 +1,4 @@
-"""Bad input (spec/ops.md): every public op raises ValueError/TypeError naming the argument."""
+"""Bad input (docs/ops.md): every public op raises ValueError/TypeError naming the argument."""
 from __future__ import annotations
 
 import json
@@ -586,6 +586,18 @@ def test_set_isa_paths_the_cpu_lacks(restore_backend):
     assert eggroll.best_isa() == supported[-1]
     with pytest.raises(ValueError, match="^name:"):
         eggroll.set_isa("avx9000")
+
+
+@pytest.mark.parametrize("cap", ["scalar", "avx2"])
+def test_max_isa_environment_hides_the_wider_levels(cap):
+    """EGGROLL_MAX_ISA=<level>: the process behaves as on a CPU without the wider levels (how
+    the suite is run as on an AVX2-only machine); an unknown name is a ValueError naming it."""
+    res = run_isolated("return [eggroll.isas(), eggroll.get_isa()]", env={"EGGROLL_MAX_ISA": cap})
+    assert res["raised"] is None, res
+    levels = eggroll.isas()
+    assert res["result"] == str([levels[:levels.index(cap) + 1], cap])
+    res = run_isolated("return eggroll.isas()", env={"EGGROLL_MAX_ISA": "avx9000"})
+    assert res["raised"] == "ValueError" and res["msg"].startswith("EGGROLL_MAX_ISA:"), res
 
 
 # ------------------------------------------------------------------------------------------

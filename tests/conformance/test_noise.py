@@ -1,4 +1,4 @@
-"""The noise stream (spec/noise.md): Philox known answers, bit-identity, statistics, accuracy."""
+"""The noise stream (docs/noise.md): Philox known answers, bit-identity, statistics, accuracy."""
 from __future__ import annotations
 
 import functools
@@ -94,7 +94,7 @@ def uniform64(x: np.ndarray) -> np.ndarray:
 
 
 # ------------------------------------------------------------------------------------------
-# Philox4x32-10 known answers (Random123 test vectors, quoted in spec/noise.md)
+# Philox4x32-10 known answers (Random123 test vectors, quoted in docs/noise.md)
 # ------------------------------------------------------------------------------------------
 
 KNOWN_ANSWERS = [

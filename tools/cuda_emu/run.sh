@@ -12,7 +12,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 source tools/cuda_emu/common.sh
-cp cpp/bindings/cuda_module.cpp "$E/src/"
+cp cpp/bindings/cuda_module.cpp "$E/src/"   # its headers: -I cpp/bindings
 emu_pkg "$E/pkg"
 cp "$E/core/"_core*.so "$E/pkg/eggroll/"
 emu_cxx "$E/pkg/eggroll/_cuda$EXT" "$E"/src/{noise,perturb,update,fitness,int8,gemm,runtime,cuda_module}.cpp

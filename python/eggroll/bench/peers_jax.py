@@ -4,7 +4,7 @@ plain ``x @ W.T``, all jitted, same run.
 Run:  PYTHONPATH=python python bench/bench_peers.py --backend jax [--quick] [--repeat R]
       [--threads N] [--jsonl out.jsonl]      (JSON lines on stdout, tables on stderr)
 
-Headline (the issue's): P = 512 members, x float32 [512, 1024] (one row per member),
+Headline: P = 512 members, x float32 [512, 1024] (one row per member),
 W float32 [1024, 1024], rank 1, antithetic, sigma 0.01.
 
 Candidates (each a jitted function; the timed call ends with block_until_ready):

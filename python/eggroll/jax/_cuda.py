@@ -22,8 +22,6 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from . import _ffi
-
 _HIGHEST = lax.Precision.HIGHEST
 
 
@@ -47,20 +45,22 @@ def _dot_nt(x: jax.Array, W: jax.Array) -> jax.Array:
                            preferred_element_type=jnp.float32)
 
 
-def _call(name: str, out: Any, operands: list, attrs: dict, workspace: dict,
+def _call(call: Any, name: str, out: Any, operands: list, attrs: dict, workspace: dict,
           aliases: dict[int, int] | None = None) -> Any:
-    """eggroll_<name> with its workspace as the last result (dropped from what it returns)."""
+    """eggroll_<name> by call (_ffi.call) with its workspace as the last result (dropped from
+    what it returns)."""
     from .. import _xla_ffi_cuda
     nbytes = int(_xla_ffi_cuda.workspace_bytes(name, **workspace))
     outs = tuple(out) if isinstance(out, tuple) else (out,)
     spec = outs + (jax.ShapeDtypeStruct((max(nbytes, 1),), jnp.uint8),)
-    res = _ffi.call(name, spec, *operands, aliases=aliases, **_ffi.typed(attrs))
+    res = call(name, spec, *operands, aliases=aliases, **attrs)
     return tuple(res[:-1]) if isinstance(out, tuple) else res[0]
 
 
-def lower(name: str, narrays: int, out: Any, ops: tuple, attrs: dict) -> Any:
+def lower(call: Any, name: str, narrays: int, out: Any, ops: tuple, attrs: dict) -> Any:
     """The CUDA lowering of keyed op `name` on operands ops (as the CPU handler's: the arrays,
-    then index members when attrs["members"] == 2, seed, epoch)."""
+    then index members when attrs["members"] == 2, seed, epoch); call: _ffi.call, the custom
+    call itself."""
     arrays = ops[:narrays]
     index = _int64_words(ops[narrays]) if attrs["members"] == 2 else None
     seed, epoch = ops[-2].astype(jnp.uint32).reshape(2), _int64_words(ops[-1]).reshape(2)
@@ -71,26 +71,26 @@ def lower(name: str, narrays: int, out: Any, ops: tuple, attrs: dict) -> Any:
         dims = dict(M=out.shape[0], b=out.shape[1] if len(out.shape) == 3 else 1,
                     m=out.shape[-1], n=x.shape[-1], rank=rank, perturb=attrs["members"] != 0)
         if name == "perturbed_matmul_int8":
-            return _call(name, out, [x, W] + key, attrs, dims)
+            return _call(call, name, out, [x, W] + key, attrs, dims)
         base = _dot_nt(x, W).astype(out.dtype)
         if attrs["shared"] and base.shape != out.shape:
             base = jnp.broadcast_to(base, out.shape)
         if attrs["members"] == 0:
             return base   # members=None: exactly the product, no custom call at all
-        return _call(name, out, [x, base] + key, attrs, dims, aliases={1: 0})
+        return _call(call, name, out, [x, base] + key, attrs, dims, aliases={1: 0})
     if name == "es_gradient":
         f = arrays[0]
         if attrs["full_rank"]:
-            return _call(name, out, [f] + key, attrs, dict(M=f.shape[0], full_rank=True))
-        return _lowrank_gradient(f, index, seed, epoch, out, attrs, rank)
+            return _call(call, name, out, [f] + key, attrs, dict(M=f.shape[0], full_rank=True))
+        return _lowrank_gradient(call, f, index, seed, epoch, out, attrs, rank)
     if name == "int8_update":
         W, f = arrays
-        return _call(name, out, [W, f] + key, attrs,
+        return _call(call, name, out, [W, f] + key, attrs,
                      dict(m=W.shape[0], n=W.shape[1], rank=rank, P=f.shape[0]))
-    return _call(name, out, list(arrays) + key, attrs, {})   # perturb_vector, lowrank_factors
+    return _call(call, name, out, list(arrays) + key, attrs, {})   # perturb_vector, lowrank_factors
 
 
-def _lowrank_gradient(f: jax.Array, index: jax.Array | None, seed: jax.Array, epoch: jax.Array,
+def _lowrank_gradient(call: Any, f: jax.Array, index: jax.Array | None, seed: jax.Array, epoch: jax.Array,
                       out: Any, attrs: dict, rank: int) -> jax.Array:
     """sum over the chunk plan's chunks of Af.T @ Bf (XLA's dot, true float32)."""
     from .. import _core
@@ -107,7 +107,7 @@ def _lowrank_gradient(f: jax.Array, index: jax.Array | None, seed: jax.Array, ep
         else:
             key = [index[c0:c1], seed, epoch]
         spec = (jax.ShapeDtypeStruct((C, m), jnp.float32), jax.ShapeDtypeStruct((C, n), jnp.float32))
-        Af, Bf = _call("es_gradient_factors", spec, [f[c0:c1]] + key, part, dict(M=c1 - c0))
+        Af, Bf = _call(call, "es_gradient_factors", spec, [f[c0:c1]] + key, part, dict(M=c1 - c0))
         prod = lax.dot_general(Af, Bf, (((0,), (0,)), ((), ())), precision=_HIGHEST,
                                preferred_element_type=jnp.float32)
         g = prod if g is None else g + prod

@@ -66,10 +66,11 @@ def cuda_handlers() -> bool:
 
 def call(name: str, out: Any, *operands: Any, aliases: dict[int, int] | None = None,
          **attrs: Any) -> Any:
-    """One custom call to eggroll_<name>; aliases: operand index -> result index (in place)."""
+    """One custom call to eggroll_<name>; aliases: operand index -> result index (in place);
+    attrs as Python values (typed here)."""
     ensure_registered()
     return jax.ffi.ffi_call(f"eggroll_{name}", out, vmap_method="sequential",
-                            input_output_aliases=aliases)(*operands, **attrs)
+                            input_output_aliases=aliases)(*operands, **typed(attrs))
 
 
 def typed(attrs: dict[str, Any]) -> dict[str, Any]:
@@ -112,10 +113,10 @@ def _lowerings(name: str, narrays: int, out: Any, attrs: dict) -> tuple[Any, Any
     from . import _cuda
 
     def cpu(*ops: Any) -> Any:
-        return call(name, out, *ops, **typed(attrs))
+        return call(name, out, *ops, **attrs)
 
     def gpu(*ops: Any) -> Any:
-        return _cuda.lower(name, narrays, out, ops, attrs)
+        return _cuda.lower(call, name, narrays, out, ops, attrs)
     return cpu, gpu
 
 
@@ -153,7 +154,7 @@ def _fold_rule(name: str, narrays: int, out: Any, attrs: dict, f: Any) -> Any:
         members = members.reshape(axis_size * M)
         fold = jax.ShapeDtypeStruct((axis_size * M,) + out.shape[1:], out.dtype)
         if not forward:
-            y = keyed(name, narrays, fold, tuple(sorted(attrs.items())))(*arrays, members, seed, epoch)
+            y = keyed(name, narrays, fold, tuple(attrs.items()))(*arrays, members, seed, epoch)
             return y.reshape((axis_size, M) + y.shape[1:]), True
         x, rest = arrays[0], arrays[1:]
         shared = attrs["shared"]
@@ -166,7 +167,7 @@ def _fold_rule(name: str, narrays: int, out: Any, attrs: dict, f: Any) -> Any:
             x = x.reshape((axis_size * M,) + x.shape[2:])
         elif not shared:
             x = jnp.broadcast_to(x, (axis_size,) + x.shape).reshape((axis_size * M,) + x.shape[1:])
-        g = keyed(name, narrays, fold, tuple(sorted(dict(attrs, shared=shared).items())))
+        g = keyed(name, narrays, fold, tuple(dict(attrs, shared=shared).items()))
         y = g(x, *rest, members, seed, epoch)
         return y.reshape((axis_size, M) + y.shape[1:]), True
     return rule
@@ -175,4 +176,4 @@ def _fold_rule(name: str, narrays: int, out: Any, attrs: dict, f: Any) -> Any:
 @functools.lru_cache(maxsize=None)
 def shaping(name: str, out: Any, group_size: int) -> Any:
     """The fitness-shaping ops, jitted: the same operands on every platform (no branch)."""
-    return jax.jit(lambda f: call(name, out, f, **typed(dict(group_size=group_size))))
+    return jax.jit(lambda f: call(name, out, f, group_size=group_size))

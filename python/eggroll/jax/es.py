@@ -8,7 +8,7 @@ One fully jittable step (docs/jax.md)::
     @jax.jit
     def step(params, opt_state, epoch, xb, yb):
         pop = es.ask(params, epoch)                       # epoch may be traced
-        h = jnp.tanh(pop.linear("W1", xb, bias="b1"))       # xb [N, b, n] or [b, n]
+        h = jnp.tanh(pop.linear("W1", xb, bias="b1", shared=True))  # xb [b, n]: every member's
         fitness = -loss(pop.linear("W2", h, bias="b2"), yb)  # [N], higher is better
         grads = es.gradient(params, fitness, epoch)         # a pytree like params
         updates, opt_state = opt.update(grads, opt_state, params)
@@ -33,7 +33,7 @@ import numpy as np
 
 from .._trainer import (UINT32_MAX, UINT64_MAX, check_bool, check_float, check_int,
                         check_member_block, param_id)
-from . import (antithetic_sign, centered_rank, es_gradient, perturb_vector, perturbed_matmul,
+from ._ops import (antithetic_sign, centered_rank, es_gradient, perturb_vector, perturbed_matmul,
                zscore)
 
 __all__ = ["ES", "Population", "param_id", "leaf_name"]
@@ -113,21 +113,32 @@ class Population:
         """The leaf as it is (the mean model's value)."""
         return self._leaf(name, "name")
 
-    def linear(self, name: str, x: Any, bias: str | None = None) -> jax.Array:
+    def linear(self, name: str, x: Any, bias: str | None = None, *,
+               shared: bool = False) -> jax.Array:
         """x [M, n] | [M, b, n] -> [M, m] | [M, b, m] (M = len(self), N by default): row j is
-        member i = members[j]'s x_j @ (W + E_i).T (+ its perturbed bias [m]). To give every
-        member the same rows, pass jnp.broadcast_to(xb, (M,) + xb.shape)."""
+        member i = members[j]'s x_j @ (W + E_i).T (+ its perturbed bias [m]). shared=True:
+        x [n] | [b, n] is every member's input (x @ W.T computed once; the same bits as
+        jnp.broadcast_to(x, (M,) + x.shape), docs/ops.md "Shared inputs")."""
         W = self._leaf(name, "name")
         if W.ndim != 2:
             raise ValueError(f"name: linear needs a 2-D leaf [m, n], {name!r} has shape "
                              f"{tuple(W.shape)}")
         N = len(self)
-        if x.ndim not in (2, 3) or x.shape[0] != N:
+        if shared:
+            if jnp.ndim(x) not in (1, 2):
+                raise ValueError(f"x: a shared input is [n] or [b, n], got shape "
+                                 f"{tuple(jnp.shape(x))}")
+        elif jnp.ndim(x) not in (2, 3) or jnp.shape(x)[0] != N:
             raise ValueError(f"x: expected [{N}, n] or [{N}, b, n] (one leading row per "
-                             f"member), got shape {tuple(x.shape)}")
-        excluded = name in self._es.exclude
-        y = perturbed_matmul(x, W, members=None if excluded else self.members,
-                             rank=self._es.rank, **self._key(name))
+                             f"member; shared=True takes one input for every member), got "
+                             f"shape {tuple(jnp.shape(x))}")
+        if name in self._es.exclude and shared:
+            y0 = perturbed_matmul(x, W, members=None, shared=True, **self._key(name))
+            y = jnp.broadcast_to(y0, (N,) + y0.shape)
+        else:
+            y = perturbed_matmul(x, W, members=None if name in self._es.exclude
+                                 else self.members, rank=self._es.rank, shared=shared,
+                                 **self._key(name))
         if bias is not None:
             bv = self.vector(bias)                      # [N, m]
             if bv.ndim != 2 or bv.shape[1] != y.shape[-1]:

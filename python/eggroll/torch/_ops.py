@@ -18,19 +18,14 @@ from torch._C import _are_functorch_transforms_active, _is_torch_function_mode_e
 from torch._C import _len_torch_dispatch_stack
 
 from .. import _core
-from .._ops import OPS, cuda_module
+from .. import _ops as _generic
+from .._ops import OPS, cuda_module, register
 from ._threads import use_torch_threads
 
 NS = "eggroll"
 _DTYPES = {str(d).removeprefix("torch."): d for d in (
     torch.float32, torch.float64, torch.float16, torch.bfloat16, torch.int8, torch.int32,
     torch.int64, torch.uint32, torch.uint8, torch.int16, torch.bool)}
-# Leading tensor arguments of each entry (the ones that may need autograd) and where out is.
-_NARRAYS = {"perturbed_matmul": 2, "perturbed_matmul_full": 2, "perturbed_matmul_int8": 2,
-            "int8_update": 2, "philox4x32": 2}
-_OUT = {"perturbed_matmul": 3, "perturbed_matmul_full": 3, "perturbed_matmul_int8": 3,
-        "perturb_vector": 2, "es_gradient": 3, "centered_rank": 1, "zscore": 1,
-        "antithetic_sign": 1, "int8_update": 2, "philox4x32": 2}
 NOT_DIFFERENTIABLE = ("{op} is not differentiable: evolution strategies estimate gradients "
                       "from fitness (eggroll.torch.ES); use perturbed_matmul / perturb_vector "
                       "for a differentiable forward")
@@ -117,32 +112,25 @@ def _encode(args: tuple) -> tuple[list, list[int], list[float]]:
 
 
 def _decode(tensors: list, codes: list[int], floats: list[float]) -> tuple:
+    t, f, c = iter(tensors), iter(floats), iter(codes)
+    word = lambda: next(c) | (next(c) << 32)  # noqa: E731
     args: list = []
-    t = f = i = 0
-    word = lambda j: codes[j] | (codes[j + 1] << 32)  # noqa: E731
-    while i < len(codes):
-        c = codes[i]
-        if c == _TENSOR:
-            args.append(tensors[t])
-            t, i = t + 1, i + 1
-        elif c == _NONE:
+    for k in c:
+        if k == _TENSOR:
+            args.append(next(t))
+        elif k == _NONE:
             args.append(None)
-            i += 1
-        elif c == _BOOL:
-            args.append(bool(codes[i + 1]))
-            i += 2
-        elif c == _INT:
-            args.append(word(i + 1))
-            i += 3
-        elif c == _RANGE:
-            args.append(range(word(i + 1), word(i + 5), word(i + 3)))
-            i += 7
-        elif c == _SEQ:
-            args.append(tuple(word(i + 2 + 2 * j) for j in range(codes[i + 1])))
-            i += 2 + 2 * codes[i + 1]
+        elif k == _BOOL:
+            args.append(bool(next(c)))
+        elif k == _INT:
+            args.append(word())
+        elif k == _RANGE:
+            start, step, stop = word(), word(), word()
+            args.append(range(start, stop, step))
+        elif k == _SEQ:
+            args.append(tuple(word() for _ in range(next(c))))
         else:
-            args.append(floats[f])
-            f, i = f + 1, i + 1
+            args.append(next(f))
     return tuple(args)
 
 
@@ -233,7 +221,7 @@ class Backend:
     """The entries for torch tensors (eggroll._ops.backend): direct when plain, else the ops."""
 
     def __getattr__(self, name: str) -> Any:
-        k, entry, cuda_entry = _NARRAYS.get(name, 1), getattr(_core, name), None
+        k, entry, cuda_entry = OPS[name][0], getattr(_core, name), None
 
         def call(*args: Any) -> Any:
             nonlocal cuda_entry
@@ -252,7 +240,7 @@ class Backend:
 def _through_op(name: str, args: tuple) -> Any:
     """The custom op: traced by torch.compile, differentiated by autograd. out is filled by a
     copy (custom ops never write their inputs)."""
-    pos = _OUT.get(name)
+    pos = OPS[name][1]
     out = args[pos] if pos is not None else None
     if out is not None:
         args = args[:pos] + (None,) + args[pos + 1:]
@@ -264,3 +252,22 @@ def _through_op(name: str, args: tuple) -> Any:
 
 
 BACKEND = Backend()
+register(BACKEND, Tensor, torch.nn.Parameter)
+
+# The ops of eggroll.torch: results are tensors also for NumPy or list inputs.
+globals().update(_generic.framework_ops(
+    lambda a: a if isinstance(a, (Tensor, range)) or a is None else torch.as_tensor(a),
+    lambda: torch.empty(0)))
+
+
+def lowrank_factors(shape: Any, *, members: Any, epoch: Any, seed: Any, param_id: int = 0,
+                    sigma: float, rank: int = 1, noise_reuse: int = 1, antithetic: bool = True,
+                    device: Any = None) -> tuple[Tensor, Tensor]:
+    """(A float32 [M, m, r] scaled by s_i sigma / sqrt(r), B float32 [M, n, r]) on device (by
+    default the device of members when it is a tensor, else the CPU)."""
+    if device is None:
+        device = members.device if isinstance(members, Tensor) else "cpu"
+    return _generic.lowrank_factors(shape, members=members, epoch=epoch, seed=seed,
+                                    param_id=param_id, sigma=sigma, rank=rank,
+                                    noise_reuse=noise_reuse, antithetic=antithetic,
+                                    like=torch.empty(0, device=device))

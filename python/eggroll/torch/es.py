@@ -26,7 +26,7 @@ from torch import Tensor, nn
 from .. import _trainer as _t
 from .._trainer import UINT32_MAX, UINT64_MAX, check_member_block, check_names
 from ..optim import NONFINITE, SHAPINGS, check_fitness, shape_fitness
-from . import es_gradient
+from ._ops import es_gradient
 from .._ops import perturb_vector as _perturb_vector_op
 from .._ops import perturbed_matmul as _perturbed_matmul_op
 from .._ops import perturbed_matmul_full as _perturbed_matmul_full_op

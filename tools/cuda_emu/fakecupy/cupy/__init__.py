@@ -55,6 +55,7 @@ def matmul(a, b, out=None):
 def arange(*a, dtype=None): return _np.arange(*a, dtype=dtype).view(ndarray)
 tanh, log, exp, take_along_axis, broadcast_to = _np.tanh, _np.log, _np.exp, _np.take_along_axis, _np.broadcast_to
 def ones(shape, dtype=float32): return _np.ones(shape, dtype).view(ndarray)
+def zeros(shape, dtype=float32): return _np.zeros(shape, dtype).view(ndarray)
 def square(a): return _np.square(a)
 def asfortranarray(a): return _np.asfortranarray(a).view(ndarray)
 
