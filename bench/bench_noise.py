@@ -12,6 +12,8 @@ robin in the same run (median of >= 5):
     and all cores when there are more than 2);
   * np.random.default_rng().standard_normal(count, dtype=np.float32) (NumPy's Ziggurat,
     one thread);
+  * torch.randn(count) (float32, one torch thread; when torch is installed; its CPU
+    capability, ATEN_CPU_CAPABILITY, is in the records);
   * np.copyto(dst, src) of float32 [count] into a preallocated dst (one thread): the memory
     bandwidth reference, GB/s = 8 * count / time (4 B read + 4 B written per element); its
     "equivalent normals/s" = count / time (4 B written each), a ceiling for a generator
@@ -20,7 +22,8 @@ robin in the same run (median of >= 5):
     64 MiB output's first-touch page faults are part of every one of them).
 
 Reported: rate in M normals/s = count / time / 1e6, per-core rate = rate / threads.
-Ratios (same run): x_numpy = eggroll rate / Ziggurat rate (> 1: eggroll faster);
+Ratios (same run): x_numpy = eggroll rate / Ziggurat rate (> 1: eggroll faster); x_torch
+the same against torch.randn;
 of_copy = eggroll rate / copyto's equivalent rate (1 = as fast as a plain copy).
 Target: per-core rate >= 400 M normals/s on the widest path.
 The thread count and ISA in force before the run are restored at the end.
@@ -73,11 +76,20 @@ def run_count(s: harness.Session, count: int, isas: list[str], threads: list[int
     dst = np.empty_like(src)
     dst.fill(0.0)                                    # touch it once: copyto measures bandwidth
     fns["numpy_ziggurat"] = lambda: rng.standard_normal(count, dtype=np.float32)
+    try:
+        import torch
+        torch_threads = torch.get_num_threads()
+        fns["torch_randn"] = lambda: torch.randn(count)
+        before["torch_randn"] = lambda: torch.set_num_threads(1)
+    except ImportError:
+        torch = None
     fns["copyto"] = lambda: np.copyto(dst, src)
     fns["copy_alloc"] = lambda: src.copy()
     # Big counts take ~1 s a round on 2 cores: allow fewer extra rounds when noisy.
     res = harness.measure_interleaved(fns, warmup=2, repeat=repeat, min_time=0.05,
                                       before=before, max_rounds=2 * repeat)
+    if torch is not None:
+        torch.set_num_threads(torch_threads)
 
     def rate(name: str) -> float:            # M normals (or float32 elements) per second
         return count / res[name]["median_s"] / 1e6
@@ -91,10 +103,14 @@ def run_count(s: harness.Session, count: int, isas: list[str], threads: list[int
             rec.update(what="eggroll.normal", isa=isa, threads=int(th))
         else:
             rec.update(what=name, isa=None, threads=1)
+            if name == "torch_randn":
+                rec["torch_cpu_capability"] = torch.backends.cpu.get_cpu_capability()
         rec.update(harness.timing_fields("t", res[name]))
         rec["rate_M_per_s"] = rate(name)
         rec["per_core_M_per_s"] = rate(name) / rec["threads"]
         rec["x_numpy"] = rate(name) / zig
+        if torch is not None:
+            rec["x_torch"] = rate(name) / rate("torch_randn")
         rec["of_copy"] = rate(name) / cpy
         if name in ("copyto", "copy_alloc"):
             rec["GB_per_s"] = 8.0 * count / res[name]["median_s"] / 1e9   # 4 B read + 4 B write
@@ -117,7 +133,8 @@ def main() -> int:
         rows = []
         for r in allrecs:
             label = (f"eggroll {r['isa']}" if r["kind"] == "noise" else
-                     {"numpy_ziggurat": "numpy Ziggurat", "copyto": "np.copyto (bandwidth)",
+                     {"numpy_ziggurat": "numpy Ziggurat", "torch_randn": "torch.randn",
+                      "copyto": "np.copyto (bandwidth)",
                       "copy_alloc": "src.copy() (alloc)"}[r["what"]])
             met = r.get("target_met")
             rows.append(dict(r, label=label, log2=f"2^{r['count'].bit_length() - 1}",
@@ -127,6 +144,7 @@ def main() -> int:
         harness.table(rows, [("log2", "count"), ("label", "what"), "threads",
                              ("ms", "median ms"), ("t_n", "runs"), ("rate_M_per_s", "M/s"),
                              ("per_core_M_per_s", "M/s/core"), ("x_numpy", "x numpy"),
+                             ("x_torch", "x torch"),
                              ("of_copy", "of copy"), ("GB_per_s", "GB/s"),
                              ("met", f">={TARGET_PER_CORE:g}/core"), ("flag", "")],
                       title="eggroll.normal rate (M normals/s = count / median time); "

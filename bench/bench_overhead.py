@@ -5,6 +5,10 @@ eggroll.perturbed_matmul against the framework's own x @ W.T, on NumPy, torch (C
 Run:  PYTHONPATH=python python bench/bench_overhead.py [--repeat R] [--number N] [--jsonl out]
       (JSON lines on stdout, the table on stderr; ~20 s)
 
+The framework modules' functions are called (eggroll.torch.perturbed_matmul,
+eggroll.jax.perturbed_matmul: the names every version has), so the script also measures
+an older checkout: PYTHONPATH=<old checkout>/python python bench/bench_overhead.py.
+
 Configuration: P = 8 members, x float32 [8, 64], W float32 [64, 64], rank 1, antithetic,
 members=range(8), epoch 0, sigma 0.01 - one call at a time, results used (JAX: blocked on).
 Every candidate is timed in the same run, interleaved: each of `repeat` rounds times `number`
@@ -45,20 +49,22 @@ def candidates() -> dict[str, dict[str, Callable[[], Any]]]:
     try:
         import torch
         xt, Wt = torch.from_numpy(x), torch.from_numpy(W)
+        import eggroll.torch as et
         out["torch"] = {"framework": lambda: xt @ Wt.T,
-                        "eggroll": lambda: eggroll.perturbed_matmul(xt, Wt, **KEY)}
+                        "eggroll": lambda: et.perturbed_matmul(xt, Wt, **KEY)}
     except ImportError:
         harness.log("torch not installed: skipped")
     try:
         import jax
         import jax.numpy as jnp
+        import eggroll.jax as ej
         cpu = jax.devices("cpu")[0]
         xj, Wj = jax.device_put(x, cpu), jax.device_put(W, cpu)
         mm = jax.jit(lambda x, W: x @ W.T)
-        eg = jax.jit(lambda x, W: eggroll.perturbed_matmul(x, W, **KEY))
+        eg = jax.jit(lambda x, W: ej.perturbed_matmul(x, W, **KEY))
         out["jax-eager"] = {
             "framework": lambda: (xj @ Wj.T).block_until_ready(),
-            "eggroll": lambda: eggroll.perturbed_matmul(xj, Wj, **KEY).block_until_ready()}
+            "eggroll": lambda: ej.perturbed_matmul(xj, Wj, **KEY).block_until_ready()}
         out["jax-jit"] = {"framework": lambda: mm(xj, Wj).block_until_ready(),
                           "eggroll": lambda: eg(xj, Wj).block_until_ready()}
         del jnp
@@ -103,9 +109,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.jsonl:
             with open(args.jsonl, "a") as f:
                 f.write(line + "\n")
-    print(harness.table(records, [("framework", "framework"), ("framework_us", "x @ W.T us"),
-                                  ("eggroll_us", "eggroll us"), ("ratio", "eggroll / x@W.T"),
-                                  ("target", "target")]), file=sys.stderr)
+    harness.table(records, [("framework", "framework"), ("framework_us", "x @ W.T us"),
+                            ("eggroll_us", "eggroll us"), ("ratio", "eggroll / x@W.T"),
+                            ("target", "target")])
     return 0
 
 

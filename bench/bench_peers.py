@@ -1,7 +1,12 @@
 """eggroll against the idiom a framework's user would write, in that framework, same run.
 
-Run:  PYTHONPATH=python python bench/bench_peers.py --backend torch|jax [--quick] [...]
+Run:  PYTHONPATH=python python bench/bench_peers.py --backend torch|jax|es [--quick] [...]
       (JSON lines on stdout, tables on stderr; see eggroll.bench.harness)
+
+  torch, jax  the perturbed forward and update ops against that framework's idiom
+  es          whole ES generations on a task (digits MLP, population 512): eggroll's NumPy,
+              torch and JAX trainers against the official code's JAX idiom, evosax and
+              EvoTorch (pip install ".[peers]"); time, peak memory, accuracy after a budget
 
 Each backend lives in eggroll/bench/peers_<backend>.py and defines ``main(argv)``; this script
 only picks one, so the framework that is not asked for is never imported.
@@ -12,7 +17,7 @@ import argparse
 import importlib
 import sys
 
-BACKENDS = ("torch", "jax")
+BACKENDS = ("torch", "jax", "es")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,8 +1,21 @@
 """Benchmark of the perturbed forward: eggroll.perturbed_matmul against NumPy's plain GEMM,
 the full-rank baseline and the NumPy idiom a user would write for low rank.
 
-Run:  PYTHONPATH=python python bench/bench_perturb.py [--quick] [--threads N]
+Run:  PYTHONPATH=python python bench/bench_perturb.py [--quick] [--threads N] [--isa PATH]
       [--repeat R] [--jsonl out.jsonl]     (JSON lines on stdout, tables on stderr)
+      --isa all: every SIMD path this CPU has (avx512, avx2, scalar), one child process each,
+      with NumPy's OpenBLAS and torch's MKL/oneDNN restricted to the matching kernels
+      (bench/isa_paths.py); the scalar path runs the base GEMM rows at the headline shape only.
+
+Base GEMM rows (kind "gemm"), first: the core's deterministic GEMM
+(perturbed_matmul(x, W, members=None, out=)) against NumPy's x @ W.T (OpenBLAS,
+np.matmul(out=)) and torch.matmul(out=) (MKL), at x [512, 1024] W [1024, 1024],
+x [4096, 256] W [256, 256] and x [64, 4096] W [4096, 4096] (--quick: the first), with
+eggroll, OpenBLAS (threadpoolctl) and torch all at 1 and at 2 threads; at the first shape
+also the perturbed forward (members=range(512), r = 1, antithetic). Ratios eggroll/openblas,
+eggroll/torch (target <= 1.10) and perturbed/openblas (target <= 1.15) of wall-time medians;
+at one thread also of the calling thread's CPU time (*_cpu_median_s, *_cpu ratios), which a
+busy machine barely moves.
 
 Headline configuration: P = 512 members, x float32 [512, 1024] (one row per
 member), W float32 [1024, 1024], rank 1, antithetic, sigma 0.01, members=range(512).
@@ -31,12 +44,15 @@ NumPy's BLAS picks its own thread count (OPENBLAS_NUM_THREADS); --threads sets e
 from __future__ import annotations
 
 import math
+import statistics
 import sys
+import time
 from typing import Any, Callable
 
 import numpy as np
 
 import eggroll
+import isa_paths                     # bench/isa_paths.py: one child process per SIMD path
 from eggroll.bench import harness   # the shared harness ships in the package
 
 SEED = 42
@@ -150,6 +166,112 @@ def run_config(s: harness.Session, kind: str, P: int, b: int, m: int, n: int, r:
     return s.emit(rec)
 
 
+GEMM_SHAPES = [(512, 1024, 1024), (4096, 256, 256), (64, 4096, 4096)]   # x [R, n], W [m, n]
+GEMM_TARGET, PERTURBED_TARGET = 1.10, 1.15
+
+
+def gemm_rows(s: harness.Session, shapes: list[tuple[int, int, int]], threads: list[int],
+              repeat: int, slow: bool) -> list[dict[str, Any]]:
+    """The base product y = x W^T: eggroll's GEMM vs OpenBLAS vs torch (MKL), all at the same
+    thread count, interleaved; plus the perturbed forward at the headline shape."""
+    try:
+        import torch
+    except ImportError:
+        torch = None
+    torch_threads = torch.get_num_threads() if torch is not None else None
+    recs = []
+    for R, m, n in shapes:
+        x, W = make_inputs(R, 1, m, n)
+        y, y_blas = np.empty((R, m), np.float32), np.empty((R, m), np.float32)
+        fns: dict[str, Callable[[], Any]] = {
+            "eggroll": lambda: eggroll.perturbed_matmul(x, W, members=None, epoch=0, seed=0,
+                                                        sigma=1.0, out=y),
+            "openblas": lambda: np.matmul(x, W.T, out=y_blas),
+        }
+        if torch is not None:
+            xt, Wt, yt = torch.from_numpy(x), torch.from_numpy(W), torch.empty(R, m)
+            fns["torch"] = lambda: torch.matmul(xt, Wt.T, out=yt)
+        if (R, m, n) == GEMM_SHAPES[0] and not slow:
+            fns["perturbed"] = lambda: eggroll.perturbed_matmul(
+                x, W, members=range(R), epoch=0, seed=SEED, sigma=SIGMA, out=y)
+        fns["eggroll"](); fns["openblas"]()
+        rel = float(np.max(np.abs(y - y_blas)) / np.max(np.abs(y_blas)))
+        for th in threads:
+            harness.log(f"gemm x [{R}, {n}] W [{m}, {n}], {th} thread(s) ...")
+            eggroll.set_num_threads(th)
+            if torch is not None:
+                torch.set_num_threads(th)
+            with isa_paths.blas_threads(th) as limited:
+                res = harness.measure_interleaved(
+                    fns, warmup=1 if slow else 2, repeat=repeat, min_time=0.05,
+                    max_rounds=harness.MIN_REPEAT if slow else None)
+                # One thread: every candidate computes on this thread, so its CPU time counts
+                # the work and not the time another process held the core.
+                cpu = thread_cpu_medians(fns, repeat) if th == 1 and limited else None
+            flops = 2.0 * R * m * n
+            rec: dict[str, Any] = {"kind": "gemm", "R": R, "m": m, "n": n, "threads": th,
+                                   "isa": eggroll.get_isa(), "blas_threads_limited": limited,
+                                   "gemm_flops": flops, "max_rel_diff_vs_openblas": rel,
+                                   **isa_paths.peer_info()}
+            for name, mres in res.items():
+                rec.update(harness.timing_fields(name, mres))
+                rec[f"{name}_gflops"] = harness.gflops(flops, mres["median_s"])
+            if cpu is not None:
+                for name, t in cpu.items():
+                    rec[f"{name}_cpu_median_s"] = t
+                rec["eggroll_over_openblas_cpu"] = cpu["eggroll"] / cpu["openblas"]
+                if "perturbed" in cpu:
+                    rec["perturbed_over_openblas_cpu"] = cpu["perturbed"] / cpu["openblas"]
+            med = {name: mres["median_s"] for name, mres in res.items()}
+            rec["eggroll_over_openblas"] = med["eggroll"] / med["openblas"]
+            if "torch" in med:
+                rec["eggroll_over_torch"] = med["eggroll"] / med["torch"]
+            if "perturbed" in med:
+                rec["perturbed_over_openblas"] = med["perturbed"] / med["openblas"]
+            rec["noisy"] = any(v for k, v in rec.items() if k.endswith("_noisy"))
+            recs.append(s.emit(rec))
+    if torch is not None:
+        torch.set_num_threads(torch_threads)
+    return recs
+
+
+def thread_cpu_medians(fns: dict[str, Callable[[], Any]], repeat: int) -> dict[str, float]:
+    """Median CPU time of this thread per call, round robin (order reversed every other round).
+    At one thread every candidate computes on the calling thread, so this counts its work
+    and not the time another process held the core: the figure to compare on a loaded
+    machine."""
+    times: dict[str, list[float]] = {name: [] for name in fns}
+    for rnd in range(max(repeat, harness.MIN_REPEAT)):
+        for name in (list(fns) if rnd % 2 == 0 else list(fns)[::-1]):
+            t0 = time.thread_time()
+            fns[name]()
+            times[name].append(time.thread_time() - t0)
+    return {name: statistics.median(t) for name, t in times.items()}
+
+
+def gemm_table(recs: list[dict[str, Any]], title: str) -> None:
+    rows = [dict(r, shape=f"{r['R']}x{r['n']} . {r['m']}x{r['n']}",
+                 egg_ms=r["eggroll_median_s"] * 1e3, blas_ms=r["openblas_median_s"] * 1e3,
+                 torch_ms=r["torch_median_s"] * 1e3 if "torch_median_s" in r else None,
+                 pert_ms=r["perturbed_median_s"] * 1e3 if "perturbed_median_s" in r else None,
+                 met="yes" if r["eggroll_over_openblas"] <= GEMM_TARGET else "NO",
+                 flag="NOISY" if r["noisy"] else "")
+            for r in recs]
+    harness.table(rows, [("isa", "path"), ("shape", "x . W"), "threads",
+                         ("egg_ms", "eggroll ms"), ("blas_ms", "OpenBLAS ms"),
+                         ("openblas_core", "core"), ("torch_ms", "torch ms"),
+                         ("eggroll_gflops", "eggroll GF/s"),
+                         ("eggroll_over_openblas", "/OpenBLAS"),
+                         ("met", f"<={GEMM_TARGET}"), ("eggroll_over_torch", "/torch"),
+                         ("pert_ms", "perturbed ms"),
+                         ("perturbed_over_openblas", f"pert/plain (<={PERTURBED_TARGET})"),
+                         ("eggroll_over_openblas_cpu", "/OpenBLAS (CPU)"),
+                         ("perturbed_over_openblas_cpu", "pert/plain (CPU)"),
+                         ("flag", "")], title=title)
+    print("  (CPU): medians of this thread's CPU time per call, one-thread rows only: the "
+          "ratios to trust on a loaded machine", file=sys.stderr)
+
+
 def headline_table(rec: dict[str, Any]) -> None:
     names = [("plain", "numpy x @ W.T  (baseline)"),
              ("plain_out", "numpy matmul(x, W.T, out=)"),
@@ -196,8 +318,26 @@ def headline_table(rec: dict[str, Any]) -> None:
 
 def main() -> int:
     p = harness.parser(__doc__)
+    isa_paths.add_argument(p)
     args = p.parse_args()
+    isas = isa_paths.requested(args)
+    if isa_paths.needs_children(args):
+        recs = isa_paths.run_children(__file__, sys.argv[1:], isas)
+        gemm_table([r for r in recs if r.get("kind") == "gemm"],
+                   "base GEMM y = x W^T per SIMD path, each against OpenBLAS on the matching "
+                   "kernel and torch (MKL) at the same thread count")
+        return 0
     with harness.Session(args) as s:
+        isa_paths.enter_child()
+        run_threads = eggroll.get_num_threads()  # --threads, or the default
+        slow = eggroll.get_isa() == "scalar"     # ~0.6 GFLOP/s: the GEMM rows' headline only
+        shapes = GEMM_SHAPES[:1] if args.quick or slow else GEMM_SHAPES
+        gemm = gemm_rows(s, shapes, sorted({1, 2} | ({args.threads} if args.threads else set())),
+                         harness.MIN_REPEAT if slow else args.repeat, slow)
+        if slow:
+            gemm_table(gemm, "base GEMM (scalar path)")
+            return 0
+        eggroll.set_num_threads(run_threads)
         harness.log("headline ...")
         head = run_config(s, "perturb_headline", 512, 1, 1024, 1024, 1, with_full=True,
                           idiom_rng=True, repeat=args.repeat)
@@ -211,6 +351,7 @@ def main() -> int:
                     grid.append(run_config(s, "perturb_grid", 512, b, size, size, r,
                                            with_full=size <= 256, idiom_rng=False,
                                            repeat=args.repeat))
+        gemm_table(gemm, f"base GEMM y = x W^T ({eggroll.get_isa()} path)")
         headline_table(head)
         rows = [dict(g, plain_ms=g["plain_median_s"] * 1e3, pert_ms=g["perturbed_median_s"] * 1e3,
                      pert_out_ms=g["perturbed_out_median_s"] * 1e3,

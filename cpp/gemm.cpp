@@ -6,6 +6,7 @@
 #include "eggroll/noise.h"
 #include "eggroll/parallel.h"
 #include "eggroll/perturb.h"
+#include "cache_sizes.h"
 #include "gemm_kernel.h"
 
 namespace eggroll {
@@ -61,22 +62,34 @@ void gemm_impl(const float* x, bool x_kmajor, const float* W, bool w_kmajor, flo
   if (n <= 0) { std::fill(y, y + rows * m, 0.0f); return; }
   detail::GemmKernel kern;
   switch (active_isa()) {
+#if defined(EGGROLL_X86_KERNELS)  // built on x86-64 only (CMakeLists.txt)
     case Isa::avx512: kern = detail::gemm_kernel_avx512(); break;
     case Isa::avx2: kern = detail::gemm_kernel_avx2(); break;
+#endif
+#if defined(EGGROLL_NEON_KERNELS)  // aarch64: NEON is always there, so it is the baseline
+    default: kern = detail::gemm_kernel_neon(); break;
+#else
     default: kern = detail::gemm_kernel_scalar(); break;
+#endif
   }
   const int64_t MR = kern.MR, NR = kern.NR;
-  // KC: a packed W panel slice (KC x NR) stays in L1 while MC rows of packed x (L2) pass by.
+  // Blocking: a row block's packed x slice (MR x KC) sits in L1 while packed W panels
+  // (KC x NR each) stream from L2; the sizes that depend on the cache come from
+  // cache_sizes() (the CPU's reported L2), never from constants fitted to one CPU.
   constexpr int64_t KC = detail::kGemmKC;
   const int64_t nrb = (rows + MR - 1) / MR;            // row blocks
   const int64_t npanels = (m + NR - 1) / NR;           // column panels
+  const detail::CacheSizes& cache = detail::cache_sizes();
+  const int64_t fsz = int64_t(sizeof(float));
 
   // Tall product with a small W (many members x rows, a narrow layer): threads own row blocks
-  // instead of column panels. Each thread packs all of W once (<= 1 MiB, stays in L2), then
+  // instead of column panels. Each thread packs all of W once (at most its L2 size: still
+  // faster than the column split with W filling a 1 MiB L2, 28.5 vs 32.6 ms at
+  // 4096 x 1024 x 256 on one Zen 4 core), then
   // per row block packs one KC-slice of x into an L1 buffer and runs every panel through it,
   // slice after slice: x is read once with no row-sized packed copy, and the block's y rows
   // stay in L1 across the k slices. Same tiles, same slice order: same bits as below.
-  if (m * n <= (int64_t(1) << 18) && nrb >= 16) {
+  if (npanels * n * NR * fsz <= cache.l2 && nrb >= 16) {
     parallel_for(nrb, 2, [&](int64_t r0, int64_t r1) {
       thread_local std::vector<float> Bw, Ab;
       if (Bw.size() < static_cast<size_t>(npanels * n * NR)) Bw.resize(static_cast<size_t>(npanels * n * NR));
@@ -116,20 +129,20 @@ void gemm_impl(const float* x, bool x_kmajor, const float* W, bool w_kmajor, flo
   });
 
   // 2. Each thread owns a contiguous range of column panels; per k slice it packs the W slice
-  //    of a group of kPanelGroup panels (4 x 32 KB) and runs every row block through it.
-  //    Row block outer, panels inner: the row block's packed x slice (MR x KC, 14 KB) stays
-  //    in L1 while the group's W panels (L2) stream past. Groups rather than the thread's
-  //    whole slice: on a 1 MiB L2 (Zen 4) a 512 KB W slice plus the streaming x slices
-  //    thrashed it; 4-panel groups measured 4 % faster at 2 threads (5.35 vs 5.6 ms at
-  //    512 x 1024 x 1024) and 1 % at one, with the same tiles in the same order per element.
-  constexpr int64_t kPanelGroup = 4;
+  //    of a group of panels (an eighth of L2: 128 KB on a 1 MiB L2) and runs every row block
+  //    through it. Row block outer, panels inner: the row block's packed x slice (MR x KC,
+  //    6-14 KB) stays in L1 while the group's W panels (L2) stream past. Groups rather than
+  //    the thread's whole slice: on a 1 MiB L2 (Zen 4) a 512 KB W slice plus the streaming
+  //    x slices thrashed it; 128 KB groups measured 4 % faster at 2 threads (5.35 vs 5.6 ms
+  //    at 512 x 1024 x 1024) and 1 % at one. Same tiles in the same order per element.
+  const int64_t group = std::max<int64_t>(1, cache.l2 / 8 / (KC * NR * fsz));
   parallel_for(npanels, 4, [&](int64_t p0, int64_t p1) {
     thread_local std::vector<float> Bp;
-    if (Bp.size() < static_cast<size_t>(kPanelGroup * KC * NR)) Bp.resize(static_cast<size_t>(kPanelGroup * KC * NR));
+    if (Bp.size() < static_cast<size_t>(group * KC * NR)) Bp.resize(static_cast<size_t>(group * KC * NR));
     for (int64_t k0 = 0; k0 < n; k0 += KC) {
       const int64_t kc = std::min(KC, n - k0);
-      for (int64_t q0 = p0; q0 < p1; q0 += kPanelGroup) {
-        const int64_t q1 = std::min(p1, q0 + kPanelGroup);
+      for (int64_t q0 = p0; q0 < p1; q0 += group) {
+        const int64_t q1 = std::min(p1, q0 + group);
         for (int64_t p = q0; p < q1; ++p) {
           const int64_t valid = std::min(NR, m - p * NR);
           float* dst = Bp.data() + (p - q0) * KC * NR;

@@ -11,8 +11,11 @@
 // Structure (Goto/BLIS style): x is packed in row blocks of MR rows, k-major; W is packed per
 // thread in panels of NR output columns for each KC-long slice of k; an MR x NR micro-tile
 // keeps its accumulators in registers for one slice and adds them to y after the first.
-// Parallel decomposition: the column panels are split over threads; each output element is
-// written only by the thread that owns its panel.
+// Tiles: scalar 4 x 4 (std::fma), AVX2 + FMA 6 x 16, AVX-512 14 x 32, aarch64 NEON 8 x 12;
+// the blocking around them is sized from the CPU's reported caches (cache_sizes.h).
+// Parallel decomposition: the column panels are split over threads (or, for a tall product
+// whose packed W fits L2, the row blocks); each output element is written only by the thread
+// that owns its panel (row block).
 #pragma once
 #include <cstdint>
 
@@ -40,7 +43,8 @@ struct GemmKernel {
 void pack_scalar(const float* src, int64_t ld, int64_t valid, int64_t R, int64_t kc, float* dst);
 
 GemmKernel gemm_kernel_scalar();
-GemmKernel gemm_kernel_avx2();
+GemmKernel gemm_kernel_avx2();    // x86-64 builds only (EGGROLL_X86_KERNELS)
 GemmKernel gemm_kernel_avx512();
+GemmKernel gemm_kernel_neon();    // aarch64 builds only (EGGROLL_NEON_KERNELS): the baseline there
 
 }  // namespace eggroll::detail

@@ -26,11 +26,13 @@ constexpr int64_t kUpdateK = 4096;  // update: factor columns per chunk (<= 2^17
 
 detail::Int8GemmFn kernel_for(Int8Isa isa) {
   switch (isa) {
+#if defined(EGGROLL_X86_KERNELS)  // built on x86-64 only (CMakeLists.txt)
     case Int8Isa::avx2: return detail::int8_gemm_avx2;
     case Int8Isa::avx_vnni: return detail::int8_gemm_avx_vnni;
     case Int8Isa::avx512_vnni: return detail::int8_gemm_avx512_vnni;
     case Int8Isa::amx: return detail::int8_gemm_amx;
-    case Int8Isa::scalar: break;
+#endif
+    default: break;
   }
   return detail::int8_gemm_scalar;
 }

@@ -13,12 +13,17 @@ namespace {
 constexpr IsaLevel kLevels[] = {IsaLevel::scalar, IsaLevel::avx2, IsaLevel::avx_vnni,
                                 IsaLevel::avx512, IsaLevel::avx512_vnni, IsaLevel::amx};
 
+// The x86 levels exist only where their kernels were built (EGGROLL_X86_KERNELS, set by the
+// build on x86-64); elsewhere only the baseline level, and no CPUID. The float paths' GEMM tiles
+// are FMA chains (vfmadd): a level is only offered where every instruction it uses exists.
 bool cpu_has(IsaLevel level) {
-#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#if defined(EGGROLL_X86_KERNELS) && (defined(__GNUC__) || defined(__clang__))
   __builtin_cpu_init();
-  const bool avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+  const bool fma = __builtin_cpu_supports("fma");
+  const bool avx2 = __builtin_cpu_supports("avx2") && fma;
   const bool avx512 = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512dq") &&
-                      __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl");
+                      __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl") &&
+                      fma;
   switch (level) {
     case IsaLevel::scalar: return true;
     case IsaLevel::avx2: return avx2;
@@ -79,11 +84,22 @@ void ensure_level() {
   if (g_level.load(std::memory_order_acquire) < 0) store(best_isa());
 }
 
+// "'scalar', 'avx2', ..." for messages (the baseline is 'neon' on aarch64).
+std::string level_names() {
+  std::string s;
+  for (IsaLevel l : kLevels) s += (s.empty() ? "'" : ", '") + std::string(isa_name(l)) + "'";
+  return s;
+}
+
 }  // namespace
 
 const char* isa_name(IsaLevel level) {
   switch (level) {
+#if defined(EGGROLL_NEON_KERNELS)  // aarch64: the baseline level runs the NEON kernels
+    case IsaLevel::scalar: return "neon";
+#else
     case IsaLevel::scalar: return "scalar";
+#endif
     case IsaLevel::avx2: return "avx2";
     case IsaLevel::avx_vnni: return "avx_vnni";
     case IsaLevel::avx512: return "avx512";
@@ -102,9 +118,7 @@ bool isa_supported(IsaLevel level) {
       cap = -1;
       for (IsaLevel l : kLevels)
         if (std::string(env) == isa_name(l)) cap = int(l);
-      if (cap < 0)
-        value_error(std::string("EGGROLL_MAX_ISA: expected one of 'scalar', 'avx2', 'avx_vnni', "
-                                "'avx512', 'avx512_vnni', 'amx', got '") + env + "'");
+      if (cap < 0) value_error("EGGROLL_MAX_ISA: expected one of " + level_names() + ", got '" + env + "'");
     }
     int m = 0;
     for (IsaLevel l : kLevels) m |= int(l) <= cap && cpu_has(l) ? 1 << int(l) : 0;
@@ -141,8 +155,7 @@ void set_isa(IsaLevel level) {
 void set_isa(const std::string& name) {
   for (IsaLevel l : kLevels)
     if (name == isa_name(l)) return set_isa(l);
-  value_error("name: expected one of 'scalar', 'avx2', 'avx_vnni', 'avx512', 'avx512_vnni', "
-              "'amx', got '" + name + "'");
+  value_error("name: expected one of " + level_names() + ", got '" + name + "'");
 }
 
 Isa active_isa() {

@@ -16,9 +16,15 @@ void philox4x32(const uint32_t counter[4], const uint32_t key[2], uint32_t out[4
 void fill_normal(float* out, int64_t count, const NoiseKey& key, uint64_t offset) {
   if (count <= 0) return;
   switch (active_isa()) {
+#if defined(EGGROLL_X86_KERNELS)
     case Isa::avx512: detail::fill_normal_avx512(out, count, key, offset); break;
     case Isa::avx2: detail::fill_normal_avx2(out, count, key, offset); break;
+#endif
+#if defined(EGGROLL_NEON_KERNELS)  // aarch64: NEON is always there, so it is the baseline
+    default: detail::fill_normal_neon(out, count, key, offset); break;
+#else
     default: detail::fill_normal_scalar(out, count, key, offset); break;
+#endif
   }
 }
 

@@ -80,7 +80,7 @@ struct Avx512 {
 }  // namespace
 
 void fill_normal_avx512(float* out, int64_t count, const NoiseKey& key, uint64_t offset) {
-  fill_normal_impl<Avx512>(out, count, key, offset);
+  fill_normal_impl<Twice<Twice<Avx512>>, Avx512>(out, count, key, offset);
 }
 }  // namespace eggroll::detail
 #else

@@ -56,6 +56,8 @@ thread_local const Executor* t_executor = nullptr;
 inline void cpu_relax() {
 #if defined(__x86_64__) || defined(__i386__)
   __builtin_ia32_pause();
+#elif defined(__aarch64__) && (defined(__GNUC__) || defined(__clang__))
+  __asm__ __volatile__("yield");
 #endif
 }
 

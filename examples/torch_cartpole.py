@@ -14,6 +14,7 @@ unperturbed) plays --eval-episodes fresh episodes; training stops when all of th
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from pathlib import Path
@@ -37,6 +38,9 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--eval-episodes", type=int, default=10, help="episodes of the mean policy")
     ap.add_argument("--eval-every", type=int, default=2, help="generations between evals")
     ap.add_argument("--seed", type=int, default=0, help="init, noise and episode seed")
+    ap.add_argument("--threads", type=int, default=None,
+                    help="torch threads (eggroll's ops run on them too); default: 1 on "
+                         "machines with <= 2 CPUs, else torch's default; 0: torch's default")
     ap.add_argument("--out", type=Path, default=DEFAULT_OUT, help="learning-curve PNG")
     ap.add_argument("--smoke", action="store_true", help="two generations (tests)")
     args = ap.parse_args(argv)
@@ -105,8 +109,16 @@ def main(argv: list[str] | None = None) -> int:
     import eggroll
     import eggroll.torch
 
-    # eggroll's ops on CPU tensors run on torch's own OpenMP threads (torch.get_num_threads()),
-    # so torch's default thread count is right for both (docs/torch.md "Threads").
+    # eggroll's ops on CPU tensors run on torch's own OpenMP threads (docs/torch.md
+    # "Threads"). On <= 2 CPUs one thread is the default: with other processes on the cores,
+    # torch's 2-thread team waits at every op's barrier for a descheduled thread (measured
+    # in examples/README.md, "Threads").
+    if args.threads is None:
+        cpus = (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
+                else os.cpu_count() or 1)
+        args.threads = 1 if cpus <= 2 else 0
+    if args.threads > 0:
+        torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     P = args.population
     policy = nn.Sequential(nn.Linear(4, args.hidden), nn.Tanh(), nn.Linear(args.hidden, 2))
@@ -127,7 +139,8 @@ def main(argv: list[str] | None = None) -> int:
 
     print(f"torch CartPole-v1: MLP 4-{args.hidden}-2 policy, eggroll.torch.ES population {P} "
           f"(one gymnasium env per member), rank {args.rank}, sigma {args.sigma}, Adam lr "
-          f"{args.lr}, up to {args.generations} generations")
+          f"{args.lr}, up to {args.generations} generations, {torch.get_num_threads()} torch "
+          "thread(s)")
     gens, mean_ret, best_ret, eval_gens, eval_ret = [], [], [], [], []
     solved_at = None
     bar = tqdm(range(args.generations), desc="ES", unit="gen", dynamic_ncols=True,

@@ -11,6 +11,7 @@ gradient estimate into .grad, and Adam (with a LambdaLR schedule) steps the modu
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from pathlib import Path
@@ -31,6 +32,9 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--lr", type=float, default=0.02, help="Adam learning rate (start)")
     ap.add_argument("--rank", type=int, default=1, help="rank of the perturbations")
     ap.add_argument("--seed", type=int, default=0, help="data split, init and noise seed")
+    ap.add_argument("--threads", type=int, default=None,
+                    help="torch threads (eggroll's ops run on them too); default: 1 on "
+                         "machines with <= 2 CPUs, else torch's default; 0: torch's default")
     ap.add_argument("--out", type=Path, default=DEFAULT_OUT, help="learning-curve PNG")
     ap.add_argument("--smoke", action="store_true", help="a few steps (tests)")
     args = ap.parse_args(argv)
@@ -84,8 +88,16 @@ def main(argv: list[str] | None = None) -> int:
     import eggroll
     import eggroll.torch
 
-    # eggroll's ops on CPU tensors run on torch's own OpenMP threads (torch.get_num_threads()),
-    # so torch's default thread count is right for both (docs/torch.md "Threads").
+    # eggroll's ops on CPU tensors run on torch's own OpenMP threads (docs/torch.md
+    # "Threads"). On <= 2 CPUs one thread is the default: with other processes on the cores,
+    # torch's 2-thread team waits at every op's barrier for a descheduled thread (measured
+    # in examples/README.md, "Threads").
+    if args.threads is None:
+        cpus = (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
+                else os.cpu_count() or 1)
+        args.threads = 1 if cpus <= 2 else 0
+    if args.threads > 0:
+        torch.set_num_threads(args.threads)
     X, y = load_digits(return_X_y=True)
     Xtr, Xte, ytr, yte = train_test_split(X / 16.0, y, test_size=0.25, random_state=args.seed,
                                           stratify=y)

@@ -1,9 +1,11 @@
-"""`eggroll bench`: the smoke grid writes its files with the documented columns, the
+"""`eggroll bench`: the smoke grid measures every installed backend against its own baselines
+and writes its files with the documented columns, plots draw NOISY points apart, the
 generated docs region replaces only itself, and the memory / rank-study parts are wired in by
 module name (a missing one is reported, not fatal). No timing assertions."""
 from __future__ import annotations
 
 import csv
+import importlib.util
 import json
 import pathlib
 import shutil
@@ -16,7 +18,7 @@ import pytest
 
 import eggroll
 from eggroll.__main__ import main as cli_main
-from eggroll.bench import cli, report, suite
+from eggroll.bench import backends, cli, plots, report, suite
 
 EXPECTED_PNGS = ("throughput_vs_population.png", "fraction_of_inference_vs_size.png",
                  "speedup_vs_fullrank.png")
@@ -38,6 +40,72 @@ def smoke_out(tmp_path_factory: pytest.TempPathFactory) -> pathlib.Path:
     assert rc == 0
     assert (eggroll.get_num_threads(), eggroll.get_isa()) == saved, "threads / ISA not restored"
     return out
+
+
+def _expected_cpu_backends() -> set[str]:
+    """The CPU backends this environment has: numpy always, torch and JAX when installed."""
+    want = {"numpy"}
+    if importlib.util.find_spec("torch"):
+        want.add("torch")
+    if importlib.util.find_spec("jax") and importlib.util.find_spec("eggroll._xla_ffi"):
+        want.add("jax")
+    return want
+
+
+def test_smoke_measures_every_installed_backend(smoke_out: pathlib.Path) -> None:
+    recs = [json.loads(line) for line in (smoke_out / "results.jsonl").read_text().splitlines()]
+    ok = [r for r in recs if r["status"] == "ok"]
+    measured = {r["backend"] for r in ok if r["device"] == "cpu"}
+    assert measured == _expected_cpu_backends()
+    for be in measured:
+        for su in ("forward", "update"):
+            assert any(r["backend"] == be and r["suite"] == su for r in ok), (be, su)
+        # Each framework against its own idiom, at the first rank, with the ratio of the
+        # medians it reports.
+        first = [r for r in ok if r["backend"] == be and r["suite"] == "forward"
+                 and r["rank"] == suite.GRIDS["smoke"].ranks[0]]
+        assert first and all(r["idiom_median_s"] > 0 for r in first)
+        for r in first:
+            assert r["idiom_over_eggroll"] == pytest.approx(r["idiom_median_s"]
+                                                            / r["eggroll_median_s"])
+    machine = json.loads((smoke_out / "machine.json").read_text())
+    listed = {(b["backend"], b["device"]): b for b in machine["backends"]}
+    assert set(listed) == {(b.name, b.device) for b in backends.BACKENDS}
+    for b in listed.values():       # a backend that was not measured says why
+        assert b["available"] or b["why_not"], b
+
+
+def test_unknown_backend_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exc:
+        cli_main(["bench", "--backend", "tensorflow"])
+    assert exc.value.code == 2 and "--backend: unknown ['tensorflow']" in capsys.readouterr().err
+
+
+def test_help_says_what_and_how_long(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exc:
+        cli_main(["bench", "--help"])
+    out = capsys.readouterr().out
+    assert exc.value.code == 0
+    for b in backends.BACKENDS:
+        assert b.label in out
+    assert "--quick takes <= 60 s" in out and "NOISY" in out
+
+
+def test_plots_draw_noisy_points_apart() -> None:
+    """A NOISY point is not on the line (the line has a gap there) and is drawn hollow; a
+    spike far above the clean points does not set the axis' scale."""
+    pytest.importorskip("matplotlib")
+    from matplotlib.figure import Figure
+    ax = Figure().subplots()
+    plots._draw(ax, [1, 2, 3, 4], [1.0, 50.0, 1.2, 1.1], [False, True, False, False], "o-",
+                "r=1", "tab:blue")
+    plots._finish_axes(ax, floor=1.0)
+    line = ax.lines[0]
+    ys = list(line.get_ydata())
+    assert ys[0] == 1.0 and ys[2] == 1.2 and ys[1] != ys[1]          # NaN: a gap
+    hollow = [ln for ln in ax.lines[1:] if ln.get_markerfacecolor() == "none"]
+    assert len(hollow) == 1 and hollow[0].get_marker() == "^"       # off scale: at the top
+    assert ax.get_ylim()[1] < 2.0
 
 
 def test_smoke_writes_jsonl_csv_machine(smoke_out: pathlib.Path) -> None:
@@ -90,7 +158,7 @@ def test_plots_skipped_without_matplotlib(tmp_path: pathlib.Path,
                                           monkeypatch: pytest.MonkeyPatch,
                                           capsys: pytest.CaptureFixture[str]) -> None:
     monkeypatch.setattr(cli.plots, "have_matplotlib", lambda: False)
-    assert cli_main(["bench", "--smoke", "--out", str(tmp_path)]) == 0
+    assert cli_main(["bench", "--smoke", "--backend", "numpy", "--out", str(tmp_path)]) == 0
     assert (tmp_path / "results.csv").exists() and not list(tmp_path.glob("*.png"))
     assert "eggroll[bench]" in capsys.readouterr().out
 
@@ -148,7 +216,8 @@ def test_update_docs_rewrites_only_the_region(tmp_path: pathlib.Path) -> None:
     doc.write_text(f"# Benchmarks\n\nhand-written\n\n{report.BEGIN}\nold\n{report.END}\n"
                    "after\n")
     out = tmp_path / "out"
-    assert cli_main(["bench", "--smoke", "--out", str(out), "--update-docs", str(doc)]) == 0
+    assert cli_main(["bench", "--smoke", "--backend", "numpy", "--out", str(out),
+                     "--update-docs", str(doc)]) == 0
     text = doc.read_text()
     assert text.startswith("# Benchmarks\n\nhand-written\n\n" + report.BEGIN)
     assert text.endswith(report.END + "\nafter\n") and "\nold\n" not in text

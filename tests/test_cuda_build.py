@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -165,3 +166,29 @@ def test_jax_cuda_handlers_are_built_and_cover_every_op():
     assert all(type(c).__name__ == "PyCapsule" for c in table["CUDA"].values())
     # and importing it needed no driver: this process may have none (cuda_available False)
     assert isinstance(eggroll.cuda_available(), bool)
+
+
+# ------------------------------------------------------------------------------------------
+# EGGROLL_CUDA=AUTO: nvcc alone does not make a CUDA build
+# ------------------------------------------------------------------------------------------
+
+def _gpu_visible() -> bool:
+    return any(Path(p).exists() for p in ("/dev/nvidiactl", "/proc/driver/nvidia/gpus",
+                                          "/dev/dxg"))
+
+
+@pytest.mark.skipif(shutil.which("cmake") is None, reason="cmake is not installed")
+@pytest.mark.skipif(_gpu_visible(), reason="a GPU driver is visible: AUTO builds CUDA here")
+def test_auto_skips_cuda_without_a_target(tmp_path):
+    """Configure only (no compile): with no GPU and no CUDAARCHS, AUTO must not even look for
+    nvcc, whether or not one is installed, and says how to ask for CUDA."""
+    repo = Path(__file__).resolve().parents[1]
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("EGGROLL_CUDA", "CUDAARCHS", "CMAKE_CUDA_ARCHITECTURES")}
+    proc = subprocess.run(["cmake", "-S", str(repo), "-B", str(tmp_path / "b"),
+                           "-DEGGROLL_CUDA=AUTO"], env=env, capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "building CPU-only (EGGROLL_CUDA=ON builds the CUDA kernels)" in proc.stdout
+    cache = (tmp_path / "b" / "CMakeCache.txt").read_text()
+    assert "CMAKE_CUDA_COMPILER:" not in cache

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import sys
 
 import numpy as np
@@ -596,7 +597,9 @@ def test_bad_tell_and_population_calls():
 
 def test_demo_names_the_extra_when_missing(monkeypatch, capsys):
     from eggroll import demo
-    monkeypatch.setitem(sys.modules, "sklearn", None)      # import sklearn -> ImportError
+    # import sklearn (and any submodule another test already imported) -> ImportError
+    for name in ["sklearn"] + [m for m in sys.modules if m.startswith("sklearn.")]:
+        monkeypatch.setitem(sys.modules, name, None)
     assert demo.main(["--quick"]) == 2
     assert "eggroll[demo]" in capsys.readouterr().err
 
@@ -608,6 +611,12 @@ def test_demo_smoke(capsys):
     assert demo.main(["--steps", "3", "--population", "16", "--baseline-steps", "1"]) == 0
     out = capsys.readouterr().out
     assert "test accuracy" in out and "speed-up" in out and "total wall time" in out
+    # The printed speed-up is the ratio of the two medians printed beside it.
+    low = float(re.search(r"EGGROLL \(rank 1\) +([\d.]+) ms/step", out).group(1))
+    full = float(re.search(r"full rank \(OpenES\) +([\d.]+) ms/step", out).group(1))
+    m = re.search(r"speed-up +([\d.]+)x +\(= ([\d.]+) / ([\d.]+)\)", out)
+    assert (float(m.group(2)), float(m.group(3))) == (full, low)
+    assert float(m.group(1)) == pytest.approx(full / low, abs=0.006)
 
 
 def test_main_dispatch(capsys):

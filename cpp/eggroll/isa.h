@@ -8,7 +8,8 @@
 
 namespace eggroll {
 
-// Levels, narrowest first. set_isa(level) makes every family use its widest path at or below
+// Levels, narrowest first (on aarch64 the baseline is named "neon": its kernels are NEON).
+// set_isa(level) makes every family use its widest path at or below
 // that level which this CPU (and OS) supports; the default is the best level.
 enum class IsaLevel : int { scalar = 0, avx2 = 1, avx_vnni = 2, avx512 = 3, avx512_vnni = 4,
                             amx = 5 };

@@ -170,7 +170,7 @@ def cuda_module() -> Any:
         from . import _cuda
     except ImportError as e:
         raise RuntimeError("eggroll was built without CUDA support (eggroll._cuda is missing: "
-                           "rebuild with nvcc on PATH, or -DEGGROLL_CUDA=ON; see "
+                           "reinstall with EGGROLL_CUDA=ON (needs nvcc); see "
                            "docs/backends.md)") from e
     return _cuda
 

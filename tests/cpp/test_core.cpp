@@ -12,6 +12,7 @@
 #include <thread>
 #include <vector>
 #include "eggroll/eggroll.h"
+#include "cache_sizes.h"  // private: the GEMM test varies the cache blocking
 
 using namespace eggroll;
 static int failures = 0;
@@ -46,6 +47,11 @@ static void test_noise_isa_threads() {
   const NoiseKey key{0x123456789abcdefULL, 7, 3, 11};
   set_isa(IsaLevel::scalar); set_num_threads(1);
   const auto ref = normals(100003, key, 13);
+#if defined(__aarch64__)  // the baseline level runs the NEON kernels there, and says so
+  CHECK(std::strcmp(isa_name(IsaLevel::scalar), "neon") == 0, "aarch64 baseline named %s", isa_name(IsaLevel::scalar));
+#else
+  CHECK(std::strcmp(isa_name(IsaLevel::scalar), "scalar") == 0, "baseline named %s", isa_name(IsaLevel::scalar));
+#endif
   for (IsaLevel isa : {IsaLevel::scalar, IsaLevel::avx2, IsaLevel::avx512}) {
     if (!isa_supported(isa)) continue;
     set_isa(isa);
@@ -66,6 +72,12 @@ static void test_noise_isa_threads() {
   for (float z : ref) var += (z - mean) * (z - mean);
   var /= double(ref.size());
   CHECK(std::fabs(mean) < 0.02 && std::fabs(var - 1) < 0.03, "moments mean=%g var=%g", mean, var);
+}
+
+// The larger error, and NaN if either is NaN (std::fmax would drop a NaN error). A plain
+// comparison also keeps GCC 12 for aarch64 from crashing while vectorising an fmax reduction.
+static double worse(double maxerr, double err) {
+  return (maxerr != maxerr || err <= maxerr) ? maxerr : err;
 }
 
 // perturbed_matmul == x (W + A_i B_i^T)^T built from lowrank_factors, and the update equals
@@ -91,7 +103,7 @@ static void test_ops() {
           for (int64_t l = 0; l < r; ++l) e += double(A[(i * m + o) * r + l]) * B[(i * n + j) * r + l];
           acc += double(x[(i * b + row) * n + j]) * (W[o * n + j] + e);
         }
-        maxerr = std::fmax(maxerr, std::fabs(acc - y[(i * b + row) * m + o]));
+        maxerr = worse(maxerr, std::fabs(acc - y[(i * b + row) * m + o]));
       }
   CHECK(maxerr < 1e-4, "perturbed_matmul vs explicit: %g", maxerr);
 
@@ -104,7 +116,7 @@ static void test_ops() {
       for (int64_t i = 0; i < M; ++i)
         for (int64_t l = 0; l < r; ++l) acc += f[i] * double(A[(i * m + o) * r + l]) * B[(i * n + j) * r + l];
       acc /= double(M) * a.sigma;
-      maxerr = std::fmax(maxerr, std::fabs(acc - g[o * n + j]));
+      maxerr = worse(maxerr, std::fabs(acc - g[o * n + j]));
     }
   CHECK(maxerr < 1e-5, "es_gradient vs explicit: %g", maxerr);
 
@@ -123,6 +135,105 @@ static void test_ops() {
                                             make_view(y2.data(), DType::float32, {M, b, m}), full));
     CHECK(std::memcmp(y1.data(), y2.data(), y1.size() * 4) == 0, "shared input differs (full=%d)", int(full));
   }
+}
+
+// The GEMM contract (cpp/gemm_kernel.h, docs/ops.md): y[r, o] = ((s_0 + s_1) + ...) with s_q
+// one std::fma chain from +0 over k in [256 q, 256 q + 256). Every element must match this
+// naive loop bit for bit on every SIMD path, thread count and cache blocking (the detected
+// sizes, a tiny L2 that makes every W group one panel and keeps the column-split path, a huge
+// one that sends every tall product down the row-split path), for gemm_nt and for gemm_tn on
+// the transposed (k-major) operands. Odd sizes exercise the edge tiles and short last slices;
+// inputs span 2^-3 .. 2^3 so that a different rounding sequence shows in the bits.
+static std::vector<float> gemm_naive(const std::vector<float>& x, const std::vector<float>& W,
+                                     int64_t R, int64_t m, int64_t n) {
+  std::vector<float> y(static_cast<size_t>(R * m));
+  for (int64_t r = 0; r < R; ++r)
+    for (int64_t o = 0; o < m; ++o) {
+      float total = 0.0f;
+      for (int64_t k0 = 0; k0 < n; k0 += 256) {
+        float s = 0.0f;
+        for (int64_t k = k0; k < std::min(n, k0 + 256); ++k) s = std::fma(x[r * n + k], W[o * n + k], s);
+        total = k0 == 0 ? s : total + s;
+      }
+      y[r * m + o] = total;
+    }
+  return y;
+}
+
+static std::vector<float> transpose(const std::vector<float>& a, int64_t rows, int64_t cols) {
+  std::vector<float> t(a.size());
+  for (int64_t i = 0; i < rows; ++i)
+    for (int64_t j = 0; j < cols; ++j) t[j * rows + i] = a[i * cols + j];
+  return t;
+}
+
+static void test_gemm() {
+  const int64_t shapes[][3] = {{1, 1, 1},    {6, 16, 256},  {7, 17, 300},  {13, 33, 513},
+                               {2, 70, 1000}, {101, 40, 300}, {97, 5, 33},  {230, 37, 300}};
+  const detail::CacheSizes tiny{8 << 10, 64 << 10, 1 << 20}, huge{1 << 20, int64_t(64) << 20, int64_t(1) << 30};
+  const detail::CacheSizes* caches[] = {nullptr, &tiny, &huge};
+  for (const auto& sh : shapes) {
+    const int64_t R = sh[0], m = sh[1], n = sh[2];
+    std::vector<float> x(static_cast<size_t>(R * n)), W(static_cast<size_t>(m * n));
+    for (size_t i = 0; i < x.size(); ++i) x[i] = std::ldexp(float(std::sin(1.7 * double(i) + 0.3)), int(i % 7) - 3);
+    for (size_t i = 0; i < W.size(); ++i) W[i] = std::ldexp(float(std::cos(0.9 * double(i))), int(i % 5) - 2);
+    const auto want = gemm_naive(x, W, R, m, n);
+    const auto xt = transpose(x, R, n), Wt = transpose(W, m, n);
+    for (IsaLevel isa : {IsaLevel::scalar, IsaLevel::avx2, IsaLevel::avx512}) {
+      if (!isa_supported(isa)) continue;
+      set_isa(isa);
+      for (const detail::CacheSizes* c : caches) {
+        detail::override_cache_sizes(c);
+        for (int th : {1, 2, 3}) {
+          set_num_threads(th);
+          std::vector<float> y(want.size(), -1.0f), yt(want.size(), -1.0f);
+          gemm_nt(x.data(), W.data(), y.data(), R, m, n);
+          gemm_tn(xt.data(), Wt.data(), yt.data(), R, m, n);
+          CHECK(std::memcmp(y.data(), want.data(), y.size() * 4) == 0, "gemm_nt %lldx%lldx%lld on %s x%d cache %d",
+                (long long)R, (long long)m, (long long)n, isa_name(isa), th, int(c ? c->l2 >> 10 : 0));
+          CHECK(std::memcmp(yt.data(), want.data(), yt.size() * 4) == 0, "gemm_tn %lldx%lldx%lld on %s x%d cache %d",
+                (long long)R, (long long)m, (long long)n, isa_name(isa), th, int(c ? c->l2 >> 10 : 0));
+        }
+      }
+    }
+  }
+  detail::override_cache_sizes(nullptr);
+  const auto& cs = detail::cache_sizes();
+  CHECK(cs.l1d >= (8 << 10) && cs.l2 >= (64 << 10) && cs.l3 >= (256 << 10), "cache sizes %lld %lld %lld",
+        (long long)cs.l1d, (long long)cs.l2, (long long)cs.l3);
+  set_isa(best_isa()); set_num_threads(2);
+}
+
+// Golden bits: FNV-1a hashes of results on inputs that every platform represents exactly.
+// The noise and x W^T hashes are those of python/eggroll/reference.py (normal, matmul_nt);
+// the perturbed forward's is the x86-64 build's (the same bits on every x86 path and thread
+// count, tested in tests/test_perturb.py). Every other target (tools/aarch64_check.sh) must
+// reproduce all three.
+static uint64_t fnv1a(const std::vector<float>& v) {
+  uint64_t h = 1469598103934665603ULL;
+  for (float f : v) {
+    uint32_t u;
+    std::memcpy(&u, &f, 4);
+    for (int byte = 0; byte < 4; ++byte) { h ^= (u >> (8 * byte)) & 0xFFu; h *= 1099511628211ULL; }
+  }
+  return h;
+}
+
+static void test_golden() {
+  set_num_threads(2);
+  const auto z = normals(100003, NoiseKey{0x123456789abcdefULL, 7, 3, 11}, 13);
+  CHECK(fnv1a(z) == 0xd38fffaa5fce07e9ULL, "noise hash %016llx", (unsigned long long)fnv1a(z));
+  const int64_t M = 8, n = 300, m = 37;
+  std::vector<float> x(M * n), W(m * n), y(M * m), y0(M * m);
+  for (size_t i = 0; i < x.size(); ++i) x[i] = float(int64_t((i * 2654435761ULL) % 2001) - 1000) / 256.0f;
+  for (size_t i = 0; i < W.size(); ++i) W[i] = float(int64_t((i * 40503ULL) % 1999) - 999) / 1024.0f;
+  std::vector<int64_t> mem = {0, 1, 2, 3, 4, 5, 6, 7};
+  Key a; a.seed = 2024; a.param_id = 1; a.epoch = 3; a.sigma = 0.125; a.rank = 2;
+  const auto xv = make_view(x.data(), DType::float32, {M, n}), Wv = make_view(W.data(), DType::float32, {m, n});
+  perturbed_matmul(xv, Wv, Members::indices(make_view(mem.data(), DType::int64, {M})), a, make_view(y.data(), DType::float32, {M, m}));
+  perturbed_matmul(xv, Wv, Members::none(), a, make_view(y0.data(), DType::float32, {M, m}));
+  CHECK(fnv1a(y) == 0xf273d9c3f62cc5ffULL, "perturbed_matmul hash %016llx", (unsigned long long)fnv1a(y));
+  CHECK(fnv1a(y0) == 0x3ac2c36d15223f92ULL, "x W^T hash %016llx", (unsigned long long)fnv1a(y0));
 }
 
 // The int8 forward equals a naive int64 evaluation built from the quantised stream (normals
@@ -293,6 +404,8 @@ int main() {
   test_philox();
   test_noise_isa_threads();
   test_ops();
+  test_gemm();
+  test_golden();
   test_int8();
   test_errors();
   test_executors();

@@ -1,12 +1,12 @@
-"""`eggroll bench`: the micro-benchmark grid (suite.py) on every available backend, then the
-memory comparison and, on request, the rank study; writes results.jsonl, results.csv,
-machine.json and PNG plots into --out, prints the tables, and can regenerate the marked
-region of docs/benchmarks.md (--update-docs).
+"""`eggroll bench`: the micro-benchmark grid (suite.py) on every backend installed here (NumPy,
+torch and JAX on the CPU; CuPy, torch and JAX on a GPU: backends.py), each against its own
+framework's `x @ W.T` and low-rank idiom, then the memory comparison and, on request, the
+rank study; writes results.jsonl, results.csv, machine.json and PNG plots into --out, prints
+the tables, and can regenerate the marked region of docs/benchmarks.md (--update-docs).
 
-    eggroll bench --quick              # ~17 s on the 2-core VM (grid 12 s, memory 4 s)
+    eggroll bench --quick              # <= 60 s on a 2-core machine with torch and JAX
     eggroll bench --rank-study --update-docs docs/benchmarks.md
-                                       # full grid: ~3.5 min there (grid 157 s, memory 25 s,
-                                       # rank study 13 s), more while other processes run
+                                       # full grid: ~3.5 min per CPU backend on 2 cores
 
 The memory and rank-study parts are the modules eggroll.bench.memory and
 eggroll.bench.rank_study, each with run(out_dir, quick) -> records and
@@ -16,12 +16,14 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import importlib.util
 import json
 import os
 import pathlib
 import shlex
 import shutil
 import sys
+import textwrap
 import time
 import traceback
 from typing import Any
@@ -29,7 +31,7 @@ from typing import Any
 import eggroll
 
 from . import harness, plots, report, suite
-from .backends import BACKENDS, available_backends
+from .backends import BACKENDS, select
 
 PLOTS_HINT = ('plots need matplotlib, the "bench" extra: pip install "eggroll[bench]"  '
               '(or: pip install matplotlib)')
@@ -39,15 +41,38 @@ PARTS = (("memory", "eggroll.bench.memory", "Memory: EGGROLL vs full-rank ES"),
          ("rank_study", "eggroll.bench.rank_study", "Rank study: low rank -> full rank"))
 
 
+def _fill(text: str) -> str:
+    return textwrap.fill(text, width=88)
+
+
+def _help_backends() -> str:
+    """Which backends --help can promise here, without importing any framework."""
+    rows = []
+    for b in BACKENDS:
+        installed = b.module == "numpy" or importlib.util.find_spec(b.module) is not None
+        gpu = "" if b.device == "cpu" else " and a GPU"
+        rows.append(f"  {b.label:11s} {'installed' if installed else 'not installed'}"
+                    f"{' (measured if eggroll can use it' + gpu + ')' if installed else ''}")
+    return "\n".join(rows)
+
+
 def _parse(argv: list[str], prog: str) -> argparse.Namespace:
     ap = argparse.ArgumentParser(
         prog=f"{prog} bench", formatter_class=argparse.RawDescriptionHelpFormatter,
-        description="EGGROLL benchmarks: perturbed forward, ES update and noise against plain "
-                    "inference and full-rank ES in the same run, plus peak memory (and, with "
-                    "--rank-study, the low-rank estimator's error against rank).",
-        epilog="Outputs in --out: results.jsonl, results.csv, machine.json, *.png. "
-               "Times are medians of >= 5 runs; compare the same-run ratios. On a 2-core "
-               "machine --quick takes ~20 s and the full grid ~3.5 minutes.")
+        description=_fill("EGGROLL benchmarks on every backend installed here: the perturbed "
+                    "forward against that framework's own x @ W.T, its idiomatic low-rank ES "
+                    "forward and full-rank ES; the ES update against the same-shape GEMM; "
+                    "the noise generator against NumPy's; then the peak memory of EGGROLL vs "
+                    "full-rank ES (and, with --rank-study, the low-rank estimator's error "
+                    "against rank)."),
+        epilog="Backends (framework/device):\n" + _help_backends() + "\n\n" + _fill(
+               "How long: --quick takes <= 60 s on a 2-core machine with NumPy, torch and "
+               "JAX (about 15 s per backend plus 5 s of memory); the full grid about 3.5 "
+               "minutes per CPU backend. Busy machines take longer: a measurement that other "
+               "processes disturb is repeated, then flagged NOISY.") + "\n\n" + _fill(
+               "Outputs in --out: results.jsonl, results.csv, machine.json, *.png. "
+               "Times are medians of >= 5 runs; compare the same-run ratios. Plots draw "
+               "NOISY points hollow, apart from the lines."))
     ap.add_argument("--quick", action="store_true",
                     help="a small grid and the memory part's quick form (<= 1 minute)")
     ap.add_argument("--out", default="eggroll-bench", metavar="DIR",
@@ -58,11 +83,12 @@ def _parse(argv: list[str], prog: str) -> argparse.Namespace:
     ap.add_argument("--no-grid", action="store_true",
                     help="skip the timing grid (e.g. --no-grid --rank-study: only the study)")
     ap.add_argument("--threads", type=int, default=None, metavar="N",
-                    help="eggroll.set_num_threads(N) for the run (NumPy's BLAS follows "
-                         "OPENBLAS_NUM_THREADS / OMP_NUM_THREADS)")
+                    help="eggroll.set_num_threads(N) and torch.set_num_threads(N) for the run "
+                         "(NumPy's BLAS follows OPENBLAS_NUM_THREADS / OMP_NUM_THREADS, JAX "
+                         "its XLA_FLAGS)")
     ap.add_argument("--backend", action="append", default=None, metavar="NAME",
-                    help="only this backend (repeatable), e.g. numpy; default: every one "
-                         "available here")
+                    help="only this backend (repeatable): numpy, torch, jax, cupy, or "
+                         "name/device such as torch/cpu; default: every one available here")
     ap.add_argument("--update-docs", default=None, metavar="MD",
                     help="rewrite the generated region of this Markdown file (between "
                          f"{report.BEGIN} and {report.END}) and copy the plots and "
@@ -74,6 +100,10 @@ def _parse(argv: list[str], prog: str) -> argparse.Namespace:
         ap.error(f"--threads: need >= 1, got {args.threads}")
     if args.update_docs and not pathlib.Path(args.update_docs).is_file():
         ap.error(f"--update-docs: no such file: {args.update_docs}")
+    try:
+        select(args.backend)
+    except ValueError as e:
+        ap.error(str(e))
     return args
 
 
@@ -119,6 +149,15 @@ def run_grid(grid: suite.Grid, backends: list[Any], threads: int | None
     finally:
         bar.close()
     return records
+
+
+def _versions(backends: list[Any]) -> dict[str, str]:
+    """The version of each measured backend's framework."""
+    out = {}
+    for b in backends:
+        mod = importlib.import_module(b.module)
+        out[b.module] = str(getattr(mod, "__version__", "?"))
+    return out
 
 
 def run_part(key: str, module: str, title: str, out: pathlib.Path, quick: bool
@@ -172,6 +211,9 @@ def _headline(records: list[dict[str, Any]], grid: suite.Grid) -> list[str]:
             s = (f"{what} ({r['backend']}/{r['device']}), {pop} = {r['P']}, m = n = {r['m']}, "
                  f"r = {r['rank']}: {r['eggroll_median_s'] * 1e3:.3g} ms, "
                  f"{r['rel_throughput']:.2f} x the throughput of {base}")
+            if r.get("idiom_over_eggroll") is not None:
+                s += (f", {r['idiom_over_eggroll']:.2f} x faster than the "
+                      f"{r['backend']} idiom")
             if r.get("speedup_vs_full") is not None:
                 s += f", speed-up over full-rank ES {r['speedup_vs_full']:.1f} x"
             lines.append(s + (" (NOISY)" if r.get("noisy") else ""))
@@ -256,20 +298,29 @@ def main(argv: list[str] | None = None, prog: str = "eggroll") -> int:
     grid = suite.GRIDS[mode]
     out = pathlib.Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    backends = available_backends(args.backend)
+    asked = select(args.backend)
+    status = {b.label: b.available() for b in asked}
+    backends = [b for b in asked if status[b.label][0]]
     if not backends:
-        print(f"{prog} bench: no backend available among {args.backend}", file=sys.stderr)
+        why = "; ".join(f"{k}: {v[1]}" for k, v in status.items())
+        print(f"{prog} bench: no backend available ({why})", file=sys.stderr)
         return 2
     saved = (eggroll.get_num_threads(), eggroll.get_isa())
     t_start = time.perf_counter()
     try:
         if args.threads is not None:
             eggroll.set_num_threads(args.threads)
+        for b in backends:
+            b.setup(args.threads)
         harness.set_cooldown(grid.cooldown)
         info = harness.machine_info()
         info.update(mode=mode, command=f"{prog} bench {shlex.join(argv)}".strip(),
-                    backends=[b.describe() for b in BACKENDS])
+                    backends=[b.describe() for b in asked], framework_versions=_versions(backends))
         harness.print_machine(info)
+        harness.log("measuring: " + ", ".join(b.label for b in backends))
+        for label, (ok, why) in status.items():
+            if not ok:
+                harness.log(f"not measured: {label}: {why}")
         load = info.get("loadavg_1_5_15m")
         if load and load[0] > 0.5:
             harness.log(f"the machine is busy (load average {load[0]} over the last minute): "

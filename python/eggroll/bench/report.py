@@ -67,8 +67,8 @@ def _ms(rec: dict[str, Any], key: str) -> float | None:
 def _display(rec: dict[str, Any]) -> dict[str, Any]:
     d = dict(rec)
     d["size"] = rec.get("m")
-    d["eggroll_ms"], d["baseline_ms"], d["full_ms"] = (_ms(rec, k) for k in
-                                                        ("eggroll", "baseline", "full"))
+    d["eggroll_ms"], d["baseline_ms"], d["full_ms"], d["idiom_ms"] = (
+        _ms(rec, k) for k in ("eggroll", "baseline", "full", "idiom"))
     d["flag"] = ("NOISY (load)" if rec.get("contended") else
                  "NOISY" if rec.get("noisy") else "")
     if rec.get("suite") == "noise":
@@ -82,8 +82,9 @@ def _display(rec: dict[str, Any]) -> dict[str, Any]:
 
 FWD_COLS: list[Column] = [
     ("P", "P"), ("size", "m=n"), ("rank", "r"), ("eggroll_ms", "EGGROLL ms"),
-    ("baseline_ms", "x@W.T ms"), ("full_ms", "full-rank ms"), ("k_per_s", "k members/s"),
-    ("rel_throughput", "of inference"), ("speedup_vs_full", "x full-rank"),
+    ("baseline_ms", "x@W.T ms"), ("idiom_ms", "idiom ms"), ("full_ms", "full-rank ms"),
+    ("k_per_s", "k members/s"), ("rel_throughput", "of inference"),
+    ("idiom_over_eggroll", "x idiom"), ("speedup_vs_full", "x full-rank"),
     ("eggroll_gflops", "GFLOP/s"), ("flag", "")]
 UPD_COLS: list[Column] = [
     ("P", "N"), ("size", "m=n"), ("rank", "r"), ("eggroll_ms", "es_gradient ms"),

@@ -6,9 +6,11 @@ a cool-down between candidates).
 What one record (one configuration) holds, as the CSV columns of CSV_COLUMNS:
 
   forward  perturbed_matmul(x [P, n], W [m, n], members=range(P), rank=r, antithetic) against
-           plain inference x @ W.T (baseline) and perturbed_matmul_full (full-rank OpenES,
-           streamed noise) where its (P/2)*m*n regenerated normals stay under the grid's cap.
-           Throughput = members/s = P / time; eggroll_gflops = 2*P*m*n / time (base GEMM).
+           plain inference x @ W.T in the backend's framework (baseline), the low-rank ES
+           forward a user of that framework writes without eggroll (idiom, at the first
+           rank; backends.py says which per framework) and perturbed_matmul_full (full-rank
+           OpenES, streamed noise) where its (P/2)*m*n regenerated normals stay under the
+           grid's cap. Throughput = members/s = P / time; eggroll_gflops = 2*P*m*n / time.
   update   es_gradient(f [N], (m, n), rank=r) against the GEMM of the same shape,
            (m x N*r) @ (N*r x n) (baseline), and es_gradient(full_rank=True) where cheap.
            Throughput = members/s = N / time; eggroll_gflops = 2*m*n*N*r / time.
@@ -17,6 +19,7 @@ What one record (one configuration) holds, as the CSV columns of CSV_COLUMNS:
 
   rel_throughput   eggroll throughput / baseline throughput (same run) = baseline time /
                    eggroll time: for the forward, the fraction of inference throughput.
+  idiom_over_eggroll  idiom time / eggroll time (first rank; > 1: eggroll is faster).
   speedup_vs_full  full-rank time / eggroll time. The full-rank candidate is timed in its own
                    interleaved pair with the first rank's eggroll call; for the other ranks the
                    speed-up is that pair's ratio times the eggroll rank ratio of the main group.
@@ -27,11 +30,14 @@ What one record (one configuration) holds, as the CSV columns of CSV_COLUMNS:
                    process can slow a 2-thread GEMM by whole scheduler ticks, consistently,
                    which the spread test cannot see).
 
+Every candidate runs the way a user of its framework would run it (Backend.prepare: jitted
+under JAX) and finishes inside its timed region (block_until_ready, a device sync).
 A dtype the backend lacks gives one record per suite with status NOT_AVAILABLE instead of
-timings (bfloat16 and int8 on the NumPy CPU backend today).
+timings (bfloat16 and int8 in this grid today; bench/bench_int8.py times the int8 path).
 """
 from __future__ import annotations
 
+import functools
 import math
 import time
 from dataclasses import dataclass
@@ -51,6 +57,7 @@ CSV_COLUMNS = [
     "suite", "backend", "device", "dtype", "status", "P", "m", "n", "rank", "count", "isa",
     "threads", "unit", "baseline", "eggroll_median_s", "baseline_median_s", "full_median_s",
     "eggroll_per_s", "baseline_per_s", "full_per_s", "rel_throughput", "speedup_vs_full",
+    "idiom_median_s", "idiom_min_s", "idiom_n", "idiom_per_s", "idiom_over_eggroll",
     "eggroll_gflops", "baseline_gflops", "eggroll_min_s", "baseline_min_s", "full_min_s",
     "eggroll_n", "baseline_n", "full_n", "noisy", "contended", "other_load_cores",
 ]
@@ -131,8 +138,20 @@ def _finish(rec: dict[str, Any]) -> dict[str, Any]:
     return rec
 
 
+def _matmul_t(x: Any, W: Any) -> Any:
+    """Plain inference in the inputs' own framework: x [M, n] @ W [m, n].T -> [M, m]."""
+    return x @ W.T
+
+
+def _matmul(a: Any, bt: Any) -> Any:
+    """a [m, k] @ bt [k, n] -> [m, n]: the update's same-shape GEMM baseline."""
+    return a @ bt
+
+
 def _measure(grid: Grid, fns: dict[str, Callable[[], Any]], b: Backend,
              **kw: Any) -> dict[str, dict[str, Any]]:
+    # Only NumPy's BLAS leaves threads spinning after a call: cool down after it alone.
+    kw.setdefault("cooldown_after", [k for k in fns if k.rstrip("0123456789") in b.lingering])
     kw.setdefault("warmup", 1)
     kw.setdefault("repeat", grid.repeat)
     kw.setdefault("min_time", grid.min_time)
@@ -165,16 +184,17 @@ def forward_task(grid: Grid, b: Backend, P: int, size: int) -> list[dict[str, An
     W = b.asarray(rng.standard_normal((m, n), dtype=np.float32)
                   / np.float32(math.sqrt(n)))                                       # [m, n]
     kw = dict(members=range(P), epoch=0, seed=SEED, sigma=SIGMA)
-    fns: dict[str, Callable[[], Any]] = {"inference": lambda: b.matmul_t(x, W)}
-    for r in grid.ranks:
-        fns[f"r{r}"] = lambda r=r: eggroll.perturbed_matmul(x, W, rank=r, **kw)
-    # Only NumPy's BLAS leaves threads spinning after a call: cool down after it alone.
-    res = _measure(grid, fns, b, cooldown_after=("inference",))
     r0 = grid.ranks[0]
+    fns: dict[str, Callable[[], Any]] = {"inference": b.prepare(_matmul_t, x, W)}
+    for r in grid.ranks:
+        fns[f"r{r}"] = b.prepare(functools.partial(eggroll.perturbed_matmul, rank=r, **kw),
+                                 x, W)
+    fns["idiom"] = b.prepare(b.idiom(P, m, n, r0, SIGMA), x, W)
+    res = _measure(grid, fns, b)
     fres = None
     if (P // 2) * m * n <= grid.full_cap:       # antithetic: one noise matrix per pair
-        fres = _measure_full(grid, fns[f"r{r0}"],
-                             lambda: eggroll.perturbed_matmul_full(x, W, **kw), b)
+        fres = _measure_full(grid, fns[f"r{r0}"], b.prepare(
+            functools.partial(eggroll.perturbed_matmul_full, **kw), x, W), b)
     flops = 2.0 * P * m * n                      # base GEMM
     recs = []
     for r in grid.ranks:
@@ -187,6 +207,10 @@ def forward_task(grid: Grid, b: Backend, P: int, size: int) -> list[dict[str, An
         rec["rel_throughput"] = inf["median_s"] / eg["median_s"]
         rec["eggroll_gflops"] = harness.gflops(flops, eg["median_s"])
         rec["baseline_gflops"] = harness.gflops(flops, inf["median_s"])
+        if r == r0:
+            rec.update(_timing("idiom", res["idiom"]))
+            rec["idiom_per_s"] = P / res["idiom"]["median_s"]
+            rec["idiom_over_eggroll"] = res["idiom"]["median_s"] / eg["median_s"]
         _full_fields(rec, fres, res, r, r0, P)
         recs.append(_finish(rec))
     return recs
@@ -201,16 +225,16 @@ def update_task(grid: Grid, b: Backend, N: int, size: int) -> list[dict[str, Any
     for r in ranks:
         a = b.asarray(rng.standard_normal((m, N * r), dtype=np.float32))           # [m, N r]
         bt = b.asarray(rng.standard_normal((N * r, n), dtype=np.float32))          # [N r, n]
-        fns[f"gemm{r}"] = lambda a=a, bt=bt: b.matmul(a, bt)
-        fns[f"r{r}"] = lambda r=r: eggroll.es_gradient(f, (m, n), epoch=0, seed=SEED,
-                                                       sigma=SIGMA, rank=r)
-    res = _measure(grid, fns, b, cooldown_after=[f"gemm{r}" for r in ranks])
+        fns[f"gemm{r}"] = b.prepare(_matmul, a, bt)
+        fns[f"r{r}"] = b.prepare(functools.partial(eggroll.es_gradient, shape=(m, n), epoch=0,
+                                                   seed=SEED, sigma=SIGMA, rank=r), f)
+    res = _measure(grid, fns, b)
     r0 = ranks[0]
     fres = None
     if (N // 2) * m * n <= grid.full_cap:
-        fres = _measure_full(grid, fns[f"r{r0}"],
-                             lambda: eggroll.es_gradient(f, (m, n), epoch=0, seed=SEED,
-                                                         sigma=SIGMA, full_rank=True), b)
+        fres = _measure_full(grid, fns[f"r{r0}"], b.prepare(functools.partial(
+            eggroll.es_gradient, shape=(m, n), epoch=0, seed=SEED, sigma=SIGMA,
+            full_rank=True), f), b)
     recs = []
     for r in ranks:
         eg, gemm = res[f"r{r}"], res[f"gemm{r}"]
@@ -306,7 +330,7 @@ def _monitored(fn: Callable[[], list[dict[str, Any]]], retries: int
                 r["group_s"] = round(group_s, 3)     # wall time of the whole group
             if best is None or (cores or 0.0) < best[0]:
                 best = (cores or 0.0, recs)
-            if not contended:
+            if not contended or attempt == retries:
                 break
             time.sleep(1.0)          # let a burst of someone else's work pass
         assert best is not None
