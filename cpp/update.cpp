@@ -109,6 +109,24 @@ int64_t es_gradient_columns(const Members& members, bool antithetic, int64_t ran
   return int64_t(detail::noise_runs(members, antithetic).size() - 1) * rank;
 }
 
+std::vector<GradientChunk> es_gradient_chunks(const Members& members, int64_t m, int64_t n,
+                                              const Key& key) {
+  const int64_t r = key.rank, M = members.count;
+  const int64_t per_member = std::max<int64_t>(1, (int64_t(16) << 20) / ((m + n) * r));
+  const int64_t step = std::max<int64_t>(2, per_member & ~int64_t(1));  // keep pairs together
+  const bool known = !members.index || members.device == Device::cpu;
+  std::vector<GradientChunk> chunks;
+  for (int64_t c0 = 0; c0 < M; c0 += step) {
+    const int64_t c1 = std::min(M, c0 + step);
+    Members part = members;
+    if (members.index) part.index = members.index + c0;
+    else part.start = members.start + c0 * members.step;
+    part.count = c1 - c0;
+    chunks.push_back({c0, c1, known ? es_gradient_columns(part, key.antithetic, r) : (c1 - c0) * r});
+  }
+  return chunks;
+}
+
 FactorRowsPlan check_es_gradient_factors(const TensorView& fitness, const Members& members,
                                          int64_t m, int64_t n, const Key& key,
                                          int64_t population, const TensorView& Af,
@@ -183,18 +201,15 @@ void es_gradient(const GradientPlan& p) {
   // Low rank: g = Af^T Bf over factor rows Af [C, m], Bf [C, n] (contiguous writes), by the
   // core's deterministic GEMM on k-major operands: g[o, j] = sum_c Af[c, o] Bf[c, j].
   // Populations whose factors exceed ~64 MiB are done in chunks that are summed.
-  const int64_t m = p.m, n = p.n, r = a.rank;
-  const int64_t per_member = std::max<int64_t>(1, (int64_t(16) << 20) / ((m + n) * r));
-  const int64_t step = std::max<int64_t>(2, per_member & ~int64_t(1));  // keep pairs together
+  const int64_t m = p.m, n = p.n;
   std::vector<float> part;
   if (M == 0 && !p.accumulate) std::fill(gp, gp + total, 0.0f);
-  for (int64_t c0 = 0; c0 < M; c0 += step) {
-    const int64_t cm = std::min(step, M - c0);
-    const Runs runs = fold_runs(f, p.members, c0, cm, a.antithetic);
-    const int64_t C = int64_t(runs.coef.size()) * r;
+  for (const GradientChunk& ch : es_gradient_chunks(p.members, m, n, a)) {
+    const Runs runs = fold_runs(f, p.members, ch.c0, ch.c1 - ch.c0, a.antithetic);
+    const int64_t C = ch.C;
     std::vector<float> Af(static_cast<size_t>(C * m)), Bf(static_cast<size_t>(C * n));
     fill_factors(runs, p.members, m, n, a, p.population, Af.data(), Bf.data());
-    const bool add = p.accumulate || c0 > 0;
+    const bool add = p.accumulate || ch.c0 > 0;
     if (add && part.empty()) part.resize(static_cast<size_t>(m * n));
     gemm_tn(Af.data(), Bf.data(), add ? part.data() : gp, m, n, C);
     if (add) detail::axpy(gp, 1.0f, part.data(), m * n);

@@ -53,7 +53,26 @@ struct DeviceOps {
 
 // The key of one call's streams, as plain words (kernel arguments stay trivially copyable).
 struct StreamKey { uint64_t seed; uint32_t param_id, epoch_index; };
-inline StreamKey make_key(const eggroll::Key& a) { return {a.seed, a.param_id, a.epoch_index()}; }
+
+// The key as kernels take it: host values, or the seed / epoch in device memory
+// (Key::seed_device, Key::epoch_device), read by each thread when the kernel starts (as
+// flash-attention unpacks its Philox state), so no launch reads a device value on the host.
+struct KeyArg {
+  uint64_t seed;
+  uint32_t param_id, epoch_index;
+  int64_t noise_reuse;
+  const uint32_t* seed_words;  // uint32 [2] (low, high) or null
+  const int64_t* epoch;        // int64 [1] or null
+  __device__ StreamKey get() const {
+    StreamKey k{seed, param_id, epoch_index};
+    if (seed_words) k.seed = uint64_t(seed_words[0]) | (uint64_t(seed_words[1]) << 32);
+    if (epoch) k.epoch_index = noise_reuse > 0 ? uint32_t(*epoch / noise_reuse) : 0u;
+    return k;
+  }
+};
+inline KeyArg make_key(const eggroll::Key& a) {
+  return {a.seed, a.param_id, a.epoch_index(), a.noise_reuse, a.seed_device, a.epoch_device};
+}
 
 // Normals 4 block .. 4 block + 3 of stream z(key, k).
 __device__ inline void normal4(const StreamKey& key, uint32_t k, uint32_t block, float z[4]) {
@@ -85,6 +104,110 @@ __device__ inline void store(__nv_bfloat16* p, float v) { *p = __float2bfloat16_
 // After a launch: configuration errors surface here (asynchronous faults surface later, on
 // the caller's next synchronising call, as with any CUDA library).
 inline void check_launch(const char* what) { check_cuda(cudaGetLastError(), what); }
+
+inline bool capturing(cudaStream_t stream) {
+  cudaStreamCaptureStatus st = cudaStreamCaptureStatusNone;
+  check_cuda(cudaStreamIsCapturing(stream, &st), "cudaStreamIsCapturing");
+  return st != cudaStreamCaptureStatusNone;
+}
+
+// Every launcher's frame: the plan's GPU current, the errors its device's kernels flagged
+// raised first, and (sync_checks) the stream waited for and checked at the end (done()).
+class OpFrame {
+ public:
+  OpFrame(int device, cudaStream_t stream) : guard_(device), device_(device), stream_(stream) {
+    raise_device_errors(device);
+  }
+  void done(const char* what) {
+    check_launch(what);
+    if (sync_checks() && !capturing(stream_)) sync_and_raise(device_, stream_);
+  }
+ private:
+  DeviceGuard guard_;
+  int device_;
+  cudaStream_t stream_;
+};
+
+// The calling thread's Workspace (cuda.h): a region scratch is carved from, last in first out.
+struct Arena { bool active = false; char* data = nullptr; size_t bytes = 0, used = 0; };
+Arena& arena();
+// Scratch sizes are rounded up to this (every carved piece stays aligned for any type).
+constexpr size_t kScratchAlign = 256;
+inline size_t scratch_size(size_t bytes) { return (bytes + kScratchAlign - 1) / kScratchAlign * kScratchAlign; }
+
+// Scratch for one launch, freed when the scope ends: carved from the thread's Workspace when
+// one is in scope, else stream-ordered memory (cudaMallocAsync / cudaFreeAsync: no
+// synchronisation, capturable in a CUDA graph).
+class Scratch {
+ public:
+  Scratch(size_t bytes, cudaStream_t stream) : stream_(stream) {
+    if (!bytes) return;
+    Arena& a = arena();
+    if (a.active) {
+      const size_t need = scratch_size(bytes);
+      if (a.used + need > a.bytes)
+        throw std::runtime_error("eggroll: the CUDA workspace is smaller than workspace_bytes()");
+      mem_ = a.data + a.used;
+      mark_ = a.used;
+      a.used += need;
+      carved_ = true;
+      return;
+    }
+    check_cuda(cudaMallocAsync(&mem_, bytes, stream), "cudaMallocAsync (scratch)");
+  }
+  ~Scratch() {
+    if (carved_) arena().used = mark_;
+    else if (mem_) cudaFreeAsync(mem_, stream_);
+  }
+  Scratch(const Scratch&) = delete;
+  Scratch& operator=(const Scratch&) = delete;
+  template <class T> T* as() const { return static_cast<T*>(mem_); }
+ private:
+  cudaStream_t stream_;
+  void* mem_ = nullptr;
+  size_t mark_ = 0;
+  bool carved_ = false;
+};
+
+// The members as kernels read them: a range or device indices as given; host indices (checked
+// on the host by check_members) uploaded into stream-ordered scratch. An upload while the
+// stream captures a graph would bake a copy from memory the graph does not own: ValueError.
+class DeviceMembers {
+ public:
+  DeviceMembers(const Members& m, cudaStream_t stream)
+      : members_(m), scratch_(m.index && m.device == Device::cpu ? size_t(m.count) * 8 : 0, stream) {
+    if (!(m.index && m.device == Device::cpu) || m.count == 0) return;
+    if (capturing(stream))
+      value_error("members: while a CUDA graph is captured, pass a range or an index array on "
+                  "the device (a host array would be uploaded from memory the graph does not own)");
+    check_cuda(cudaMemcpyAsync(scratch_.as<int64_t>(), m.index, size_t(m.count) * 8,
+                               cudaMemcpyHostToDevice, stream), "cudaMemcpyAsync (members)");
+    members_.index = scratch_.as<int64_t>();
+    members_.device = Device::cuda;
+  }
+  const Members& get() const { return members_; }
+ private:
+  Members members_;
+  Scratch scratch_;
+};
+
+// The values of a call that live on the device, checked by check_values (cuda/checks.cu) on
+// the stream; a kind is skipped when its pointer is null.
+struct DeviceValues {
+  Members members;               // checked when its indices are on the device
+  bool antithetic = false;
+  const int64_t* epoch = nullptr;
+  const void* fitness = nullptr;  // float32 [N] (float64 when fitness_f64)
+  bool fitness_f64 = false;
+  int64_t N = 0;
+  bool shaping = false;           // fitness is shaping's "f" (the flag's name)
+  const int8_t* pair_fitness = nullptr;  // int8 [P], values in {-1, 0, 1}
+  int64_t P = 0;
+};
+void check_values(const DeviceValues& v, cudaStream_t stream);
+// The current device's flag for an embedding id outside [0, V) (set by the lookup kernel
+// itself, which reads every id anyway; raised as "ids: ..." by the next launcher).
+uint8_t* ids_flag();
 
 // name: on a CUDA device (the one of `ref` when given), contiguous.
 inline void check_device(const TensorView& t, const char* name, const TensorView* ref = nullptr,

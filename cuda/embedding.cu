@@ -2,7 +2,8 @@
 // plan of the core's check_perturbed_embedding. Decomposition: one thread per (output row,
 // group of 4 consecutive columns); it regenerates the r values of A_k's row id and the 4r values
 // of B_k it needs (Philox is random access), so neither factor ever reaches global memory and
-// no thread waits on another.
+// no thread waits on another. Device values (ids, index members, a device epoch) are checked
+// on the device, never read on the host: a bad one is raised by the next launcher (cuda.h).
 #include <cmath>
 #include "common.cuh"
 
@@ -22,15 +23,18 @@ template <class Id>
 __global__ void perturbed_embedding_kernel(const Id* __restrict__ ids, int64_t ids_stride,
                                            const float* __restrict__ W, Members members,
                                            bool perturbed, float* __restrict__ out, int64_t M,
-                                           int64_t T, int64_t V, int64_t d, int r, StreamKey key,
-                                           bool antithetic, float scale) {
+                                           int64_t T, int64_t V, int64_t d, int r,
+                                           KeyArg key_arg, bool antithetic, float scale,
+                                           uint8_t* bad_id) {
+  const StreamKey key = key_arg.get();
   const int64_t groups = (d + 3) / 4, total = M * T * groups;
   for (int64_t item = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; item < total;
        item += int64_t(gridDim.x) * blockDim.x) {
     const int64_t row = item / groups, j0 = 4 * (item % groups), i = row / T, t = row % T;
     const int64_t id = int64_t(ids[i * ids_stride + t]);
     float* o = out + row * d;
-    if (id < 0 || id >= V) {  // device ids are not read on the host: never read outside W
+    if (id < 0 || id >= V) {  // flagged, and a NaN row rather than a read outside W
+      *bad_id = 1;
       for (int64_t j = j0; j < min_of(j0 + 4, d); ++j) o[j] = __int_as_float(0x7fc00000);
       continue;
     }
@@ -57,20 +61,32 @@ __global__ void perturbed_embedding_kernel(const Id* __restrict__ ids, int64_t i
 
 }  // namespace
 
+size_t workspace_bytes(const EmbeddingPlan& p) {
+  return p.members.index && p.members.device == Device::cpu
+             ? scratch_size(size_t(p.members.count) * 8) : 0;  // host members uploaded
+}
+
 void perturbed_embedding(const EmbeddingPlan& p, cudaStream_t stream) {
   expect_cuda(p.W, "W");
-  if (p.M == 0 || p.T == 0 || p.d == 0) return;
-  DeviceGuard guard(p.W.device_index);
+  OpFrame frame(p.W.device_index, stream);
+  if (p.M == 0 || p.T == 0 || p.d == 0) return frame.done("perturbed_embedding");
+  const DeviceMembers mem(p.members, stream);
+  DeviceValues v;
+  v.members = mem.get();
+  v.antithetic = p.key.antithetic;
+  v.epoch = p.key.epoch_device;
+  check_values(v, stream);
   const unsigned grid = grid_for(p.M * p.T * ((p.d + 3) / 4), 256);
   const float scale = float(p.key.sigma / std::sqrt(double(p.key.rank)));
+  uint8_t* flag = ids_flag();
   const auto run = [&](auto* ids) {
     perturbed_embedding_kernel<<<grid, 256, 0, stream>>>(
-        ids, p.ids_stride, p.W.ptr<const float>(), p.members, p.members.given, p.out.ptr<float>(),
-        p.M, p.T, p.V, p.d, int(p.key.rank), make_key(p.key), p.key.antithetic, scale);
+        ids, p.ids_stride, p.W.ptr<const float>(), mem.get(), p.members.given, p.out.ptr<float>(),
+        p.M, p.T, p.V, p.d, int(p.key.rank), make_key(p.key), p.key.antithetic, scale, flag);
   };
   if (p.ids.dtype == DType::int64) run(p.ids.ptr<const int64_t>());
   else run(p.ids.ptr<const int32_t>());
-  check_launch("perturbed_embedding");
+  frame.done("perturbed_embedding");
 }
 
 }  // namespace eggroll::cuda

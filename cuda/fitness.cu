@@ -1,7 +1,7 @@
 // CUDA fitness shaping (ops.md): centered_rank, zscore, antithetic_sign on device arrays.
 // centered_rank and antithetic_sign give the CPU's bits (the same double expressions);
-// zscore's sums are reduced in a different order (float tolerance). Finite inputs are the
-// caller's check (an in-kernel check could not raise without synchronising).
+// zscore's sums are reduced in a different order (float tolerance). Finite inputs are checked
+// on the device (check_values: raised by the next launcher, or at once in sync mode).
 #include <string>
 #include "common.cuh"
 
@@ -121,8 +121,14 @@ void dispatch_fitness(DType d, Fn&& fn) {
 void shape_fitness(const ShapingPlan& p, cudaStream_t stream) {
   expect_cuda(p.f, "f");
   const int64_t N = p.N;
-  if (N == 0) return;
-  DeviceGuard guard(p.f.device_index);
+  OpFrame frame(p.f.device_index, stream);
+  if (N == 0) return frame.done("shape_fitness");
+  DeviceValues v;
+  v.fitness = p.f.data;
+  v.fitness_f64 = p.f.dtype == DType::float64;
+  v.N = N;
+  v.shaping = true;
+  check_values(v, stream);
   dispatch_fitness(p.f.dtype, [&](auto t) {
     using T = decltype(t);
     const T* f = p.f.ptr<const T>();
@@ -139,7 +145,7 @@ void shape_fitness(const ShapingPlan& p, cudaStream_t stream) {
         break;
     }
   });
-  check_launch("shape_fitness");
+  frame.done("shape_fitness");
 }
 
 }  // namespace eggroll::cuda

@@ -1,7 +1,7 @@
-// Plain tiled GEMMs for the base products while a stream is capturing a CUDA graph, where
-// the adapters cannot call cuBLAS through CuPy (CuPy refuses cuBLAS during capture). Chosen
-// to be obviously correct, not fast: one output per thread, 16 x 16 shared-memory tiles,
-// float32 accumulation in k order. Outside graph capture the adapters keep cuBLAS.
+// eggroll's own dense products (cuda::fallback_gemm): plain tiled GEMMs for the ops' injected
+// GEMM where no cuBLAS can be called (CuPy refuses cuBLAS while a stream captures a graph) or
+// none was given. Chosen to be obviously correct, not fast: one output per thread, 16 x 16
+// shared-memory tiles, float32 accumulation in k order.
 #include <algorithm>
 #include "common.cuh"
 
@@ -74,6 +74,16 @@ dim3 gemm_grid(int64_t rows, int64_t cols) {
 }
 
 }  // namespace
+
+Gemm fallback_gemm() {
+  Gemm g;
+  g.nt = [](const TensorView& x, const TensorView& W, const TensorView& out, cudaStream_t s) {
+    gemm_nt(x, W, out, s);
+  };
+  g.tn = [](const TensorView& A, const TensorView& B, const TensorView& out, bool accumulate,
+            cudaStream_t s) { gemm_tn(A, B, out, accumulate, s); };
+  return g;
+}
 
 void gemm_nt(const TensorView& x, const TensorView& W, const TensorView& out, cudaStream_t stream) {
   check_device(x, "x"); check_device(W, "W", &x, "x"); check_device(out, "out", &x, "x");

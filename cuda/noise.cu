@@ -57,23 +57,23 @@ RuntimeInfo runtime_info() {
 
 void philox4x32(const PhiloxPlan& p, cudaStream_t stream) {
   expect_cuda(p.counter, "counter");
-  if (p.blocks == 0) return;
-  DeviceGuard guard(p.counter.device_index);
-  philox_kernel<<<grid_for(p.blocks, 256), 256, 0, stream>>>(
-      p.counter.ptr<const uint32_t>(), p.key.ptr<const uint32_t>(), p.out.ptr<uint32_t>(),
-      p.blocks);
-  check_launch("philox4x32");
+  OpFrame frame(p.counter.device_index, stream);
+  if (p.blocks > 0)
+    philox_kernel<<<grid_for(p.blocks, 256), 256, 0, stream>>>(
+        p.counter.ptr<const uint32_t>(), p.key.ptr<const uint32_t>(), p.out.ptr<uint32_t>(),
+        p.blocks);
+  frame.done("philox4x32");
 }
 
 void normal(const NormalPlan& p, cudaStream_t stream) {
   expect_cuda(p.out, "out");
   const uint64_t count = uint64_t(p.count);
-  if (count == 0) return;
-  DeviceGuard guard(p.out.device_index);
+  OpFrame frame(p.out.device_index, stream);
   const StreamKey k{p.key.seed, p.key.param_id, p.key.epoch_index};
-  normal_kernel<<<grid_for(int64_t((count + 3) / 4) + 1, 256), 256, 0, stream>>>(
-      p.out.ptr<float>(), k, p.key.noise_index, p.offset, count);
-  check_launch("normal");
+  if (count > 0)
+    normal_kernel<<<grid_for(int64_t((count + 3) / 4) + 1, 256), 256, 0, stream>>>(
+        p.out.ptr<float>(), k, p.key.noise_index, p.offset, count);
+  frame.done("normal");
 }
 
 }  // namespace eggroll::cuda

@@ -1,8 +1,9 @@
-// CUDA ES gradient: the fitness-scaled factor rows of the low-rank estimate (the caller then
-// does one GEMM, g = Af^T Bf) and the streamed full-rank / vector estimate, both with the
-// CPU's bits. Runs of consecutive members sharing a noise index (antithetic pairs) are
-// folded first, as on the CPU, into a small stream-ordered scratch (cudaMallocAsync: no
-// user-visible allocation, no device synchronisation, capturable in a CUDA graph).
+// CUDA ES gradient: the low-rank estimate as the CPU's chunk plan (es_gradient_chunks) of
+// fitness-scaled factor rows (the CPU's bits) and one injected GEMM per chunk, g (+)= Af^T Bf;
+// the streamed full-rank / vector estimate (the CPU's bits). Runs of consecutive members
+// sharing a noise index (antithetic pairs) are folded first, as on the CPU, into stream-ordered
+// scratch: nothing is read on the host, so the update is capturable in a CUDA graph.
+#include <algorithm>
 #include <cmath>
 #include <string>
 #include "common.cuh"
@@ -61,19 +62,21 @@ __global__ void run_coef_kernel(const float* __restrict__ f, Members members,
 }
 
 // Factor rows of run q (block x): Bf[q r + l, j] = z[j r + l], Af[q r + l, o] = c_q z[n r + o r + l]
-// with c_q = float(coef_q / (population sqrt r)). Thread owns Philox blocks (grid-stride over y).
+// with c_q = float(coef_q / (population sqrt r)). Rows of blocks q >= Q (more rows than runs:
+// the bound of a device index array) are zeros. Thread owns Philox blocks (grid-stride over y).
 __global__ void factors_kernel(float* __restrict__ Af, float* __restrict__ Bf,
                                Members members, Runs runs, int64_t m,
-                               int64_t n, int64_t r, StreamKey key, bool antithetic, double norm) {
+                               int64_t n, int64_t r, KeyArg key_arg, bool antithetic, double norm) {
   const int64_t q = blockIdx.x;
-  if (q >= runs.runs[0]) return;  // fewer runs than Af has rows: caller's C was wrong
-  const uint32_t k = noise_index(members[runs.runs[1 + q]], antithetic);
-  const float c = float(runs.coef[q] * norm);
   const int64_t nr = n * r, total = (n + m) * r;
+  const bool run = q < runs.runs[0];
+  const StreamKey key = key_arg.get();
+  const uint32_t k = run ? noise_index(members[runs.runs[1 + q]], antithetic) : 0u;
+  const float c = run ? float(runs.coef[q] * norm) : 0.0f;
   for (int64_t blk = blockIdx.y * int64_t(blockDim.x) + threadIdx.x; 4 * blk < total;
        blk += int64_t(gridDim.y) * blockDim.x) {
-    float z[4];
-    normal4(key, k, uint32_t(blk), z);
+    float z[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+    if (run) normal4(key, k, uint32_t(blk), z);
 #pragma unroll
     for (int t = 0; t < 4; ++t) {
       const int64_t j = 4 * blk + t;
@@ -91,8 +94,9 @@ __global__ void factors_kernel(float* __restrict__ Af, float* __restrict__ Bf,
 // g[e] (+)= sum over runs q in order of float(coef_q / population) z_kq[e]: thread per Philox
 // block of g, each value rounded exactly as the CPU's axpy chain.
 __global__ void fullrank_grad_kernel(float* __restrict__ g, int64_t total,
-                                     Members members, Runs runs, StreamKey key,
+                                     Members members, Runs runs, KeyArg key_arg,
                                      bool antithetic, double population, bool accumulate) {
+  const StreamKey key = key_arg.get();
   const int64_t Q = runs.runs[0];
   for (int64_t blk = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; 4 * blk < total;
        blk += int64_t(gridDim.x) * blockDim.x) {
@@ -116,66 +120,114 @@ __global__ void fullrank_grad_kernel(float* __restrict__ g, int64_t total,
   }
 }
 
-// Stream-ordered scratch for the runs of M members, filled on `stream`; freed by ~RunScratch
-// (also stream-ordered), so nothing waits on the host.
+// The runs of members [0, M) (fitness f [M]) in stream-ordered scratch, filled on `stream`.
 class RunScratch {
  public:
-  RunScratch(const TensorView& fitness, const Members& members, int64_t M, bool antithetic,
-             cudaStream_t stream) : stream_(stream) {
-    const size_t bytes = size_t(M + 2) * sizeof(int64_t) + size_t(M) * sizeof(double);
-    check_cuda(cudaMallocAsync(&mem_, bytes, stream), "cudaMallocAsync (es_gradient scratch)");
-    runs_.runs = static_cast<int64_t*>(mem_);
+  RunScratch(const float* f, const Members& members, int64_t M, bool antithetic,
+             cudaStream_t stream)
+      : mem_(size_t(M + 2) * sizeof(int64_t) + size_t(M) * sizeof(double), stream) {
+    runs_.runs = mem_.as<int64_t>();
     runs_.coef = reinterpret_cast<double*>(runs_.runs + M + 2);
     run_starts_kernel<<<1, kScanThreads, 0, stream>>>(members, M, antithetic, runs_.runs);
-    run_coef_kernel<<<grid_for(M, 256), 256, 0, stream>>>(fitness.ptr<const float>(), members,
-                                                          antithetic, runs_);
+    run_coef_kernel<<<grid_for(M, 256), 256, 0, stream>>>(f, members, antithetic, runs_);
     check_launch("es_gradient (runs)");
   }
-  ~RunScratch() { cudaFreeAsync(mem_, stream_); }
-  RunScratch(const RunScratch&) = delete;
-  RunScratch& operator=(const RunScratch&) = delete;
   const Runs& runs() const { return runs_; }
  private:
-  cudaStream_t stream_;
-  void* mem_ = nullptr;
+  Scratch mem_;
   Runs runs_{};
 };
+
+// Members [c0, c1) of a call.
+Members part(const Members& m, int64_t c0, int64_t c1) {
+  Members p = m;
+  if (m.index) p.index = m.index + c0;
+  else p.start = m.start + c0 * m.step;
+  p.count = c1 - c0;
+  return p;
+}
+
+// Af [C, m] / Bf [C, n] of members (fitness f) on `stream`.
+void launch_factors(const float* f, const Members& members, int64_t M, const Key& key,
+                    int64_t population, int64_t m, int64_t n, int64_t C, float* Af, float* Bf,
+                    cudaStream_t stream) {
+  const int64_t r = key.rank;
+  const RunScratch scratch(f, members, M, key.antithetic, stream);
+  const dim3 grid(unsigned(C / r), grid_for(((n + m) * r + 3) / 4, 256, 65535));
+  factors_kernel<<<grid, 256, 0, stream>>>(Af, Bf, members, scratch.runs(), m, n, r,
+                                           make_key(key), key.antithetic,
+                                           1.0 / (double(population) * std::sqrt(double(r))));
+  check_launch("es_gradient_factors");
+}
+
+DeviceValues values_of(const GradientPlan& g, const Members& mem) {
+  DeviceValues v;
+  v.members = mem;
+  v.antithetic = g.key.antithetic;
+  v.epoch = g.key.epoch_device;
+  v.fitness = g.fitness.data;
+  v.N = g.M;
+  return v;
+}
+
+TensorView matrix(float* data, int64_t rows, int64_t cols, const TensorView& like) {
+  TensorView t = make_view(data, DType::float32, {rows, cols});
+  t.device = Device::cuda;
+  t.device_index = like.device_index;
+  return t;
+}
 
 }  // namespace
 
 void es_gradient_factors(const FactorRowsPlan& p, cudaStream_t stream) {
   const GradientPlan& g = p.g;
   expect_cuda(g.fitness, "fitness");
-  const int64_t r = g.key.rank, M = g.M, C = p.C, m = g.m, n = g.n;
-  if (M == 0 || C == 0) return;
-  DeviceGuard guard(g.fitness.device_index);
-  RunScratch scratch(g.fitness, g.members, M, g.key.antithetic, stream);
-  const int64_t Q = C / r;
-  const dim3 grid(unsigned(Q), grid_for(((n + m) * r + 3) / 4, 256, 65535));
-  factors_kernel<<<grid, 256, 0, stream>>>(p.Af.ptr<float>(), p.Bf.ptr<float>(), g.members,
-                                           scratch.runs(), m, n, r, make_key(g.key),
-                                           g.key.antithetic,
-                                           1.0 / (double(g.population) * std::sqrt(double(r))));
-  check_launch("es_gradient_factors");
+  OpFrame frame(g.fitness.device_index, stream);
+  if (g.M == 0 || p.C == 0) return frame.done("es_gradient_factors");
+  const DeviceMembers mem(g.members, stream);
+  check_values(values_of(g, mem.get()), stream);
+  launch_factors(g.fitness.ptr<const float>(), mem.get(), g.M, g.key, g.population, g.m, g.n,
+                 p.C, p.Af.ptr<float>(), p.Bf.ptr<float>(), stream);
+  frame.done("es_gradient_factors");
 }
 
-void es_gradient(const GradientPlan& p, cudaStream_t stream) {
+void es_gradient(const GradientPlan& p, const Gemm& gemm, cudaStream_t stream) {
   expect_cuda(p.fitness, "fitness");
-  if (!p.full_rank)
-    value_error("full_rank: the CUDA es_gradient computes full-rank and vector estimates; for "
-                "low rank use es_gradient_factors and one GEMM (g = Af^T Bf)");
+  OpFrame frame(p.fitness.device_index, stream);
   const int64_t total = p.m * p.n;
-  DeviceGuard guard(p.fitness.device_index);
   if (p.M == 0) {
     if (!p.accumulate)
       check_cuda(cudaMemsetAsync(p.out.data, 0, size_t(total) * 4, stream), "cudaMemsetAsync");
-    return;
+    return frame.done("es_gradient");
   }
-  RunScratch scratch(p.fitness, p.members, p.M, p.key.antithetic, stream);
-  fullrank_grad_kernel<<<grid_for((total + 3) / 4, 256), 256, 0, stream>>>(
-      p.out.ptr<float>(), total, p.members, scratch.runs(), make_key(p.key), p.key.antithetic,
-      double(p.population), p.accumulate);
-  check_launch("es_gradient");
+  const DeviceMembers mem(p.members, stream);
+  check_values(values_of(p, mem.get()), stream);
+  const float* f = p.fitness.ptr<const float>();
+  if (p.full_rank) {
+    const RunScratch scratch(f, mem.get(), p.M, p.key.antithetic, stream);
+    fullrank_grad_kernel<<<grid_for((total + 3) / 4, 256), 256, 0, stream>>>(
+        p.out.ptr<float>(), total, mem.get(), scratch.runs(), make_key(p.key), p.key.antithetic,
+        double(p.population), p.accumulate);
+    return frame.done("es_gradient");
+  }
+  // Low rank: the chunk plan (from the members as given: a host array's runs are counted on
+  // the host), one scratch for the largest chunk's factor rows, reused in stream order (the
+  // GEMM of a chunk is queued before the next chunk's factors overwrite them).
+  const std::vector<GradientChunk> chunks = es_gradient_chunks(p.members, p.m, p.n, p.key);
+  int64_t Cmax = 0;
+  for (const GradientChunk& c : chunks) Cmax = std::max(Cmax, c.C);
+  const Scratch rows(size_t(Cmax) * size_t(p.m + p.n) * sizeof(float), stream);
+  float* Af = rows.as<float>();
+  float* Bf = Af + Cmax * p.m;
+  for (const GradientChunk& c : chunks) {
+    launch_factors(f + c.c0, part(mem.get(), c.c0, c.c1), c.c1 - c.c0, p.key, p.population, p.m,
+                   p.n, c.C, Af, Bf, stream);
+    const TensorView A = matrix(Af, c.C, p.m, p.fitness), B = matrix(Bf, c.C, p.n, p.fitness);
+    const bool add = p.accumulate || c.c0 > 0;
+    if (gemm.tn) gemm.tn(A, B, p.out, add, stream);
+    else gemm_tn(A, B, p.out, add, stream);
+  }
+  frame.done("es_gradient");
 }
 
 }  // namespace eggroll::cuda

@@ -3,11 +3,12 @@ lowerings (eggroll/jax/_cuda.py).
 
 Three ways this file runs:
 - anywhere with a CUDA + JAX build: the CUDA lowering of every op, staged for platform
-  "cuda" on this machine (no GPU needed), and the key packing;
+  "cuda" on this machine (no GPU needed), the int64 words and the chunk plan;
 - on a GPU that JAX sees (marker ``cuda``): every op vs the reference (noise, factors,
   vectors, full-rank estimates, ranks and int8 bit for bit; float forwards and the low-rank
   estimate within the derived tolerance), jit with traced seed/epoch/members compiling once,
-  vmap folding, run-time argument errors, arrays on the CPU keeping the CPU handlers;
+  vmap folding, bad device values raised by the next call, arrays on the CPU keeping the CPU
+  handlers, and (a real GPU) a jitted step captured in XLA's command buffers (CUDA graphs);
 - under tools/cuda_emu/run_jax.sh (EGGROLL_JAX_CUDA_EMU=1): the same GPU tests on XLA's CPU
   backend, with the handlers and kernels compiled against the host emulation of CUDA.
 """
@@ -15,6 +16,9 @@ from __future__ import annotations
 
 import os
 import re
+import subprocess
+import sys
+import textwrap
 
 import numpy as np
 import pytest
@@ -27,7 +31,7 @@ pytest.importorskip("eggroll._xla_ffi_cuda",
 
 import eggroll  # noqa: E402
 import eggroll.jax as ej  # noqa: E402
-from eggroll import _xla_ffi, _xla_ffi_cuda  # noqa: E402
+from eggroll import _core, _xla_ffi, _xla_ffi_cuda  # noqa: E402
 from eggroll import reference as ref  # noqa: E402
 from eggroll.jax import _cuda, _ffi  # noqa: E402
 
@@ -54,11 +58,12 @@ def _install_emulation() -> None:
 
     def call(name, results, *operands, aliases=None, **attrs):
         return jax.ffi.ffi_call(f"eggroll_emu_{name}", results, vmap_method="sequential",
-                                input_output_aliases=aliases)(*operands, **_ffi.typed(attrs))
+                                input_output_aliases=aliases)(*operands, **attrs)
 
     _ffi.ensure_registered()
     _ffi.call = call
     _ffi.platform = lambda cpu, cuda, *args: cuda(*args)
+    _ffi._CUDA = True
 
 
 if EMU:
@@ -100,19 +105,14 @@ def test_registrations_cover_every_cpu_op():
 
 
 @pytest.mark.parametrize("dtype", ["int32", "uint32"])
-def test_key_words_are_the_int64_bytes(dtype):
-    """key_words = seed (lo, hi), epoch (lo, hi), members as little-endian int64 words: the
-    layout the handlers decode and the kernels read in place (negative values sign-extend,
-    so the handlers' checks see them)."""
+def test_int64_words_are_the_int64_bytes(dtype):
+    """Members and epoch travel as the little-endian words of int64 values (JAX without x64
+    has no int64): the layout the kernels read in place; int32 sign-extends, so a negative
+    value stays negative for the kernels' checks."""
     members = np.array([0, 5, 2**31 - 1, 7] + ([-3] if dtype == "int32" else []), np.int64)
-    epoch = np.array(-2 if dtype == "int32" else 2**32 - 1).astype(dtype)
-    seed = np.array([0x89ABCDEF, 0x01234567], np.uint32)
     with jax.default_device(jax.devices("cpu")[0]):
-        ops = (jnp.asarray(members.astype(np.int32)), jnp.asarray(seed), jnp.asarray(epoch))
-        got = np.asarray(_cuda.key_words(ops, 0, {"members": 2}))
-    want = np.concatenate([seed, np.array([int(epoch)], np.int64).view(np.uint32),
-                           members.view(np.uint32)])
-    np.testing.assert_array_equal(got, want)
+        got = np.asarray(_cuda._int64_words(jnp.asarray(members.astype(dtype))))
+    np.testing.assert_array_equal(got.reshape(-1), members.view(np.uint32))
 
 
 def _cuda_hlo(fn, *args) -> str:
@@ -135,11 +135,12 @@ def test_cuda_lowering_of_the_forwards():
         name = "eggroll_perturbed_matmul_full" if full else "eggroll_perturbed_matmul"
         assert _calls(hlo) == [name]
         call = re.search(r"custom_call @\w+\((.*?)\) \{(.*?)\} :", hlo).groups()
-        assert call[0].count("%") == 3                                  # x, base, key words
+        assert call[0].count("%") == 5                  # x, base, member words, seed, epoch words
         assert "output_operand_aliases" in call[1] and "operand_index = 1" in call[1]
         assert "perturb" not in call[1]
         assert "precision = [HIGHEST, HIGHEST]" in hlo
-        assert "tensor<12xui32>" in hlo                                 # 4 + 2 * 4 key words
+        assert "tensor<4x2xui32>" in hlo                                # the members' int64 words
+        assert re.search(r"tensor<\d+xui8>", hlo)                        # the workspace result
     hlo = _cuda_hlo(lambda x, W: eggroll.perturbed_matmul(
         x, W, members=None, epoch=0, seed=1, sigma=0.1), x, W)
     assert _calls(hlo) == [] and "dot_general" in hlo
@@ -176,23 +177,34 @@ def test_cuda_lowering_of_the_other_ops():
     assert "precision = [HIGHEST, HIGHEST]" in _cuda_hlo(cases["es_gradient low rank"][0])
 
 
-def _chunks(N, m, n, r, antithetic, known):
-    attrs = dict(rank=r, antithetic=antithetic, members=1 if known else 2, start=0, step=1)
-    return _cuda._chunks(attrs, N, m, n)
-
-
 def test_gradient_chunks_bound_the_factor_memory():
-    """A range of members: the exact factor-row count per chunk (antithetic pairs fold);
-    index members: the bound M * rank; chunks of even length, factors under FACTOR_BYTES."""
-    N, m, n, r = 1000, 300, 200, 3
-    exact = _chunks(N, m, n, r, True, True)
-    bound = _chunks(N, m, n, r, True, False)
-    assert [c[:2] for c in exact] == [c[:2] for c in bound]
+    """The core's chunk plan (the CUDA lowering's and the C++ launchers'): known members the
+    exact factor-row count per chunk (antithetic pairs fold), traced ones the bound M * rank;
+    chunks of even length whose factors stay near 64 MiB."""
+    N, m, n, r = 1000, 30000, 20000, 3
+    exact = _core.es_gradient_chunks(range(N), N, m, n, r, True)
+    bound = _core.es_gradient_chunks(None, N, m, n, r, True)
+    assert len(exact) > 1 and [c[:2] for c in exact] == [c[:2] for c in bound]
     assert exact[0][0] == 0 and exact[-1][1] == N
     for (c0, c1, C), (_, _, Cb) in zip(exact, bound):
-        assert (c1 - c0) % 2 == 0 and C == (c1 - c0) // 2 * r and Cb == (c1 - c0) * r
-        assert 4 * Cb * (m + n) <= _cuda.FACTOR_BYTES
-    assert len(_chunks(4, 2**24, 2**24, 1, False, False)) == 2   # at least 2 each
+        assert (c1 - c0) % 2 == 0 or c1 == N
+        assert C == (c1 - c0 + 1) // 2 * r and Cb == (c1 - c0) * r
+        assert 4 * Cb * (m + n) <= 64 << 20
+    assert len(_core.es_gradient_chunks(None, 4, 2**24, 2**24, 1, False)) == 2   # at least 2 each
+
+
+def test_workspace_sizes_follow_the_launchers():
+    """The scratch each keyed handler gets as its last result: the forward's dots (M b r
+    float32), the folded runs of an update, the int8 factor columns; none where no launch
+    needs one (rounded up to 256-byte pieces)."""
+    ws = _xla_ffi_cuda.workspace_bytes
+    assert ws("perturbed_matmul", M=6, b=3, m=5, n=7, rank=2) == 256
+    assert ws("perturbed_matmul", M=100, b=4, m=5, n=7, rank=3) == 4864        # 4800 rounded
+    assert ws("perturbed_matmul", M=6, m=5, n=7, perturb=False) == 0
+    assert ws("perturbed_matmul_full", M=6, m=5, n=7) == 0
+    assert ws("es_gradient_factors", M=10) == 256                              # 12 + 10 words
+    assert ws("int8_update", m=13, n=21, rank=2, P=8) == 768                   # 34 * 16 bytes
+    assert ws("perturb_vector", M=6) == 0
 
 
 # ------------------------------------------------------------------------------------------
@@ -305,9 +317,9 @@ def test_es_gradient(shape, full_rank, N, antithetic, rank, rng):
 
 @on_gpu
 @pytest.mark.cuda
-def test_es_gradient_traced_members_and_chunks(rng, monkeypatch):
-    """Members traced under jit (factor rows sized by the bound M * rank, the unused ones
-    zeroed by the handler) and many small chunks give the estimate of one exact call."""
+def test_es_gradient_traced_members(rng):
+    """Members traced under jit (factor rows sized by the bound M * rank, those past the runs
+    zero) give the estimate of the known members."""
     N, shape, rank = 12, (9, 7), 2
     f = rng.standard_normal(N).astype(np.float32)
     members = np.array([0, 1, 4, 5, 3, 2, 9, 7, 6, 8, 10, 11], np.int32)  # pairs together and apart
@@ -317,10 +329,22 @@ def test_es_gradient_traced_members_and_chunks(rng, monkeypatch):
     mag = _grad_magnitude(f, shape, N, False, noise_reuse=1, antithetic=True, **kw)
     traced = jax.jit(lambda f, mem: eggroll.es_gradient(f, shape, members=mem, **kw))
     assert_close_derived(np.asarray(traced(put(f), put(members))), r64, r32, mag, "traced members")
-    monkeypatch.setattr(_cuda, "FACTOR_BYTES", 4 * (9 + 7) * rank * 4)   # 4 members a chunk
-    assert len(_chunks(N, *shape, rank, True, False)) == 3
     assert_close_derived(np.asarray(eggroll.es_gradient(put(f), shape, members=members, **kw)),
-                         r64, r32, mag, "chunked")
+                         r64, r32, mag, "known members")
+
+
+@real_gpu
+@pytest.mark.cuda
+def test_es_gradient_over_several_chunks(rng):
+    """(m + n) r = 2^22: three chunks of the core's plan, each an XLA dot; the CPU's estimate
+    (the same plan) within float32 error."""
+    N, shape, rank = 10, (3000, 1194), 1000
+    f = rng.standard_normal(N).astype(np.float32)
+    assert len(_core.es_gradient_chunks(range(N), N, *shape, rank, True)) == 3
+    kw = dict(epoch=EPOCH, seed=SEED, sigma=0.05, rank=rank)
+    g = np.asarray(eggroll.es_gradient(put(f), shape, **kw))
+    want = eggroll.es_gradient(f, shape, **kw)
+    np.testing.assert_allclose(g, want, rtol=0, atol=1e-4 * float(np.abs(want).max()))
 
 
 @on_gpu
@@ -444,25 +468,74 @@ def test_cpu_arrays_keep_the_cpu_handlers(rng):
 
 @on_gpu
 @pytest.mark.cuda
-def test_bad_traced_values_raise_runtime_errors_not_crashes():
-    """Run-time values the adapter cannot check at trace time come back from the handlers as
-    FFI errors naming the argument (the handlers copy the key to the host and check it)."""
+def test_bad_traced_values_raise_on_the_next_call():
+    """Traced values the adapter cannot check at trace time stay on the device: the kernels
+    flag a bad one, and the next eggroll call on that device fails with an FFI error naming
+    the argument (no handler reads a device value on the host, so none synchronises)."""
     X, W3 = put(np.ones((4, 3), np.float32)), put(np.ones((2, 3), np.float32))
     f = jax.jit(lambda e, mem: eggroll.perturbed_matmul(X, W3, members=mem, epoch=e, seed=1,
                                                         sigma=0.1))
-    with pytest.raises(Exception, match="epoch: must be in"):
-        jax.block_until_ready(f(put(np.int32(-3)), put(np.arange(4, dtype=np.int32))))
-    with pytest.raises(Exception, match="members: indices must be >= 0"):
-        jax.block_until_ready(f(put(np.int32(0)), put(np.array([0, 1, -2, 3], np.int32))))
+    good = (put(np.int32(1)), put(np.arange(4, dtype=np.int32)))
     shape = jax.jit(eggroll.centered_rank)
-    with pytest.raises(Exception, match="f: contains NaN or inf"):
-        jax.block_until_ready(shape(put(np.array([1.0, np.nan, 2.0], np.float32))))
     upd = jax.jit(lambda pf: eggroll.int8_update(put(np.ones((3, 4), np.int8)), pf, threshold=1,
                                                  epoch=0, seed=1))
-    with pytest.raises(Exception, match="pair_fitness: values must be exactly -1, 0 or 1"):
-        jax.block_until_ready(upd(put(np.array([1.0, 0.5], np.float32))))
-    ok = f(put(np.int32(1)), put(np.arange(4, dtype=np.int32)))   # the process is fine afterwards
+    bad = [(lambda: f(put(np.int32(-3)), good[1]), r"epoch: must be in \[0, 2\^32\)"),
+           (lambda: f(good[0], put(np.array([0, 1, -2, 3], np.int32))), "members: indices must be >= 0"),
+           (lambda: shape(put(np.array([1.0, np.nan, 2.0], np.float32))), "f: contains NaN or inf"),
+           (lambda: upd(put(np.array([1.0, 0.5], np.float32))), "pair_fitness: values must be exactly -1, 0 or 1")]
+    for call, message in bad:
+        jax.block_until_ready(call())          # runs (on invalid values); nothing waits on them
+        with pytest.raises(Exception, match=message):
+            jax.block_until_ready(f(*good))
+    ok = f(*good)                              # reported once: the process is fine afterwards
     assert np.isfinite(np.asarray(ok)).all()
+
+
+@real_gpu
+@pytest.mark.cuda
+def test_command_buffer_capture_and_replay(tmp_path):
+    """XLA captures the handlers (declared command-buffer compatible) into CUDA graphs and
+    replays them: a jitted step (forward + update, traced epoch) with command buffers forced
+    on for custom calls, run for two epochs in a child process, equals the reference, and the
+    compiled program holds the custom calls inside a command buffer."""
+    code = textwrap.dedent(f"""
+        import json, sys, numpy as np, jax, eggroll
+        sys.path.insert(0, {str(os.path.dirname(__file__))!r})
+        from eggroll import reference as ref
+        dev = jax.devices("gpu")[0]
+        rng = np.random.default_rng(0)
+        x = rng.standard_normal((16, 3, 64)).astype(np.float32)
+        W = rng.standard_normal((40, 64)).astype(np.float32)
+        def step(x, W, epoch):
+            y = eggroll.perturbed_matmul(x, W, members=range(16), epoch=epoch, seed=5, sigma=0.1, rank=2)
+            g = eggroll.es_gradient(y[:, 0, 0], (40, 64), epoch=epoch, seed=5, sigma=0.1, rank=2)
+            return y, g
+        f = jax.jit(step)
+        xs, Ws = jax.device_put(x, dev), jax.device_put(W, dev)
+        text = f.lower(xs, Ws, jax.device_put(np.int32(0), dev)).compile().as_text()
+        errs = []
+        for e in (3, 8, 3):
+            y, g = f(xs, Ws, jax.device_put(np.int32(e), dev))
+            key = dict(members=range(16), epoch=e, seed=5, sigma=0.1, rank=2)
+            want = ref.perturbed_matmul(x, W, **key, dtype=np.float64)
+            errs.append(float(np.abs(np.asarray(y) - want).max() / np.abs(want).max()))
+            gw = ref.es_gradient(np.asarray(y)[:, 0, 0], (40, 64), **key, dtype=np.float64)
+            errs.append(float(np.abs(np.asarray(g) - gw).max() / np.abs(gw).max()))
+        print(json.dumps(dict(errs=errs, text=text)))
+    """)
+    env = dict(os.environ, XLA_FLAGS="--xla_gpu_enable_command_buffer=FUSION,CUBLAS,CUBLASLT,"
+               "CUSTOM_CALL --xla_gpu_graph_min_graph_size=1")
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                         timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    import json
+    res = json.loads(out.stdout.strip().splitlines()[-1])
+    assert max(res["errs"]) < 1e-5, res["errs"]
+    text = res["text"]
+    assert "command_buffer" in text, "XLA formed no command buffer"
+    body = "\n".join(re.findall(r"command_buffer[^\n]*\{.*?\n\}", text, re.S))
+    assert "eggroll_perturbed_matmul" in body and "eggroll_es_gradient_factors" in body, (
+        "the eggroll custom calls are outside the command buffers")
 
 
 @on_gpu

@@ -36,8 +36,13 @@ struct Framework {
   py::object exporter;  // obj -> DLPack capsule (a fast exporter), or None: the protocols
   py::object empty;     // (shape tuple, dtype name, like) -> a new array on like's device
   py::object astype;    // (obj, dtype name) -> a converted copy
-  py::object gemm;      // (a, b, out, kind) on a GPU: out = a b^T ("nt"), a^T b ("tn"), out += a^T b ("tn+")
+  // (a, b, out, kind) on a GPU: out = a b^T ("nt"), a^T b ("tn"), out += a^T b ("tn+"); may
+  // return NotImplemented (e.g. CuPy while a graph is captured): eggroll's own kernels then.
+  py::object gemm;
   bool host_threads = false;  // its CPU calls run on the registered OpenMP runtime's threads
+  // obj with __dlpack__ -> an array of the framework (None: the GEMMs of eggroll's scratch,
+  // the low-rank update's factor rows, are eggroll's own kernels).
+  py::object from_dlpack = py::none();
 };
 // Never destroyed: it holds Python objects, which must not be released after the interpreter.
 inline std::vector<Framework>& frameworks() { static auto* f = new std::vector<Framework>(); return *f; }
@@ -115,6 +120,7 @@ struct Call {
   py::object objs[16];            // argument i as viewed (after any conversion)
   py::object out_obj;             // the result array
   bool shared = false;            // a forward's x has no member axis (the `shared` option)
+  bool shared_rows = false;       // a forward's rows are one input's for every member (CUDA)
   const char* first_name = "x";   // the first array argument and where it lives
   Device first_device = Device::cpu;
   int first_index = 0;
@@ -416,16 +422,41 @@ struct Call {
     return v;
   }
 
+  // A key value given as a CUDA array of a registered framework (device_ok: the CUDA module):
+  // seed uint32 [2] (low, high) or one int64 / uint64; epoch one integer (converted to int64 on
+  // the device). Null for anything else (read as an int); the kernels read it (key.h), so a
+  // replayed CUDA graph sees the array's current value.
+  const void* device_scalar(Py_ssize_t i, const char* name, bool seed) {
+    py::handle o = at(i);
+    if (PyLong_Check(o.ptr()) || framework_of(o) < 0) return nullptr;
+    TensorView t = view(o, name);
+    if (t.device != Device::cuda) return nullptr;
+    const bool words = seed && t.dtype == DType::uint32 && t.numel() == 2;
+    const bool one = t.numel() == 1 && (t.dtype == DType::int64 || t.dtype == DType::uint64 ||
+                                        (!seed && is_integer(t.dtype)));
+    if (!words && !one)
+      type_error(std::string(name) + (seed ? ": expected an int, or a device array of uint32 [2] "
+                                             "(low, high) or one int64"
+                                           : ": expected an int, or a device array of one integer"));
+    if (!seed && t.dtype != DType::int64) t = converted(i, name, DType::int64);
+    return t.data;
+  }
+
   // The key: seed, param_id, epoch, noise_reuse, antithetic, sigma, rank, fixed_point,
-  // sigma_shift at arguments i .. i + 8. At trace time a None is a traced (unknown) value.
-  Key key(Py_ssize_t i) {
+  // sigma_shift at arguments i .. i + 8. At trace time a None is a traced (unknown) value;
+  // device_ok: seed / epoch may be device arrays (Key::seed_device / epoch_device).
+  Key key(Py_ssize_t i, bool device_ok = false) {
     Key k;
-    if (!(abstract && none(i))) k.seed = seed(i);
+    if (device_ok && !abstract) {
+      k.seed_device = static_cast<const uint32_t*>(device_scalar(i, "seed", true));
+      k.epoch_device = static_cast<const int64_t*>(device_scalar(i + 2, "epoch", false));
+    }
+    if (!(abstract && none(i)) && !k.seed_device) k.seed = seed(i);
     const int64_t pid = int_(i + 1, "param_id");
     if (pid < 0 || pid > int64_t(UINT32_MAX))
       value_error("param_id: must be in [0, 2^32), got " + std::to_string(pid));
     k.param_id = uint32_t(pid);
-    if (!(abstract && none(i + 2))) k.epoch = int_(i + 2, "epoch");
+    if (!(abstract && none(i + 2)) && !k.epoch_device) k.epoch = int_(i + 2, "epoch");
     k.noise_reuse = int_(i + 3, "noise_reuse");
     k.antithetic = flag(i + 4, "antithetic");
     k.sigma = real(i + 5, "sigma");
@@ -524,9 +555,10 @@ inline py::object spec(const TensorView& t, std::vector<int64_t> shape = {}) {
 }
 
 inline void register_framework(py::object type, py::object exporter, py::object empty,
-                               py::object astype, py::object gemm, bool host_threads) {
+                               py::object astype, py::object gemm, bool host_threads,
+                               py::object from_dlpack) {
   frameworks().push_back({std::move(type), std::move(exporter), std::move(empty), std::move(astype),
-                          std::move(gemm), host_threads});
+                          std::move(gemm), host_threads, std::move(from_dlpack)});
   framework_cache().clear();
 }
 

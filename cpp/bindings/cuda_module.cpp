@@ -1,21 +1,17 @@
 // The pybind11 module eggroll._cuda (CUDA builds only): the CUDA entries of every op (ops.h
 // over the bridge of bridge.h, the same arguments as _core's plus a trailing `stream`, a
-// cudaStream_t as an int). What composes here: the base products x W^T and Af^T Bf come from
-// the caller's framework (its registered `gemm`: cuBLAS, on its current stream), eggroll's
-// kernels add the noise terms; device values the launchers leave to the caller (index members,
-// fitness, pair_fitness) are checked on a host copy (one synchronisation) unless the stream is
-// capturing a CUDA graph.
+// cudaStream_t as an int), each one launcher of cuda/eggroll/cuda.h. The dense products the
+// launchers inject (a forward's x W^T, the low-rank update's Af^T Bf) are the framework's
+// registered `gemm` (cuBLAS through torch or CuPy, on the same stream) or eggroll's own
+// kernels. Nothing here reads a device value on the host or synchronises: device values are
+// checked by the kernels (cuda.h, "values on the device").
 // Importing it never needs a GPU or a driver: the CUDA runtime is linked statically and loads
 // the driver on the first call.
 #include <pybind11/pybind11.h>
 #include <cuda_runtime_api.h>
-#include <algorithm>
 #include <cstdint>
 #include <string>
-#include <type_traits>
-#include <vector>
 #include "bridge.h"
-#include "cuda_values.h"
 #include "eggroll/cuda.h"
 #include "host_util.h"
 #include "ops.h"
@@ -30,161 +26,113 @@ cudaStream_t stream_of(Call& c) {
   return reinterpret_cast<cudaStream_t>(uintptr_t(c.int_(c.argc - 1, "stream")));
 }
 
-// Whether s is capturing a CUDA graph: then nothing may synchronise (value checks are skipped).
-bool capturing(cudaStream_t s) {
-  cudaStreamCaptureStatus st = cudaStreamCaptureStatusNone;
-  if (cudaStreamIsCapturing(s, &st) != cudaSuccess) { cudaGetLastError(); return false; }
-  return st != cudaStreamCaptureStatusNone;
-}
+// ---- eggroll's device memory as a DLPack exporter (the framework's from_dlpack takes it) --
+struct DLHolder {
+  DLManagedTensor managed;  // first: the deleter gets this address back
+  int64_t shape[TensorView::kMaxDims], strides[TensorView::kMaxDims];
+};
 
-// The device values the plan leaves to the caller (cuda_values.h), except while a graph is
-// captured (nothing may synchronise then: the caller vouches for them).
-void check_values(const Members& m, bool antithetic, cudaStream_t s) {
-  if (!capturing(s)) check_member_values(m, antithetic, s);
-}
+struct DeviceArray {
+  TensorView v;
+  py::object dlpack() const {
+    if (v.dtype != DType::float32) type_error("array: DeviceArray exports float32 only");
+    auto* h = new DLHolder{};
+    DLTensor& t = h->managed.dl_tensor;
+    t.data = v.data;
+    t.device = {2, v.device_index};
+    t.ndim = v.ndim;
+    t.dtype = {2, 32, 1};
+    for (int i = 0; i < v.ndim; ++i) { h->shape[i] = v.shape[i]; h->strides[i] = v.strides[i]; }
+    t.shape = h->shape;
+    t.strides = h->strides;
+    h->managed.deleter = [](DLManagedTensor* m) { delete reinterpret_cast<DLHolder*>(m); };
+    PyObject* cap = PyCapsule_New(&h->managed, "dltensor", [](PyObject* c) {
+      if (!PyCapsule_IsValid(c, "dltensor")) return;  // consumed: the consumer calls the deleter
+      auto* m = static_cast<DLManagedTensor*>(PyCapsule_GetPointer(c, "dltensor"));
+      m->deleter(m);
+    });
+    if (!cap) { delete h; throw_py(); }
+    return py::reinterpret_steal<py::object>(cap);
+  }
+};
 
-TensorView on_device(TensorView t, int index) {
-  t.device = Device::cuda;
-  t.device_index = index;
-  return t;
-}
+bool not_implemented(const py::object& r) { return r.ptr() == Py_NotImplemented; }
 
-// Rows [0, block) of y repeated M times (a shared input's base product), log2(M) copies.
-void replicate(void* y, int64_t block_bytes, int64_t M, cudaStream_t s) {
-  char* p = static_cast<char*>(y);
-  for (int64_t have = 1; have < M; have *= 2)
-    cuda::detail::check_cuda(cudaMemcpyAsync(p + have * block_bytes, p, size_t(std::min(have, M - have) * block_bytes),
-                                             cudaMemcpyDeviceToDevice, s), "cudaMemcpyAsync");
-}
-
-// The framework's GEMM (cuBLAS through it, on its current stream), with the GIL held.
-void gemm(Call& c, py::handle a, py::handle b, py::handle out, const char* kind) {
+// The launchers' cuda::Gemm for a call, over the framework's gemm (the GIL taken for it):
+// nt is the op's own product x W^T, so it gets the caller's arrays (a shared input's rows and
+// member 0's rows of out); tn gets eggroll's factor rows through the framework's from_dlpack.
+// A framework without them, or a gemm answering NotImplemented, gets eggroll's kernels.
+cuda::Gemm gemm_of(Call& c) {
   const Framework* f = c.framework();
-  if (!f || f->gemm.is_none())
-    type_error("x: CUDA arrays of this kind have no GEMM registered (use CuPy or torch arrays)");
-  f->gemm(a, b, out, kind);
-}
-
-// The forwards: x W^T by the framework's GEMM (once for a shared input), then the correction.
-void run_forward(Call& c, const ForwardPlan& p, cudaStream_t s) {
-  check_values(p.members, p.key.antithetic, s);
-  const bool shared = p.x_stride == 0 && p.M > 1;
-  py::object x = c.objs[0];
-  py::object y0 = c.out_obj;
-  if (shared) {
-    if (!c.shared) x = x[py::int_(0)];  // a stride-0 member axis: member 0's rows
-    y0 = y0[py::int_(0)];
-  }
-  if (p.M > 0) gemm(c, x, c.objs[1], y0, "nt");
-  if (shared) replicate(p.out.data, p.b * p.m * dtype_size(p.out.dtype), p.M, s);
-  if (!p.members.given) return;
-  py::gil_scoped_release nogil;
-  if (p.full_rank) cuda::fullrank_correction(p, s);
-  else cuda::lowrank_correction(p, s);
-}
-
-// The low-rank estimate: per chunk of members (factors under 64 MiB, antithetic pairs whole)
-// the factor rows by eggroll's kernel and g (+)= Af^T Bf by the framework's GEMM.
-void run_lowrank_gradient(Call& c, const GradientPlan& p, cudaStream_t s) {
-  const int64_t r = p.key.rank, m = p.m, n = p.n;
-  const int64_t step = std::max<int64_t>(2, ((int64_t(64) << 20) / (4 * (m + n) * r)) & ~int64_t(1));
-  const bool host = !p.members.index || p.members.device == Device::cpu;
-  if (p.M == 0 && !p.accumulate)
-    cuda::detail::check_cuda(cudaMemsetAsync(p.out.data, 0, size_t(m * n) * 4, s), "cudaMemsetAsync");
-  for (int64_t c0 = 0; c0 < p.M; c0 += step) {
-    const int64_t cm = std::min(step, p.M - c0);
-    Members part = p.members;
-    part.count = cm;
-    if (part.index) part.index += c0; else part.start += c0 * part.step;
-    TensorView f = p.fitness;
-    f.data = static_cast<float*>(f.data) + c0;
-    f.shape[0] = cm;
-    const int64_t C = host ? es_gradient_columns(part, p.key.antithetic, r) : cm * r;
-    TensorView Af = on_device(make_view(nullptr, DType::float32, {C, m}), p.out.device_index);
-    TensorView Bf = on_device(make_view(nullptr, DType::float32, {C, n}), p.out.device_index);
-    py::object a = c.allocate(Af), b = c.allocate(Bf);
-    const FactorRowsPlan fp = check_es_gradient_factors(f, part, m, n, p.key, p.population, Af, Bf);
-    if (!host) {
-      cuda::detail::check_cuda(cudaMemsetAsync(Af.data, 0, size_t(C * m) * 4, s), "cudaMemsetAsync");
-      cuda::detail::check_cuda(cudaMemsetAsync(Bf.data, 0, size_t(C * n) * 4, s), "cudaMemsetAsync");
-    }
+  if (!f || f->gemm.is_none()) return {};
+  cuda::Gemm g;
+  // Borrowed pointers (the call's objects and the framework table outlive the launch): the
+  // std::functions copy no Python reference without the GIL.
+  PyObject* fn = f->gemm.ptr();
+  Call* call = &c;
+  g.nt = [fn, call](const TensorView& x, const TensorView& W, const TensorView& out, cudaStream_t s) {
     {
-      py::gil_scoped_release nogil;
-      cuda::es_gradient_factors(fp, s);
+      py::gil_scoped_acquire gil;
+      py::object xo = call->objs[0], yo = call->out_obj;
+      if (call->shared_rows) {
+        if (!call->shared) xo = xo[py::int_(0)];  // a stride-0 member axis: member 0's rows
+        yo = yo[py::int_(0)];
+      }
+      if (!not_implemented(py::handle(fn)(xo, call->objs[1], yo, "nt"))) return;
     }
-    gemm(c, a, b, c.out_obj, c0 == 0 && !p.accumulate ? "tn" : "tn+");
-  }
+    cuda::gemm_nt(x, W, out, s);
+  };
+  if (f->from_dlpack.is_none()) return g;
+  PyObject* wrap = f->from_dlpack.ptr();
+  g.tn = [fn, wrap, call](const TensorView& A, const TensorView& B, const TensorView& out, bool acc,
+                          cudaStream_t s) {
+    {
+      py::gil_scoped_acquire gil;
+      py::handle from(wrap);
+      if (!not_implemented(py::handle(fn)(from(DeviceArray{A}), from(DeviceArray{B}),
+                                          call->out_obj, acc ? "tn+" : "tn")))
+        return;
+    }
+    cuda::gemm_tn(A, B, out, acc, s);
+  };
+  return g;
 }
 
-// int8: a shared input is materialised first (the CUDA int8 GEMM reads x row by row).
-void run_int8(Call& c, Int8ForwardPlan p, cudaStream_t s) {
-  check_values(p.members, p.key.antithetic, s);
-  if (p.x_stride == 0 && p.M > 1) {
-    TensorView full = on_device(make_view(nullptr, DType::int8, {p.M, p.b, p.n}), p.x.device_index);
-    c.keep.push_back(c.allocate(full));
-    cuda::detail::check_cuda(cudaMemcpyAsync(full.data, p.x.data, size_t(p.b * p.n), cudaMemcpyDeviceToDevice, s),
-                             "cudaMemcpyAsync");
-    replicate(full.data, p.b * p.n, p.M, s);
-    if (p.x.ndim == 2) full = on_device(make_view(full.data, DType::int8, {p.M, p.n}), p.x.device_index);
-    p.x = full;
-    p.x_stride = p.b * p.n;
-  }
+void launch(Call& c, const ForwardPlan& p, cudaStream_t s) {
+  c.shared_rows = p.x_stride == 0 && p.M > 1;
+  const cuda::Gemm g = gemm_of(c);
   py::gil_scoped_release nogil;
-  cuda::perturbed_matmul_int8(p, s);
+  cuda::perturbed_matmul(p, g, s);
 }
-
-void launch(const VectorPlan& p, cudaStream_t s) { cuda::perturb_vector(p, s); }
-void launch(const EmbeddingPlan& p, cudaStream_t s) { cuda::perturbed_embedding(p, s); }
-void launch(const FactorPlan& p, cudaStream_t s) { cuda::lowrank_factors(p, s); }
-void launch(const FactorRowsPlan& p, cudaStream_t s) { cuda::es_gradient_factors(p, s); }
-void launch(const ShapingPlan& p, cudaStream_t s) { cuda::shape_fitness(p, s); }
-void launch(const Int8UpdatePlan& p, cudaStream_t s) { cuda::int8_update(p, s); }
-void launch(const NormalPlan& p, cudaStream_t s) { cuda::normal(p, s); }
-void launch(const PhiloxPlan& p, cudaStream_t s) { cuda::philox4x32(p, s); }
+void launch(Call& c, const GradientPlan& p, cudaStream_t s) {
+  const cuda::Gemm g = gemm_of(c);
+  py::gil_scoped_release nogil;
+  cuda::es_gradient(p, g, s);
+}
+template <class Plan, void (*Run)(const Plan&, cudaStream_t)>
+void plain(const Plan& p, cudaStream_t s) {
+  py::gil_scoped_release nogil;
+  Run(p, s);
+}
+void launch(Call&, const VectorPlan& p, cudaStream_t s) { plain<VectorPlan, cuda::perturb_vector>(p, s); }
+void launch(Call&, const EmbeddingPlan& p, cudaStream_t s) { plain<EmbeddingPlan, cuda::perturbed_embedding>(p, s); }
+void launch(Call&, const FactorPlan& p, cudaStream_t s) { plain<FactorPlan, cuda::lowrank_factors>(p, s); }
+void launch(Call&, const FactorRowsPlan& p, cudaStream_t s) { plain<FactorRowsPlan, cuda::es_gradient_factors>(p, s); }
+void launch(Call&, const ShapingPlan& p, cudaStream_t s) { plain<ShapingPlan, cuda::shape_fitness>(p, s); }
+void launch(Call&, const Int8ForwardPlan& p, cudaStream_t s) { plain<Int8ForwardPlan, cuda::perturbed_matmul_int8>(p, s); }
+void launch(Call&, const Int8UpdatePlan& p, cudaStream_t s) { plain<Int8UpdatePlan, cuda::int8_update>(p, s); }
+void launch(Call&, const NormalPlan& p, cudaStream_t s) { plain<NormalPlan, cuda::normal>(p, s); }
+void launch(Call&, const PhiloxPlan& p, cudaStream_t s) { plain<PhiloxPlan, cuda::philox4x32>(p, s); }
 
 struct Cuda {
   static constexpr bool kDevice = true;
-  // Host index members go to the arrays' device (a range never needs to: the kernels compute
-  // it). Under graph capture an upload would be captured from a temporary host buffer.
-  static Members place(Call& c, Members m) {
-    if (!m.given || !m.index || m.device != Device::cpu || m.count == 0 || !c.like.ptr() ||
-        c.first_device != Device::cuda)
-      return m;
-    const cudaStream_t s = stream_of(c);
-    if (capturing(s))
-      value_error("members: while capturing a CUDA graph, pass a range or a device index array "
-                  "(a host array would be uploaded from a temporary buffer)");
-    TensorView d = on_device(make_view(nullptr, DType::int64, {m.count}), c.first_index);
-    c.keep.push_back(c.allocate(d));
-    cuda::detail::check_cuda(cudaMemcpyAsync(d.data, m.index, size_t(m.count) * 8,
-                                             cudaMemcpyHostToDevice, s), "cudaMemcpyAsync");
-    return Members::indices(d);
-  }
+  // Host index members stay as they are: the launchers upload them (cuda.h).
+  static Members place(Call&, Members m) { return m; }
   template <class Plan>
   static void run(Call& c, const Plan& p) {
     if (c.first_device != Device::cuda && c.like.ptr() && !c.like.is_none())
       type_error(std::string(c.first_name) + ": expected a CUDA array, got a CPU one");
-    const cudaStream_t s = stream_of(c);
-    if constexpr (std::is_same_v<Plan, ForwardPlan>) {
-      run_forward(c, p, s);
-    } else if constexpr (std::is_same_v<Plan, Int8ForwardPlan>) {
-      run_int8(c, p, s);
-    } else if constexpr (std::is_same_v<Plan, GradientPlan>) {
-      check_values(p.members, p.key.antithetic, s);
-      if (!capturing(s)) check_finite_values(p.fitness, "fitness", s);
-      if (!p.full_rank) return run_lowrank_gradient(c, p, s);
-      py::gil_scoped_release nogil;
-      cuda::es_gradient(p, s);
-    } else {
-      if constexpr (std::is_same_v<Plan, ShapingPlan>)
-        if (!capturing(s)) check_finite_values(p.f, "f", s);
-      if constexpr (std::is_same_v<Plan, VectorPlan> || std::is_same_v<Plan, FactorPlan>)
-        check_values(p.members, p.key.antithetic, s);
-      if constexpr (std::is_same_v<Plan, Int8UpdatePlan>)
-        if (!capturing(s)) check_pair_fitness_on_host(p.pair_fitness, s);
-      py::gil_scoped_release nogil;
-      launch(p, s);
-    }
+    launch(c, p, stream_of(c));
   }
 };
 
@@ -205,8 +153,17 @@ int Call::device_of_pointer(const void* p) {
 PYBIND11_MODULE(_cuda, mod) {
   mod.doc() = "eggroll CUDA kernels. Use the functions of the eggroll package, not these.";
   add_ops<Cuda>(mod, /*with_checks=*/false);
+  py::class_<DeviceArray>(mod, "DeviceArray",
+                          "eggroll's float32 device scratch, for the framework's from_dlpack.")
+      .def("__dlpack__", [](const DeviceArray& a, const py::args&, const py::kwargs&) {
+        return a.dlpack();
+      })
+      .def("__dlpack_device__", [](const DeviceArray& a) { return py::make_tuple(2, a.v.device_index); });
   mod.def("register_framework", &register_framework, py::arg("type"), py::arg("exporter"),
-          py::arg("empty"), py::arg("astype"), py::arg("gemm"), py::arg("host_threads"));
+          py::arg("empty"), py::arg("astype"), py::arg("gemm"), py::arg("host_threads"),
+          py::arg("from_dlpack") = py::none(),
+          "As _core's; gemm(a, b, out, kind) may answer NotImplemented (eggroll's kernels then), "
+          "from_dlpack(obj) makes a framework array of eggroll's scratch for it.");
   mod.def("device_count", &cuda::device_count,
           "Number of CUDA devices (0 without a driver or GPU; never raises).");
   mod.def("runtime_info", [] {
@@ -218,7 +175,7 @@ PYBIND11_MODULE(_cuda, mod) {
     return d;
   }, "CUDA runtime (built) and driver versions, and cudaGetDeviceCount's message: why "
      "cuda_available() is False.");
-  // Fallback GEMMs (no cuBLAS): the op layer uses them while a stream captures a CUDA graph.
+  // eggroll's own GEMMs (the ops' fallback for their dense products), for tests of their own.
   mod.def("gemm_nt", [](py::handle x, py::handle W, py::handle out, uintptr_t s) {
     PyObject* argv[3] = {x.ptr(), W.ptr(), out.ptr()};
     Call c{argv, 3};
@@ -234,6 +191,20 @@ PYBIND11_MODULE(_cuda, mod) {
     cuda::gemm_tn(Av, Bv, ov, accumulate, reinterpret_cast<cudaStream_t>(s));
   }, py::arg("A"), py::arg("B"), py::arg("out"), py::arg("accumulate"), py::kw_only(),
      py::arg("stream"));
+  mod.def("raise_device_errors", &cuda::raise_device_errors, py::arg("device"),
+          "ValueError for bad device values (members, epoch, fitness, pair_fitness) that the "
+          "kernels of earlier calls flagged on that device; clears them (no synchronisation).");
+  mod.def("sync_and_raise", [](int device, uintptr_t stream) {
+    {
+      py::gil_scoped_release nogil;
+      cuda::detail::check_cuda(cudaStreamSynchronize(reinterpret_cast<cudaStream_t>(stream)),
+                               "cudaStreamSynchronize");
+    }
+    cuda::raise_device_errors(device);
+  }, py::arg("device"), py::arg("stream"), "Waits for the stream, then raise_device_errors.");
+  mod.def("set_sync_checks", &cuda::set_sync_checks, py::arg("on"),
+          "Every launcher then waits for its stream and raises flagged device-value errors "
+          "before returning (default: EGGROLL_CUDA_CHECKS=sync). Returns the previous setting.");
   py::register_local_exception<eggroll::ValueError>(mod, "CudaValueError", PyExc_ValueError);
   py::register_local_exception<eggroll::TypeError>(mod, "CudaTypeError", PyExc_TypeError);
 }

@@ -72,6 +72,7 @@ PYBIND11_MODULE(_core, mod) {
 
   mod.def("register_framework", &register_framework, py::arg("type"), py::arg("exporter"),
           py::arg("empty"), py::arg("astype"), py::arg("gemm"), py::arg("host_threads"),
+          py::arg("from_dlpack") = py::none(),
           "Arrays of `type`: exporter(obj) -> DLPack capsule (or None: the array protocols), "
           "empty(shape, dtype_name, like) and astype(obj, dtype_name) make new ones, gemm "
           "multiplies on a GPU; host_threads: run on the registered OpenMP runtime.");
@@ -80,6 +81,30 @@ PYBIND11_MODULE(_core, mod) {
     Call c{argv, 1};
     return es_gradient_columns(c.members(0, false), antithetic, rank);
   }, py::arg("members"), py::arg("antithetic"), py::arg("rank"));
+  mod.def("es_gradient_chunks", [](py::handle members, int64_t count, int64_t m, int64_t n,
+                                   int64_t rank, bool antithetic) {
+    Members mem;
+    if (members.is_none()) {  // index values not known here (traced): the rows' bound
+      mem.count = count;
+      mem.given = true;
+      mem.index = &mem.count;  // never read: device values
+      mem.device = Device::cuda;
+    } else {
+      PyObject* argv[1] = {members.ptr()};
+      Call c{argv, 1};
+      mem = c.members(0, false);
+    }
+    Key key;
+    key.rank = rank;
+    key.antithetic = antithetic;
+    py::list out;
+    for (const GradientChunk& ch : es_gradient_chunks(mem, m, n, key))
+      out.append(py::make_tuple(ch.c0, ch.c1, ch.C));
+    return out;
+  }, py::arg("members"), py::arg("count"), py::arg("m"), py::arg("n"), py::arg("rank"),
+     py::arg("antithetic"),
+  "The low-rank update's chunk plan [(c0, c1, C)] (update.h); members None: unknown indices "
+  "of `count` members.");
   py::register_local_exception<eggroll::ValueError>(mod, "CoreValueError", PyExc_ValueError);
   py::register_local_exception<eggroll::TypeError>(mod, "CoreTypeError", PyExc_TypeError);
 

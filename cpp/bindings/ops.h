@@ -72,7 +72,7 @@ py::object forward(Call& c) {
   TensorView W = int8 ? c.array(1, "W") : c.float_array(1, "W");
   const Members mem = B::place(c, c.members(2, B::kDevice));
   const bool shared = c.shared = c.flag(4, "shared");
-  const Key key = c.key(5);
+  const Key key = c.key(5, B::kDevice);
   // A shared input has no member axis: the core sees one of stride 0 (M = the members, or 1
   // without members, in which case the caller's result has no member axis either).
   const bool drop = shared && !mem.given;
@@ -139,7 +139,7 @@ template <class B>
 py::object perturb_vector(Call& c) {
   const TensorView v = c.float_array(0, "v");
   const Members mem = B::place(c, c.members(1, B::kDevice));
-  const Key key = c.key(3);
+  const Key key = c.key(3, B::kDevice);
   const std::vector<int64_t> shape = {mem.count, v.ndim >= 1 ? v.shape[0] : 0};
   VectorPlan p = check_perturb_vector(v, mem, key, out_view(c, 2, shape, DType::float32, v, false));
   return finish<B>(c, p, 2);
@@ -160,7 +160,7 @@ py::object lowrank_factors(Call& c) {
     value_error("shape: expected (m, n) for a matrix parameter, got " + std::to_string(d.size()) +
                 " dimensions");
   const Members mem = B::place(c, c.members(2, B::kDevice));
-  const Key key = c.key(3);
+  const Key key = c.key(3, B::kDevice);
   const int64_t r = key.rank >= 1 && key.rank <= kMaxRank ? key.rank : 1;
   const int64_t M = mem.count, m = d[0], n = d[1];
   const bool sane = m >= 1 && n >= 1 && double(m + n) * double(r) <= double(kStreamLength);
@@ -192,7 +192,7 @@ py::object es_gradient(Call& c) {
   const bool full = c.flag(4, "full_rank");
   const int64_t N = population(c, 5, f);
   const bool acc = c.flag(6, "accumulate");
-  const Key key = c.key(7);
+  const Key key = c.key(7, B::kDevice);
   std::vector<int64_t> shape(d.begin(), d.begin() + std::min<size_t>(d.size(), TensorView::kMaxDims));
   GradientPlan p = check_es_gradient(f, mem, key, full, N, acc,
                                      out_view(c, 3, shape, DType::float32, f, false));
@@ -208,7 +208,7 @@ py::object es_gradient_factors(Call& c) {
   if (d.size() != 2) value_error("shape: expected (m, n) for a low-rank estimate");
   const Members mem = B::place(c, gradient_members(c, 2, f, B::kDevice));
   const int64_t N = population(c, 3, f);
-  const Key key = c.key(4);
+  const Key key = c.key(4, B::kDevice);
   const int64_t r = key.rank >= 1 && key.rank <= kMaxRank ? key.rank : 1;
   const bool host = !mem.index || mem.device == Device::cpu;
   const int64_t C = c.abstract || !host ? mem.count * r : es_gradient_columns(mem, key.antithetic, r);
@@ -241,7 +241,7 @@ py::object int8_update(Call& c) {
   const TensorView W = c.array(0, "W");
   const TensorView f = c.exact(1, "pair_fitness", DType::int8, -1, 1, 2);
   const int64_t T = c.int_(3, "threshold");
-  const Key key = c.key(4);
+  const Key key = c.key(4, B::kDevice);
   const std::vector<int64_t> shape(W.shape, W.shape + W.ndim);
   TensorView out = out_view(c, 2, shape, DType::int8, W, false);
   Int8UpdatePlan p = check_int8_update(W, f, T, key, out);

@@ -28,6 +28,13 @@ struct Key {
   int64_t rank = 1;         // [1, kMaxRank] (low-rank ops)
   int64_t fixed_point = 4;  // int8 ops: [0, 7]
   int64_t sigma_shift = 0;  // int8 forward: [0, 32]
+  // CUDA calls only: seed and / or epoch held in device memory (a traced JAX value, a tensor
+  // that a replayed CUDA graph reads), which the kernels read in place of `seed` / `epoch`:
+  // seed_device uint32 [2] (low, high words), epoch_device int64 [1]. No host code reads them,
+  // so check_key cannot check them: the CUDA kernels flag an epoch outside [0, 2^32)
+  // (cuda/eggroll/cuda.h, "Values on the device").
+  const uint32_t* seed_device = nullptr;
+  const int64_t* epoch_device = nullptr;
 
   EGGROLL_HD uint32_t epoch_index() const {
     return noise_reuse > 0 ? uint32_t(epoch / noise_reuse) : 0u;

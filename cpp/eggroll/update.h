@@ -3,6 +3,7 @@
 // vector): streamed. check_<op> -> plan -> run, as in perturb.h.
 #pragma once
 #include <cstdint>
+#include <vector>
 #include "eggroll/key.h"
 #include "eggroll/tensor.h"
 
@@ -29,6 +30,15 @@ inline void es_gradient(const TensorView& fitness, const Members& members, const
                         const TensorView& out) {
   es_gradient(check_es_gradient(fitness, members, key, full_rank, population, accumulate, out));
 }
+
+// The chunk plan of the low-rank estimate, the same on every backend: members [c0, c1) per
+// chunk, so that a chunk's factor rows (C rows of m + n float32) stay near 64 MiB; even-sized
+// chunks keep antithetic pairs whole. C is the chunk's runs times rank where the indices are
+// known on the host (a range or a host array), else the bound (c1 - c0) * rank (a device index
+// array: the rows past its runs are zero). Summing the chunks' Af^T Bf gives the estimate.
+struct GradientChunk { int64_t c0, c1, C; };
+std::vector<GradientChunk> es_gradient_chunks(const Members& members, int64_t m, int64_t n,
+                                              const Key& key);
 
 // The low-rank estimate's factor rows (what a caller with its own GEMM needs): Af [C, m],
 // Bf [C, n] float32 with C = es_gradient_columns(members, ...) such that Af^T Bf is this

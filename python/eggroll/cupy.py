@@ -4,10 +4,10 @@ The ops are the top-level functions (``eggroll.perturbed_matmul(cupy_array, ...)
 are allocated by CuPy on the inputs' device and every kernel goes to CuPy's current stream of
 that device, so calls compose with user streams and CUDA graph capture. The base products
 (x @ W.T, Af.T @ Bf) are ``cupy.matmul`` (cuBLAS); while the current stream captures a graph
-they are eggroll's own tiled GEMMs (``_cuda.gemm_nt`` / ``gemm_tn``: CuPy refuses to call
-cuBLAS during capture, docs/backends.md). Device values the kernels leave to the caller (index
-members, fitness, pair_fitness) are checked on a host copy, one synchronisation, except under
-capture. x / W / out may be float16 or bfloat16 (kept, float32 accumulation).
+they are eggroll's own tiled GEMMs (CuPy refuses to call cuBLAS during capture: ``_gemm``
+answers NotImplemented, docs/backends.md). Device values (index members, fitness,
+pair_fitness, a device epoch) are checked by the kernels, never on the host (docs/backends.md
+"Values on the device"). x / W / out may be float16 (kept, float32 accumulation).
 """
 from __future__ import annotations
 
@@ -37,19 +37,18 @@ def _capturing() -> bool:
     return bool(cp.cuda.runtime.streamIsCapturing(s.ptr))
 
 
-def _gemm(a: Any, b: Any, out: Any, kind: str) -> None:
+def _gemm(a: Any, b: Any, out: Any, kind: str) -> Any:
+    """The ops' dense products on CuPy's current stream (cuBLAS), or NotImplemented (eggroll's
+    own kernels) while it captures a graph."""
+    if _capturing():
+        return NotImplemented
     if kind == "nt":      # out [..., m] = a [..., n] b [m, n]^T
-        a2, o2 = a.reshape(-1, a.shape[-1]), out.reshape(-1, b.shape[0])
-        if _capturing():
-            _cuda.gemm_nt(a2, b, o2, stream=_stream())
-        else:
-            cp.matmul(a2, b.T, out=o2)
-    elif _capturing():    # out (+)= a^T b
-        _cuda.gemm_tn(a, b, out, kind == "tn+", stream=_stream())
-    elif kind == "tn":
+        cp.matmul(a.reshape(-1, a.shape[-1]), b.T, out=out.reshape(-1, b.shape[0]))
+    elif kind == "tn":    # out = a^T b
         cp.matmul(a.T, b, out=out)
-    else:
+    else:                 # out += a^T b
         out += cp.matmul(a.T, b)
+    return None
 
 
 def _empty(shape: tuple, dtype: str, like: Any) -> Any:
@@ -57,7 +56,8 @@ def _empty(shape: tuple, dtype: str, like: Any) -> Any:
         return cp.empty(shape, dtype=dtype)
 
 
-_cuda.register_framework(cp.ndarray, None, _empty, lambda a, dt: a.astype(dt), _gemm, False)
+_cuda.register_framework(cp.ndarray, None, _empty, lambda a, dt: a.astype(dt), _gemm, False,
+                         cp.from_dlpack)
 
 
 class Backend:

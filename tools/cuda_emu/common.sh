@@ -17,7 +17,7 @@ emu_pkg() {
 emu_cxx() {
   local out=$1; shift
   g++ -O1 -std=c++20 -fPIC -shared -fvisibility=hidden -ffp-contract=off -Wno-unknown-pragmas \
-      -I tools/cuda_emu/inc -I "$E/src" -I cpp -I cuda ${EMU_CXXFLAGS:-} \
+      -I tools/cuda_emu/inc -I "$E/src" -I cpp -I cpp/bindings -I cuda ${EMU_CXXFLAGS:-} \
       -I "$(python3 -c "import sysconfig; print(sysconfig.get_paths()['include'])")" \
       -I "$(python3 -c "import pybind11; print(pybind11.get_include())")" \
       "$@" "$E/core/libeggroll.a" -lpthread -o "$out"

@@ -2,17 +2,17 @@
 (the handlers of eggroll._xla_ffi_cuda, registered for platform "CUDA" under the CPU ops'
 target names). ``_ffi.platform`` picks it with ``jax.lax.platform_dependent``.
 
-Why the operands differ from the CPU handlers':
-- The CUDA backend has no cuBLAS of its own. The base product ``x @ W.T`` is XLA's dot
-  (cuBLAS), at ``Precision.HIGHEST`` (true float32: JAX's default on GPUs is TF32), computed
-  once for a shared input and broadcast, and the forward handlers add the correction onto it
-  in place (``input_output_aliases={1: 0}``). The low-rank ``es_gradient`` is the
-  ``es_gradient_factors`` handler plus one dot ``Af.T @ Bf`` per chunk of members of bounded
-  factor memory.
-- The launchers take the key on the host, but seed, epoch and index members are traced device
-  values: they travel as ONE uint32 operand, ``key`` = [seed lo, seed hi, epoch lo, epoch hi,
-  each index member's int64 words], which the handler copies to the host (one small copy and
-  a stream synchronisation per call) and checks like the CPU core.
+How the operands differ from the CPU handlers' (cpp/bindings/xla_ffi_cuda.cpp):
+- The base product ``x @ W.T`` is XLA's dot (cuBLAS) at ``Precision.HIGHEST`` (true float32:
+  JAX's default on GPUs is TF32), computed once for a shared input and broadcast; the forward
+  handlers add the correction onto it in place (``input_output_aliases={1: 0}``). The low-rank
+  ``es_gradient`` is the ``es_gradient_factors`` handler plus one dot ``Af.T @ Bf`` per chunk
+  of the core's chunk plan (``_core.es_gradient_chunks``).
+- Seed, epoch and index members stay device values that the kernels read in place (no copy to
+  the host, no synchronisation: the handlers are command-buffer compatible); epoch and members
+  travel as int64 words (uint32 [..., 2]), since JAX without x64 has no int64.
+- Every keyed handler's last result is its scratch workspace (uint8, sized at trace time by
+  ``_xla_ffi_cuda.workspace_bytes``): a command buffer may not allocate.
 """
 from __future__ import annotations
 
@@ -20,17 +20,14 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 from jax import lax
 
-# Factor memory per es_gradient chunk (the CUDA entries and the CPU core use the same bound).
-FACTOR_BYTES = 64 << 20
 _HIGHEST = lax.Precision.HIGHEST
 
 
 def _int64_words(a: jax.Array) -> jax.Array:
     """int32 / uint32 / int64 [...] as uint32 [..., 2]: the (low, high) words of the values as
-    int64 (int32 sign-extended, so a negative value stays negative for the handler's checks)."""
+    int64 (int32 sign-extended, so a negative value stays negative for the kernels' checks)."""
     if a.dtype == jnp.uint32:
         lo, hi = a, jnp.zeros_like(a)
     elif a.dtype == jnp.int32:
@@ -42,74 +39,76 @@ def _int64_words(a: jax.Array) -> jax.Array:
     return jnp.stack([lo, hi], axis=-1)
 
 
-def key_words(ops: tuple, narrays: int, attrs: dict) -> jax.Array:
-    """uint32 [4 + 2M] from the trailing operands (index members when kind 2, seed, epoch)."""
-    seed, epoch = ops[-2], ops[-1]
-    parts = [seed.astype(jnp.uint32).reshape(2), _int64_words(epoch).reshape(2)]
-    if attrs["members"] == 2:
-        parts.append(_int64_words(ops[narrays]).reshape(-1))
-    return jnp.concatenate(parts)
-
-
 def _dot_nt(x: jax.Array, W: jax.Array) -> jax.Array:
     """x [..., n] @ W [m, n].T -> float32 [..., m], true float32 (no TF32)."""
     return lax.dot_general(x, W, (((x.ndim - 1,), (1,)), ((), ())), precision=_HIGHEST,
                            preferred_element_type=jnp.float32)
 
 
-def _chunks(attrs: dict, N: int, m: int, n: int) -> list[tuple[int, int, int]]:
-    """(c0, c1, C) per member chunk of the low-rank estimate: C the chunk's runs times rank
-    for a range of members, else the bound (c1 - c0) rank (the handler zeroes unused rows)."""
-    from .. import _core
-    r = int(attrs["rank"])
-    step = max(2, (FACTOR_BYTES // (4 * (m + n) * r)) & ~1)
-    out = []
-    for c0 in range(0, N, step):
-        c1 = min(N, c0 + step)
-        if attrs["members"] == 1:
-            part = range(attrs["start"] + c0 * attrs["step"], attrs["start"] + c1 * attrs["step"],
-                         attrs["step"])
-            C = int(_core.es_gradient_columns(part, bool(attrs["antithetic"]), r))
-        else:
-            C = (c1 - c0) * r
-        out.append((c0, c1, C))
-    return out
+def _call(call: Any, name: str, out: Any, operands: list, attrs: dict, workspace: dict,
+          aliases: dict[int, int] | None = None) -> Any:
+    """eggroll_<name> by call (_ffi.call) with its workspace as the last result (dropped from
+    what it returns)."""
+    from .. import _xla_ffi_cuda
+    nbytes = int(_xla_ffi_cuda.workspace_bytes(name, **workspace))
+    outs = tuple(out) if isinstance(out, tuple) else (out,)
+    spec = outs + (jax.ShapeDtypeStruct((max(nbytes, 1),), jnp.uint8),)
+    res = call(name, spec, *operands, aliases=aliases, **attrs)
+    return tuple(res[:-1]) if isinstance(out, tuple) else res[0]
 
 
 def lower(call: Any, name: str, narrays: int, out: Any, ops: tuple, attrs: dict) -> Any:
-    """The CUDA lowering of keyed op `name` on operands ops (as the CPU handler's); call:
-    _ffi.call, the custom call itself."""
-    arrays, key = ops[:narrays], key_words(ops, narrays, attrs)
-    a = attrs
-    if name in ("perturbed_matmul", "perturbed_matmul_full"):
+    """The CUDA lowering of keyed op `name` on operands ops (as the CPU handler's: the arrays,
+    then index members when attrs["members"] == 2, seed, epoch); call: _ffi.call, the custom
+    call itself."""
+    arrays = ops[:narrays]
+    index = _int64_words(ops[narrays]) if attrs["members"] == 2 else None
+    seed, epoch = ops[-2].astype(jnp.uint32).reshape(2), _int64_words(ops[-1]).reshape(2)
+    key = ([] if index is None else [index]) + [seed, epoch]
+    rank = int(attrs.get("rank", 1))
+    if name in ("perturbed_matmul", "perturbed_matmul_full", "perturbed_matmul_int8"):
         x, W = arrays
-        base = _dot_nt(x, W)
+        dims = dict(M=out.shape[0], b=out.shape[1] if len(out.shape) == 3 else 1,
+                    m=out.shape[-1], n=x.shape[-1], rank=rank, perturb=attrs["members"] != 0)
+        if name == "perturbed_matmul_int8":
+            return _call(call, name, out, [x, W] + key, attrs, dims)
+        base = _dot_nt(x, W).astype(out.dtype)
         if attrs["shared"] and base.shape != out.shape:
             base = jnp.broadcast_to(base, out.shape)
         if attrs["members"] == 0:
             return base   # members=None: exactly the product, no custom call at all
-        return call(name, out, x, base, key, aliases={1: 0}, **a)
-    if name == "perturbed_matmul_int8":
-        x, W = arrays
-        if attrs["shared"]:      # the CUDA int8 GEMM reads x per member: materialise it
-            x = jnp.broadcast_to(x, out.shape[:-1] + x.shape[-1:])
-            a = dict(attrs, shared=False)
-        return call(name, out, x, W, key, **a)
-    if name == "es_gradient" and not attrs["full_rank"]:
+        return _call(call, name, out, [x, base] + key, attrs, dims, aliases={1: 0})
+    if name == "es_gradient":
         f = arrays[0]
-        m, n = out.shape
-        g = None
-        for c0, c1, C in _chunks(attrs, f.shape[0], m, n):
-            part = dict(attrs)
-            if attrs["members"] == 1:
-                part.update(start=attrs["start"] + c0 * attrs["step"], count=c1 - c0)
-                k = key
-            else:
-                k = jnp.concatenate([key[:4], key[4 + 2 * c0:4 + 2 * c1]])
-            spec = (jax.ShapeDtypeStruct((C, m), jnp.float32), jax.ShapeDtypeStruct((C, n), jnp.float32))
-            Af, Bf = call("es_gradient_factors", spec, f[c0:c1], k, **part)
-            prod = lax.dot_general(Af, Bf, (((0,), (0,)), ((), ())), precision=_HIGHEST,
-                                   preferred_element_type=jnp.float32)
-            g = prod if g is None else g + prod
-        return g if g is not None else jnp.zeros(out.shape, jnp.float32)
-    return call(name, out, *arrays, key, **a)
+        if attrs["full_rank"]:
+            return _call(call, name, out, [f] + key, attrs, dict(M=f.shape[0], full_rank=True))
+        return _lowrank_gradient(call, f, index, seed, epoch, out, attrs, rank)
+    if name == "int8_update":
+        W, f = arrays
+        return _call(call, name, out, [W, f] + key, attrs,
+                     dict(m=W.shape[0], n=W.shape[1], rank=rank, P=f.shape[0]))
+    return _call(call, name, out, list(arrays) + key, attrs, {})   # perturb_vector, lowrank_factors
+
+
+def _lowrank_gradient(call: Any, f: jax.Array, index: jax.Array | None, seed: jax.Array, epoch: jax.Array,
+                      out: Any, attrs: dict, rank: int) -> jax.Array:
+    """sum over the chunk plan's chunks of Af.T @ Bf (XLA's dot, true float32)."""
+    from .. import _core
+    m, n = out.shape
+    N = f.shape[0]
+    members = (range(attrs["start"], attrs["start"] + N * attrs["step"], attrs["step"])
+               if attrs["members"] == 1 else None)
+    g = None
+    for c0, c1, C in _core.es_gradient_chunks(members, N, m, n, rank, bool(attrs["antithetic"])):
+        part = dict(attrs)
+        if index is None:
+            part.update(start=attrs["start"] + c0 * attrs["step"], count=c1 - c0)
+            key = [seed, epoch]
+        else:
+            key = [index[c0:c1], seed, epoch]
+        spec = (jax.ShapeDtypeStruct((C, m), jnp.float32), jax.ShapeDtypeStruct((C, n), jnp.float32))
+        Af, Bf = _call(call, "es_gradient_factors", spec, [f[c0:c1]] + key, part, dict(M=c1 - c0))
+        prod = lax.dot_general(Af, Bf, (((0,), (0,)), ((), ())), precision=_HIGHEST,
+                               preferred_element_type=jnp.float32)
+        g = prod if g is None else g + prod
+    return g if g is not None else jnp.zeros(out.shape, jnp.float32)

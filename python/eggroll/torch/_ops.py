@@ -48,7 +48,7 @@ def _gemm(a: Tensor, b: Tensor, out: Tensor, kind: str) -> None:
 def _register(module: Any) -> None:
     module.register_framework(
         Tensor, _export, lambda shape, dt, like: torch.empty(shape, dtype=_DTYPES[dt], device=like.device),
-        lambda t, dt: t.to(_DTYPES[dt]), _gemm, True)
+        lambda t, dt: t.to(_DTYPES[dt]), _gemm, True, torch.from_dlpack)
 
 
 _register(_core)

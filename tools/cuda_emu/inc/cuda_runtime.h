@@ -1,11 +1,13 @@
 // Host emulation of the CUDA runtime subset eggroll's kernels use (tools/cuda_emu/run.sh):
 // blocks run one after another, each as real std::threads (one per CUDA thread) with a
-// std::barrier for __syncthreads and per-warp barriers for shuffles and ballots, so the
-// kernels' indexing, synchronisation and arithmetic run unchanged on a machine without a GPU.
+// barrier for __syncthreads and per-warp barriers for shuffles and ballots, so the kernels'
+// indexing, synchronisation and arithmetic run unchanged on a machine without a GPU. The
+// barriers sleep (mutex + condition variable) instead of spinning: hundreds of waiting threads
+// on a few cores would otherwise keep the whole machine busy.
 // "Device" memory is host memory; streams are ignored (everything is synchronous).
 #pragma once
 #include <algorithm>
-#include <barrier>
+#include <condition_variable>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
@@ -27,29 +29,48 @@ typedef int cudaError_t;
 constexpr cudaError_t cudaSuccess = 0;
 struct dim3 { unsigned x = 1, y = 1, z = 1; dim3(unsigned a = 1, unsigned b = 1, unsigned c = 1) : x(a), y(b), z(c) {} };
 namespace emu {
+class Barrier {
+ public:
+  explicit Barrier(unsigned n) : n_(n), left_(n) {}
+  void arrive_and_wait() {
+    std::unique_lock<std::mutex> lock(m_);
+    const unsigned gen = gen_;
+    if (--left_ == 0) { ++gen_; left_ = n_; cv_.notify_all(); return; }
+    cv_.wait(lock, [&] { return gen != gen_; });
+  }
+ private:
+  std::mutex m_;
+  std::condition_variable cv_;
+  unsigned n_, left_, gen_ = 0;
+};
 inline thread_local dim3 tIdx, bIdx, bDim, gDim;
-inline std::barrier<>* block_bar = nullptr;
-struct Warp { std::barrier<> bar{32}; uint64_t buf[32]; };
+inline Barrier* block_bar = nullptr;
+struct Warp { Barrier bar{32}; uint64_t buf[32]; };
 inline std::vector<std::unique_ptr<Warp>>* warps = nullptr;
 inline std::mutex launch_mutex;  // callers on several threads (XLA's CPU runtime): one launch at a time
+// One team of threads per launch runs the blocks one after another (a barrier between
+// blocks, so that the next block's threads find __shared__ memory as the last one left it,
+// as a real SM's next resident block may): thread creation per launch, not per block.
 template <class K, class... A>
 void run(dim3 grid, dim3 block, K kernel, A... args) {
   std::lock_guard<std::mutex> lock(launch_mutex);
   const unsigned nt = block.x * block.y * block.z;
-  for (unsigned by = 0; by < grid.y; ++by)
-    for (unsigned bx = 0; bx < grid.x; ++bx) {
-      std::barrier<> bar(nt);
-      std::vector<std::unique_ptr<Warp>> ws;
-      for (unsigned w = 0; w < (nt + 31) / 32; ++w) ws.emplace_back(new Warp);
-      block_bar = &bar; warps = &ws;
-      std::vector<std::thread> th;
-      for (unsigned t = 0; t < nt; ++t)
-        th.emplace_back([=] {
-          tIdx = dim3(t % block.x, t / block.x); bIdx = dim3(bx, by); bDim = block; gDim = grid;
+  Barrier bar(nt);
+  std::vector<std::unique_ptr<Warp>> ws;
+  for (unsigned w = 0; w < (nt + 31) / 32; ++w) ws.emplace_back(new Warp);
+  block_bar = &bar; warps = &ws;
+  std::vector<std::thread> th;
+  for (unsigned t = 0; t < nt; ++t)
+    th.emplace_back([=, &bar] {
+      tIdx = dim3(t % block.x, t / block.x); bDim = block; gDim = grid;
+      for (unsigned by = 0; by < grid.y; ++by)
+        for (unsigned bx = 0; bx < grid.x; ++bx) {
+          bIdx = dim3(bx, by);
           kernel(args...);
-        });
-      for (auto& x : th) x.join();
-    }
+          bar.arrive_and_wait();  // the block is done (its threads may have returned early)
+        }
+    });
+  for (auto& x : th) x.join();
 }
 struct Launch {
   dim3 g, b;
@@ -93,7 +114,7 @@ inline float __fsqrt_rn(float a) { return std::sqrt(a); }
 inline float __int2float_rn(int a) { return float(a); }
 inline float __uint_as_float(uint32_t a) { float f; std::memcpy(&f, &a, 4); return f; }
 inline uint32_t __float_as_uint(float f) { uint32_t a; std::memcpy(&a, &f, 4); return a; }
-using std::fminf; using std::fmaxf; using std::sqrt;
+using std::fminf; using std::fmaxf; using std::sqrt; using std::isfinite;
 inline cudaError_t cudaGetDevice(int* d) { *d = 0; return 0; }
 inline cudaError_t cudaSetDevice(int) { return 0; }
 inline cudaError_t cudaGetLastError() { return 0; }
@@ -111,9 +132,31 @@ inline cudaError_t cudaMemcpyAsync(void* d, const void* s, size_t n, cudaMemcpyK
   std::memmove(d, s, n); return 0;
 }
 inline cudaError_t cudaStreamSynchronize(cudaStream_t) { return 0; }
-enum cudaStreamCaptureStatus { cudaStreamCaptureStatusNone = 0, cudaStreamCaptureStatusActive = 1 };
+// Streams, events and graph capture: everything runs in launch order on the calling thread,
+// which is one valid schedule of any stream graph; nothing is ever captured.
+enum cudaStreamCaptureStatus { cudaStreamCaptureStatusNone, cudaStreamCaptureStatusActive,
+                               cudaStreamCaptureStatusInvalidated };
+enum cudaStreamCaptureMode { cudaStreamCaptureModeGlobal, cudaStreamCaptureModeThreadLocal,
+                             cudaStreamCaptureModeRelaxed };
 inline cudaError_t cudaStreamIsCapturing(cudaStream_t, cudaStreamCaptureStatus* s) {
   *s = cudaStreamCaptureStatusNone; return 0;
 }
+inline cudaError_t cudaThreadExchangeStreamCaptureMode(cudaStreamCaptureMode*) { return 0; }
+struct CUevent_st;
+typedef CUevent_st* cudaEvent_t;
+constexpr unsigned cudaEventDisableTiming = 2, cudaStreamNonBlocking = 1;
+inline cudaError_t cudaEventCreateWithFlags(cudaEvent_t* e, unsigned) {
+  *e = reinterpret_cast<cudaEvent_t>(uintptr_t(1)); return 0;
+}
+inline cudaError_t cudaEventRecord(cudaEvent_t, cudaStream_t) { return 0; }
+inline cudaError_t cudaStreamWaitEvent(cudaStream_t, cudaEvent_t, unsigned) { return 0; }
+inline cudaError_t cudaDeviceGetStreamPriorityRange(int* lo, int* hi) { *lo = 0; *hi = -5; return 0; }
+inline cudaError_t cudaStreamCreateWithPriority(cudaStream_t* s, unsigned, int) {
+  *s = reinterpret_cast<cudaStream_t>(uintptr_t(2)); return 0;
+}
+// Host-mapped memory is host memory.
+constexpr unsigned cudaHostAllocPortable = 1, cudaHostAllocMapped = 2;
+inline cudaError_t cudaHostAlloc(void** p, size_t n, unsigned) { *p = std::calloc(1, n ? n : 1); return 0; }
+inline cudaError_t cudaHostGetDevicePointer(void** d, void* h, unsigned) { *d = h; return 0; }
 struct cudaPointerAttributes { int device = 0; };
 inline cudaError_t cudaPointerGetAttributes(cudaPointerAttributes* a, const void*) { a->device = 0; return 0; }
