@@ -110,7 +110,7 @@ py::object perturbed_embedding(Call& c) {
   const TensorView W = c.float_array(1, "W");
   const Members mem = B::place(c, c.members(2, B::kDevice));
   const bool shared = c.shared = c.flag(4, "shared");
-  const Key key = c.key(5);
+  const Key key = c.key(5, B::kDevice);  // on CUDA, seed and epoch may be device scalars
   const bool drop = shared && !mem.given;
   const TensorView iv = shared ? with_member_axis(ids, mem.given ? mem.count : 1, "ids") : ids;
   const TensorView rows = embedding_rows(iv);
