@@ -30,6 +30,7 @@ import torch
 from torch import Tensor, nn
 
 from .._ops import perturb_vector as _perturb_vector_op
+from ._ops import _plain
 from .._ops import perturbed_embedding as _embedding_op
 from .._ops import perturbed_matmul as _perturbed_matmul_op
 from .._ops import perturbed_matmul_full as _perturbed_matmul_full_op
@@ -45,6 +46,19 @@ def _tanh_(x: Tensor) -> Tensor:
         np.tanh(a, out=a)
         return x
     return x.tanh_()
+
+
+def _result(shape: tuple[int, ...], device: torch.device) -> Tensor | None:
+    """A float32 result of a population op: for an eager CPU call in NumPy's memory
+    (torch.from_numpy, no copy); None (the op allocates) on other devices and where the op
+    runs as a custom op (compile, modes, transforms: out= would cost a copy there). NumPy puts
+    large arrays on transparent huge pages, so writing a fresh [M, b, m] result costs far
+    fewer page faults than torch's allocator gives: a [512, 256, 256] shared-input forward
+    took 29 ms into a NumPy array against 107-122 ms into a torch.empty one (one thread, a
+    2-core VM), and the trainer's time per generation was dominated by it."""
+    if device.type != "cpu" or not _plain(()):
+        return None
+    return torch.from_numpy(np.empty(shape, np.float32))
 
 
 # Activation modules and their in-place forms (module, x) -> x.
@@ -328,9 +342,11 @@ class Population:
             y = y.view(1 if shared else M, -1, m)
         elif es.kinds[wname] == LOWRANK:
             y = _perturbed_matmul_op(x2, W, members=self.members, shared=shared, rank=es.rank,
+                                     out=_result((M, x2.shape[-2], m), x2.device),
                                      **self._key(wname))
         else:
             y = _perturbed_matmul_full_op(x2, W, members=self.members, shared=shared,
+                                          out=_result((M, x2.shape[-2], m), x2.device),
                                           **self._key(wname))
         # y [M, R, m]; [1, R, m] when the weight is frozen and x shared
         if bname is not None and bname not in es.frozen:
@@ -360,6 +376,7 @@ class Population:
         rows, rest = ids.shape[0], ids.shape[1:]
         flat = ids.reshape(-1) if shared else ids.reshape(M, -1)
         y = _embedding_op(flat, W, members=self.members, shared=shared, rank=es.rank,
+                          out=_result((M, flat.shape[-1], W.shape[1]), W.device),
                           **self._key(name))
         y = y.view(M, rows if shared else rows // M, *rest, W.shape[1])
         if shared:
