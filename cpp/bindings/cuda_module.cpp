@@ -75,8 +75,13 @@ void run_forward(Call& c, const ForwardPlan& p, cudaStream_t s) {
     if (!c.shared) x = x[py::int_(0)];  // a stride-0 member axis: member 0's rows
     y0 = y0[py::int_(0)];
   }
-  if (p.M > 0) gemm(c, x, c.objs[1], y0, "nt");
-  if (shared) replicate(p.out.data, p.b * p.m * dtype_size(p.out.dtype), p.M, s);
+  if (!p.base) {  // the correction alone: the caller adds its framework's x W^T
+    cuda::detail::check_cuda(cudaMemsetAsync(p.out.data, 0, size_t(p.out.numel() * dtype_size(p.out.dtype)), s),
+                             "cudaMemsetAsync");
+  } else {
+    if (p.M > 0) gemm(c, x, c.objs[1], y0, "nt");
+    if (shared) replicate(p.out.data, p.b * p.m * dtype_size(p.out.dtype), p.M, s);
+  }
   if (!p.members.given) return;
   py::gil_scoped_release nogil;
   if (p.full_rank) cuda::fullrank_correction(p, s);
