@@ -141,8 +141,6 @@ PYBIND11_MODULE(_xla_ffi, mod) {
 #define EGGROLL_ADD(name) cpu[#name] = capsule(eggroll_##name);
     EGGROLL_FFI_OPS(EGGROLL_ADD)
 #undef EGGROLL_ADD
-    py::dict out;
-    out["cpu"] = cpu;
-    return out;
+    return py::dict(py::arg("cpu") = cpu);
   });
 }

@@ -173,8 +173,6 @@ PYBIND11_MODULE(_xla_ffi_cuda, mod) {
 #define EGGROLL_ADD(name) gpu[#name] = capsule(eggroll_cuda_##name);
     EGGROLL_CUDA_OPS(EGGROLL_ADD)
 #undef EGGROLL_ADD
-    py::dict out;
-    out["CUDA"] = gpu;
-    return out;
+    return py::dict(py::arg("CUDA") = gpu);
   });
 }
