@@ -27,6 +27,9 @@ Ratios (same-run medians):
                         needs anyway. Target <= 1.10.
   perturbed_out/plain_out  the same with a preallocated out= on both sides
                         (np.matmul(x, W.T, out=y)), which takes allocation out of both.
+  perturbed_fw/plain    perturbed_matmul(..., base="framework"): the base product by NumPy's
+                        own x @ W.T (OpenBLAS) plus eggroll's correction, instead of the
+                        core's deterministic GEMM (docs/ops.md "The base product").
   full/perturbed        perturbed_matmul_full (full-rank OpenES, streams an m x n noise
                         matrix per pair) / perturbed_matmul. Target >= 100 (how much low
                         rank saves).
@@ -102,6 +105,7 @@ def candidates(x: np.ndarray, W: np.ndarray, P: int, b: int, r: int,
         "plain_out": lambda: np.matmul(x2, W.T, out=y_plain),
         "perturbed": lambda: eggroll.perturbed_matmul(x, W, **kw),
         "perturbed_out": lambda: eggroll.perturbed_matmul(x, W, out=y_pert, **kw),
+        "perturbed_fw": lambda: eggroll.perturbed_matmul(x, W, base="framework", **kw),
         "idiom_factors": idiom_factors,
     }
     if idiom_rng:
@@ -136,7 +140,7 @@ def run_config(s: harness.Session, kind: str, P: int, b: int, m: int, n: int, r:
     # Group 1: the GEMM-overhead ratios, each candidate interleaved with its own baseline
     # and nothing else (so the idioms' allocations do not disturb the pair).
     res = harness.measure_interleaved({k: fns[k] for k in ("plain", "perturbed", "plain_out",
-                                                            "perturbed_out")},
+                                                            "perturbed_out", "perturbed_fw")},
                                       warmup=2, repeat=repeat, min_time=0.05)
     for name, mres in res.items():
         rec.update(harness.timing_fields(name, mres))
@@ -146,6 +150,7 @@ def run_config(s: harness.Session, kind: str, P: int, b: int, m: int, n: int, r:
     rec["perturbed_out_gflops"] = harness.gflops(flops, med["perturbed_out"])
     rec["perturbed_over_plain"] = med["perturbed"] / med["plain"]
     rec["perturbed_out_over_plain_out"] = med["perturbed_out"] / med["plain_out"]
+    rec["perturbed_fw_over_plain"] = med["perturbed_fw"] / med["plain"]
     # Group 2: the NumPy idioms against perturbed_matmul.
     idioms = [k for k in ("idiom_rng", "idiom_factors") if k in fns]
     ires = harness.measure_interleaved({"perturbed": fns["perturbed"],
@@ -277,6 +282,7 @@ def headline_table(rec: dict[str, Any]) -> None:
              ("plain_out", "numpy matmul(x, W.T, out=)"),
              ("perturbed", "eggroll.perturbed_matmul"),
              ("perturbed_out", "eggroll.perturbed_matmul(out=)"),
+             ("perturbed_fw", "eggroll.perturbed_matmul(base='framework')"),
              ("full", "eggroll.perturbed_matmul_full"),
              ("idiom_rng", "idiom: np.random + einsum"),
              ("idiom_factors", "idiom: lowrank_factors + einsum")]
@@ -302,6 +308,7 @@ def headline_table(rec: dict[str, Any]) -> None:
     ratios = [
         ("perturbed / plain", rec["perturbed_over_plain"], "<= 1.10"),
         ("perturbed_out / plain_out", rec["perturbed_out_over_plain_out"], "<= 1.10"),
+        ("perturbed_fw / plain (base='framework')", rec["perturbed_fw_over_plain"], "<= 1.10"),
         ("full / perturbed", rec.get("full_over_perturbed"), ">= 100"),
         ("idiom_rng / perturbed", rec.get("idiom_rng_over_perturbed"), "> 1"),
         ("idiom_factors / perturbed", rec["idiom_factors_over_perturbed"], "> 1"),
@@ -364,6 +371,7 @@ def main() -> int:
                              ("idiom_ms", "idiom ms"), ("full_ms", "full ms"),
                              ("perturbed_over_plain", "pert/plain"),
                              ("perturbed_out_over_plain_out", "out/out"),
+                             ("perturbed_fw_over_plain", "fw/plain"),
                              ("idiom_factors_over_perturbed", "idiom/pert"),
                              ("full_over_perturbed", "full/pert"),
                              ("plain_gflops", "plain GF/s"), ("perturbed_gflops", "pert GF/s"),

@@ -221,7 +221,9 @@ void perturbed_matmul(const ForwardPlan& p) {
   const float* Wp = p.W.ptr<const float>();
   if (p.M == 0) return;
   const auto gemm = p.w_transposed ? &gemm_nk : &gemm_nt;
-  if (p.x_stride != 0 || p.M == 1) {
+  if (!p.base) {  // the framework's product is added by the caller (docs/ops.md)
+    std::fill(yp, yp + p.M * p.b * p.m, 0.0f);
+  } else if (p.x_stride != 0 || p.M == 1) {
     gemm(xp, Wp, yp, p.M * p.b, p.m, p.n);
   } else {
     // A shared input: x W^T once, copied to every member. The core GEMM gives every row the

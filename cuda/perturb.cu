@@ -442,6 +442,11 @@ void perturbed_matmul(const ForwardPlan& p, const Gemm& gemm, cudaStream_t strea
   const int64_t R = shared ? p.b : p.M * p.b;
   const TensorView x2 = rows_view(p.x, R, p.n), out2 = rows_view(p.out, R, p.m);
   auto product = [&] {
+    if (!p.base) {  // the correction alone: the caller adds its own x W^T (docs/ops.md)
+      check_cuda(cudaMemsetAsync(p.out.data, 0, size_t(p.out.numel() * dtype_size(p.out.dtype)), stream),
+                 "cudaMemsetAsync");
+      return;
+    }
     if (gemm.nt) gemm.nt(x2, p.W, out2, stream);
     else gemm_nt(x2, p.W, out2, stream);
     if (!shared) return;

@@ -142,9 +142,11 @@ def _entry_samples():
     f = torch.randn(6, generator=g)
     xi, Wi = torch.randint(-8, 8, (4, 5), dtype=torch.int8), torch.randint(-8, 8, (7, 5), dtype=torch.int8)
     return {
-        "perturbed_matmul": [(x, W, m, None, False, *key), (x[:, 0].contiguous(), W, None, None, False, *key),
-                             (x[0], W, range(6), None, True, *key)],
-        "perturbed_matmul_full": [(x, W, m, None, False, *key)],
+        "perturbed_matmul": [(x, W, m, None, False, True, *key),
+                             (x[:, 0].contiguous(), W, None, None, False, True, *key),
+                             (x[0], W, range(6), None, True, True, *key),
+                             (x, W, m, None, False, False, *key)],    # the correction alone
+        "perturbed_matmul_full": [(x, W, m, None, False, True, *key)],
         "perturb_vector": [(torch.randn(5, generator=g), range(1, 5), None, *key)],
         "perturbed_embedding": [(torch.randint(0, 7, (4, 3), generator=g), W, m, None, False, *key),
                                 (torch.randint(0, 7, (3,), generator=g).int(), W, range(5), None,
@@ -155,7 +157,7 @@ def _entry_samples():
         "centered_rank": [(f, None, 0), (f.double(), None, 0)],
         "zscore": [(f, None, 3)],
         "antithetic_sign": [(f, None, 0)],
-        "perturbed_matmul_int8": [(xi, Wi, range(4), None, False, *key)],
+        "perturbed_matmul_int8": [(xi, Wi, range(4), None, False, True, *key)],
         "int8_update": [(Wi, torch.tensor([1, -1, 0], dtype=torch.int8), None, 5, *key)],
         "normal": [(x, 9, 2, SEED, 1, 2, 3)],
         "philox4x32": [(torch.arange(12).reshape(3, 4).to(torch.uint32),

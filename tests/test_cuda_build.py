@@ -57,7 +57,7 @@ def test_entries_reject_cpu_arrays_before_any_cuda_call():
     x = np.zeros((2, 3), np.float32)
     W = np.zeros((4, 3), np.float32)
     with pytest.raises(TypeError, match="^x: expected a CUDA array"):
-        _cuda.perturbed_matmul(x, W, range(2), None, False, *KEY, 0)
+        _cuda.perturbed_matmul(x, W, range(2), None, False, True, *KEY, 0)
     with pytest.raises(TypeError, match="^f: expected a CUDA array"):
         _cuda.centered_rank(x[0], None, 0, 0)
 
@@ -94,19 +94,19 @@ print("RESULT " + json.dumps(res), flush=True)
 """
 
 VALIDATION_CASES = {
-    "out_shape": ("_cuda.perturbed_matmul(x, W, mem, _dev((3, 4), ptr=0x3000), False, *KEY, 0)",
+    "out_shape": ("_cuda.perturbed_matmul(x, W, mem, _dev((3, 4), ptr=0x3000), False, True, *KEY, 0)",
                   "ValueError", "^out: expected shape"),
-    "W_columns": ("_cuda.perturbed_matmul(x, _dev((4, 5), ptr=0x5000), mem, None, False, *KEY, 0)",
+    "W_columns": ("_cuda.perturbed_matmul(x, _dev((4, 5), ptr=0x5000), mem, None, False, True, *KEY, 0)",
                   "ValueError", "^W: expected 3 columns"),
-    "x_dtype": ("_cuda.perturbed_matmul_full(_dev((2, 3), '|i1'), W, mem, None, False, *KEY, 0)",
+    "x_dtype": ("_cuda.perturbed_matmul_full(_dev((2, 3), '|i1'), W, mem, None, False, True, *KEY, 0)",
                 "TypeError", "^x: expected float32, float16 or bfloat16"),
     "members_dtype": ("_cuda.perturbed_matmul(x, W, _dev((2,), '<f4', ptr=0x2000), None, False, "
-                      "*KEY, 0)", "TypeError", "^members: expected integer indices"),
-    "out_overlap": ("_cuda.perturbed_matmul(x, W, mem, _dev((2, 4), ptr=0x1004), False, *KEY, 0)",
+                      "True, *KEY, 0)", "TypeError", "^members: expected integer indices"),
+    "out_overlap": ("_cuda.perturbed_matmul(x, W, mem, _dev((2, 4), ptr=0x1004), False, True, *KEY, 0)",
                     "ValueError", "^out: overlaps the input x"),
-    "rank_limit": ("_cuda.perturbed_matmul(x, W, mem, None, False, *KEY[:6], 5000, 4, 0, 0)",
+    "rank_limit": ("_cuda.perturbed_matmul(x, W, mem, None, False, True, *KEY[:6], 5000, 4, 0, 0)",
                    "ValueError", "^rank: must be in \\[1, 1024\\]"),
-    "members_count": ("_cuda.perturbed_matmul(x, W, range(3), None, False, *KEY, 0)",
+    "members_count": ("_cuda.perturbed_matmul(x, W, range(3), None, False, True, *KEY, 0)",
                       "ValueError", "^members: has 3 entries but the leading dimension of x is 2"),
     "antithetic_odd": ("_cuda.antithetic_sign(_dev((3,)), None, 0, 0)",
                        "ValueError", "^f: antithetic_sign needs an even population"),

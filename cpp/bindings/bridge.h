@@ -109,6 +109,18 @@ inline void check_ndim(int64_t ndim, const char* name) {
     value_error(std::string(name) + ": at most 8 dimensions, got " + std::to_string(ndim));
 }
 
+// A Python shape (tuple) as t's dimensions, and back.
+inline void set_shape(TensorView& t, const py::tuple& shape, const char* name) {
+  check_ndim(int64_t(shape.size()), name);
+  t.ndim = int(shape.size());
+  for (int i = 0; i < t.ndim; ++i) t.shape[i] = shape[size_t(i)].cast<int64_t>();
+}
+inline py::tuple py_shape(const std::vector<int64_t>& shape) {
+  py::tuple dims(shape.size());
+  for (size_t i = 0; i < shape.size(); ++i) dims[i] = py::int_(shape[i]);
+  return dims;
+}
+
 // One Python call's arguments and the objects that must outlive it.
 struct Call {
   PyObject* const* argv;
@@ -204,11 +216,8 @@ struct Call {
 
   TensorView from_cai(py::object cai, const char* name) {
     py::dict d = cai;
-    py::tuple shape = d["shape"];
-    check_ndim(int64_t(shape.size()), name);
     TensorView t;
-    t.ndim = int(shape.size());
-    for (int i = 0; i < t.ndim; ++i) t.shape[i] = shape[size_t(i)].cast<int64_t>();
+    set_shape(t, d["shape"], name);
     py::object typestr = d["typestr"];
     const std::string ts = typestr.cast<std::string>();
     t.dtype = ts.size() >= 3 ? dtype_of_numpy(ts[1], std::stoll(ts.substr(2)), ts[0]) : DType::other;
@@ -229,11 +238,8 @@ struct Call {
   }
 
   TensorView from_shape_dtype(py::handle obj, const char* name) {
-    py::tuple shape = py::tuple(obj.attr("shape"));
-    check_ndim(int64_t(shape.size()), name);
     TensorView t;
-    t.ndim = int(shape.size());
-    for (int i = 0; i < t.ndim; ++i) t.shape[i] = shape[size_t(i)].cast<int64_t>();
+    set_shape(t, py::tuple(obj.attr("shape")), name);
     set_contiguous_strides(t);
     std::string dt = py::str(obj.attr("dtype"));
     if (dt.rfind("torch.", 0) == 0) dt = dt.substr(6);
@@ -337,11 +343,9 @@ struct Call {
   // A new array of t's shape and dtype from the framework of the inputs (t.data set to it).
   py::object allocate(TensorView& t, std::vector<int64_t> shape = {}) {
     if (shape.empty()) shape.assign(t.shape, t.shape + t.ndim);
-    py::tuple dims(shape.size());
-    for (size_t i = 0; i < shape.size(); ++i) dims[i] = py::int_(shape[i]);
     py::object arr;
     if (fw >= 0) {
-      arr = frameworks()[size_t(fw)].empty(dims, dtype_name(t.dtype), like);
+      arr = frameworks()[size_t(fw)].empty(py_shape(shape), dtype_name(t.dtype), like);
       t.data = view(arr, "out").data;
     } else {
       static py::dtype* cache[16] = {};  // np.dtype objects by DType, made once
@@ -549,9 +553,7 @@ PyObject* entry(PyObject*, PyObject* const* argv, Py_ssize_t argc) {
 // (shape, dtype name) of an abstract output, what check_<op> returns.
 inline py::object spec(const TensorView& t, std::vector<int64_t> shape = {}) {
   if (shape.empty()) shape.assign(t.shape, t.shape + t.ndim);
-  py::tuple dims(shape.size());
-  for (size_t i = 0; i < shape.size(); ++i) dims[i] = py::int_(shape[i]);
-  return py::make_tuple(dims, dtype_name(t.dtype));
+  return py::make_tuple(py_shape(shape), dtype_name(t.dtype));
 }
 
 inline void register_framework(py::object type, py::object exporter, py::object empty,

@@ -6,19 +6,20 @@
 //
 // The entry shape (positional; KEY = seed, param_id, epoch, noise_reuse, antithetic, sigma,
 // rank, fixed_point, sigma_shift; the CUDA module adds a trailing `stream` int):
-//   perturbed_matmul(x, W, members, out, shared, *KEY) -> out     (and perturbed_matmul_full)
+//   perturbed_matmul(x, W, members, out, shared, base, *KEY) -> out   (and perturbed_matmul_full)
 //   perturb_vector(v, members, out, *KEY) -> out
 //   perturbed_embedding(ids, W, members, out, shared, *KEY) -> out
 //   lowrank_factors(like, shape, members, *KEY) -> (A, B)
 //   es_gradient(fitness, shape, members, out, full_rank, population, accumulate, *KEY) -> g
 //   es_gradient_factors(fitness, shape, members, population, *KEY) -> (Af, Bf)
 //   centered_rank(f, out, 0) / zscore(f, out, group_size) / antithetic_sign(f, out, 0) -> out
-//   perturbed_matmul_int8(x, W, members, out, shared, *KEY) -> out
+//   perturbed_matmul_int8(x, W, members, out, shared, base, *KEY) -> out   (base must be True)
 //   int8_update(W, pair_fitness, out, threshold, *KEY) -> out
 //   normal(like, count, offset, seed, param_id, epoch_index, noise_index) -> out
 //   philox4x32(counter, key, out) -> out
 // members: None, a range, or an index array; out: None (allocated) or an array; shared: x has
-// no member axis (x [n] or [b, n] is every member's input; no members: the plain product).
+// no member axis (x [n] or [b, n] is every member's input; no members: the plain product);
+// base: False leaves x W^T out of the result (the caller adds its framework's, docs/ops.md).
 #pragma once
 #include <pybind11/pybind11.h>
 #include <cmath>
@@ -63,7 +64,16 @@ py::object finish(Call& c, Plan& p, Py_ssize_t i, std::vector<int64_t> shape = {
   return res;
 }
 
-// The forwards (float low rank / full rank / int8): x, W, members, out, shared, *KEY.
+// The same for a plan with two new outputs a and b (its fields): (a, b) or their specs.
+template <class B, class Plan>
+py::object finish_pair(Call& c, Plan& p, TensorView& a, TensorView& b) {
+  if (c.abstract) return py::make_tuple(spec(a), spec(b));
+  py::object ra = c.allocate(a), rb = c.allocate(b);
+  B::run(c, p);
+  return py::make_tuple(ra, rb);
+}
+
+// The forwards (float low rank / full rank / int8): x, W, members, out, shared, base, *KEY.
 template <class B, class Plan, Plan (*Check)(const TensorView&, const TensorView&, const Members&,
                                              const Key&, const TensorView&)>
 py::object forward(Call& c) {
@@ -72,7 +82,9 @@ py::object forward(Call& c) {
   TensorView W = int8 ? c.array(1, "W") : c.float_array(1, "W");
   const Members mem = B::place(c, c.members(2, B::kDevice));
   const bool shared = c.shared = c.flag(4, "shared");
-  const Key key = c.key(5, B::kDevice);
+  const bool base = c.flag(5, "base");
+  if (int8 && !base) value_error("base: the int8 forward always computes its (exact) base product");
+  const Key key = c.key(6, B::kDevice);
   // A shared input has no member axis: the core sees one of stride 0 (M = the members, or 1
   // without members, in which case the caller's result has no member axis either).
   const bool drop = shared && !mem.given;
@@ -81,24 +93,17 @@ py::object forward(Call& c) {
   shape.back() = W.ndim >= 1 ? W.shape[0] : 0;
   const DType odt = int8 || is_float(x.dtype) ? x.dtype : DType::float32;
   Plan p = Check(xv, W, mem, key, out_view(c, 3, shape, odt, x, drop));
+  if constexpr (!std::is_same_v<Plan, Int8ForwardPlan>) p.base = base;
   if (drop) shape.erase(shape.begin());
   return finish<B>(c, p, 3, shape);
 }
 
-inline ForwardPlan check_lowrank(const TensorView& x, const TensorView& W, const Members& m,
-                                 const Key& k, const TensorView& o) {
-  return check_perturbed_matmul(x, W, m, k, o, false);
-}
-inline ForwardPlan check_full(const TensorView& x, const TensorView& W, const Members& m,
-                              const Key& k, const TensorView& o) {
-  return check_perturbed_matmul(x, W, m, k, o, true);
-}
-template <class B>
-py::object perturbed_matmul(Call& c) { return forward<B, ForwardPlan, &check_lowrank>(c); }
-template <class B>
-py::object perturbed_matmul_full(Call& c) { return forward<B, ForwardPlan, &check_full>(c); }
-template <class B>
-py::object perturbed_matmul_int8(Call& c) {
+template <bool Full>
+ForwardPlan check_float(const TensorView& x, const TensorView& W, const Members& m, const Key& k,
+                        const TensorView& o) { return check_perturbed_matmul(x, W, m, k, o, Full); }
+template <class B> py::object perturbed_matmul(Call& c) { return forward<B, ForwardPlan, &check_float<false>>(c); }
+template <class B> py::object perturbed_matmul_full(Call& c) { return forward<B, ForwardPlan, &check_float<true>>(c); }
+template <class B> py::object perturbed_matmul_int8(Call& c) {
   return forward<B, Int8ForwardPlan, &check_perturbed_matmul_int8>(c);
 }
 
@@ -167,10 +172,7 @@ py::object lowrank_factors(Call& c) {
   TensorView A = abstract({M, sane ? m : 1, r}, DType::float32, ref);
   TensorView Bv = abstract({M, sane ? n : 1, r}, DType::float32, ref);
   FactorPlan p = check_lowrank_factors(mem, m, n, key, A, Bv);
-  if (c.abstract) return py::make_tuple(spec(p.A), spec(p.B));
-  py::object a = c.allocate(p.A), b = c.allocate(p.B);
-  B::run(c, p);
-  return py::make_tuple(a, b);
+  return finish_pair<B>(c, p, p.A, p.B);
 }
 
 // The members of an es_gradient call (default: range(N)) and its population (default N).
@@ -216,10 +218,7 @@ py::object es_gradient_factors(Call& c) {
   TensorView Af = abstract({C, sane ? d[0] : 1}, DType::float32, f);
   TensorView Bf = abstract({C, sane ? d[1] : 1}, DType::float32, f);
   FactorRowsPlan p = check_es_gradient_factors(f, mem, d[0], d[1], key, N, Af, Bf);
-  if (c.abstract) return py::make_tuple(spec(p.Af), spec(p.Bf));
-  py::object a = c.allocate(p.Af), b = c.allocate(p.Bf);
-  B::run(c, p);
-  return py::make_tuple(a, b);
+  return finish_pair<B>(c, p, p.Af, p.Bf);
 }
 
 // centered_rank / zscore / antithetic_sign (f, out, group_size) -> out
@@ -232,6 +231,9 @@ py::object shaping(Call& c) {
       Kind, f, g, out_view(c, 1, {shaped_length(Kind, N)}, DType::float32, f, false));
   return finish<B>(c, p, 1);
 }
+template <class B> py::object centered_rank(Call& c) { return shaping<B, Shaping::centered_rank>(c); }
+template <class B> py::object zscore(Call& c) { return shaping<B, Shaping::zscore>(c); }
+template <class B> py::object antithetic_sign(Call& c) { return shaping<B, Shaping::antithetic_sign>(c); }
 
 // int8_update(W, pair_fitness, out, threshold, *KEY) -> out. Host pair_fitness of another
 // real dtype is converted to int8 exactly (a value outside {-1, 0, 1} becomes 2, which the
@@ -299,7 +301,8 @@ struct Check {
 #define EGGROLL_OP_TABLE(X, B)                                                                  \
   X(perturbed_matmul, B) X(perturbed_matmul_full, B) X(perturb_vector, B) X(lowrank_factors, B) \
   X(es_gradient, B) X(es_gradient_factors, B) X(perturbed_matmul_int8, B) X(int8_update, B)   \
-  X(normal, B) X(philox4x32, B) X(perturbed_embedding, B)
+  X(normal, B) X(philox4x32, B) X(centered_rank, B) X(zscore, B) X(antithetic_sign, B)     \
+  X(perturbed_embedding, B)
 
 inline void add_function(py::module_& mod, const char* name, _PyCFunctionFast fn, const char* doc) {
   static std::deque<PyMethodDef> defs;  // stable addresses, never freed (as the module's)
@@ -317,14 +320,6 @@ void add_ops(py::module_& mod, bool with_checks) {
                                 "trace-time check: the outputs' (shape, dtype)");
   EGGROLL_OP_TABLE(EGGROLL_ADD, B)
 #undef EGGROLL_ADD
-  add_function(mod, "centered_rank", &entry<&shaping<B, Shaping::centered_rank>>, "eggroll op");
-  add_function(mod, "zscore", &entry<&shaping<B, Shaping::zscore>>, "eggroll op");
-  add_function(mod, "antithetic_sign", &entry<&shaping<B, Shaping::antithetic_sign>>, "eggroll op");
-  if (with_checks) {
-    add_function(mod, "check_centered_rank", &entry<&shaping<Check, Shaping::centered_rank>, true>, "check");
-    add_function(mod, "check_zscore", &entry<&shaping<Check, Shaping::zscore>, true>, "check");
-    add_function(mod, "check_antithetic_sign", &entry<&shaping<Check, Shaping::antithetic_sign>, true>, "check");
-  }
 }
 
 }  // namespace eggroll::bridge

@@ -69,9 +69,11 @@ void run(const Call& c) {
   Keyed k;
   if constexpr (op == Op::perturbed_matmul || op == Op::perturbed_matmul_full) {
     read_keyed(c, 2, k);
-    perturbed_matmul(check_perturbed_matmul(forward_view(c, c.arg(0), k.members, false), c.arg(1),
-                                            k.members, k.key, forward_view(c, c.ret(0), k.members, true),
-                                            op == Op::perturbed_matmul_full));
+    ForwardPlan p = check_perturbed_matmul(forward_view(c, c.arg(0), k.members, false), c.arg(1),
+                                           k.members, k.key, forward_view(c, c.ret(0), k.members, true),
+                                           op == Op::perturbed_matmul_full);
+    p.base = c.flag("base");
+    perturbed_matmul(p);
   } else if constexpr (op == Op::perturbed_matmul_int8) {
     read_keyed(c, 2, k);
     perturbed_matmul_int8(check_perturbed_matmul_int8(forward_view(c, c.arg(0), k.members, false),
@@ -144,8 +146,6 @@ PYBIND11_MODULE(_xla_ffi, mod) {
 #define EGGROLL_ADD(name) cpu[#name] = capsule(eggroll_##name);
     EGGROLL_FFI_OPS(EGGROLL_ADD)
 #undef EGGROLL_ADD
-    py::dict out;
-    out["cpu"] = cpu;
-    return out;
+    return py::dict(py::arg("cpu") = cpu);
   });
 }

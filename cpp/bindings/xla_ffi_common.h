@@ -7,7 +7,7 @@
 // carries (python/eggroll/jax/_ffi.py): param_id, sigma, rank, noise_reuse, antithetic,
 // fixed_point, sigma_shift (the static key), members (0 none, 1 a range: start, step,
 // count; 2 an index array operand), shared (the forwards' x has no member axis), plus the
-// op's own (full_rank, population, group_size, threshold).
+// op's own (base for the float forwards, full_rank, population, group_size, threshold).
 #pragma once
 #include <pybind11/pybind11.h>
 #include <exception>

@@ -229,9 +229,7 @@ PYBIND11_MODULE(_xla_ffi_cuda, mod) {
 #define EGGROLL_ADD(name) gpu[#name] = capsule(eggroll_cuda_##name);
     EGGROLL_CUDA_OPS(EGGROLL_ADD)
 #undef EGGROLL_ADD
-    py::dict out;
-    out["CUDA"] = gpu;
-    return out;
+    return py::dict(py::arg("CUDA") = gpu);
   });
   mod.def("workspace_bytes", &workspace_for, py::arg("op"), py::arg("M") = 0, py::arg("b") = 1,
           py::arg("m") = 0, py::arg("n") = 0, py::arg("rank") = 1, py::arg("full_rank") = false,

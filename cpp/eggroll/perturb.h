@@ -24,13 +24,14 @@ struct ForwardPlan {
   int64_t M = 0, b = 1, n = 0, m = 0;
   int64_t x_stride = 0;    // elements from member i's rows of x to member i + 1's: b n, or 0
   bool full_rank = false;  // the OpenES baseline's correction instead of the low-rank one
+  bool base = true;        // false: out = the correction alone (the caller adds its own x W^T)
   bool w_transposed = false;  // W is the transpose of a contiguous [n, m] (strides (1, m), CPU)
 };
 ForwardPlan check_perturbed_matmul(const TensorView& x, const TensorView& W,
                                    const Members& members, const Key& key,
                                    const TensorView& out, bool full_rank = false);
-// CPU: out = x W^T by the core's deterministic GEMM (docs/ops.md "The base product"), plus
-// the correction of every member.
+// CPU: out = x W^T by the core's deterministic GEMM (docs/ops.md "The base product"; zero
+// when plan.base is false), plus the correction of every member.
 void perturbed_matmul(const ForwardPlan& plan);
 // CPU pieces: out += the low-rank (plan.full_rank false) or full-rank correction; out must
 // already hold x W^T.

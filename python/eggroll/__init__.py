@@ -18,9 +18,10 @@ from __future__ import annotations
 import numbers
 
 from . import _core
-from ._ops import (antithetic_sign, centered_rank, es_gradient, int8_update, lowrank_factors,
-                   normal, perturb_vector, perturbed_embedding, perturbed_matmul,
-                   perturbed_matmul_full, perturbed_matmul_int8, philox4x32, zscore)
+from ._ops import (antithetic_sign, centered_rank, es_gradient, get_base_product, int8_update,
+                   lowrank_factors, normal, perturb_vector, perturbed_embedding, perturbed_matmul,
+                   perturbed_matmul_full, perturbed_matmul_int8, philox4x32, set_base_product,
+                   zscore)
 
 __version__: str = _core.__version__
 
@@ -30,6 +31,7 @@ __all__ = [
     "antithetic_sign",
     "perturbed_matmul_int8", "int8_update",
     "set_num_threads", "get_num_threads", "get_isa", "set_isa", "best_isa", "isas",
+    "set_base_product", "get_base_product",
     "__version__", "ES", "cuda_available",
 ]
 

@@ -15,6 +15,8 @@ import functools
 import importlib
 from typing import Any, Callable
 
+import numpy as np
+
 from . import _core
 
 # Array type -> backend (an object with the binding's entries); filled as types are met.
@@ -48,28 +50,72 @@ def register(b: Any, *types: type) -> None:
     _BACKENDS.update(dict.fromkeys(types, b))
 
 
+# Where the float forwards' base product x W^T comes from (docs/ops.md "The base product").
+BASE_PRODUCTS = ("deterministic", "framework")
+_base_product = "deterministic"
+
+
+def set_base_product(mode: str) -> None:
+    """The default of the float forwards' `base` option, process-wide: 'deterministic' (the
+    core's GEMM: the same bits for any split of the population) or 'framework' (the
+    framework's own x @ W.T: its BLAS / MKL / XLA dot, plus eggroll's correction)."""
+    global _base_product
+    _base_product = _base_mode(mode, "mode")
+
+
+def get_base_product() -> str:
+    """The default base product of the float forwards (set_base_product)."""
+    return _base_product
+
+
+def _base_mode(base: Any, name: str = "base") -> str:
+    if base is None and name == "base":
+        return _base_product
+    if not isinstance(base, str):
+        raise TypeError(f"{name}: expected 'deterministic' or 'framework', got {type(base).__name__}")
+    if base not in BASE_PRODUCTS:
+        raise ValueError(f"{name}: expected 'deterministic' or 'framework', got {base!r}")
+    return base
+
+
+def _forward(name: str, x: Any, W: Any, members: Any, out: Any, shared: bool, base: Any,
+             *key: Any) -> Any:
+    b = _BACKENDS.get(type(x)) or backend(x)
+    if (_base_product if base is None else _base_mode(base)) == "deterministic":
+        return getattr(b, name)(x, W, members, out, shared, True, *key)
+    y = getattr(b, name)(x, W, members, out, shared, False, *key)   # the correction alone
+    if b is _core:
+        x, W = np.asarray(x), np.asarray(W)
+    y += x @ W.T     # the framework's product (in place where y is mutable: NumPy, torch)
+    return y
+
+
 def perturbed_matmul(x: Any, W: Any, *, members: Any, epoch: Any, seed: Any, param_id: int = 0,
                      sigma: float, rank: int = 1, noise_reuse: int = 1, antithetic: bool = True,
-                     out: Any = None, shared: bool = False) -> Any:
+                     out: Any = None, shared: bool = False, base: str | None = None) -> Any:
     """EGGROLL forward: x [M, n] | [M, b, n], W [m, n] -> [M, m] | [M, b, m] (docs/ops.md).
 
     y_i = x_i W^T + s_i (sigma / sqrt(rank)) (x_i B_k) A_k^T for member i of members (a range,
     an index array or None: exactly x @ W.T). shared=True: x [n] | [b, n] is every member's
     input (the base product computed once; the same bits as the materialised input, as is a
-    stride-0 member axis such as numpy.broadcast_to)."""
-    b = _BACKENDS.get(type(x)) or backend(x)
-    return b.perturbed_matmul(x, W, members, out, shared, seed, param_id, epoch, noise_reuse,
-                              antithetic, sigma, rank, 4, 0)
+    stride-0 member axis such as numpy.broadcast_to). base: 'deterministic' or 'framework'
+    (where x W^T comes from; default get_base_product())."""
+    if base is None and _base_product == "deterministic":
+        b = _BACKENDS.get(type(x)) or backend(x)
+        return b.perturbed_matmul(x, W, members, out, shared, True, seed, param_id, epoch,
+                                  noise_reuse, antithetic, sigma, rank, 4, 0)
+    return _forward("perturbed_matmul", x, W, members, out, shared, base, seed, param_id,
+                    epoch, noise_reuse, antithetic, sigma, rank, 4, 0)
 
 
 def perturbed_matmul_full(x: Any, W: Any, *, members: Any, epoch: Any, seed: Any,
                           param_id: int = 0, sigma: float, noise_reuse: int = 1,
-                          antithetic: bool = True, out: Any = None, shared: bool = False) -> Any:
+                          antithetic: bool = True, out: Any = None, shared: bool = False,
+                          base: str | None = None) -> Any:
     """Full-rank (OpenES) baseline: y_i = x_i (W + s_i sigma Z_k)^T, Z_k streamed in bounded
-    memory. Shapes, members and shared as perturbed_matmul."""
-    b = _BACKENDS.get(type(x)) or backend(x)
-    return b.perturbed_matmul_full(x, W, members, out, shared, seed, param_id, epoch,
-                                   noise_reuse, antithetic, sigma, 1, 4, 0)
+    memory. Shapes, members, shared and base as perturbed_matmul."""
+    return _forward("perturbed_matmul_full", x, W, members, out, shared, base, seed, param_id,
+                    epoch, noise_reuse, antithetic, sigma, 1, 4, 0)
 
 
 def perturb_vector(v: Any, *, members: Any, epoch: Any, seed: Any, param_id: int = 0,
@@ -153,7 +199,7 @@ def perturbed_matmul_int8(x: Any, W: Any, *, members: Any, epoch: Any, seed: Any
     y_i = clamp(floor(acc / (2**fixed_point * isqrt(n))), -127, 127); members=None drops the
     correction; shared as perturbed_matmul."""
     b = _BACKENDS.get(type(x)) or backend(x)
-    return b.perturbed_matmul_int8(x, W, members, out, shared, seed, param_id, epoch,
+    return b.perturbed_matmul_int8(x, W, members, out, shared, True, seed, param_id, epoch,
                                    noise_reuse, antithetic, 1.0, rank, fixed_point, sigma_shift)
 
 

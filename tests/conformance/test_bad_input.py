@@ -828,7 +828,7 @@ def test_core_fullrank_correction_with_n_zero_does_not_crash():
     res = run_isolated("""
     from eggroll import _core
     x = np.empty((3, 0), np.float32); W = np.empty((4, 0), np.float32)
-    return _core.perturbed_matmul_full(x, W, range(3), None, False, 1, 0, 0, 1, False, 1.0,
-                                       1, 4, 0)
+    return _core.perturbed_matmul_full(x, W, range(3), None, False, True, 1, 0, 0, 1, False,
+                                       1.0, 1, 4, 0)
     """)
     assert res["raised"] in (None, "ValueError"), res

@@ -27,8 +27,6 @@ from jax import lax
 
 _REGISTERED: bool = False
 _CUDA: bool = False   # the CUDA handlers (eggroll._xla_ffi_cuda) are registered
-KEY_ATTRS = ("param_id", "noise_reuse", "antithetic", "sigma", "rank", "fixed_point",
-             "sigma_shift")
 
 
 def ensure_registered() -> None:

@@ -138,12 +138,13 @@ class Backend:
     """The entries for jax.Arrays (eggroll._ops.backend), with the binding's arguments."""
 
     def _forward(self, name: str, x: Any, W: Any, members: Any, out: Any, shared: Any,
-                 *key: Any) -> Any:
+                 base: Any, *key: Any) -> Any:
         _no_out(out)
-        conv = _array if name.endswith("int8") else _float32
+        int8 = name.endswith("int8")
+        conv = _array if int8 else _float32
         x, W, mem = conv(x, "x"), conv(W, "W"), _members(members)
-        return _keyed(name, (x, W), (x, W, _known(members), None, shared), mem, key,
-                      shared=bool(shared))
+        return _keyed(name, (x, W), (x, W, _known(members), None, shared, base), mem, key,
+                      shared=bool(shared), **({} if int8 else {"base": bool(base)}))
 
     perturbed_matmul = functools.partialmethod(_forward, "perturbed_matmul")
     perturbed_matmul_full = functools.partialmethod(_forward, "perturbed_matmul_full")

@@ -136,9 +136,10 @@ def _decode(tensors: list, codes: list[int], floats: list[float]) -> tuple:
 
 
 def _run(name: str, args: tuple) -> Any:
-    """The entry for the arrays' device (the first tensor argument decides)."""
-    t = next((a for a in args if isinstance(a, Tensor)), None)
-    if t is None or not t.is_cuda:
+    """The entry for the arrays' device (the first argument decides: the ops' leading array,
+    or `like`)."""
+    t = args[0]
+    if not isinstance(t, Tensor) or not t.is_cuda:
         return getattr(_core, name)(*args)
     return getattr(_cuda(), name)(*args, torch.cuda.current_stream(t.device).cuda_stream)
 
@@ -174,22 +175,23 @@ def _pm_backward(ctx: Any, grads: list) -> tuple:
     """y_i = x_i (W + A_i B_i^T)^T, so dL/dx_i = g_i W + (g_i A_i) B_i^T and
     dL/dW = sum_i g_i^T x_i (the noise does not depend on W). Exact and cheap: the factors are
     O((m + n) r) per member, regenerated from the key. A shared x (no member axis) sums the
-    members' contributions."""
+    members' contributions. Without the base product (base=False) only the correction's
+    terms: torch differentiates the framework's x @ W.T itself."""
     x, W = ctx.saved_tensors
     args, g = ctx.args, grads[0]
-    members, shared = args[2], args[4]
+    members, shared, base = args[2], args[4], args[5]
     m, n = W.shape
     xs = x.float().reshape(-1, n)                       # [M b, n], or [b, n] when shared
     M = (len(members) if members is not None else 1) if shared else x.shape[0]
     g3 = g.reshape(M, -1, m)                            # [M, b, m]
     gx = gW = None
     if ctx.grads[0]:
-        gx3 = torch.matmul(g3, W.float())
+        gx3 = torch.matmul(g3, W.float()) if base else g3.new_zeros(g3.shape[:-1] + (n,))
         if members is not None:
-            A, B = BACKEND.lowrank_factors(x, (m, n), members, *args[5:])
+            A, B = BACKEND.lowrank_factors(x, (m, n), members, *args[6:])
             gx3 = gx3 + torch.bmm(torch.bmm(g3, A), B.transpose(1, 2))
         gx = (gx3.sum(0) if shared else gx3).reshape(x.shape).to(x.dtype)
-    if ctx.grads[1]:
+    if ctx.grads[1] and base:
         gW = (g3.sum(0).t() @ xs if shared else g3.reshape(-1, m).t() @ xs).to(W.dtype)
     n_tensors = sum(isinstance(a, Tensor) for a in args)
     return [gx, gW] + [None] * (n_tensors - 2), None, None
@@ -239,17 +241,10 @@ class Backend:
     """The entries for torch tensors (eggroll._ops.backend): direct when plain, else the ops."""
 
     def __getattr__(self, name: str) -> Any:
-        k, entry, cuda_entry = OPS[name][0], getattr(_core, name), None
+        k = OPS[name][0]
 
         def call(*args: Any) -> Any:
-            nonlocal cuda_entry
-            t = args[0]
-            if _plain(args[:k]):
-                if not isinstance(t, Tensor) or not t.is_cuda:
-                    return entry(*args)
-                cuda_entry = cuda_entry or getattr(_cuda(), name)
-                return cuda_entry(*args, torch.cuda.current_stream(t.device).cuda_stream)
-            return _through_op(name, args)
+            return _run(name, args) if _plain(args[:k]) else _through_op(name, args)
 
         setattr(self, name, call)
         return call
