@@ -21,5 +21,8 @@ for so in "$B"/_xla_ffi*.so; do [ -f "$so" ] && cp "$so" "$B/pkg/eggroll/"; done
 # business (the interpreter does not free everything at exit).
 export PYTHONMALLOC=malloc ASAN_OPTIONS=detect_leaks=0:abort_on_error=1 \
        UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
-EGGROLL_FUZZ_PYTHONPATH="$PWD/$B/pkg" EGGROLL_FUZZ_PRELOAD="$(gcc -print-file-name=libasan.so)" \
+# libstdc++ is preloaded too: otherwise a child that loads it after ASan started (torch does)
+# aborts in ASan's __cxa_throw interceptor at the first C++ exception ("real___cxa_throw").
+EGGROLL_FUZZ_PYTHONPATH="$PWD/$B/pkg" \
+EGGROLL_FUZZ_PRELOAD="$(gcc -print-file-name=libasan.so) $(gcc -print-file-name=libstdc++.so)" \
   PYTHONPATH=python python3 -m pytest tests/conformance/test_fuzz.py -q -p no:cacheprovider ${1:+-k "$1"}

@@ -99,9 +99,14 @@ inline void set_strides(TensorView& t, const int64_t* bytes) {
   }
 }
 
+// Saturating: a shape whose size overflows int64 is the op's check to reject by name (the
+// strides are never used then), not undefined behaviour here.
 inline void set_contiguous_strides(TensorView& t) {
   int64_t s = 1;
-  for (int i = t.ndim - 1; i >= 0; --i) { t.strides[i] = s; s *= t.shape[i]; }
+  for (int i = t.ndim - 1; i >= 0; --i) {
+    t.strides[i] = s;
+    if (__builtin_mul_overflow(s, t.shape[i], &s)) s = INT64_MAX;
+  }
 }
 
 inline void check_ndim(int64_t ndim, const char* name) {
