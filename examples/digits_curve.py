@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 EXTRA_HINT = ('this example needs scikit-learn and tqdm (and matplotlib for the plot), the '
-              '"examples" extra: pip install "eggroll[examples]"  '
+              '"examples" extra: pip install "eggroll-hyperscale[examples]"  '
               '(or: pip install scikit-learn matplotlib tqdm)')
 DEFAULT_OUT = Path(__file__).resolve().parent / "out" / "digits.png"
 

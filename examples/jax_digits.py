@@ -7,7 +7,7 @@ whole population, fitness, estimate, Adam) compiled once for every epoch.
 The same problem, model and hyper-parameters as `eggroll demo` (python/eggroll/demo.py):
 scikit-learn's 8x8 digits, MLP 64 -> 64 (tanh) -> 10, fitness = minus the cross-entropy on a
 minibatch shared by the population, centered-rank shaping, Adam with lr 0.02 decaying
-linearly to 0.002. Needs: pip install "eggroll[jax]" scikit-learn.
+linearly to 0.002. Needs: pip install "eggroll-hyperscale[jax]" scikit-learn.
 """
 from __future__ import annotations
 
@@ -45,7 +45,7 @@ def main(argv: list[str] | None = None) -> int:
         from sklearn.datasets import load_digits
         from sklearn.model_selection import train_test_split
     except ImportError as e:
-        print(f"jax_digits: needs jax, optax and scikit-learn: pip install 'eggroll[jax]' "
+        print(f"jax_digits: needs jax, optax and scikit-learn: pip install 'eggroll-hyperscale[jax]' "
               f"scikit-learn  ({e})", file=sys.stderr)
         return 2
     import eggroll.jax

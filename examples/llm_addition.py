@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 
 EXTRA_HINT = ('this example needs torch, transformers and tqdm (and matplotlib for the plot): '
-              'pip install "eggroll[llm]" matplotlib')
+              'pip install "eggroll-hyperscale[llm]" matplotlib')
 OUT_DIR = Path(__file__).resolve().parent / "out"
 DIGITS = 3
 VOCAB = list("0123456789+=") + [";", "_"]         # ';' ends an answer (EOS), '_' pads

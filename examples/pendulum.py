@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 EXTRA_HINT = ('this example needs gymnasium and tqdm (and matplotlib for the plot), the '
-              '"examples" extra: pip install "eggroll[examples]"  '
+              '"examples" extra: pip install "eggroll-hyperscale[examples]"  '
               '(or: pip install gymnasium matplotlib tqdm)')
 DEFAULT_OUT = Path(__file__).resolve().parent / "out" / "pendulum.png"
 TARGET = -200.0

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 EXTRA_HINT = ('this example needs torch, gymnasium and tqdm (and matplotlib for the plot): '
-              'pip install torch "eggroll[examples]"')
+              'pip install torch "eggroll-hyperscale[examples]"')
 DEFAULT_OUT = Path(__file__).resolve().parent / "out" / "torch_cartpole.png"
 MAX_RETURN = 500.0
 

@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 EXTRA_HINT = ('this example needs torch, scikit-learn and tqdm (and matplotlib for the plot): '
-              'pip install torch "eggroll[examples]"')
+              'pip install torch "eggroll-hyperscale[examples]"')
 DEFAULT_OUT = Path(__file__).resolve().parent / "out" / "torch_digits.png"
 TARGET = 0.90
 

@@ -160,7 +160,7 @@ def test_plots_skipped_without_matplotlib(tmp_path: pathlib.Path,
     monkeypatch.setattr(cli.plots, "have_matplotlib", lambda: False)
     assert cli_main(["bench", "--smoke", "--backend", "numpy", "--out", str(tmp_path)]) == 0
     assert (tmp_path / "results.csv").exists() and not list(tmp_path.glob("*.png"))
-    assert "eggroll[bench]" in capsys.readouterr().out
+    assert "eggroll-hyperscale[bench]" in capsys.readouterr().out
 
 
 def _fake_part(records: list[dict[str, Any]], png: str | None) -> types.ModuleType:

@@ -60,7 +60,7 @@ def test_jax_example_two_processes(tmp_path):
 
 def test_ray_example_pool(tmp_path):
     if importlib.util.find_spec("ray") is None:
-        pytest.skip("ray is not installed (pip install 'eggroll[ray]')")
+        pytest.skip("ray is not installed (pip install 'eggroll-hyperscale[ray]')")
     pytest.importorskip("sklearn")
     env = one_thread_env(RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="0", RAY_USAGE_STATS_ENABLED="0")
     log = _finish([_start([str(EXAMPLES / "ray_digits.py"), "--smoke", "--actors", "2",

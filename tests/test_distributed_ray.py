@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 if importlib.util.find_spec("ray") is None:      # not imported here: it runs in the driver
-    pytest.skip("ray is not installed (pip install 'eggroll[ray]')", allow_module_level=True)
+    pytest.skip("ray is not installed (pip install 'eggroll-hyperscale[ray]')", allow_module_level=True)
 
 from dist_launch import HERE, is_loopback_all, one_thread_env  # noqa: E402
 

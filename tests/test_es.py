@@ -601,7 +601,7 @@ def test_demo_names_the_extra_when_missing(monkeypatch, capsys):
     for name in ["sklearn"] + [m for m in sys.modules if m.startswith("sklearn.")]:
         monkeypatch.setitem(sys.modules, name, None)
     assert demo.main(["--quick"]) == 2
-    assert "eggroll[demo]" in capsys.readouterr().err
+    assert "eggroll-hyperscale[demo]" in capsys.readouterr().err
 
 
 def test_demo_smoke(capsys):

@@ -111,4 +111,4 @@ def test_pendulum_names_the_extra_when_missing(monkeypatch, capsys):
     pendulum = _load_pendulum()
     monkeypatch.setitem(sys.modules, "gymnasium", None)     # import gymnasium -> ImportError
     assert pendulum.main(["--smoke"]) == 2
-    assert "eggroll[examples]" in capsys.readouterr().err
+    assert "eggroll-hyperscale[examples]" in capsys.readouterr().err

@@ -71,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
         from sklearn.datasets import load_digits
         from sklearn.model_selection import train_test_split
     except ImportError as e:
-        print(f"needs jax, optax and scikit-learn: pip install 'eggroll[jax]' scikit-learn "
+        print(f"needs jax, optax and scikit-learn: pip install 'eggroll-hyperscale[jax]' scikit-learn "
               f"({e})", file=sys.stderr)
         return 2
     import eggroll.jax

@@ -98,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
         import ray
         import sklearn  # noqa: F401
     except ImportError as e:
-        print(f"needs ray and scikit-learn: pip install 'eggroll[ray]' scikit-learn ({e})",
+        print(f"needs ray and scikit-learn: pip install 'eggroll-hyperscale[ray]' scikit-learn ({e})",
               file=sys.stderr)
         return 2
     from eggroll.distributed import FitnessLog

@@ -12,10 +12,10 @@ USAGE = """usage: {prog} <command> [options]
 
 commands:
   demo    train an MLP on scikit-learn's digits with eggroll.ES
-          (needs: pip install "eggroll[demo]"; {prog} demo --help for its options)
+          (needs: pip install "eggroll-hyperscale[demo]"; {prog} demo --help for its options)
   bench   benchmark the perturbed forward, the ES update and the noise against plain
           inference and full-rank ES, and their peak memory; tables, CSV/JSON and plots
-          (plots need: pip install "eggroll[bench]"; {prog} bench --help for its options)
+          (plots need: pip install "eggroll-hyperscale[bench]"; {prog} bench --help for its options)
 """
 
 

@@ -7,7 +7,7 @@ scikit-learn's bundled 8x8 digits (1797 images, no download), MLP 64 -> hidden -
 fitness = minus the cross-entropy of each member on a minibatch shared by the whole
 population, Adam. At the end it times the same ES with full_rank=True (the OpenES baseline:
 same population, sizes and data) for a few steps and reports both medians and the speed-up.
-Needs the optional extra: pip install "eggroll[demo]" (scikit-learn, tqdm).
+Needs the optional extra: pip install "eggroll-hyperscale[demo]" (scikit-learn, tqdm).
 """
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ from typing import Any, Callable
 import numpy as np
 
 EXTRA_HINT = ('the demo needs scikit-learn and tqdm, the "demo" extra: '
-              'pip install "eggroll[demo]"  (or: pip install scikit-learn tqdm)')
+              'pip install "eggroll-hyperscale[demo]"  (or: pip install scikit-learn tqdm)')
 
 
 def _parse(argv: list[str] | None) -> argparse.Namespace:

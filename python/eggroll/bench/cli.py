@@ -33,7 +33,7 @@ import eggroll
 from . import harness, plots, report, suite
 from .backends import BACKENDS, select
 
-PLOTS_HINT = ('plots need matplotlib, the "bench" extra: pip install "eggroll[bench]"  '
+PLOTS_HINT = ('plots need matplotlib, the "bench" extra: pip install "eggroll-hyperscale[bench]"  '
               '(or: pip install matplotlib)')
 
 # (flag name, module, title): the parts other than the grid, in the order they run.
