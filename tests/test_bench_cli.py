@@ -108,6 +108,21 @@ def test_plots_draw_noisy_points_apart() -> None:
     assert ax.get_ylim()[1] < 2.0
 
 
+def test_plots_keep_low_noisy_points_on_a_log_axis() -> None:
+    """On a log axis a NOISY point below every clean one (a spread flag, not a spike) is
+    drawn hollow inside the axis, not dropped: the peer plot once lost a whole width."""
+    pytest.importorskip("matplotlib")
+    from matplotlib.figure import Figure
+    ax = Figure().subplots()
+    ax.set_yscale("log")
+    plots._draw(ax, [256, 4096], [120.0, 1100.0], [True, False], "o-", "numpy", "C0")
+    plots._finish_axes(ax, log=True)
+    hollow = [ln for ln in ax.lines[1:] if ln.get_markerfacecolor() == "none"]
+    assert len(hollow) == 1 and list(hollow[0].get_ydata()) == [120.0]
+    lo, hi = ax.get_ylim()
+    assert lo < 120.0 < 1100.0 < hi
+
+
 def test_smoke_writes_jsonl_csv_machine(smoke_out: pathlib.Path) -> None:
     out = smoke_out
     recs = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]

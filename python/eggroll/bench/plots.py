@@ -86,7 +86,10 @@ def _finish_axes(ax: Any, log: bool = False, floor: float | None = None) -> None
         hi = max(clean + ([floor] if floor is not None else []))
         top = hi * (1.6 if log else 1.15)
         if log:
-            lo = min(clean + ([floor] if floor is not None else []))
+            # Noisy points below the clean ones are not spikes (a spread flag, not a
+            # contender's fault): the axis reaches down to them so they stay visible.
+            lo = min(clean + [y for _, y, _, _ in noisy if y > 0]
+                     + ([floor] if floor is not None else []))
             ax.set_ylim(lo / 1.6, top)
         else:
             ax.set_ylim(0, top)
@@ -94,8 +97,8 @@ def _finish_axes(ax: Any, log: bool = False, floor: float | None = None) -> None
         ax.set_ylim(0, max([y for _, y, _, _ in noisy] + [floor or 0.0]) * 1.15)
     for x, y, color, marker in noisy:
         off = top is not None and y > top
-        if log and clean and y < min(clean) / 1.6:
-            continue        # below a log axis' range: not drawn (the note counts it)
+        if log and y <= 0:
+            continue        # not representable on a log axis
         ax.plot([x], [top / 1.03 if off else y], linestyle="none",
                 marker="^" if off else marker, markerfacecolor="none",
                 markeredgecolor=color, markersize=7)
