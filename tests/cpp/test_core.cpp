@@ -13,16 +13,9 @@
 #include <vector>
 #include "eggroll/eggroll.h"
 #include "cache_sizes.h"  // private: the GEMM test varies the cache blocking
+#include "check.h"
 
 using namespace eggroll;
-static int failures = 0;
-#define CHECK(cond, ...) do { if (!(cond)) { ++failures; std::printf("FAIL %s:%d: ", __FILE__, __LINE__); std::printf(__VA_ARGS__); std::printf("\n"); } } while (0)
-
-template <class E>
-static bool throws(const std::function<void()>& f) {
-  try { f(); } catch (const E&) { return true; } catch (...) { return false; }
-  return false;
-}
 
 static std::vector<float> normals(int64_t count, const NoiseKey& k, uint64_t off) {
   std::vector<float> v(static_cast<size_t>(count));

@@ -6,16 +6,9 @@
 #include <functional>
 #include <vector>
 #include "eggroll/eggroll.h"
+#include "check.h"
 
 using namespace eggroll;
-static int failures = 0;
-#define CHECK(cond, ...) do { if (!(cond)) { ++failures; std::printf("FAIL %s:%d: ", __FILE__, __LINE__); std::printf(__VA_ARGS__); std::printf("\n"); } } while (0)
-
-template <class E>
-static bool throws(const std::function<void()>& f) {
-  try { f(); } catch (const E&) { return true; } catch (...) { return false; }
-  return false;
-}
 
 static TensorView view2(void* p, DType dt, int64_t a, int64_t b, int64_t s0) {
   TensorView t = make_view(p, dt, {a, b});
