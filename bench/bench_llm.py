@@ -125,19 +125,7 @@ MEMORY_CHILD = MODEL_CODE + textwrap.dedent('''
     import json, sys, torch
     cfg = json.loads(sys.argv[1])
 
-    def vm(key):
-        with open("/proc/self/status") as fh:
-            for line in fh:
-                if line.startswith(key + ":"):
-                    return int(line.split()[1]) * 1024
-
-    def reset():
-        try:
-            with open("/proc/self/clear_refs", "w") as fh:
-                fh.write("5")
-            return True
-        except OSError:
-            return False
+    from eggroll.bench.memory import proc_status_bytes as vm, reset_peak_rss as reset
 
     model = build(cfg["arch"], cfg["hidden"], cfg["layers"], cfg["vocab"], cfg["T"])
     ids = torch.randint(1, cfg["vocab"], (cfg["P"], cfg["T"]))

@@ -62,6 +62,26 @@ SIGMA = 0.01
 SEED = 2024
 CHILD_TIMEOUT_S = 600
 
+def proc_status_bytes(key: str) -> int | None:
+    """A /proc/self/status field in bytes (VmRSS, VmHWM, ...); None where it is missing."""
+    with open("/proc/self/status") as fh:
+        for line in fh:
+            if line.startswith(key + ":"):
+                return int(line.split()[1]) * 1024
+    return None
+
+
+def reset_peak_rss() -> bool:
+    """Reset this process's VmHWM to its current resident set (clear_refs 5); False where
+    the kernel does not allow it (the peak then includes what came before)."""
+    try:
+        with open("/proc/self/clear_refs", "w") as fh:
+            fh.write("5")
+        return True
+    except OSError:
+        return False
+
+
 # --------------------------------------------------------------------------------------------
 # The child: one method, one configuration, one fresh process. Only numpy + eggroll imported.
 # --------------------------------------------------------------------------------------------
@@ -74,20 +94,7 @@ if cfg.get("rlimit_as"):
 import numpy as np
 import eggroll
 
-def status(key):
-    with open("/proc/self/status") as fh:
-        for line in fh:
-            if line.startswith(key + ":"):
-                return int(line.split()[1]) * 1024
-    return None
-
-def reset_hwm():
-    try:
-        with open("/proc/self/clear_refs", "w") as fh:
-            fh.write("5")
-        return True
-    except OSError:
-        return False
+from eggroll.bench.memory import proc_status_bytes as status, reset_peak_rss as reset_hwm
 
 N, d, method = cfg["N"], cfg["d"], cfg["method"]
 sigma, seed = cfg["sigma"], cfg["seed"]

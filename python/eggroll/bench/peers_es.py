@@ -52,6 +52,7 @@ from typing import Any
 import numpy as np
 
 from eggroll.bench import harness
+from eggroll.bench.memory import proc_status_bytes
 from eggroll.bench.peers_es_candidates import CLASSES, NAMES, NEEDS
 
 PEERS = ("jax-idiom", "evosax", "evotorch")
@@ -191,14 +192,6 @@ def _ratios(recs: list[dict[str, Any]]) -> None:
 
 # ----------------------------------------------------------------------------- memory
 
-def _status_bytes(key: str) -> int | None:
-    with open("/proc/self/status") as fh:
-        for line in fh:
-            if line.startswith(key + ":"):
-                return int(line.split()[1]) * 1024
-    return None
-
-
 def child(name: str, width: int, shared: bool, **task_kw: Any) -> dict[str, Any]:
     """In a fresh process: load the candidate's libraries and the data (the baseline), then
     build it and run 2 warm-up and 2 timed-size generations; the peak over them."""
@@ -207,11 +200,11 @@ def child(name: str, width: int, shared: bool, **task_kw: Any) -> dict[str, Any]
         importlib.import_module(mod)
     task = Task(width=width, shared=shared, **task_kw)
     batches = [task.minibatch(g) for g in range(WARMUP + 2)]
-    base = _status_bytes("VmRSS") or 0
+    base = proc_status_bytes("VmRSS") or 0
     c = CLASSES[name](task)
     for b in batches:
         c.step(c.batch(*b))
-    hwm = _status_bytes("VmHWM") or 0
+    hwm = proc_status_bytes("VmHWM") or 0
     return {"train_mib": max(0, hwm - base) / 2**20, "process_mib": hwm / 2**20,
             "baseline_mib": base / 2**20}
 
