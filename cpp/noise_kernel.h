@@ -10,12 +10,7 @@
 #include "eggroll/noise.h"
 
 // The math below is shared with the CUDA kernels (cuda/common.cuh instantiates it with
-// a one-lane device "ops" type); nvcc sees it as __host__ __device__, host compilers as plain.
-#if defined(__CUDACC__)
-#define EGGROLL_HD __host__ __device__
-#else
-#define EGGROLL_HD
-#endif
+// a one-lane device "ops" type): EGGROLL_HD (eggroll/noise.h) makes it __host__ __device__.
 
 namespace eggroll::detail {
 

@@ -6,12 +6,6 @@
 #include "eggroll/noise.h"
 #include "eggroll/tensor.h"
 
-#if defined(__CUDACC__)
-#define EGGROLL_HD __host__ __device__
-#else
-#define EGGROLL_HD
-#endif
-
 namespace eggroll {
 
 // Largest rank any op accepts (float and int8, CPU and CUDA): bounds the per-thread scratch

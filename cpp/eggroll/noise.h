@@ -6,6 +6,14 @@
 #include "eggroll/isa.h"
 #include "eggroll/tensor.h"
 
+// Code shared by the CPU core and the CUDA kernels (the noise math, the key's accessors):
+// nvcc compiles it for host and device, host compilers as plain C++.
+#if defined(__CUDACC__)
+#define EGGROLL_HD __host__ __device__
+#else
+#define EGGROLL_HD
+#endif
+
 namespace eggroll {
 
 // Which generator region a value comes from: z(seed, param_id, e, k)[j].
