@@ -34,7 +34,9 @@ struct DLManagedTensorVersioned {
 struct Framework {
   py::object type;
   py::object exporter;  // obj -> DLPack capsule (a fast exporter), or None: the protocols
-  py::object empty;     // (shape tuple, dtype name, like) -> a new array on like's device
+  // (shape tuple, dtype name, like) -> a new C-contiguous array on like's device, or
+  // (that array, its data address as an int)
+  py::object empty;
   py::object astype;    // (obj, dtype name) -> a converted copy
   // (a, b, out, kind) on a GPU: out = a b^T ("nt"), a^T b ("tn"), out += a^T b ("tn+"); may
   // return NotImplemented (e.g. CuPy while a graph is captured): eggroll's own kernels then.
@@ -351,7 +353,12 @@ struct Call {
     py::object arr;
     if (fw >= 0) {
       arr = frameworks()[size_t(fw)].empty(py_shape(shape), dtype_name(t.dtype), like);
-      t.data = view(arr, "out").data;
+      if (PyTuple_Check(arr.ptr())) {  // (array, its data address): no export of a new array
+        t.data = reinterpret_cast<void*>(py::tuple(arr)[1].cast<uintptr_t>());
+        arr = py::tuple(arr)[0];
+      } else {
+        t.data = view(arr, "out").data;
+      }
     } else {
       static py::dtype* cache[16] = {};  // np.dtype objects by DType, made once
       py::dtype*& dt = cache[int(t.dtype) & 15];

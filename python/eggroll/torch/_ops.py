@@ -32,8 +32,14 @@ NOT_DIFFERENTIABLE = ("{op} is not differentiable: evolution strategies estimate
                       "for a differentiable forward")
 
 
-def _export(t: Tensor) -> Any:
-    return torch.utils.dlpack.to_dlpack(t.detach() if t.requires_grad else t)
+def _empty(shape: tuple, dt: str, like: Tensor) -> tuple[Tensor, int]:
+    """A new tensor for an entry's result and its address (the bridge need not export it); the
+    sizes as separate ints, which torch parses faster than a tuple."""
+    if like.is_cpu:      # (no device argument to parse)
+        t = torch.empty(*shape or ((),), dtype=_DTYPES[dt])
+    else:
+        t = torch.empty(*shape or ((),), dtype=_DTYPES[dt], device=like.device)
+    return t, t.data_ptr()
 
 
 def _gemm(a: Tensor, b: Tensor, out: Tensor, kind: str) -> None:
@@ -46,9 +52,10 @@ def _gemm(a: Tensor, b: Tensor, out: Tensor, kind: str) -> None:
 
 
 def _register(module: Any) -> None:
-    module.register_framework(
-        Tensor, _export, lambda shape, dt, like: torch.empty(shape, dtype=_DTYPES[dt], device=like.device),
-        lambda t, dt: t.to(_DTYPES[dt]), _gemm, True, torch.from_dlpack)
+    # to_dlpack exports a tensor that requires grad as it is (its data; autograd is the custom
+    # ops' business)
+    module.register_framework(Tensor, torch.utils.dlpack.to_dlpack, _empty,
+                              lambda t, dt: t.to(_DTYPES[dt]), _gemm, True, torch.from_dlpack)
 
 
 _register(_core)
@@ -65,14 +72,18 @@ def _cuda() -> Any:
     return _CUDA
 
 
-def _plain(tensors: tuple) -> bool:
-    """Whether a call may skip the custom op: eager, no autograd, no transform or mode."""
-    if (torch.compiler.is_compiling() or _are_functorch_transforms_active()
-            or _is_torch_function_mode_enabled() or _len_torch_dispatch_stack()):
+_compiling, _grad_enabled = torch.compiler.is_compiling, torch.is_grad_enabled
+
+
+def _plain(args: tuple, k: int = 0) -> bool:
+    """Whether a call whose k leading arguments are its arrays may skip the custom op: eager,
+    no autograd, no transform or mode."""
+    if (_compiling() or _are_functorch_transforms_active() or _is_torch_function_mode_enabled()
+            or _len_torch_dispatch_stack()):
         return False
-    if torch.is_grad_enabled():
-        for t in tensors:
-            if isinstance(t, Tensor) and t.requires_grad:
+    if _grad_enabled():
+        for a in args[:k]:
+            if getattr(a, "requires_grad", False):
                 return False
     return True
 
@@ -241,10 +252,12 @@ class Backend:
     """The entries for torch tensors (eggroll._ops.backend): direct when plain, else the ops."""
 
     def __getattr__(self, name: str) -> Any:
-        k = OPS[name][0]
+        k, cpu = OPS[name][0], getattr(_core, name)
 
         def call(*args: Any) -> Any:
-            return _run(name, args) if _plain(args[:k]) else _through_op(name, args)
+            if not _plain(args, k):
+                return _through_op(name, args)
+            return _run(name, args) if args[0].is_cuda else cpu(*args)
 
         setattr(self, name, call)
         return call
@@ -270,7 +283,7 @@ register(BACKEND, Tensor, torch.nn.Parameter)
 # The ops of eggroll.torch: results are tensors also for NumPy or list inputs.
 globals().update(_generic.framework_ops(
     lambda a: a if isinstance(a, (Tensor, range)) or a is None else torch.as_tensor(a),
-    lambda: torch.empty(0)))
+    lambda: torch.empty(0), (Tensor, torch.nn.Parameter)))
 
 
 def lowrank_factors(shape: Any, *, members: Any, epoch: Any, seed: Any, param_id: int = 0,
