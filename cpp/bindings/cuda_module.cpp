@@ -15,6 +15,7 @@
 #include "eggroll/cuda.h"
 #include "host_util.h"
 #include "ops.h"
+#include "runs.h"
 
 namespace py = pybind11;
 using namespace eggroll;
@@ -109,20 +110,13 @@ void launch(Call& c, const GradientPlan& p, cudaStream_t s) {
   py::gil_scoped_release nogil;
   cuda::es_gradient(p, g, s);
 }
-template <class Plan, void (*Run)(const Plan&, cudaStream_t)>
-void plain(const Plan& p, cudaStream_t s) {
-  py::gil_scoped_release nogil;
-  Run(p, s);
-}
-void launch(Call&, const VectorPlan& p, cudaStream_t s) { plain<VectorPlan, cuda::perturb_vector>(p, s); }
-void launch(Call&, const EmbeddingPlan& p, cudaStream_t s) { plain<EmbeddingPlan, cuda::perturbed_embedding>(p, s); }
-void launch(Call&, const FactorPlan& p, cudaStream_t s) { plain<FactorPlan, cuda::lowrank_factors>(p, s); }
-void launch(Call&, const FactorRowsPlan& p, cudaStream_t s) { plain<FactorRowsPlan, cuda::es_gradient_factors>(p, s); }
-void launch(Call&, const ShapingPlan& p, cudaStream_t s) { plain<ShapingPlan, cuda::shape_fitness>(p, s); }
-void launch(Call&, const Int8ForwardPlan& p, cudaStream_t s) { plain<Int8ForwardPlan, cuda::perturbed_matmul_int8>(p, s); }
-void launch(Call&, const Int8UpdatePlan& p, cudaStream_t s) { plain<Int8UpdatePlan, cuda::int8_update>(p, s); }
-void launch(Call&, const NormalPlan& p, cudaStream_t s) { plain<NormalPlan, cuda::normal>(p, s); }
-void launch(Call&, const PhiloxPlan& p, cudaStream_t s) { plain<PhiloxPlan, cuda::philox4x32>(p, s); }
+#define EGGROLL_LAUNCH(Plan, name)                                \
+  void launch(Call&, const Plan& p, cudaStream_t s) {              \
+    py::gil_scoped_release nogil;                                  \
+    cuda::name(p, s);                                              \
+  }
+EGGROLL_PLAN_RUNS(EGGROLL_LAUNCH)
+#undef EGGROLL_LAUNCH
 
 struct Cuda {
   static constexpr bool kDevice = true;

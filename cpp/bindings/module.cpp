@@ -10,6 +10,7 @@
 #include "bridge.h"
 #include "eggroll/eggroll.h"
 #include "ops.h"
+#include "runs.h"
 
 namespace py = pybind11;
 using namespace eggroll;
@@ -34,18 +35,6 @@ const Executor* host_executor() {
   return t_host.threads > 1 ? &t_host : nullptr;
 }
 
-void cpu(const ForwardPlan& p) { perturbed_matmul(p); }
-void cpu(const VectorPlan& p) { perturb_vector(p); }
-void cpu(const EmbeddingPlan& p) { perturbed_embedding(p); }
-void cpu(const FactorPlan& p) { lowrank_factors(p); }
-void cpu(const GradientPlan& p) { es_gradient(p); }
-void cpu(const FactorRowsPlan& p) { es_gradient_factors(p); }
-void cpu(const ShapingPlan& p) { shape_fitness(p); }
-void cpu(const Int8ForwardPlan& p) { perturbed_matmul_int8(p); }
-void cpu(const Int8UpdatePlan& p) { int8_update(p); }
-void cpu(const NormalPlan& p) { normal(p); }
-void cpu(const PhiloxPlan& p) { philox4x32(p); }
-
 struct Cpu {
   static constexpr bool kDevice = false;
   static Members place(Call&, Members m) { return m; }
@@ -55,7 +44,7 @@ struct Cpu {
     ScopedExecutor scope(f && f->host_threads ? host_executor() : nullptr);
     ScopedIeeeFloat ieee;
     py::gil_scoped_release nogil;
-    cpu(p);
+    bindings::run(p);
   }
 };
 
