@@ -48,10 +48,7 @@ struct Framework {
 };
 // Never destroyed: it holds Python objects, which must not be released after the interpreter.
 inline std::vector<Framework>& frameworks() { static auto* f = new std::vector<Framework>(); return *f; }
-inline std::unordered_map<PyTypeObject*, int>& framework_cache() {
-  static std::unordered_map<PyTypeObject*, int> c;
-  return c;
-}
+inline std::unordered_map<PyTypeObject*, int>& framework_cache() { static std::unordered_map<PyTypeObject*, int> c; return c; }
 // -1: NumPy / plain Python objects (handled here); else an index into frameworks().
 inline int framework_of(py::handle obj) {
   PyTypeObject* t = Py_TYPE(obj.ptr());
@@ -568,12 +565,22 @@ inline py::object spec(const TensorView& t, std::vector<int64_t> shape = {}) {
   return py::make_tuple(py_shape(shape), dtype_name(t.dtype));
 }
 
-inline void register_framework(py::object type, py::object exporter, py::object empty,
-                               py::object astype, py::object gemm, bool host_threads,
-                               py::object from_dlpack) {
-  frameworks().push_back({std::move(type), std::move(exporter), std::move(empty), std::move(astype),
-                          std::move(gemm), host_threads, std::move(from_dlpack)});
-  framework_cache().clear();
+// What _core and _cuda both define: register_framework (the table above; gemm may answer
+// NotImplemented: eggroll's kernels then) and the core's exceptions.
+inline void def_common(py::module_& mod) {
+  mod.def("register_framework", [](py::object type, py::object exporter, py::object empty,
+                                   py::object astype, py::object gemm, bool host_threads,
+                                   py::object from_dlpack) {
+    frameworks().push_back({type, exporter, empty, astype, gemm, host_threads, from_dlpack});
+    framework_cache().clear();
+  }, py::arg("type"), py::arg("exporter"), py::arg("empty"), py::arg("astype"), py::arg("gemm"),
+     py::arg("host_threads"), py::arg("from_dlpack") = py::none(),
+     "Arrays of `type`: exporter(obj) -> DLPack capsule (or None: the array protocols), "
+     "empty(shape, dtype_name, like) and astype(obj, dtype_name) make new ones, gemm "
+     "multiplies on a GPU, from_dlpack(obj) wraps eggroll's scratch for it; host_threads: run "
+     "on the registered OpenMP runtime.");
+  py::register_local_exception<eggroll::ValueError>(mod, "CoreValueError", PyExc_ValueError);
+  py::register_local_exception<eggroll::TypeError>(mod, "CoreTypeError", PyExc_TypeError);
 }
 
 }  // namespace eggroll::bridge

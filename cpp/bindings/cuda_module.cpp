@@ -153,11 +153,7 @@ PYBIND11_MODULE(_cuda, mod) {
         return a.dlpack();
       })
       .def("__dlpack_device__", [](const DeviceArray& a) { return py::make_tuple(2, a.v.device_index); });
-  mod.def("register_framework", &register_framework, py::arg("type"), py::arg("exporter"),
-          py::arg("empty"), py::arg("astype"), py::arg("gemm"), py::arg("host_threads"),
-          py::arg("from_dlpack") = py::none(),
-          "As _core's; gemm(a, b, out, kind) may answer NotImplemented (eggroll's kernels then), "
-          "from_dlpack(obj) makes a framework array of eggroll's scratch for it.");
+  def_common(mod);
   mod.def("device_count", &cuda::device_count,
           "Number of CUDA devices (0 without a driver or GPU; never raises).");
   mod.def("runtime_info", [] {
@@ -199,6 +195,4 @@ PYBIND11_MODULE(_cuda, mod) {
   mod.def("set_sync_checks", &cuda::set_sync_checks, py::arg("on"),
           "Every launcher then waits for its stream and raises flagged device-value errors "
           "before returning (default: EGGROLL_CUDA_CHECKS=sync). Returns the previous setting.");
-  py::register_local_exception<eggroll::ValueError>(mod, "CudaValueError", PyExc_ValueError);
-  py::register_local_exception<eggroll::TypeError>(mod, "CudaTypeError", PyExc_TypeError);
 }

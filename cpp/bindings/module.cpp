@@ -59,12 +59,7 @@ PYBIND11_MODULE(_core, mod) {
   mod.attr("__version__") = EGGROLL_VERSION;
   add_ops<Cpu>(mod, /*with_checks=*/true);
 
-  mod.def("register_framework", &register_framework, py::arg("type"), py::arg("exporter"),
-          py::arg("empty"), py::arg("astype"), py::arg("gemm"), py::arg("host_threads"),
-          py::arg("from_dlpack") = py::none(),
-          "Arrays of `type`: exporter(obj) -> DLPack capsule (or None: the array protocols), "
-          "empty(shape, dtype_name, like) and astype(obj, dtype_name) make new ones, gemm "
-          "multiplies on a GPU; host_threads: run on the registered OpenMP runtime.");
+  def_common(mod);
   mod.def("es_gradient_columns", [](py::handle members, bool antithetic, int64_t rank) {
     PyObject* argv[1] = {members.ptr()};
     Call c{argv, 1};
@@ -94,8 +89,6 @@ PYBIND11_MODULE(_core, mod) {
      py::arg("antithetic"),
   "The low-rank update's chunk plan [(c0, c1, C)] (update.h); members None: unknown indices "
   "of `count` members.");
-  py::register_local_exception<eggroll::ValueError>(mod, "CoreValueError", PyExc_ValueError);
-  py::register_local_exception<eggroll::TypeError>(mod, "CoreTypeError", PyExc_TypeError);
 
   mod.def("set_openmp_runtime", [](uintptr_t gomp_parallel, uintptr_t omp_get_max_threads) {
     g_fork_join = reinterpret_cast<ForkJoin>(gomp_parallel);

@@ -101,11 +101,6 @@ py::object forward(Call& c) {
 template <bool Full>
 ForwardPlan check_float(const TensorView& x, const TensorView& W, const Members& m, const Key& k,
                         const TensorView& o) { return check_perturbed_matmul(x, W, m, k, o, Full); }
-template <class B> py::object perturbed_matmul(Call& c) { return forward<B, ForwardPlan, &check_float<false>>(c); }
-template <class B> py::object perturbed_matmul_full(Call& c) { return forward<B, ForwardPlan, &check_float<true>>(c); }
-template <class B> py::object perturbed_matmul_int8(Call& c) {
-  return forward<B, Int8ForwardPlan, &check_perturbed_matmul_int8>(c);
-}
 
 // perturbed_embedding(ids, W, members, out, shared, *KEY) -> out float32 [M, ..., d]:
 // ids int64 / int32 [M, ...] (shared: [...], every member's), W [V, d].
@@ -231,9 +226,6 @@ py::object shaping(Call& c) {
       Kind, f, g, out_view(c, 1, {shaped_length(Kind, N)}, DType::float32, f, false));
   return finish<B>(c, p, 1);
 }
-template <class B> py::object centered_rank(Call& c) { return shaping<B, Shaping::centered_rank>(c); }
-template <class B> py::object zscore(Call& c) { return shaping<B, Shaping::zscore>(c); }
-template <class B> py::object antithetic_sign(Call& c) { return shaping<B, Shaping::antithetic_sign>(c); }
 
 // int8_update(W, pair_fitness, out, threshold, *KEY) -> out. Host pair_fitness of another
 // real dtype is converted to int8 exactly (a value outside {-1, 0, 1} becomes 2, which the
@@ -296,13 +288,17 @@ struct Check {
   template <class Plan> static void run(Call&, const Plan&) {}
 };
 
-// Adds each entry of B (name, function) to the module as a METH_FASTCALL builtin, and the
-// check_<name> entries when B is the CPU backend.
+// Each entry (name, its function over a backend B) as a METH_FASTCALL builtin of the module,
+// and the check_<name> entries when B is the CPU backend.
 #define EGGROLL_OP_TABLE(X, B)                                                                  \
-  X(perturbed_matmul, B) X(perturbed_matmul_full, B) X(perturb_vector, B) X(lowrank_factors, B) \
-  X(es_gradient, B) X(es_gradient_factors, B) X(perturbed_matmul_int8, B) X(int8_update, B)   \
-  X(normal, B) X(philox4x32, B) X(centered_rank, B) X(zscore, B) X(antithetic_sign, B)     \
-  X(perturbed_embedding, B)
+  X(perturbed_matmul, (forward<B, ForwardPlan, &check_float<false>>))                          \
+  X(perturbed_matmul_full, (forward<B, ForwardPlan, &check_float<true>>))                      \
+  X(perturbed_matmul_int8, (forward<B, Int8ForwardPlan, &check_perturbed_matmul_int8>))        \
+  X(perturb_vector, perturb_vector<B>) X(lowrank_factors, lowrank_factors<B>)                  \
+  X(es_gradient, es_gradient<B>) X(es_gradient_factors, es_gradient_factors<B>)               \
+  X(int8_update, int8_update<B>) X(normal, normal<B>) X(philox4x32, philox4x32<B>)            \
+  X(centered_rank, (shaping<B, Shaping::centered_rank>)) X(zscore, (shaping<B, Shaping::zscore>)) \
+  X(antithetic_sign, (shaping<B, Shaping::antithetic_sign>)) X(perturbed_embedding, perturbed_embedding<B>)
 
 inline void add_function(py::module_& mod, const char* name, _PyCFunctionFast fn, const char* doc) {
   static std::deque<PyMethodDef> defs;  // stable addresses, never freed (as the module's)
@@ -314,11 +310,12 @@ inline void add_function(py::module_& mod, const char* name, _PyCFunctionFast fn
 
 template <class B>
 void add_ops(py::module_& mod, bool with_checks) {
-#define EGGROLL_ADD(name, B_)                                                              \
-  add_function(mod, #name, &entry<&name<B_>>, "eggroll op (docs/backends.md)");            \
-  if (with_checks) add_function(mod, "check_" #name, &entry<&name<Check>, true>,            \
-                                "trace-time check: the outputs' (shape, dtype)");
+#define EGGROLL_ADD(name, fn) add_function(mod, #name, &entry<&fn>, "eggroll op (docs/backends.md)");
   EGGROLL_OP_TABLE(EGGROLL_ADD, B)
+#undef EGGROLL_ADD
+#define EGGROLL_ADD(name, fn) \
+  add_function(mod, "check_" #name, &entry<&fn, true>, "trace-time check: the outputs' (shape, dtype)");
+  if (with_checks) { EGGROLL_OP_TABLE(EGGROLL_ADD, Check) }
 #undef EGGROLL_ADD
 }
 

@@ -18,10 +18,7 @@ import cupy as cp
 from . import _ops
 from ._ops import cuda_module
 
-__all__ = ["perturbed_matmul", "perturbed_matmul_full", "perturb_vector", "perturbed_embedding",
-           "lowrank_factors",
-           "es_gradient", "centered_rank", "zscore", "antithetic_sign", "perturbed_matmul_int8",
-           "int8_update", "normal", "philox4x32"]
+__all__ = list(_ops.OPS)
 
 _cuda = cuda_module()
 

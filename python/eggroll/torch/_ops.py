@@ -180,6 +180,12 @@ def _setup(ctx: Any, inputs: tuple, output: Any) -> None:
     ctx.args = _decode(tensors, codes, floats)
     ctx.grads = [isinstance(t, Tensor) and t.requires_grad for t in ctx.args[:2]]
     ctx.save_for_backward(*[a for a in ctx.args[:2] if isinstance(a, Tensor)])
+    ctx.n = len(tensors)
+
+
+def _grads(ctx: Any, *g: Any) -> tuple:
+    """The custom op's input gradients: g for its leading tensors, None for the rest."""
+    return [*g] + [None] * (ctx.n - len(g)), None, None
 
 
 def _pm_backward(ctx: Any, grads: list) -> tuple:
@@ -204,15 +210,12 @@ def _pm_backward(ctx: Any, grads: list) -> tuple:
         gx = (gx3.sum(0) if shared else gx3).reshape(x.shape).to(x.dtype)
     if ctx.grads[1] and base:
         gW = (g3.sum(0).t() @ xs if shared else g3.reshape(-1, m).t() @ xs).to(W.dtype)
-    n_tensors = sum(isinstance(a, Tensor) for a in args)
-    return [gx, gW] + [None] * (n_tensors - 2), None, None
+    return _grads(ctx, gx, gW)
 
 
 def _pv_backward(ctx: Any, grads: list) -> tuple:
     """Row i is v plus noise that does not depend on v: dL/dv = sum_i g_i."""
-    gv = grads[0].sum(0) if ctx.grads[0] else None
-    n = len([a for a in ctx.args if isinstance(a, Tensor)])
-    return [gv] + [None] * (n - 1), None, None
+    return _grads(ctx, grads[0].sum(0) if ctx.grads[0] else None)
 
 
 def _pe_backward(ctx: Any, grads: list) -> tuple:
@@ -226,8 +229,7 @@ def _pe_backward(ctx: Any, grads: list) -> tuple:
         d = W.shape[1]
         rows = ids.expand(g.shape[:-1]).reshape(-1)
         gW = g.new_zeros(W.shape).index_add_(0, rows, g.reshape(-1, d)).to(W.dtype)
-    n = len([a for a in ctx.args if isinstance(a, Tensor)])
-    return [None, gW] + [None] * (n - 2), None, None
+    return _grads(ctx, None, gW)
 
 
 def _not_differentiable(name: str) -> Any:
@@ -236,16 +238,10 @@ def _not_differentiable(name: str) -> Any:
     return backward
 
 
+_BACKWARDS = {"perturbed_matmul": _pm_backward, "perturb_vector": _pv_backward,
+              "perturbed_embedding": _pe_backward}
 for _name, _op in CUSTOM_OPS.items():
-    if _name == "perturbed_matmul":
-        _op.register_autograd(_pm_backward, setup_context=_setup)
-    elif _name == "perturb_vector":
-        _op.register_autograd(_pv_backward, setup_context=_setup)
-    elif _name == "perturbed_embedding":
-        _op.register_autograd(_pe_backward, setup_context=_setup)
-    else:
-        _op.register_autograd(_not_differentiable(_name),
-                              setup_context=lambda ctx, inputs, output: None)
+    _op.register_autograd(_BACKWARDS.get(_name) or _not_differentiable(_name), setup_context=_setup)
 
 
 class Backend:
@@ -284,6 +280,7 @@ register(BACKEND, Tensor, torch.nn.Parameter)
 globals().update(_generic.framework_ops(
     lambda a: a if isinstance(a, (Tensor, range)) or a is None else torch.as_tensor(a),
     lambda: torch.empty(0), (Tensor, torch.nn.Parameter)))
+__all__ = list(OPS)
 
 
 def lowrank_factors(shape: Any, *, members: Any, epoch: Any, seed: Any, param_id: int = 0,
