@@ -142,7 +142,7 @@ struct Call {
   int first_index = 0;
 
   py::handle at(Py_ssize_t i) const { return i < argc ? py::handle(argv[i]) : py::handle(Py_None); }
-  bool none(Py_ssize_t i) const { return at(i).is_none(); }
+  bool none(Py_ssize_t i) const { return i < 0 || at(i).is_none(); }  // i < 0: no such argument
 
   // ---- arrays ------------------------------------------------------------------------------
   TensorView view(py::handle obj, const char* name) {

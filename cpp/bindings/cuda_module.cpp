@@ -120,8 +120,7 @@ EGGROLL_PLAN_RUNS(EGGROLL_LAUNCH)
 
 struct Cuda {
   static constexpr bool kDevice = true;
-  // Host index members stay as they are: the launchers upload them (cuda.h).
-  static Members place(Call&, Members m) { return m; }
+  // (host index members stay as they are: the launchers upload them, cuda.h)
   template <class Plan>
   static void run(Call& c, const Plan& p) {
     if (c.first_device != Device::cuda && c.like.ptr() && !c.like.is_none())
@@ -166,21 +165,19 @@ PYBIND11_MODULE(_cuda, mod) {
   }, "CUDA runtime (built) and driver versions, and cudaGetDeviceCount's message: why "
      "cuda_available() is False.");
   // eggroll's own GEMMs (the ops' fallback for their dense products), for tests of their own.
-  mod.def("gemm_nt", [](py::handle x, py::handle W, py::handle out, uintptr_t s) {
-    PyObject* argv[3] = {x.ptr(), W.ptr(), out.ptr()};
-    Call c{argv, 3};
-    const TensorView xv = c.view(x, "x"), Wv = c.view(W, "W"), ov = c.view(out, "out");
+  auto gemm = [](bool tn, py::handle a, py::handle b, py::handle out, bool acc, uintptr_t s) {
+    Call c{nullptr, 0};
+    const TensorView av = c.view(a, tn ? "A" : "x"), bv = c.view(b, tn ? "B" : "W"), ov = c.view(out, "out");
     py::gil_scoped_release nogil;
-    cuda::gemm_nt(xv, Wv, ov, reinterpret_cast<cudaStream_t>(s));
+    if (tn) cuda::gemm_tn(av, bv, ov, acc, reinterpret_cast<cudaStream_t>(s));
+    else cuda::gemm_nt(av, bv, ov, reinterpret_cast<cudaStream_t>(s));
+  };
+  mod.def("gemm_nt", [gemm](py::handle x, py::handle W, py::handle out, uintptr_t s) {
+    gemm(false, x, W, out, false, s);
   }, py::arg("x"), py::arg("W"), py::arg("out"), py::kw_only(), py::arg("stream"));
-  mod.def("gemm_tn", [](py::handle A, py::handle B, py::handle out, bool accumulate, uintptr_t s) {
-    PyObject* argv[3] = {A.ptr(), B.ptr(), out.ptr()};
-    Call c{argv, 3};
-    const TensorView Av = c.view(A, "A"), Bv = c.view(B, "B"), ov = c.view(out, "out");
-    py::gil_scoped_release nogil;
-    cuda::gemm_tn(Av, Bv, ov, accumulate, reinterpret_cast<cudaStream_t>(s));
-  }, py::arg("A"), py::arg("B"), py::arg("out"), py::arg("accumulate"), py::kw_only(),
-     py::arg("stream"));
+  mod.def("gemm_tn", [gemm](py::handle A, py::handle B, py::handle out, bool acc, uintptr_t s) {
+    gemm(true, A, B, out, acc, s);
+  }, py::arg("A"), py::arg("B"), py::arg("out"), py::arg("accumulate"), py::kw_only(), py::arg("stream"));
   mod.def("raise_device_errors", &cuda::raise_device_errors, py::arg("device"),
           "ValueError for bad device values (members, epoch, fitness, pair_fitness) that the "
           "kernels of earlier calls flagged on that device; clears them (no synchronisation).");

@@ -37,7 +37,6 @@ const Executor* host_executor() {
 
 struct Cpu {
   static constexpr bool kDevice = false;
-  static Members place(Call&, Members m) { return m; }
   template <class Plan>
   static void run(Call& c, const Plan& p) {
     const Framework* f = c.framework();
@@ -60,11 +59,6 @@ PYBIND11_MODULE(_core, mod) {
   add_ops<Cpu>(mod, /*with_checks=*/true);
 
   def_common(mod);
-  mod.def("es_gradient_columns", [](py::handle members, bool antithetic, int64_t rank) {
-    PyObject* argv[1] = {members.ptr()};
-    Call c{argv, 1};
-    return es_gradient_columns(c.members(0, false), antithetic, rank);
-  }, py::arg("members"), py::arg("antithetic"), py::arg("rank"));
   mod.def("es_gradient_chunks", [](py::handle members, int64_t count, int64_t m, int64_t n,
                                    int64_t rank, bool antithetic) {
     Members mem;

@@ -80,7 +80,7 @@ py::object forward(Call& c) {
   const bool int8 = std::is_same_v<Plan, Int8ForwardPlan>;
   TensorView x = int8 ? c.array(0, "x") : c.float_array(0, "x");
   TensorView W = int8 ? c.array(1, "W") : c.float_array(1, "W");
-  const Members mem = B::place(c, c.members(2, B::kDevice));
+  const Members mem = c.members(2, B::kDevice);
   const bool shared = c.shared = c.flag(4, "shared");
   const bool base = c.flag(5, "base");
   if (int8 && !base) value_error("base: the int8 forward always computes its (exact) base product");
@@ -108,7 +108,7 @@ template <class B>
 py::object perturbed_embedding(Call& c) {
   const TensorView ids = c.array(0, "ids");
   const TensorView W = c.float_array(1, "W");
-  const Members mem = B::place(c, c.members(2, B::kDevice));
+  const Members mem = c.members(2, B::kDevice);
   const bool shared = c.shared = c.flag(4, "shared");
   const Key key = c.key(5, B::kDevice);  // on CUDA, seed and epoch may be device scalars
   const bool drop = shared && !mem.given;
@@ -138,7 +138,7 @@ py::object perturbed_embedding(Call& c) {
 template <class B>
 py::object perturb_vector(Call& c) {
   const TensorView v = c.float_array(0, "v");
-  const Members mem = B::place(c, c.members(1, B::kDevice));
+  const Members mem = c.members(1, B::kDevice);
   const Key key = c.key(3, B::kDevice);
   const std::vector<int64_t> shape = {mem.count, v.ndim >= 1 ? v.shape[0] : 0};
   VectorPlan p = check_perturb_vector(v, mem, key, out_view(c, 2, shape, DType::float32, v, false));
@@ -146,10 +146,7 @@ py::object perturb_vector(Call& c) {
 }
 
 // The device of `like` (an array of the framework and device the results go to; None: NumPy).
-inline TensorView like_view(Call& c, Py_ssize_t i) {
-  if (c.none(i)) return TensorView{};
-  return c.array(i, "like");
-}
+inline TensorView like_view(Call& c, Py_ssize_t i) { return c.none(i) ? TensorView{} : c.array(i, "like"); }
 
 // lowrank_factors(like, shape, members, *KEY) -> (A [M, m, r], B [M, n, r])
 template <class B>
@@ -159,7 +156,7 @@ py::object lowrank_factors(Call& c) {
   if (d.size() != 2)
     value_error("shape: expected (m, n) for a matrix parameter, got " + std::to_string(d.size()) +
                 " dimensions");
-  const Members mem = B::place(c, c.members(2, B::kDevice));
+  const Members mem = c.members(2, B::kDevice);
   const Key key = c.key(3, B::kDevice);
   const int64_t r = key.rank >= 1 && key.rank <= kMaxRank ? key.rank : 1;
   const int64_t M = mem.count, m = d[0], n = d[1];
@@ -172,12 +169,10 @@ py::object lowrank_factors(Call& c) {
 
 // The members of an es_gradient call (default: range(N)) and its population (default N).
 inline Members gradient_members(Call& c, Py_ssize_t i, const TensorView& f, bool device_ok) {
-  if (c.none(i)) return Members::range(0, 1, f.ndim == 1 ? f.shape[0] : 0);
-  return c.members(i, device_ok);
+  return c.none(i) ? Members::range(0, 1, f.ndim == 1 ? f.shape[0] : 0) : c.members(i, device_ok);
 }
 inline int64_t population(Call& c, Py_ssize_t i, const TensorView& f) {
-  if (c.none(i)) return f.ndim == 1 ? f.shape[0] : 0;
-  return c.int_(i, "population");
+  return c.none(i) ? (f.ndim == 1 ? f.shape[0] : 0) : c.int_(i, "population");
 }
 
 // es_gradient(fitness, shape, members, out, full_rank, population, accumulate, *KEY) -> g
@@ -185,7 +180,7 @@ template <class B>
 py::object es_gradient(Call& c) {
   const TensorView f = c.float_array(0, "fitness");
   const std::vector<int64_t> d = c.dims(1, "shape");
-  const Members mem = B::place(c, gradient_members(c, 2, f, B::kDevice));
+  const Members mem = gradient_members(c, 2, f, B::kDevice);
   const bool full = c.flag(4, "full_rank");
   const int64_t N = population(c, 5, f);
   const bool acc = c.flag(6, "accumulate");
@@ -203,7 +198,7 @@ py::object es_gradient_factors(Call& c) {
   const TensorView f = c.float_array(0, "fitness");
   const std::vector<int64_t> d = c.dims(1, "shape");
   if (d.size() != 2) value_error("shape: expected (m, n) for a low-rank estimate");
-  const Members mem = B::place(c, gradient_members(c, 2, f, B::kDevice));
+  const Members mem = gradient_members(c, 2, f, B::kDevice);
   const int64_t N = population(c, 3, f);
   const Key key = c.key(4, B::kDevice);
   const int64_t r = key.rank >= 1 && key.rank <= kMaxRank ? key.rank : 1;
@@ -263,10 +258,7 @@ py::object normal(Call& c) {
   const bool sane = double(count) <= double(kStreamLength);
   NormalPlan p = check_normal(abstract({sane ? count : int64_t(kStreamLength) + 1}, DType::float32, ref),
                               k, uint64_t(offset));
-  if (c.abstract) return spec(p.out);
-  py::object res = c.allocate(p.out);
-  B::run(c, p);
-  return res;
+  return finish<B>(c, p, -1);  // no out argument
 }
 
 // philox4x32(counter, key, out) -> out uint32 [..., 4]
@@ -284,7 +276,6 @@ py::object philox4x32(Call& c) {
 // The trace-time backend: plans are made (all checks run), nothing is.
 struct Check {
   static constexpr bool kDevice = false;
-  static Members place(Call&, Members m) { return m; }
   template <class Plan> static void run(Call&, const Plan&) {}
 };
 

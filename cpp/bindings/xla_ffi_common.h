@@ -18,6 +18,7 @@
 #include <exception>
 #include <string>
 #include <type_traits>
+#include <utility>
 #include <vector>
 #include "eggroll/eggroll.h"
 #include "runs.h"
@@ -28,17 +29,12 @@ namespace eggroll::xla_ffi {
 namespace ffi = xla::ffi;
 
 inline DType to_dtype(ffi::DataType dt) {
-  switch (dt) {
-    case ffi::DataType::F32: return DType::float32;
-    case ffi::DataType::F64: return DType::float64;
-    case ffi::DataType::F16: return DType::float16;
-    case ffi::DataType::BF16: return DType::bfloat16;
-    case ffi::DataType::S8: return DType::int8;
-    case ffi::DataType::S32: return DType::int32;
-    case ffi::DataType::S64: return DType::int64;
-    case ffi::DataType::U32: return DType::uint32;
-    default: return DType::other;
-  }
+  using D = ffi::DataType;
+  const std::pair<D, DType> types[] = {{D::F32, DType::float32}, {D::F64, DType::float64},
+      {D::F16, DType::float16}, {D::BF16, DType::bfloat16}, {D::S8, DType::int8},
+      {D::S32, DType::int32}, {D::S64, DType::int64}, {D::U32, DType::uint32}};
+  for (const auto& [x, d] : types) if (x == dt) return d;
+  return DType::other;
 }
 
 // A contiguous (XLA's default row-major layout) view; `cuda_device` >= 0: on that device.

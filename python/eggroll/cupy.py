@@ -29,9 +29,7 @@ def _stream() -> int:
 
 def _capturing() -> bool:
     s = cp.cuda.get_current_stream()
-    if hasattr(s, "is_capturing"):
-        return bool(s.is_capturing())
-    return bool(cp.cuda.runtime.streamIsCapturing(s.ptr))
+    return bool(s.is_capturing() if hasattr(s, "is_capturing") else cp.cuda.runtime.streamIsCapturing(s.ptr))
 
 
 def _gemm(a: Any, b: Any, out: Any, kind: str) -> Any:

@@ -43,18 +43,16 @@ def ensure_registered() -> None:
         raise RuntimeError(
             "eggroll.jax: this eggroll was built without the JAX FFI handlers "
             "(eggroll._xla_ffi); reinstall with jaxlib available (see docs/jax.md)") from e
-    tables = [_xla_ffi.registrations()]
+    tables = _xla_ffi.registrations()
     try:
         from .. import _xla_ffi_cuda
+        tables.update(_xla_ffi_cuda.registrations())
+        _CUDA = True
     except ImportError:   # a CPU-only build (or one without jaxlib's headers)
-        _xla_ffi_cuda = None
-    if _xla_ffi_cuda is not None:
-        tables.append(_xla_ffi_cuda.registrations())
-    for table in tables:
-        for platform, handlers in table.items():
-            for name, capsule in handlers.items():
-                jax.ffi.register_ffi_target(f"eggroll_{name}", capsule, platform=platform)
-    _CUDA = _xla_ffi_cuda is not None
+        pass
+    for platform, handlers in tables.items():
+        for name, capsule in handlers.items():
+            jax.ffi.register_ffi_target(f"eggroll_{name}", capsule, platform=platform)
     _REGISTERED = True
 
 
