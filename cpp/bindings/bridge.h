@@ -6,6 +6,8 @@
 #pragma once
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <string>
@@ -113,12 +115,20 @@ inline void check_ndim(int64_t ndim, const char* name) {
     value_error(std::string(name) + ": at most 8 dimensions, got " + std::to_string(ndim));
 }
 
-// A Python shape (tuple) as t's dimensions, and back.
-inline void set_shape(TensorView& t, const py::tuple& shape, const char* name) {
-  check_ndim(int64_t(shape.size()), name);
-  t.ndim = int(shape.size());
-  for (int i = 0; i < t.ndim; ++i) t.shape[i] = shape[size_t(i)].cast<int64_t>();
+// t's dimensions from an exporter's shape and strides (in bytes, or in elements when
+// `elements`; none: C-contiguous). t.dtype must be set.
+template <class Int>
+void set_dims(TensorView& t, int ndim, const Int* shape, const int64_t* strides, bool elements,
+              const char* name) {
+  check_ndim(ndim, name);
+  t.ndim = ndim;
+  for (int i = 0; i < ndim; ++i) t.shape[i] = int64_t(shape[i]);
+  if (!strides) set_contiguous_strides(t);
+  else if (elements) std::copy(strides, strides + ndim, t.strides);
+  else if (t.dtype != DType::other) set_strides(t, strides);
 }
+
+// A shape as a Python tuple.
 inline py::tuple py_shape(const std::vector<int64_t>& shape) {
   py::tuple dims(shape.size());
   for (size_t i = 0; i < shape.size(); ++i) dims[i] = py::int_(shape[i]);
@@ -139,7 +149,6 @@ struct Call {
   bool shared_rows = false;       // a forward's rows are one input's for every member (CUDA)
   const char* first_name = "x";   // the first array argument and where it lives
   Device first_device = Device::cpu;
-  int first_index = 0;
 
   py::handle at(Py_ssize_t i) const { return i < argc ? py::handle(argv[i]) : py::handle(Py_None); }
   bool none(Py_ssize_t i) const { return i < 0 || at(i).is_none(); }  // i < 0: no such argument
@@ -154,13 +163,10 @@ struct Call {
                   !PyObject_HasAttrString(obj.ptr(), "__cuda_array_interface__"))) {
       auto* a = py::detail::array_proxy(obj.ptr());
       auto* d = py::detail::array_descriptor_proxy(a->descr);
-      check_ndim(a->nd, name);
       t.data = a->data;
-      t.ndim = a->nd;
       py::dtype dt = py::reinterpret_borrow<py::dtype>(a->descr);
       t.dtype = dtype_of_numpy(d->kind, int64_t(dt.itemsize()), d->byteorder);
-      for (int i = 0; i < t.ndim; ++i) t.shape[i] = a->dimensions[i];
-      if (t.dtype != DType::other) set_strides(t, reinterpret_cast<const int64_t*>(a->strides));
+      set_dims(t, a->nd, a->dimensions, reinterpret_cast<const int64_t*>(a->strides), false, name);
       t.writeable = (a->flags & py::detail::npy_api::NPY_ARRAY_WRITEABLE_) != 0;
       return t;
     }
@@ -202,14 +208,10 @@ struct Call {
     } else {
       type_error(std::string(name) + ": the array's DLPack export is not a DLPack capsule");
     }
-    check_ndim(dl->ndim, name);
     TensorView t;
     t.data = static_cast<char*>(dl->data) + dl->byte_offset;
-    t.ndim = dl->ndim;
     t.dtype = dtype_of_dl(dl->dtype);
-    for (int i = 0; i < t.ndim; ++i) t.shape[i] = dl->shape[i];
-    if (dl->strides) for (int i = 0; i < t.ndim; ++i) t.strides[i] = dl->strides[i];
-    else set_contiguous_strides(t);
+    set_dims(t, dl->ndim, dl->shape, dl->strides, true, name);
     const int dev = dl->device.device_type;
     if (dev == 2 || dev == 13) { t.device = Device::cuda; t.device_index = dl->device.device_id; }
     else if (dev != 1 && dev != 3) type_error(std::string(name) + ": arrays on DLPack device type " +
@@ -221,21 +223,16 @@ struct Call {
   TensorView from_cai(py::object cai, const char* name) {
     py::dict d = cai;
     TensorView t;
-    set_shape(t, d["shape"], name);
-    py::object typestr = d["typestr"];
-    const std::string ts = typestr.cast<std::string>();
+    const std::string ts = d["typestr"].cast<std::string>();
     t.dtype = ts.size() >= 3 ? dtype_of_numpy(ts[1], std::stoll(ts.substr(2)), ts[0]) : DType::other;
     py::tuple data = d["data"];
     t.data = reinterpret_cast<void*>(data[0].cast<uintptr_t>());
     t.writeable = !data[1].cast<bool>();
-    if (d.contains("strides") && !d["strides"].is_none()) {
-      int64_t bytes[TensorView::kMaxDims];
-      py::tuple st = d["strides"];
-      for (int i = 0; i < t.ndim; ++i) bytes[i] = st[size_t(i)].cast<int64_t>();
-      set_strides(t, bytes);
-    } else {
-      set_contiguous_strides(t);
-    }
+    const bool strided = d.contains("strides") && !d["strides"].is_none();
+    const auto shape = d["shape"].cast<std::vector<int64_t>>();
+    const auto strides = strided ? d["strides"].cast<std::vector<int64_t>>() : shape;
+    if (strided && strides.size() != shape.size()) type_error(std::string(name) + ": strides do not match the shape");
+    set_dims(t, int(shape.size()), shape.data(), strided ? strides.data() : nullptr, false, name);
     t.device = Device::cuda;
     t.device_index = device_of_pointer(t.data);
     return t;
@@ -243,8 +240,8 @@ struct Call {
 
   TensorView from_shape_dtype(py::handle obj, const char* name) {
     TensorView t;
-    set_shape(t, py::tuple(obj.attr("shape")), name);
-    set_contiguous_strides(t);
+    const auto shape = py::tuple(obj.attr("shape")).cast<std::vector<int64_t>>();
+    set_dims(t, int(shape.size()), shape.data(), static_cast<const int64_t*>(nullptr), false, name);
     std::string dt = py::str(obj.attr("dtype"));
     if (dt.rfind("torch.", 0) == 0) dt = dt.substr(6);
     t.dtype = dtype_named(dt);
@@ -276,7 +273,7 @@ struct Call {
     if (first) { like = py::reinterpret_borrow<py::object>(obj); fw = framework_of(obj); }
     if (i < 16) objs[i] = py::reinterpret_borrow<py::object>(obj);
     TensorView t = view(obj, name);
-    if (first) { first_name = name; first_device = t.device; first_index = t.device_index; }
+    if (first) { first_name = name; first_device = t.device; }
     return t;
   }
 

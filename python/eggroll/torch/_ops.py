@@ -125,25 +125,17 @@ def _encode(args: tuple) -> tuple[list, list[int], list[float]]:
 
 def _decode(tensors: list, codes: list[int], floats: list[float]) -> tuple:
     t, f, c = iter(tensors), iter(floats), iter(codes)
-    word = lambda: next(c) | (next(c) << 32)  # noqa: E731
-    args: list = []
-    for k in c:
-        if k == _TENSOR:
-            args.append(next(t))
-        elif k == _NONE:
-            args.append(None)
-        elif k == _BOOL:
-            args.append(bool(next(c)))
-        elif k == _INT:
-            args.append(word())
-        elif k == _RANGE:
-            start, step, stop = word(), word(), word()
-            args.append(range(start, stop, step))
-        elif k == _SEQ:
-            args.append(tuple(word() for _ in range(next(c))))
-        else:
-            args.append(next(f))
-    return tuple(args)
+
+    def word() -> int:
+        return next(c) | (next(c) << 32)
+
+    def span() -> range:
+        start, step, stop = word(), word(), word()
+        return range(start, stop, step)
+    read = {_TENSOR: lambda: next(t), _NONE: lambda: None, _BOOL: lambda: bool(next(c)),
+            _INT: word, _RANGE: span, _SEQ: lambda: tuple(word() for _ in range(next(c))),
+            _FLOAT: lambda: next(f)}
+    return tuple(read[k]() for k in c)
 
 
 def _run(name: str, args: tuple) -> Any:
