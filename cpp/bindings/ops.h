@@ -121,11 +121,8 @@ py::object perturbed_embedding(Call& c) {
   if (!c.none(3) && !c.abstract) {  // the caller's out [M, ..., d] (or [..., d] when dropped)
     TensorView o = c.view(c.at(3), "out");
     if (drop) o = with_member_axis(o, 1, "out");
-    if (o.ndim != int(shape.size()) || !std::equal(shape.begin(), shape.end(), o.shape)) {
-      std::string want = "(";
-      for (size_t i = 0; i < shape.size(); ++i) want += (i ? ", " : "") + std::to_string(shape[i]);
-      shape_error("out", want + (shape.size() == 1 ? ",)" : ")"), o);
-    }
+    if (o.ndim != int(shape.size()) || !std::equal(shape.begin(), shape.end(), o.shape))
+      shape_error("out", abstract(shape, DType::float32, ids).shape_str(), o);
     check_contiguous(o, "out");
     out = embedding_out(o, rows);
   }
