@@ -79,6 +79,7 @@ class EggrollNumpy(Candidate):
             "; shared batch passed once (x [b, n])" if task.shared else "")
 
     def step(self, batch: Any) -> None:
+        import eggroll.fitness
         xb, yb = batch
         shared = self.task.shared
         f = np.empty(self.task.population, np.float32)
@@ -87,7 +88,7 @@ class EggrollNumpy(Candidate):
             h = sub.linear("W1", x, bias="b1", shared=shared)          # [chunk, b, width]
             np.tanh(h, out=h)
             logits = sub.linear("W2", h, bias="b2")                      # [chunk, b, 10]
-            f[sub.rows] = -cross_entropy_np(logits, yb if shared else yb[sub.rows])
+            f[sub.rows] = -eggroll.fitness.cross_entropy(logits, yb if shared else yb[sub.rows])
         self.es.tell(f)
 
     def params(self) -> dict[str, np.ndarray]:
