@@ -54,6 +54,45 @@ def test_cross_entropy_is_finite_for_extreme_scores():
     np.testing.assert_allclose(got, [1e30], rtol=1e-6)
 
 
+def _small(per_member):
+    rng = np.random.default_rng(5)
+    logits = (rng.standard_normal((4, 7, 10)) * 3).astype(np.float32)
+    labels = rng.integers(0, 10, (4, 7) if per_member else 7)
+    return (logits, labels, _ce_reference(logits, labels, np.float64),
+            _ce_reference(logits, labels, np.float32))
+
+
+@pytest.mark.parametrize("per_member", [False, True])
+def test_cross_entropy_on_torch_equals_the_reference(per_member):
+    torch = pytest.importorskip("torch")
+    logits, labels, ref64, ref32 = _small(per_member)
+    got = eggroll.fitness.cross_entropy(torch.from_numpy(logits), torch.from_numpy(labels))
+    assert isinstance(got, torch.Tensor)
+    assert_close_derived(got.numpy(), ref64, ref32, what="cross_entropy (torch)")
+
+
+@pytest.mark.parametrize("per_member", [False, True])
+def test_cross_entropy_on_jax_equals_the_reference(per_member):
+    jax = pytest.importorskip("jax")
+    import jax.numpy as jnp
+    logits, labels, ref64, ref32 = _small(per_member)
+    with jax.default_device(jax.devices("cpu")[0]):
+        got = jax.jit(eggroll.fitness.cross_entropy)(jnp.asarray(logits), jnp.asarray(labels))
+    assert isinstance(got, jax.Array)
+    assert_close_derived(np.asarray(got), ref64, ref32, what="cross_entropy (jax)")
+
+
+def test_cross_entropy_framework_bad_arguments():
+    torch = pytest.importorskip("torch")
+    with pytest.raises(TypeError, match="^labels: expected integer"):
+        eggroll.fitness.cross_entropy(torch.zeros(2, 3, 4), torch.zeros(3))
+    with pytest.raises(ValueError, match=r"^labels: expected shape \(3,\) or \(2, 3\)"):
+        eggroll.fitness.cross_entropy(torch.zeros(2, 3, 4), torch.zeros(2, dtype=torch.long))
+    jnp = pytest.importorskip("jax.numpy")
+    with pytest.raises(ValueError, match=r"^logits: expected a non-empty \[M, b, C\]"):
+        eggroll.fitness.cross_entropy(jnp.zeros((3, 4)), jnp.zeros(3, jnp.int32))
+
+
 @pytest.mark.parametrize("logits,labels,exc,match", [
     (np.zeros((2, 3, 4), np.int32), np.zeros(3, int), TypeError, "^logits: expected a float"),
     (np.zeros((3, 4), np.float32), np.zeros(3, int), ValueError, r"^logits: expected a non-empty \[M, b, C\]"),

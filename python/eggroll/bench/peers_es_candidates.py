@@ -38,14 +38,6 @@ NEEDS = {"eggroll-numpy": (), "eggroll-torch": ("torch",),
          "evosax": ("evosax", "jax", "optax"), "evotorch": ("evotorch", "torch")}
 
 
-def cross_entropy_np(logits: np.ndarray, labels: np.ndarray) -> np.ndarray:
-    """logits [P, b, 10], labels [b] or [P, b] -> mean cross-entropy per member [P]."""
-    z = logits - logits.max(axis=-1, keepdims=True)
-    lab = np.broadcast_to(labels, z.shape[:-1])
-    picked = np.take_along_axis(z, lab[..., None], axis=-1)[..., 0]
-    return (np.log(np.exp(z).sum(axis=-1)) - picked).mean(axis=-1)
-
-
 class Candidate:
     name = "?"
     notes = ""
@@ -123,6 +115,7 @@ class EggrollTorch(Candidate):
         return t.from_numpy(xb), t.from_numpy(yb.astype(np.int64))
 
     def step(self, batch: Any) -> None:
+        import eggroll.fitness
         torch, task = self.torch, self.task
         xb, yb = batch
         f = torch.empty(task.population)
@@ -131,10 +124,8 @@ class EggrollTorch(Candidate):
                 k = len(sub)
                 x = xb.expand(k, *xb.shape) if task.shared else xb[sub.rows]    # [k, b, n]
                 logits = self.model(x)                                         # [k, b, 10]
-                labels = yb.expand(k, task.batch) if task.shared else yb[sub.rows]
-                ce = torch.nn.functional.cross_entropy(logits.reshape(-1, task.n_out),
-                                                       labels.reshape(-1), reduction="none")
-                f[sub.rows] = -ce.view(k, task.batch).mean(dim=1)
+                f[sub.rows] = -eggroll.fitness.cross_entropy(
+                    logits, yb if task.shared else yb[sub.rows])
         self.es.tell(f)
         self.opt.step()
 
@@ -202,7 +193,7 @@ class EggrollJax(_JaxCandidate):
             def chunk(sub: Any, *rows: Any) -> Any:
                 x, y = (xb, yb) if task.shared else rows
                 h = jnp.tanh(sub.linear("W1", x, bias="b1", shared=task.shared))
-                return -_jax_cross_entropy(sub.linear("W2", h, bias="b2"), y)    # [chunk]
+                return -eggroll.fitness.cross_entropy(sub.linear("W2", h, bias="b2"), y)
 
             fitness = pop.map_chunks(chunk, *(() if task.shared else (xb, yb)),
                                      size=self.chunk)
