@@ -6,9 +6,13 @@ a minibatch of b rows per member (shared: one [b, 64] batch for the whole popula
 per-member: x [P, b, 64]), fitness = minus the mean cross-entropy of a member on its rows,
 centered-rank shaping, Adam, antithetic pairs, the same initial weights and sigma for all.
 
-    eggroll-numpy   eggroll.ES (NumPy arrays): pop.linear per layer, tell
-    eggroll-torch   eggroll.torch.ES on nn.Sequential, with es.ask(): model(x), tell, Adam
-    eggroll-jax     eggroll.jax.ES: ask / linear / gradient + optax.adam, one jitted step
+    eggroll-numpy   eggroll.ES (NumPy arrays): for sub in es.ask().chunks(k): pop.linear per
+                    layer, eggroll.fitness.cross_entropy into f[sub.rows]; tell
+    eggroll-torch   eggroll.torch.ES on nn.Sequential: with es.ask() as pop, for sub in
+                    pop.chunks(k): model(x), eggroll.fitness.cross_entropy; tell, Adam
+    eggroll-jax     eggroll.jax.ES: ask / map_chunks(linear, cross_entropy) / gradient +
+                    optax.adam, one jitted step
+    (k = eggroll.chunk_size(b * width): the chunked evaluation docs/trainer.md recommends)
     jax-idiom       the official EGGROLL code's way: a per-member forward regenerating rank-r
                     factors from fold_in(fold_in(key, epoch), i // 2), jax.vmap'ped over the
                     members with the minibatch unbatched (shared) so XLA computes x W^T
@@ -18,7 +22,7 @@ centered-rank shaping, Adam, antithetic pairs, the same initial weights and sigm
     evotorch        EvoTorch's PGPE on a vectorised Problem (all members' flat parameter
                     vectors [P, D] in one call), Adam, centered ranking, symmetric sampling
 
-Each candidate: Candidate(task) builds its trainer from task.init; batch(xb, yb) converts a
+Each candidate: Candidate(task) (the eggroll ones also take chunk=k) builds its trainer from task.init; batch(xb, yb) converts a
 NumPy minibatch into its framework (not timed); step(batch) runs one generation and returns
 once the work is done; params() returns the mean model as NumPy arrays for the (shared,
 NumPy) accuracy check. `notes` says what the candidate does that the others do not.
