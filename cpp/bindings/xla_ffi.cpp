@@ -7,7 +7,6 @@
 // negative epoch).
 #include <pybind11/pybind11.h>
 #include "eggroll/eggroll.h"
-#include "runs.h"
 #include "xla/ffi/api/ffi.h"
 #include "xla_ffi_common.h"
 
@@ -35,7 +34,7 @@ ffi::Error op_handler(ffi::ThreadPool pool, ffi::RemainingArgs args, ffi::Remain
     ex.ctx = &pool;
     ScopedExecutor scope(ex.threads >= 1 ? &ex : nullptr);  // no pool: the core's own
     ScopedIeeeFloat ieee;
-    bindings::run(plan<op>(Call{args, rets, attrs}));
+    run(plan<op>(Call{args, rets, attrs}));
   });
 }
 

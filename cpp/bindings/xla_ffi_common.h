@@ -21,7 +21,6 @@
 #include <utility>
 #include <vector>
 #include "eggroll/eggroll.h"
-#include "runs.h"
 #include "xla/ffi/api/ffi.h"
 
 namespace eggroll::xla_ffi {
