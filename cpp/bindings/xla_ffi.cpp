@@ -34,7 +34,8 @@ ffi::Error op_handler(ffi::ThreadPool pool, ffi::RemainingArgs args, ffi::Remain
     ex.ctx = &pool;
     ScopedExecutor scope(ex.threads >= 1 ? &ex : nullptr);  // no pool: the core's own
     ScopedIeeeFloat ieee;
-    run(plan<op>(Call{args, rets, attrs}));
+    Call c{args, rets, attrs, op};
+    run(plan<op>(c));
   });
 }
 

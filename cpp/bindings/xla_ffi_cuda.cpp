@@ -73,7 +73,7 @@ template <Op op>
 ffi::Error op_handler(cudaStream_t stream, int32_t device, ffi::RemainingArgs args,
                       ffi::RemainingRets rets, ffi::Dictionary attrs) {
   return guarded([&] {
-    const Call c{args, rets, attrs, int(device)};
+    Call c{args, rets, attrs, op, int(device)};
     launch(c, plan<op>(c), stream);
   });
 }
