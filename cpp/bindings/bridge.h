@@ -135,7 +135,6 @@ inline py::tuple py_shape(const std::vector<int64_t>& shape) {
   return dims;
 }
 
-// One Python call's arguments and the objects that must outlive it.
 // An abstract view (no data) of `shape` on ref's device: an output to allocate once checked.
 inline TensorView abstract(const std::vector<int64_t>& shape, DType dtype, const TensorView& ref) {
   TensorView t;
@@ -149,6 +148,7 @@ inline TensorView abstract(const std::vector<int64_t>& shape, DType dtype, const
   return t;
 }
 
+// One Python call's arguments and the objects that must outlive it.
 struct Call {
   PyObject* const* argv;
   Py_ssize_t argc;

@@ -39,17 +39,10 @@ inline DType to_dtype(ffi::DataType dt) {
 
 // A contiguous (XLA's default row-major layout) view; `cuda_device` >= 0: on that device.
 inline TensorView view(void* data, ffi::DataType dt, ffi::Span<const int64_t> dims, int cuda_device) {
-  if (dims.size() > size_t(TensorView::kMaxDims)) value_error("array: at most 8 dimensions");
   TensorView t;
   t.data = data;
   t.dtype = to_dtype(dt);
-  t.ndim = int(dims.size());
-  int64_t stride = 1;
-  for (int i = t.ndim - 1; i >= 0; --i) {
-    t.shape[i] = dims[size_t(i)];
-    t.strides[i] = stride;
-    stride *= dims[size_t(i)];
-  }
+  bridge::set_dims(t, int(dims.size()), dims.begin(), nullptr, true, "array");
   if (cuda_device >= 0) { t.device = Device::cuda; t.device_index = cuda_device; }
   return t;
 }
