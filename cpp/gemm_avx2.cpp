@@ -1,5 +1,6 @@
-// AVX2 + FMA GEMM kernels: a 6 x 16 micro-tile (12 ymm accumulators) and an 8 x 8-transpose
-// packer, compiled with -mavx2 -mfma. Same FMA chains as the scalar tile (gemm_kernel.h), so
+// AVX2 + FMA GEMM kernels: a 6 x 16 micro-tile (12 ymm accumulators), an 8 x 8-transpose
+// packer and the small-row kernel (rows in the lanes, W read in place; the AVX-512 path's
+// too, whose CPUs run it at full rate), compiled with -mavx2 -mfma. Same FMA chains as the scalar tile (gemm_kernel.h), so
 // results are bit-identical to it on every shape.
 #include "gemm_kernel.h"
 #if defined(__x86_64__) || defined(_M_X64)
@@ -125,9 +126,86 @@ void pack(const float* src, int64_t ld, int64_t valid, int64_t R, int64_t kc, fl
     for (int64_t k = kfull; k < kc; ++k) dst[k * R + i] = i < valid ? src[i * ld + k] : 0.0f;
 }
 
+// Small-row kernel (GemmSmallFn): up to 12 outputs o a block, one ymm accumulator each whose 8
+// lanes are the rows: acc_j[r] = fma(x[r, k], W[o + j, k], acc_j[r]) over a slice, the tile's
+// chain (fma is commutative in its two factors, so the bits are the same). 12 accumulators,
+// the x vector and a broadcast: 14 of the 16 registers. A block of NO < 12 outputs (the last
+// of a row) runs only NO chains.
+constexpr int SO = 12;
+#define EGGROLL_AVX2_OUTS(X) X(0) X(1) X(2) X(3) X(4) X(5) X(6) X(7) X(8) X(9) X(10) X(11)
+
+// y[r, j] for r < rows, j < valid from the sums t[j][r] (t[j] for j >= valid: ignored).
+inline void put_block(__m256 t[SO], int rows, int valid, float* y, int64_t ldy) {
+  if (rows == 8 && valid >= 8) {  // row r of y is column r of t: 8 x 8 transposes
+    transpose8(t);
+    for (int r = 0; r < 8; ++r) _mm256_storeu_ps(y + r * ldy, t[r]);
+    if (valid == 8) return;
+    // t[4..7] are done with; transposing t[4..11] puts outputs 8..11 of row r in lanes 4..7
+    // of t[4 + r].
+    transpose8(t + 4);
+    alignas(32) float buf[8 * 8];
+    for (int r = 0; r < 8; ++r) _mm256_store_ps(buf + r * 8, t[4 + r]);
+    for (int r = 0; r < 8; ++r)
+      for (int j = 8; j < valid; ++j) y[r * ldy + j] = buf[r * 8 + j - 4];
+    return;
+  }
+  alignas(32) float buf[SO * 8];
+  for (int j = 0; j < valid; ++j) _mm256_store_ps(buf + j * 8, t[j]);
+  for (int r = 0; r < rows; ++r)
+    for (int j = 0; j < valid; ++j) y[r * ldy + j] = buf[j * 8 + r];
+}
+
+// One block of outputs [o, o + valid), valid <= NO <= SO. kRowMajor: W [m, n] (sk == 1), else
+// W^T [n, m]. The slices' running total stays in tot.
+template <bool kRowMajor, int NO>
+void small_block(int64_t n, const float* xT, int rows, const float* W, int64_t so, int64_t sk,
+                 int64_t o, int valid, float* y, int64_t ldy) {
+  // Outputs past `valid` read the last valid one's weights; their lanes are never stored.
+#define PTR(j) const float* w##j = W + (o + (j < valid ? j : valid - 1)) * so;
+  EGGROLL_AVX2_OUTS(PTR)
+#undef PTR
+  __m256 tot[SO];
+  for (int64_t k0 = 0; k0 < n; k0 += kGemmKC) {
+    const int64_t k1 = k0 + kGemmKC < n ? k0 + kGemmKC : n;
+#define DECL(j) __m256 c##j = _mm256_setzero_ps();
+    EGGROLL_AVX2_OUTS(DECL)
+#undef DECL
+#pragma GCC unroll 4
+    for (int64_t k = k0; k < k1; ++k) {
+      const __m256 xv = _mm256_loadu_ps(xT + k * 8);
+      const int64_t at = kRowMajor ? k : k * sk;
+#define STEP(j) if (j < NO) c##j = _mm256_fmadd_ps(xv, _mm256_broadcast_ss(w##j + at), c##j);
+      EGGROLL_AVX2_OUTS(STEP)
+#undef STEP
+    }
+#define SUM(j) tot[j] = k0 == 0 ? c##j : _mm256_add_ps(tot[j], c##j);
+    EGGROLL_AVX2_OUTS(SUM)
+#undef SUM
+  }
+  put_block(tot, rows, valid, y + o, ldy);
+}
+#undef EGGROLL_AVX2_OUTS
+
+template <bool kRowMajor>
+void small_row(int64_t n, const float* xT, int rows, const float* W, int64_t so, int64_t sk,
+               int64_t o0, int64_t o1, float* y, int64_t ldy) {
+  for (int64_t o = o0; o < o1; o += SO) {
+    const int valid = int(o1 - o < SO ? o1 - o : SO);
+    if (valid > 8) small_block<kRowMajor, 12>(n, xT, rows, W, so, sk, o, valid, y, ldy);
+    else if (valid > 4) small_block<kRowMajor, 8>(n, xT, rows, W, so, sk, o, valid, y, ldy);
+    else small_block<kRowMajor, 4>(n, xT, rows, W, so, sk, o, valid, y, ldy);
+  }
+}
+
+void small(int64_t n, const float* xT, int rows, const float* W, int64_t so, int64_t sk,
+           int64_t o0, int64_t o1, float* y, int64_t ldy) {
+  if (sk == 1) small_row<true>(n, xT, rows, W, so, sk, o0, o1, y, ldy);
+  else small_row<false>(n, xT, rows, W, so, sk, o0, o1, y, ldy);
+}
+
 }  // namespace
 
-GemmKernel gemm_kernel_avx2() { return {MR, NR, &tile, &pack}; }
+GemmKernel gemm_kernel_avx2() { return {MR, NR, &tile, &pack, &small}; }
 }  // namespace eggroll::detail
 #else
 namespace eggroll::detail {
