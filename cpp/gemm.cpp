@@ -79,12 +79,24 @@ void gemm_impl(const float* x, bool x_kmajor, const float* W, bool w_kmajor, flo
   }
   const int64_t MR = kern.MR, NR = kern.NR;
   constexpr int64_t KC = detail::kGemmKC;
+  const detail::CacheSizes& cache = detail::cache_sizes();
+  const int64_t fsz = int64_t(sizeof(float));
+  // The small-row path (gemm_kernel.h) for at most 8 rows where it is the faster one (thread
+  // CPU time, one Zen 4 core): W within a quarter of L2, where packing it costs as much as
+  // the product (x [8, 64] W [64, 64]: 0.95 against 1.7 us); W beyond L3, where both paths
+  // stream W from memory and the packed one also writes it (x [8, 4096] W [4096, 4096]: 8.7
+  // against 14 ms); and tiles of more than 8 rows (AVX-512's 14), which would be mostly
+  // padding. In between, AVX2's 6-row tiles win (0.27-0.39 against 0.42 ms at n = m = 1024,
+  // where W's rows 4 KiB apart also collide in L1 sets).
+  const int64_t wbytes = m * n * fsz;
   const detail::GemmPath forced = detail::g_forced_path.load(std::memory_order_relaxed);
+  const bool small_fits = rows <= detail::kGemmSmallRows &&
+                          (wbytes <= cache.l2 / 4 || wbytes > cache.l3 || MR > 8);
   if (kern.small && forced != detail::GemmPath::packed &&
-      (rows <= detail::kGemmSmallRows || forced == detail::GemmPath::small)) {
-    // Rows in the lanes (gemm_kernel.h): x^T packed per group of 8 rows, W read in place.
-    // Tasks are (row group, 12-output block) items of at least ~32K vector FMAs, so a tiny
-    // product runs on the caller without waking a thread.
+      (forced == detail::GemmPath::small || small_fits)) {
+    // Rows in the lanes: x^T packed per group of 8 rows, W read in place. Tasks are (row
+    // group, 12-output block) items of at least ~32K vector FMAs, so a tiny product runs on
+    // the caller without waking a thread.
     constexpr int64_t G = 8, SO = 12;
     const int64_t groups = (rows + G - 1) / G, nob = (m + SO - 1) / SO;
     static thread_local std::vector<float> xT;
@@ -112,8 +124,6 @@ void gemm_impl(const float* x, bool x_kmajor, const float* W, bool w_kmajor, flo
   // cache_sizes() (the CPU's reported L2), never from constants fitted to one CPU.
   const int64_t nrb = (rows + MR - 1) / MR;            // row blocks
   const int64_t npanels = (m + NR - 1) / NR;           // column panels
-  const detail::CacheSizes& cache = detail::cache_sizes();
-  const int64_t fsz = int64_t(sizeof(float));
 
   // Tall product with a small W (many members x rows, a narrow layer): threads own row blocks
   // instead of column panels. All of W is packed once (at most the L2 size: still faster

@@ -129,8 +129,9 @@ void pack(const float* src, int64_t ld, int64_t valid, int64_t R, int64_t kc, fl
 // Small-row kernel (GemmSmallFn): up to 12 outputs o a block, one ymm accumulator each whose 8
 // lanes are the rows: acc_j[r] = fma(x[r, k], W[o + j, k], acc_j[r]) over a slice, the tile's
 // chain (fma is commutative in its two factors, so the bits are the same). 12 accumulators,
-// the x vector and a broadcast: 14 of the 16 registers. A block of NO < 12 outputs (the last
-// of a row) runs only NO chains.
+// the x vector and a broadcast: 14 of the 16 registers. Blocks of NO = 12, 8, 4 or 1-3
+// outputs, always full: the row pointers are then fixed strides apart (a clamp for a partial
+// block made GCC keep 12 pointers and spill them, at 60 % of the speed).
 constexpr int SO = 12;
 #define EGGROLL_AVX2_OUTS(X) X(0) X(1) X(2) X(3) X(4) X(5) X(6) X(7) X(8) X(9) X(10) X(11)
 
@@ -155,16 +156,15 @@ inline void put_block(__m256 t[SO], int rows, int valid, float* y, int64_t ldy) 
     for (int j = 0; j < valid; ++j) y[r * ldy + j] = buf[j * 8 + r];
 }
 
-// One block of outputs [o, o + valid), valid <= NO <= SO. kRowMajor: W [m, n] (sk == 1), else
-// W^T [n, m]. The slices' running total stays in tot.
+// One block of outputs [o, o + NO), NO <= SO. kRowMajor: W [m, n] (sk == 1), else W^T [n, m].
+// The slices' running total stays in tot.
 template <bool kRowMajor, int NO>
 void small_block(int64_t n, const float* xT, int rows, const float* W, int64_t so, int64_t sk,
-                 int64_t o, int valid, float* y, int64_t ldy) {
-  // Outputs past `valid` read the last valid one's weights; their lanes are never stored.
-#define PTR(j) const float* w##j = W + (o + (j < valid ? j : valid - 1)) * so;
+                 int64_t o, float* y, int64_t ldy) {
+#define PTR(j) const float* w##j = W + (o + (j < NO ? j : 0)) * so;
   EGGROLL_AVX2_OUTS(PTR)
 #undef PTR
-  __m256 tot[SO];
+  __m256 tot[SO] = {};  // (n >= 1 always sets it; the zeros only quiet the compiler)
   for (int64_t k0 = 0; k0 < n; k0 += kGemmKC) {
     const int64_t k1 = k0 + kGemmKC < n ? k0 + kGemmKC : n;
 #define DECL(j) __m256 c##j = _mm256_setzero_ps();
@@ -178,22 +178,31 @@ void small_block(int64_t n, const float* xT, int rows, const float* W, int64_t s
       EGGROLL_AVX2_OUTS(STEP)
 #undef STEP
     }
-#define SUM(j) tot[j] = k0 == 0 ? c##j : _mm256_add_ps(tot[j], c##j);
+#define SUM(j) if (j < NO) tot[j] = k0 == 0 ? c##j : _mm256_add_ps(tot[j], c##j);
     EGGROLL_AVX2_OUTS(SUM)
 #undef SUM
   }
-  put_block(tot, rows, valid, y + o, ldy);
+  put_block(tot, rows, NO, y + o, ldy);
 }
 #undef EGGROLL_AVX2_OUTS
 
 template <bool kRowMajor>
 void small_row(int64_t n, const float* xT, int rows, const float* W, int64_t so, int64_t sk,
                int64_t o0, int64_t o1, float* y, int64_t ldy) {
-  for (int64_t o = o0; o < o1; o += SO) {
-    const int valid = int(o1 - o < SO ? o1 - o : SO);
-    if (valid > 8) small_block<kRowMajor, 12>(n, xT, rows, W, so, sk, o, valid, y, ldy);
-    else if (valid > 4) small_block<kRowMajor, 8>(n, xT, rows, W, so, sk, o, valid, y, ldy);
-    else small_block<kRowMajor, 4>(n, xT, rows, W, so, sk, o, valid, y, ldy);
+  // 12 at a time, except that 16 left go as 8 + 8 (a block of 4 has too few chains to hide
+  // the FMA latency); then 8, 4, and the last 1-3.
+  for (int64_t o = o0; o < o1;) {
+    const int64_t left = o1 - o;
+    const int no = left >= 12 && left != 16 ? 12 : left >= 8 ? 8 : left >= 4 ? 4 : int(left);
+    switch (no) {
+      case 12: small_block<kRowMajor, 12>(n, xT, rows, W, so, sk, o, y, ldy); break;
+      case 8: small_block<kRowMajor, 8>(n, xT, rows, W, so, sk, o, y, ldy); break;
+      case 4: small_block<kRowMajor, 4>(n, xT, rows, W, so, sk, o, y, ldy); break;
+      case 3: small_block<kRowMajor, 3>(n, xT, rows, W, so, sk, o, y, ldy); break;
+      case 2: small_block<kRowMajor, 2>(n, xT, rows, W, so, sk, o, y, ldy); break;
+      default: small_block<kRowMajor, 1>(n, xT, rows, W, so, sk, o, y, ldy); break;
+    }
+    o += no;
   }
 }
 
