@@ -148,7 +148,7 @@ void gemm_impl(const float* x, bool x_kmajor, const float* W, bool w_kmajor, flo
       }
     });
     const int64_t nth = std::min<int64_t>(num_threads(), nrb / 2);
-    const int64_t chunk = std::max<int64_t>(1, nrb / (8 * std::max<int64_t>(nth, 1)));
+    const int64_t chunk = std::max<int64_t>(1, nrb / (32 * std::max<int64_t>(nth, 1)));
     std::atomic<int64_t> next{0};
     parallel_for(std::max<int64_t>(nth, 1), 1, [&](int64_t, int64_t) {
       thread_local std::vector<float> Ab;
