@@ -109,6 +109,10 @@ void gemm_impl(const float* x, bool x_kmajor, const float* W, bool w_kmajor, flo
     const int64_t so = w_kmajor ? 1 : n, sk = w_kmajor ? m : 1;
     const float* xTd = xT.data();
     const int64_t grain = std::max<int64_t>(1, 32768 / (SO * n));
+    if (groups == 1 && nob <= grain) {  // one task: no thread pool, no std::function
+      kern.small(n, xTd, int(rows), W, so, sk, 0, m, y, m);
+      return;
+    }
     parallel_for(groups * nob, grain, [&](int64_t lo, int64_t hi) {
       for (int64_t it = lo; it < hi;) {  // items g * nob + b, run as one o-range per group
         const int64_t g = it / nob, b0 = it % nob, b1 = std::min(nob, b0 + (hi - it));

@@ -137,17 +137,20 @@ constexpr int SO = 12;
 
 // y[r, j] for r < rows, j < valid from the sums t[j][r] (t[j] for j >= valid: ignored).
 inline void put_block(__m256 t[SO], int rows, int valid, float* y, int64_t ldy) {
-  if (rows == 8 && valid >= 8) {  // row r of y is column r of t: 8 x 8 transposes
+  if (rows == 8 && (valid == 8 || valid == 12)) {  // row r of y is column r of t
+    const __m256 t8 = t[8], t9 = t[9], t10 = t[10], t11 = t[11];
     transpose8(t);
     for (int r = 0; r < 8; ++r) _mm256_storeu_ps(y + r * ldy, t[r]);
     if (valid == 8) return;
-    // t[4..7] are done with; transposing t[4..11] puts outputs 8..11 of row r in lanes 4..7
-    // of t[4 + r].
-    transpose8(t + 4);
-    alignas(32) float buf[8 * 8];
-    for (int r = 0; r < 8; ++r) _mm256_store_ps(buf + r * 8, t[4 + r]);
-    for (int r = 0; r < 8; ++r)
-      for (int j = 8; j < valid; ++j) y[r * ldy + j] = buf[r * 8 + j - 4];
+    // Outputs 8..11: a 4 x 8 transpose, u[i] = rows i (low half) and i + 4 (high half).
+    const __m256 a = _mm256_unpacklo_ps(t8, t9), b = _mm256_unpackhi_ps(t8, t9);
+    const __m256 c = _mm256_unpacklo_ps(t10, t11), d = _mm256_unpackhi_ps(t10, t11);
+    const __m256 u[4] = {_mm256_shuffle_ps(a, c, 0x44), _mm256_shuffle_ps(a, c, 0xEE),
+                         _mm256_shuffle_ps(b, d, 0x44), _mm256_shuffle_ps(b, d, 0xEE)};
+    for (int i = 0; i < 4; ++i) {
+      _mm_storeu_ps(y + i * ldy + 8, _mm256_castps256_ps128(u[i]));
+      _mm_storeu_ps(y + (i + 4) * ldy + 8, _mm256_extractf128_ps(u[i], 1));
+    }
     return;
   }
   alignas(32) float buf[SO * 8];
