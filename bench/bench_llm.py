@@ -4,6 +4,13 @@ plain batched inference of the same model, the per-member-weights idiom, and the
 
 Run:  PYTHONPATH=python python bench/bench_llm.py --eggroll-es-venv ~/.cache/venv-eggroll-es
       [--quick] [--repeat R] [--jsonl out.jsonl]       (JSON lines on stdout, tables on stderr)
+      [--device cuda] [--dtype bfloat16]
+
+--device cuda runs every candidate on the GPU (the model, the ids and the population there;
+each timed call ends with torch.cuda.synchronize) at a larger default shape (hidden 1024,
+P 64 x T 128, vocab 8192; --quick keeps the CPU's), and reports peak memory as
+torch.cuda.max_memory_allocated over the call instead of the resident set. --dtype sets the
+model's parameter dtype (default float32; bfloat16 is what GPU inference uses).
 
 1. Population forward (hidden 512, Llama style: nn.Linear, RMSNorm, rotary; and GPT-2 style:
    Conv1D, LayerNorm, tied head): P members x T tokens, one sequence per member ([P, T] ids;
@@ -76,7 +83,8 @@ def idiom_forward(model: Any, ids: torch.Tensor, sigma: float, rank: int = 1,
     """The per-member idiom: for every member, each 2-D weight W + sigma/sqrt(r) A B^T and each
     vector v + sigma z materialised (torch.randn, antithetic pairs), then the member's row
     through torch.func.functional_call. Returns the stacked logits [P, T, V]."""
-    g = torch.Generator().manual_seed(seed)
+    dev = ids.device
+    g = torch.Generator(device=dev).manual_seed(seed)
     params = dict(model.named_parameters())
     outs = []
     with torch.no_grad():
@@ -85,23 +93,25 @@ def idiom_forward(model: Any, ids: torch.Tensor, sigma: float, rank: int = 1,
                 noise = {}
                 for n, p in params.items():
                     if p.dim() == 2:
-                        A = torch.randn(p.shape[0], rank, generator=g)
-                        B = torch.randn(p.shape[1], rank, generator=g)
-                        noise[n] = (sigma / rank ** 0.5) * (A @ B.T)
+                        A = torch.randn(p.shape[0], rank, generator=g, device=dev)
+                        B = torch.randn(p.shape[1], rank, generator=g, device=dev)
+                        noise[n] = ((sigma / rank ** 0.5) * (A @ B.T)).to(p.dtype)
                     else:
-                        noise[n] = sigma * torch.randn(p.shape, generator=g)
+                        noise[n] = (sigma * torch.randn(p.shape, generator=g,
+                                                        device=dev)).to(p.dtype)
             s = 1.0 if i % 2 == 0 else -1.0
             member = {n: p + s * noise[n] for n, p in params.items()}
             outs.append(torch.func.functional_call(model, member, (ids[i:i + 1],)).logits)
     return torch.cat(outs)
 
 
-def population_candidates(arch: str, P: int, T: int, layers: int, vocab: int
-                          ) -> dict[str, Callable[[], Any]]:
+def population_candidates(arch: str, P: int, T: int, layers: int, vocab: int,
+                          hidden: int = HIDDEN, device: str = "cpu",
+                          dtype: str = "float32") -> dict[str, Callable[[], Any]]:
     import eggroll.torch as et
-    model = build(arch, HIDDEN, layers, vocab, T)
+    model = build(arch, hidden, layers, vocab, T).to(device=device, dtype=getattr(torch, dtype))
     es = et.ES(model, sigma=SIGMA, population=P, seed=1)
-    ids = torch.randint(1, vocab, (P, T), generator=torch.Generator().manual_seed(2))
+    ids = torch.randint(1, vocab, (P, T), generator=torch.Generator().manual_seed(2)).to(device)
 
     def plain() -> Any:
         with torch.no_grad():
@@ -124,11 +134,22 @@ def population_candidates(arch: str, P: int, T: int, layers: int, vocab: int
 MEMORY_CHILD = MODEL_CODE + textwrap.dedent('''
     import json, sys, torch
     cfg = json.loads(sys.argv[1])
+    dev = cfg.get("device", "cpu")
 
-    from eggroll.bench.memory import proc_status_bytes as vm, reset_peak_rss as reset
+    if dev == "cpu":
+        from eggroll.bench.memory import proc_status_bytes as vm, reset_peak_rss as reset
+    else:   # the device allocator's counters: bytes allocated, and the peak since the reset
+        def vm(what):
+            return (torch.cuda.max_memory_allocated() if what == "VmHWM"
+                    else torch.cuda.memory_allocated())
+        def reset():
+            torch.cuda.synchronize()
+            torch.cuda.reset_peak_memory_stats()
+            return True
 
     model = build(cfg["arch"], cfg["hidden"], cfg["layers"], cfg["vocab"], cfg["T"])
-    ids = torch.randint(1, cfg["vocab"], (cfg["P"], cfg["T"]))
+    model = model.to(device=dev, dtype=getattr(torch, cfg.get("dtype", "float32")))
+    ids = torch.randint(1, cfg["vocab"], (cfg["P"], cfg["T"])).to(dev)
     if cfg["method"] == "eggroll":
         import eggroll.torch as et
         es = et.ES(model, sigma=0.01, population=cfg["P"], seed=1)
@@ -146,6 +167,8 @@ MEMORY_CHILD = MODEL_CODE + textwrap.dedent('''
         ok = reset()
         base = vm("VmRSS")
         out = call()
+        if dev != "cpu":
+            torch.cuda.synchronize()
         peaks.append(vm("VmHWM") - base)
         del out
     print("RESULT " + json.dumps({"peak_bytes": sorted(peaks)[1], "peaks": peaks,
@@ -153,9 +176,11 @@ MEMORY_CHILD = MODEL_CODE + textwrap.dedent('''
 ''')
 
 
-def peak_memory(method: str, arch: str, P: int, T: int, layers: int, vocab: int) -> dict:
+def peak_memory(method: str, arch: str, P: int, T: int, layers: int, vocab: int,
+                hidden: int = HIDDEN, device: str = "cpu", dtype: str = "float32") -> dict:
     from eggroll.bench.memory import _child_env
-    cfg = dict(method=method, arch=arch, P=P, T=T, layers=layers, vocab=vocab, hidden=HIDDEN)
+    cfg = dict(method=method, arch=arch, P=P, T=T, layers=layers, vocab=vocab, hidden=hidden,
+               device=device, dtype=dtype)
     # glibc returns large blocks to the system at once (mmap above 128 KiB, no arena
     # caching): the resident set then follows what is live, not the allocator's history.
     env = {**_child_env(), "MALLOC_MMAP_THRESHOLD_": "131072", "MALLOC_TRIM_THRESHOLD_": "0"}
@@ -176,9 +201,10 @@ GEN_TASK = MODEL_CODE + textwrap.dedent('''
     cfg = json.loads(sys.argv[1])
     torch.manual_seed(0)
     P, b, new, G = cfg["P"], cfg["b"], cfg["new"], cfg["generations"]
-    prompts = torch.randint(1, 14, (b, 8), generator=torch.Generator().manual_seed(3))
-    target = torch.randint(1, 14, (b, new), generator=torch.Generator().manual_seed(4))
-    model = build("gpt2", 64, 2, 14, 16)
+    dev = cfg.get("device", "cpu")
+    prompts = torch.randint(1, 14, (b, 8), generator=torch.Generator().manual_seed(3)).to(dev)
+    target = torch.randint(1, 14, (b, new), generator=torch.Generator().manual_seed(4)).to(dev)
+    model = build("gpt2", 64, 2, 14, 16).to(dev)
     kw = dict(max_new_tokens=new, do_sample=False, pad_token_id=0, eos_token_id=None)
 ''')
 
@@ -196,6 +222,8 @@ OURS = GEN_TASK + textwrap.dedent('''
         rewards = (out == target).all(-1).float()                    # [P, b]
         es.tell(group_fitness(rewards))
         opt.step()
+        if dev != "cpu":
+            torch.cuda.synchronize()
         times.append(time.perf_counter() - t0)
     print("RESULT " + json.dumps({"seconds": times[1:]}))         # the first one warms up
 ''')
@@ -210,7 +238,7 @@ THEIRS = GEN_TASK + textwrap.dedent('''
         return float((out == target).all(-1).float().mean())
 
     config = EggrollConfig(population_size=P // 2, rank=1, sigma=0.01, lr=1e-3,
-                           generations=G + 1, antithetic=True, device="cpu", seed=1)
+                           generations=G + 1, antithetic=True, device=dev, seed=1)
     trainer = EggrollTrainer(model, config, reward)
     result = trainer.evolve([prompts])
     print("RESULT " + json.dumps({"seconds": [h["time_sec"] for h in result["history"]][1:]}))
@@ -254,20 +282,33 @@ def main() -> int:
     p.add_argument("--eggroll-es-venv", default=None, metavar="DIR",
                    help="make (if missing) a venv at DIR with eggroll-es 0.2.0 that sees this "
                         "interpreter's torch and transformers, and use it")
+    p.add_argument("--device", default="cpu", choices=("cpu", "cuda"),
+                   help="where the models, ids and population live (default cpu)")
+    p.add_argument("--dtype", default="float32", choices=("float32", "bfloat16", "float16"),
+                   help="the models' parameter dtype (default float32)")
     args = p.parse_args()
+    if args.device == "cuda" and not torch.cuda.is_available():
+        p.error("--device cuda: torch.cuda.is_available() is False in this environment")
     if args.eggroll_es_venv:
         args.eggroll_es_python = eggroll_es_venv(args.eggroll_es_venv)
     quick = args.quick
     P, T, layers, vocab = (16, 32, 2, 1024) if quick else (32, 64, 4, 2048)
+    hidden = HIDDEN
+    if args.device == "cuda" and not quick:     # a GPU needs more work per call to be busy
+        P, T, layers, vocab, hidden = 64, 128, 4, 8192, 1024
+    dev = dict(device=args.device, dtype=args.dtype)
+    sync = torch.cuda.synchronize if args.device == "cuda" else None
     with harness.Session(args) as s:
         rows = []
         for arch in ("llama", "gpt2"):
-            fns = population_candidates(arch, P, T, layers, vocab)
+            fns = population_candidates(arch, P, T, layers, vocab, hidden, **dev)
             res = harness.measure_interleaved(fns, warmup=1, repeat=args.repeat,
-                                              max_rounds=args.repeat)
-            mem = {m: peak_memory(m, arch, P, T, layers, vocab) for m in ("plain", "eggroll")}
+                                              max_rounds=args.repeat, sync=sync)
+            mem = {m: peak_memory(m, arch, P, T, layers, vocab, hidden, **dev)
+                   for m in ("plain", "eggroll")}
             tok = P * T
-            rec = {"bench": "llm_forward", "arch": arch, "hidden": HIDDEN, "layers": layers,
+            rec = {"bench": "llm_forward", "arch": arch, "hidden": hidden, "layers": layers,
+                   **dev,
                    "vocab": vocab, "P": P, "T": T,
                    **{f"{k}_tokens_per_s": tok / v["median_s"] for k, v in res.items()},
                    **{k: v for name, m in res.items()
@@ -288,7 +329,8 @@ def main() -> int:
                              ("idiom_over_eggroll_time", "idiom/eggroll time"),
                              ("eggroll_over_plain_memory", "eggroll/plain memory")])
 
-        cfg = {"P": 16 if quick else 32, "b": 8, "new": 5, "generations": 3 if quick else 5}
+        cfg = {"P": 16 if quick else 32, "b": 8, "new": 5, "generations": 3 if quick else 5,
+               "device": args.device}
         from eggroll.bench.memory import _child_env
         ours = generation_seconds(OURS, sys.executable, _child_env(), cfg)
         rec = {"bench": "llm_generation", **cfg, "eggroll_s": ours.get("seconds"),

@@ -112,16 +112,9 @@ else
 fi
 
 # The LLM population forward on the GPU: tokens/s against plain batched inference (>= 0.9),
-# when bench/bench_llm.py is on this branch and can run on a GPU.
-if [ -f bench/bench_llm.py ]; then
-  step "bench/bench_llm.py --device cuda --quick"
-  if grep -q -- "--device" bench/bench_llm.py; then
-    run bench_llm 90 "$PY" bench/bench_llm.py --device cuda --quick || status=1
-  else
-    echo "bench/bench_llm.py has no --device option (CPU only): the LLM GPU row still needs one" \
-      | tee -a "$OUT/summary.txt"
-  fi
-fi
+# at the GPU shape (hidden 1024, P 64 x T 128) in bfloat16.
+step "bench/bench_llm.py --device cuda --dtype bfloat16"
+run bench_llm 240 "$PY" bench/bench_llm.py --device cuda --dtype bfloat16 --repeat 5 || status=1
 
 step "done, status $status, $((SECONDS - START)) s"
 exit $status
