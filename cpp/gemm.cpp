@@ -95,9 +95,9 @@ void gemm_impl(const float* x, bool x_kmajor, const float* W, bool w_kmajor, flo
   if (kern.small && forced != detail::GemmPath::packed &&
       (forced == detail::GemmPath::small || small_fits)) {
     // Rows in the lanes: x^T packed per group of 8 rows, W read in place. Tasks are (row
-    // group, 12-output block) items of at least ~32K vector FMAs, so a tiny product runs on
+    // group, 8-output block) items of at least ~32K vector FMAs, so a tiny product runs on
     // the caller without waking a thread.
-    constexpr int64_t G = 8, SO = 12;
+    constexpr int64_t G = 8, SO = 8;
     const int64_t groups = (rows + G - 1) / G, nob = (m + SO - 1) / SO;
     static thread_local std::vector<float> xT;
     if (xT.size() < static_cast<size_t>(groups * n * G)) xT.resize(static_cast<size_t>(groups * n * G));

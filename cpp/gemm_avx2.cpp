@@ -126,48 +126,23 @@ void pack(const float* src, int64_t ld, int64_t valid, int64_t R, int64_t kc, fl
     for (int64_t k = kfull; k < kc; ++k) dst[k * R + i] = i < valid ? src[i * ld + k] : 0.0f;
 }
 
-// Small-row kernel (GemmSmallFn): up to 12 outputs o a block, one ymm accumulator each whose 8
+// Small-row kernel (GemmSmallFn): 8 outputs o a block, one ymm accumulator each whose 8
 // lanes are the rows: acc_j[r] = fma(x[r, k], W[o + j, k], acc_j[r]) over a slice, the tile's
-// chain (fma is commutative in its two factors, so the bits are the same). 12 accumulators,
-// the x vector and a broadcast: 14 of the 16 registers. Blocks of NO = 12, 8, 4 or 1-3
-// outputs, always full: the row pointers are then fixed strides apart (a clamp for a partial
-// block made GCC keep 12 pointers and spill them, at 60 % of the speed).
-constexpr int SO = 12;
-#define EGGROLL_AVX2_OUTS(X) X(0) X(1) X(2) X(3) X(4) X(5) X(6) X(7) X(8) X(9) X(10) X(11)
-
-// y[r, j] for r < rows, j < valid from the sums t[j][r] (t[j] for j >= valid: ignored).
-inline void put_block(__m256 t[SO], int rows, int valid, float* y, int64_t ldy) {
-  if (rows == 8 && (valid == 8 || valid == 12)) {  // row r of y is column r of t
-    const __m256 t8 = t[8], t9 = t[9], t10 = t[10], t11 = t[11];
-    transpose8(t);
-    for (int r = 0; r < 8; ++r) _mm256_storeu_ps(y + r * ldy, t[r]);
-    if (valid == 8) return;
-    // Outputs 8..11: a 4 x 8 transpose, u[i] = rows i (low half) and i + 4 (high half).
-    const __m256 a = _mm256_unpacklo_ps(t8, t9), b = _mm256_unpackhi_ps(t8, t9);
-    const __m256 c = _mm256_unpacklo_ps(t10, t11), d = _mm256_unpackhi_ps(t10, t11);
-    const __m256 u[4] = {_mm256_shuffle_ps(a, c, 0x44), _mm256_shuffle_ps(a, c, 0xEE),
-                         _mm256_shuffle_ps(b, d, 0x44), _mm256_shuffle_ps(b, d, 0xEE)};
-    for (int i = 0; i < 4; ++i) {
-      _mm_storeu_ps(y + i * ldy + 8, _mm256_castps256_ps128(u[i]));
-      _mm_storeu_ps(y + (i + 4) * ldy + 8, _mm256_extractf128_ps(u[i], 1));
-    }
-    return;
-  }
-  alignas(32) float buf[SO * 8];
-  for (int j = 0; j < valid; ++j) _mm256_store_ps(buf + j * 8, t[j]);
-  for (int r = 0; r < rows; ++r)
-    for (int j = 0; j < valid; ++j) y[r * ldy + j] = buf[j * 8 + r];
-}
+// chain (fma is commutative in its two factors, so the bits are the same). Eight chains
+// cover the FMA latency of two units; blocks of 12 kept 12 row pointers live and GCC spilled
+// some of them (7-10 % slower at n = 256). The last outputs of a row go in blocks of 4 and
+// 1-3, always full, so the row pointers stay fixed strides apart.
+constexpr int SO = 8;
+#define EGGROLL_AVX2_OUTS(X) X(0) X(1) X(2) X(3) X(4) X(5) X(6) X(7)
 
 // One block of outputs [o, o + NO), NO <= SO. kRowMajor: W [m, n] (sk == 1), else W^T [n, m].
-// The slices' running total stays in tot.
 template <bool kRowMajor, int NO>
 void small_block(int64_t n, const float* xT, int rows, const float* W, int64_t so, int64_t sk,
                  int64_t o, float* y, int64_t ldy) {
 #define PTR(j) const float* w##j = W + (o + (j < NO ? j : 0)) * so;
   EGGROLL_AVX2_OUTS(PTR)
 #undef PTR
-  __m256 tot[SO] = {};  // (n >= 1 always sets it; the zeros only quiet the compiler)
+  __m256 tot[SO] = {};  // the slices' running total (n >= 1 always sets it)
   for (int64_t k0 = 0; k0 < n; k0 += kGemmKC) {
     const int64_t k1 = k0 + kGemmKC < n ? k0 + kGemmKC : n;
 #define DECL(j) __m256 c##j = _mm256_setzero_ps();
@@ -185,20 +160,26 @@ void small_block(int64_t n, const float* xT, int rows, const float* W, int64_t s
     EGGROLL_AVX2_OUTS(SUM)
 #undef SUM
   }
-  put_block(tot, rows, NO, y + o, ldy);
+  // y[r, o + j] = tot[j][r]: row r of y is column r of tot.
+  if (NO == SO && rows == 8) {
+    transpose8(tot);
+    for (int r = 0; r < 8; ++r) _mm256_storeu_ps(y + r * ldy + o, tot[r]);
+    return;
+  }
+  alignas(32) float buf[SO * 8];
+  for (int j = 0; j < NO; ++j) _mm256_store_ps(buf + j * 8, tot[j]);
+  for (int r = 0; r < rows; ++r)
+    for (int j = 0; j < NO; ++j) y[r * ldy + o + j] = buf[j * 8 + r];
 }
 #undef EGGROLL_AVX2_OUTS
 
 template <bool kRowMajor>
 void small_row(int64_t n, const float* xT, int rows, const float* W, int64_t so, int64_t sk,
                int64_t o0, int64_t o1, float* y, int64_t ldy) {
-  // 12 at a time, except that 16 left go as 8 + 8 (a block of 4 has too few chains to hide
-  // the FMA latency); then 8, 4, and the last 1-3.
   for (int64_t o = o0; o < o1;) {
     const int64_t left = o1 - o;
-    const int no = left >= 12 && left != 16 ? 12 : left >= 8 ? 8 : left >= 4 ? 4 : int(left);
+    const int no = left >= 8 ? 8 : left >= 4 ? 4 : int(left);
     switch (no) {
-      case 12: small_block<kRowMajor, 12>(n, xT, rows, W, so, sk, o, y, ldy); break;
       case 8: small_block<kRowMajor, 8>(n, xT, rows, W, so, sk, o, y, ldy); break;
       case 4: small_block<kRowMajor, 4>(n, xT, rows, W, so, sk, o, y, ldy); break;
       case 3: small_block<kRowMajor, 3>(n, xT, rows, W, so, sk, o, y, ldy); break;

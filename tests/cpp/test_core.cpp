@@ -138,8 +138,8 @@ static void test_ops() {
 // one that sends every tall product down the row-split path), for gemm_nt and for gemm_tn on
 // the transposed (k-major) operands and gemm_nk on W^T. Both paths, packed tiles and the
 // small-row kernel (rows in the vector lanes, W read in place), forced on every shape, must
-// give those bits: the small path's row groups of 8, its blocks of 12, 8 and 4 outputs and
-// its transposed stores (8 rows; 8, 9..11 or 12 outputs in a block) all have a shape here.
+// give those bits: the small path's row groups of 8, its blocks of 8, 4 and 1-3 outputs and
+// its transposed store (8 rows, 8 outputs) all have a shape here.
 // Odd sizes exercise the edge tiles and short last slices; inputs span 2^-3 .. 2^3 so that a
 // different rounding sequence shows in the bits.
 static std::vector<float> gemm_naive(const std::vector<float>& x, const std::vector<float>& W,
