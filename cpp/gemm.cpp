@@ -81,17 +81,13 @@ void gemm_impl(const float* x, bool x_kmajor, const float* W, bool w_kmajor, flo
   constexpr int64_t KC = detail::kGemmKC;
   const detail::CacheSizes& cache = detail::cache_sizes();
   const int64_t fsz = int64_t(sizeof(float));
-  // The small-row path (gemm_kernel.h) for at most 8 rows where it is the faster one (thread
-  // CPU time, one Zen 4 core): W within a quarter of L2, where packing it costs as much as
-  // the product (x [8, 64] W [64, 64]: 0.95 against 1.7 us); W beyond L3, where both paths
-  // stream W from memory and the packed one also writes it (x [8, 4096] W [4096, 4096]: 8.7
-  // against 14 ms); and tiles of more than 8 rows (AVX-512's 14), which would be mostly
-  // padding. In between, AVX2's 6-row tiles win (0.27-0.39 against 0.42 ms at n = m = 1024,
-  // where W's rows 4 KiB apart also collide in L1 sets).
-  const int64_t wbytes = m * n * fsz;
+  // The small-row path (gemm_kernel.h) for at most 8 rows, where it measured faster than the
+  // packed tiles on every shape tried (thread CPU time, one Zen 4 core, AVX2): x [8, 64]
+  // W [64, 64] 0.9 against 1.6 us (packing W cost as much as the product); x [8, 1024]
+  // W [1024, 1024] 0.23 against 0.38 ms, one row 0.34 against 0.37; x [8, 4096]
+  // W [4096, 4096] 5.4 against 10 ms (W streams from memory once, and is not also written).
   const detail::GemmPath forced = detail::g_forced_path.load(std::memory_order_relaxed);
-  const bool small_fits = rows <= detail::kGemmSmallRows &&
-                          (wbytes <= cache.l2 / 4 || wbytes > cache.l3 || MR > 8);
+  const bool small_fits = rows <= detail::kGemmSmallRows;
   if (kern.small && forced != detail::GemmPath::packed &&
       (forced == detail::GemmPath::small || small_fits)) {
     // Rows in the lanes: x^T packed per group of 8 rows, W read in place. Tasks are (row
