@@ -48,6 +48,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"jax_digits: needs jax, optax and scikit-learn: pip install 'eggroll-hyperscale[jax]' "
               f"scikit-learn  ({e})", file=sys.stderr)
         return 2
+    import eggroll
     import eggroll.jax
 
     X, y = load_digits(return_X_y=True)
@@ -66,16 +67,17 @@ def main(argv: list[str] | None = None) -> int:
     schedule = optax.linear_schedule(args.lr, 0.1 * args.lr, args.steps)
     opt = optax.adam(schedule)
 
-    def cross_entropy(logits, labels):        # logits [..., b, 10], labels [b] -> [...]
-        logp = jax.nn.log_softmax(logits, axis=-1)
-        onehot = jax.nn.one_hot(labels, logits.shape[-1], dtype=logp.dtype)  # [b, 10]
-        return -(logp * onehot).sum(axis=-1).mean(axis=-1)
+    chunk = eggroll.chunk_size(b * H)          # members at a time: [chunk, b, H] stays in cache
 
     @jax.jit
     def step(params, opt_state, epoch, xb, yb):
         pop = es.ask(params, epoch)
-        h = jnp.tanh(pop.linear("W1", xb, bias="b1", shared=True))  # [N, b, H]: xb for all
-        ce = cross_entropy(pop.linear("W2", h, bias="b2"), yb)  # [N]
+
+        def chunk_ce(sub):                     # sub: `chunk` members; xb [b, n] for all of them
+            h = jnp.tanh(sub.linear("W1", xb, bias="b1", shared=True))    # [chunk, b, H]
+            return eggroll.fitness.cross_entropy(sub.linear("W2", h, bias="b2"), yb)  # [chunk]
+
+        ce = pop.map_chunks(chunk_ce, size=chunk)               # [N], the undivided run's bits
         grads = es.gradient(params, -ce, epoch)                # fitness: higher is better
         updates, opt_state = opt.update(grads, opt_state, params)
         return optax.apply_updates(params, updates), opt_state, ce.mean()

@@ -111,6 +111,7 @@ def main(argv: list[str] | None = None) -> int:
     opt = torch.optim.Adam(model.parameters(), lr=args.lr)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda t: max(0.1, 1.0 - t / steps))
     gen = torch.Generator().manual_seed(args.seed + 1)
+    chunk = eggroll.chunk_size(b * args.hidden)     # [chunk, b, hidden] stays in cache
 
     def accuracy(Xs: torch.Tensor, ys: torch.Tensor) -> float:
         with torch.no_grad():
@@ -127,10 +128,11 @@ def main(argv: list[str] | None = None) -> int:
     for t in bar:
         idx = torch.randperm(len(Xtr), generator=gen)[:b]
         xb, yb = Xtr[idx], ytr[idx]
-        with es.ask():                                   # every member, one forward
-            logits = model(xb.expand(P, b, 64))          # [P, b, 10]
-        ce = nn.functional.cross_entropy(logits.reshape(P * b, 10), yb.repeat(P),
-                                         reduction="none").reshape(P, b).mean(dim=1)
+        ce = torch.empty(P)
+        with es.ask() as pop:                            # population mode
+            for sub in pop.chunks(chunk):                # `chunk` members at a time
+                logits = model(xb.expand(len(sub), b, 64))   # [chunk, b, 10]: xb shared
+                ce[sub.rows] = eggroll.fitness.cross_entropy(logits, yb)
         es.tell(-ce)                                     # .grad = -(ES estimate)
         opt.step()
         sched.step()

@@ -6,6 +6,8 @@
 #pragma once
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <string>
@@ -34,7 +36,9 @@ struct DLManagedTensorVersioned {
 struct Framework {
   py::object type;
   py::object exporter;  // obj -> DLPack capsule (a fast exporter), or None: the protocols
-  py::object empty;     // (shape tuple, dtype name, like) -> a new array on like's device
+  // (shape tuple, dtype name, like) -> a new C-contiguous array on like's device, or
+  // (that array, its data address as an int)
+  py::object empty;
   py::object astype;    // (obj, dtype name) -> a converted copy
   // (a, b, out, kind) on a GPU: out = a b^T ("nt"), a^T b ("tn"), out += a^T b ("tn+"); may
   // return NotImplemented (e.g. CuPy while a graph is captured): eggroll's own kernels then.
@@ -46,10 +50,7 @@ struct Framework {
 };
 // Never destroyed: it holds Python objects, which must not be released after the interpreter.
 inline std::vector<Framework>& frameworks() { static auto* f = new std::vector<Framework>(); return *f; }
-inline std::unordered_map<PyTypeObject*, int>& framework_cache() {
-  static std::unordered_map<PyTypeObject*, int> c;
-  return c;
-}
+inline std::unordered_map<PyTypeObject*, int>& framework_cache() { static std::unordered_map<PyTypeObject*, int> c; return c; }
 // -1: NumPy / plain Python objects (handled here); else an index into frameworks().
 inline int framework_of(py::handle obj) {
   PyTypeObject* t = Py_TYPE(obj.ptr());
@@ -114,12 +115,20 @@ inline void check_ndim(int64_t ndim, const char* name) {
     value_error(std::string(name) + ": at most 8 dimensions, got " + std::to_string(ndim));
 }
 
-// A Python shape (tuple) as t's dimensions, and back.
-inline void set_shape(TensorView& t, const py::tuple& shape, const char* name) {
-  check_ndim(int64_t(shape.size()), name);
-  t.ndim = int(shape.size());
-  for (int i = 0; i < t.ndim; ++i) t.shape[i] = shape[size_t(i)].cast<int64_t>();
+// t's dimensions from an exporter's shape and strides (in bytes, or in elements when
+// `elements`; none: C-contiguous). t.dtype must be set.
+template <class Int>
+void set_dims(TensorView& t, int ndim, const Int* shape, const int64_t* strides, bool elements,
+              const char* name) {
+  check_ndim(ndim, name);
+  t.ndim = ndim;
+  for (int i = 0; i < ndim; ++i) t.shape[i] = int64_t(shape[i]);
+  if (!strides) set_contiguous_strides(t);
+  else if (elements) std::copy(strides, strides + ndim, t.strides);
+  else if (t.dtype != DType::other) set_strides(t, strides);
 }
+
+// A shape as a Python tuple.
 inline py::tuple py_shape(const std::vector<int64_t>& shape) {
   py::tuple dims(shape.size());
   for (size_t i = 0; i < shape.size(); ++i) dims[i] = py::int_(shape[i]);
@@ -140,10 +149,9 @@ struct Call {
   bool shared_rows = false;       // a forward's rows are one input's for every member (CUDA)
   const char* first_name = "x";   // the first array argument and where it lives
   Device first_device = Device::cpu;
-  int first_index = 0;
 
   py::handle at(Py_ssize_t i) const { return i < argc ? py::handle(argv[i]) : py::handle(Py_None); }
-  bool none(Py_ssize_t i) const { return at(i).is_none(); }
+  bool none(Py_ssize_t i) const { return i < 0 || at(i).is_none(); }  // i < 0: no such argument
 
   // ---- arrays ------------------------------------------------------------------------------
   TensorView view(py::handle obj, const char* name) {
@@ -155,13 +163,10 @@ struct Call {
                   !PyObject_HasAttrString(obj.ptr(), "__cuda_array_interface__"))) {
       auto* a = py::detail::array_proxy(obj.ptr());
       auto* d = py::detail::array_descriptor_proxy(a->descr);
-      check_ndim(a->nd, name);
       t.data = a->data;
-      t.ndim = a->nd;
       py::dtype dt = py::reinterpret_borrow<py::dtype>(a->descr);
       t.dtype = dtype_of_numpy(d->kind, int64_t(dt.itemsize()), d->byteorder);
-      for (int i = 0; i < t.ndim; ++i) t.shape[i] = a->dimensions[i];
-      if (t.dtype != DType::other) set_strides(t, reinterpret_cast<const int64_t*>(a->strides));
+      set_dims(t, a->nd, a->dimensions, reinterpret_cast<const int64_t*>(a->strides), false, name);
       t.writeable = (a->flags & py::detail::npy_api::NPY_ARRAY_WRITEABLE_) != 0;
       return t;
     }
@@ -203,14 +208,10 @@ struct Call {
     } else {
       type_error(std::string(name) + ": the array's DLPack export is not a DLPack capsule");
     }
-    check_ndim(dl->ndim, name);
     TensorView t;
     t.data = static_cast<char*>(dl->data) + dl->byte_offset;
-    t.ndim = dl->ndim;
     t.dtype = dtype_of_dl(dl->dtype);
-    for (int i = 0; i < t.ndim; ++i) t.shape[i] = dl->shape[i];
-    if (dl->strides) for (int i = 0; i < t.ndim; ++i) t.strides[i] = dl->strides[i];
-    else set_contiguous_strides(t);
+    set_dims(t, dl->ndim, dl->shape, dl->strides, true, name);
     const int dev = dl->device.device_type;
     if (dev == 2 || dev == 13) { t.device = Device::cuda; t.device_index = dl->device.device_id; }
     else if (dev != 1 && dev != 3) type_error(std::string(name) + ": arrays on DLPack device type " +
@@ -222,21 +223,16 @@ struct Call {
   TensorView from_cai(py::object cai, const char* name) {
     py::dict d = cai;
     TensorView t;
-    set_shape(t, d["shape"], name);
-    py::object typestr = d["typestr"];
-    const std::string ts = typestr.cast<std::string>();
+    const std::string ts = d["typestr"].cast<std::string>();
     t.dtype = ts.size() >= 3 ? dtype_of_numpy(ts[1], std::stoll(ts.substr(2)), ts[0]) : DType::other;
     py::tuple data = d["data"];
     t.data = reinterpret_cast<void*>(data[0].cast<uintptr_t>());
     t.writeable = !data[1].cast<bool>();
-    if (d.contains("strides") && !d["strides"].is_none()) {
-      int64_t bytes[TensorView::kMaxDims];
-      py::tuple st = d["strides"];
-      for (int i = 0; i < t.ndim; ++i) bytes[i] = st[size_t(i)].cast<int64_t>();
-      set_strides(t, bytes);
-    } else {
-      set_contiguous_strides(t);
-    }
+    const bool strided = d.contains("strides") && !d["strides"].is_none();
+    const auto shape = d["shape"].cast<std::vector<int64_t>>();
+    const auto strides = strided ? d["strides"].cast<std::vector<int64_t>>() : shape;
+    if (strided && strides.size() != shape.size()) type_error(std::string(name) + ": strides do not match the shape");
+    set_dims(t, int(shape.size()), shape.data(), strided ? strides.data() : nullptr, false, name);
     t.device = Device::cuda;
     t.device_index = device_of_pointer(t.data);
     return t;
@@ -244,8 +240,8 @@ struct Call {
 
   TensorView from_shape_dtype(py::handle obj, const char* name) {
     TensorView t;
-    set_shape(t, py::tuple(obj.attr("shape")), name);
-    set_contiguous_strides(t);
+    const auto shape = py::tuple(obj.attr("shape")).cast<std::vector<int64_t>>();
+    set_dims(t, int(shape.size()), shape.data(), static_cast<const int64_t*>(nullptr), false, name);
     std::string dt = py::str(obj.attr("dtype"));
     if (dt.rfind("torch.", 0) == 0) dt = dt.substr(6);
     t.dtype = dtype_named(dt);
@@ -277,7 +273,7 @@ struct Call {
     if (first) { like = py::reinterpret_borrow<py::object>(obj); fw = framework_of(obj); }
     if (i < 16) objs[i] = py::reinterpret_borrow<py::object>(obj);
     TensorView t = view(obj, name);
-    if (first) { first_name = name; first_device = t.device; first_index = t.device_index; }
+    if (first) { first_name = name; first_device = t.device; }
     return t;
   }
 
@@ -351,7 +347,12 @@ struct Call {
     py::object arr;
     if (fw >= 0) {
       arr = frameworks()[size_t(fw)].empty(py_shape(shape), dtype_name(t.dtype), like);
-      t.data = view(arr, "out").data;
+      if (PyTuple_Check(arr.ptr())) {  // (array, its data address): no export of a new array
+        t.data = reinterpret_cast<void*>(py::tuple(arr)[1].cast<uintptr_t>());
+        arr = py::tuple(arr)[0];
+      } else {
+        t.data = view(arr, "out").data;
+      }
     } else {
       static py::dtype* cache[16] = {};  // np.dtype objects by DType, made once
       py::dtype*& dt = cache[int(t.dtype) & 15];
@@ -561,12 +562,22 @@ inline py::object spec(const TensorView& t, std::vector<int64_t> shape = {}) {
   return py::make_tuple(py_shape(shape), dtype_name(t.dtype));
 }
 
-inline void register_framework(py::object type, py::object exporter, py::object empty,
-                               py::object astype, py::object gemm, bool host_threads,
-                               py::object from_dlpack) {
-  frameworks().push_back({std::move(type), std::move(exporter), std::move(empty), std::move(astype),
-                          std::move(gemm), host_threads, std::move(from_dlpack)});
-  framework_cache().clear();
+// What _core and _cuda both define: register_framework (the table above; gemm may answer
+// NotImplemented: eggroll's kernels then) and the core's exceptions.
+inline void def_common(py::module_& mod) {
+  mod.def("register_framework", [](py::object type, py::object exporter, py::object empty,
+                                   py::object astype, py::object gemm, bool host_threads,
+                                   py::object from_dlpack) {
+    frameworks().push_back({type, exporter, empty, astype, gemm, host_threads, from_dlpack});
+    framework_cache().clear();
+  }, py::arg("type"), py::arg("exporter"), py::arg("empty"), py::arg("astype"), py::arg("gemm"),
+     py::arg("host_threads"), py::arg("from_dlpack") = py::none(),
+     "Arrays of `type`: exporter(obj) -> DLPack capsule (or None: the array protocols), "
+     "empty(shape, dtype_name, like) and astype(obj, dtype_name) make new ones, gemm "
+     "multiplies on a GPU, from_dlpack(obj) wraps eggroll's scratch for it; host_threads: run "
+     "on the registered OpenMP runtime.");
+  py::register_local_exception<eggroll::ValueError>(mod, "CoreValueError", PyExc_ValueError);
+  py::register_local_exception<eggroll::TypeError>(mod, "CoreTypeError", PyExc_TypeError);
 }
 
 }  // namespace eggroll::bridge

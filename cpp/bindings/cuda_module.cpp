@@ -15,6 +15,7 @@
 #include "eggroll/cuda.h"
 #include "host_util.h"
 #include "ops.h"
+#include "runs.h"
 
 namespace py = pybind11;
 using namespace eggroll;
@@ -109,25 +110,17 @@ void launch(Call& c, const GradientPlan& p, cudaStream_t s) {
   py::gil_scoped_release nogil;
   cuda::es_gradient(p, g, s);
 }
-template <class Plan, void (*Run)(const Plan&, cudaStream_t)>
-void plain(const Plan& p, cudaStream_t s) {
-  py::gil_scoped_release nogil;
-  Run(p, s);
-}
-void launch(Call&, const VectorPlan& p, cudaStream_t s) { plain<VectorPlan, cuda::perturb_vector>(p, s); }
-void launch(Call&, const EmbeddingPlan& p, cudaStream_t s) { plain<EmbeddingPlan, cuda::perturbed_embedding>(p, s); }
-void launch(Call&, const FactorPlan& p, cudaStream_t s) { plain<FactorPlan, cuda::lowrank_factors>(p, s); }
-void launch(Call&, const FactorRowsPlan& p, cudaStream_t s) { plain<FactorRowsPlan, cuda::es_gradient_factors>(p, s); }
-void launch(Call&, const ShapingPlan& p, cudaStream_t s) { plain<ShapingPlan, cuda::shape_fitness>(p, s); }
-void launch(Call&, const Int8ForwardPlan& p, cudaStream_t s) { plain<Int8ForwardPlan, cuda::perturbed_matmul_int8>(p, s); }
-void launch(Call&, const Int8UpdatePlan& p, cudaStream_t s) { plain<Int8UpdatePlan, cuda::int8_update>(p, s); }
-void launch(Call&, const NormalPlan& p, cudaStream_t s) { plain<NormalPlan, cuda::normal>(p, s); }
-void launch(Call&, const PhiloxPlan& p, cudaStream_t s) { plain<PhiloxPlan, cuda::philox4x32>(p, s); }
+#define EGGROLL_LAUNCH(Plan, name)                                \
+  void launch(Call&, const Plan& p, cudaStream_t s) {              \
+    py::gil_scoped_release nogil;                                  \
+    cuda::name(p, s);                                              \
+  }
+EGGROLL_PLAN_RUNS(EGGROLL_LAUNCH)
+#undef EGGROLL_LAUNCH
 
 struct Cuda {
   static constexpr bool kDevice = true;
-  // Host index members stay as they are: the launchers upload them (cuda.h).
-  static Members place(Call&, Members m) { return m; }
+  // (host index members stay as they are: the launchers upload them, cuda.h)
   template <class Plan>
   static void run(Call& c, const Plan& p) {
     if (c.first_device != Device::cuda && c.like.ptr() && !c.like.is_none())
@@ -159,11 +152,7 @@ PYBIND11_MODULE(_cuda, mod) {
         return a.dlpack();
       })
       .def("__dlpack_device__", [](const DeviceArray& a) { return py::make_tuple(2, a.v.device_index); });
-  mod.def("register_framework", &register_framework, py::arg("type"), py::arg("exporter"),
-          py::arg("empty"), py::arg("astype"), py::arg("gemm"), py::arg("host_threads"),
-          py::arg("from_dlpack") = py::none(),
-          "As _core's; gemm(a, b, out, kind) may answer NotImplemented (eggroll's kernels then), "
-          "from_dlpack(obj) makes a framework array of eggroll's scratch for it.");
+  def_common(mod);
   mod.def("device_count", &cuda::device_count,
           "Number of CUDA devices (0 without a driver or GPU; never raises).");
   mod.def("runtime_info", [] {
@@ -176,21 +165,19 @@ PYBIND11_MODULE(_cuda, mod) {
   }, "CUDA runtime (built) and driver versions, and cudaGetDeviceCount's message: why "
      "cuda_available() is False.");
   // eggroll's own GEMMs (the ops' fallback for their dense products), for tests of their own.
-  mod.def("gemm_nt", [](py::handle x, py::handle W, py::handle out, uintptr_t s) {
-    PyObject* argv[3] = {x.ptr(), W.ptr(), out.ptr()};
-    Call c{argv, 3};
-    const TensorView xv = c.view(x, "x"), Wv = c.view(W, "W"), ov = c.view(out, "out");
+  auto gemm = [](bool tn, py::handle a, py::handle b, py::handle out, bool acc, uintptr_t s) {
+    Call c{nullptr, 0};
+    const TensorView av = c.view(a, tn ? "A" : "x"), bv = c.view(b, tn ? "B" : "W"), ov = c.view(out, "out");
     py::gil_scoped_release nogil;
-    cuda::gemm_nt(xv, Wv, ov, reinterpret_cast<cudaStream_t>(s));
+    if (tn) cuda::gemm_tn(av, bv, ov, acc, reinterpret_cast<cudaStream_t>(s));
+    else cuda::gemm_nt(av, bv, ov, reinterpret_cast<cudaStream_t>(s));
+  };
+  mod.def("gemm_nt", [gemm](py::handle x, py::handle W, py::handle out, uintptr_t s) {
+    gemm(false, x, W, out, false, s);
   }, py::arg("x"), py::arg("W"), py::arg("out"), py::kw_only(), py::arg("stream"));
-  mod.def("gemm_tn", [](py::handle A, py::handle B, py::handle out, bool accumulate, uintptr_t s) {
-    PyObject* argv[3] = {A.ptr(), B.ptr(), out.ptr()};
-    Call c{argv, 3};
-    const TensorView Av = c.view(A, "A"), Bv = c.view(B, "B"), ov = c.view(out, "out");
-    py::gil_scoped_release nogil;
-    cuda::gemm_tn(Av, Bv, ov, accumulate, reinterpret_cast<cudaStream_t>(s));
-  }, py::arg("A"), py::arg("B"), py::arg("out"), py::arg("accumulate"), py::kw_only(),
-     py::arg("stream"));
+  mod.def("gemm_tn", [gemm](py::handle A, py::handle B, py::handle out, bool acc, uintptr_t s) {
+    gemm(true, A, B, out, acc, s);
+  }, py::arg("A"), py::arg("B"), py::arg("out"), py::arg("accumulate"), py::kw_only(), py::arg("stream"));
   mod.def("raise_device_errors", &cuda::raise_device_errors, py::arg("device"),
           "ValueError for bad device values (members, epoch, fitness, pair_fitness) that the "
           "kernels of earlier calls flagged on that device; clears them (no synchronisation).");
@@ -205,6 +192,4 @@ PYBIND11_MODULE(_cuda, mod) {
   mod.def("set_sync_checks", &cuda::set_sync_checks, py::arg("on"),
           "Every launcher then waits for its stream and raises flagged device-value errors "
           "before returning (default: EGGROLL_CUDA_CHECKS=sync). Returns the previous setting.");
-  py::register_local_exception<eggroll::ValueError>(mod, "CudaValueError", PyExc_ValueError);
-  py::register_local_exception<eggroll::TypeError>(mod, "CudaTypeError", PyExc_TypeError);
 }

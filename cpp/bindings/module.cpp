@@ -10,6 +10,7 @@
 #include "bridge.h"
 #include "eggroll/eggroll.h"
 #include "ops.h"
+#include "runs.h"
 
 namespace py = pybind11;
 using namespace eggroll;
@@ -34,28 +35,15 @@ const Executor* host_executor() {
   return t_host.threads > 1 ? &t_host : nullptr;
 }
 
-void cpu(const ForwardPlan& p) { perturbed_matmul(p); }
-void cpu(const VectorPlan& p) { perturb_vector(p); }
-void cpu(const EmbeddingPlan& p) { perturbed_embedding(p); }
-void cpu(const FactorPlan& p) { lowrank_factors(p); }
-void cpu(const GradientPlan& p) { es_gradient(p); }
-void cpu(const FactorRowsPlan& p) { es_gradient_factors(p); }
-void cpu(const ShapingPlan& p) { shape_fitness(p); }
-void cpu(const Int8ForwardPlan& p) { perturbed_matmul_int8(p); }
-void cpu(const Int8UpdatePlan& p) { int8_update(p); }
-void cpu(const NormalPlan& p) { normal(p); }
-void cpu(const PhiloxPlan& p) { philox4x32(p); }
-
 struct Cpu {
   static constexpr bool kDevice = false;
-  static Members place(Call&, Members m) { return m; }
   template <class Plan>
   static void run(Call& c, const Plan& p) {
     const Framework* f = c.framework();
     ScopedExecutor scope(f && f->host_threads ? host_executor() : nullptr);
     ScopedIeeeFloat ieee;
     py::gil_scoped_release nogil;
-    cpu(p);
+    bindings::run(p);
   }
 };
 
@@ -70,17 +58,7 @@ PYBIND11_MODULE(_core, mod) {
   mod.attr("__version__") = EGGROLL_VERSION;
   add_ops<Cpu>(mod, /*with_checks=*/true);
 
-  mod.def("register_framework", &register_framework, py::arg("type"), py::arg("exporter"),
-          py::arg("empty"), py::arg("astype"), py::arg("gemm"), py::arg("host_threads"),
-          py::arg("from_dlpack") = py::none(),
-          "Arrays of `type`: exporter(obj) -> DLPack capsule (or None: the array protocols), "
-          "empty(shape, dtype_name, like) and astype(obj, dtype_name) make new ones, gemm "
-          "multiplies on a GPU; host_threads: run on the registered OpenMP runtime.");
-  mod.def("es_gradient_columns", [](py::handle members, bool antithetic, int64_t rank) {
-    PyObject* argv[1] = {members.ptr()};
-    Call c{argv, 1};
-    return es_gradient_columns(c.members(0, false), antithetic, rank);
-  }, py::arg("members"), py::arg("antithetic"), py::arg("rank"));
+  def_common(mod);
   mod.def("es_gradient_chunks", [](py::handle members, int64_t count, int64_t m, int64_t n,
                                    int64_t rank, bool antithetic) {
     Members mem;
@@ -105,8 +83,6 @@ PYBIND11_MODULE(_core, mod) {
      py::arg("antithetic"),
   "The low-rank update's chunk plan [(c0, c1, C)] (update.h); members None: unknown indices "
   "of `count` members.");
-  py::register_local_exception<eggroll::ValueError>(mod, "CoreValueError", PyExc_ValueError);
-  py::register_local_exception<eggroll::TypeError>(mod, "CoreTypeError", PyExc_TypeError);
 
   mod.def("set_openmp_runtime", [](uintptr_t gomp_parallel, uintptr_t omp_get_max_threads) {
     g_fork_join = reinterpret_cast<ForkJoin>(gomp_parallel);

@@ -80,7 +80,7 @@ py::object forward(Call& c) {
   const bool int8 = std::is_same_v<Plan, Int8ForwardPlan>;
   TensorView x = int8 ? c.array(0, "x") : c.float_array(0, "x");
   TensorView W = int8 ? c.array(1, "W") : c.float_array(1, "W");
-  const Members mem = B::place(c, c.members(2, B::kDevice));
+  const Members mem = c.members(2, B::kDevice);
   const bool shared = c.shared = c.flag(4, "shared");
   const bool base = c.flag(5, "base");
   if (int8 && !base) value_error("base: the int8 forward always computes its (exact) base product");
@@ -101,11 +101,6 @@ py::object forward(Call& c) {
 template <bool Full>
 ForwardPlan check_float(const TensorView& x, const TensorView& W, const Members& m, const Key& k,
                         const TensorView& o) { return check_perturbed_matmul(x, W, m, k, o, Full); }
-template <class B> py::object perturbed_matmul(Call& c) { return forward<B, ForwardPlan, &check_float<false>>(c); }
-template <class B> py::object perturbed_matmul_full(Call& c) { return forward<B, ForwardPlan, &check_float<true>>(c); }
-template <class B> py::object perturbed_matmul_int8(Call& c) {
-  return forward<B, Int8ForwardPlan, &check_perturbed_matmul_int8>(c);
-}
 
 // perturbed_embedding(ids, W, members, out, shared, *KEY) -> out float32 [M, ..., d]:
 // ids int64 / int32 [M, ...] (shared: [...], every member's), W [V, d].
@@ -113,7 +108,7 @@ template <class B>
 py::object perturbed_embedding(Call& c) {
   const TensorView ids = c.array(0, "ids");
   const TensorView W = c.float_array(1, "W");
-  const Members mem = B::place(c, c.members(2, B::kDevice));
+  const Members mem = c.members(2, B::kDevice);
   const bool shared = c.shared = c.flag(4, "shared");
   const Key key = c.key(5, B::kDevice);  // on CUDA, seed and epoch may be device scalars
   const bool drop = shared && !mem.given;
@@ -126,11 +121,8 @@ py::object perturbed_embedding(Call& c) {
   if (!c.none(3) && !c.abstract) {  // the caller's out [M, ..., d] (or [..., d] when dropped)
     TensorView o = c.view(c.at(3), "out");
     if (drop) o = with_member_axis(o, 1, "out");
-    if (o.ndim != int(shape.size()) || !std::equal(shape.begin(), shape.end(), o.shape)) {
-      std::string want = "(";
-      for (size_t i = 0; i < shape.size(); ++i) want += (i ? ", " : "") + std::to_string(shape[i]);
-      shape_error("out", want + (shape.size() == 1 ? ",)" : ")"), o);
-    }
+    if (o.ndim != int(shape.size()) || !std::equal(shape.begin(), shape.end(), o.shape))
+      shape_error("out", abstract(shape, DType::float32, ids).shape_str(), o);
     check_contiguous(o, "out");
     out = embedding_out(o, rows);
   }
@@ -143,7 +135,7 @@ py::object perturbed_embedding(Call& c) {
 template <class B>
 py::object perturb_vector(Call& c) {
   const TensorView v = c.float_array(0, "v");
-  const Members mem = B::place(c, c.members(1, B::kDevice));
+  const Members mem = c.members(1, B::kDevice);
   const Key key = c.key(3, B::kDevice);
   const std::vector<int64_t> shape = {mem.count, v.ndim >= 1 ? v.shape[0] : 0};
   VectorPlan p = check_perturb_vector(v, mem, key, out_view(c, 2, shape, DType::float32, v, false));
@@ -151,10 +143,7 @@ py::object perturb_vector(Call& c) {
 }
 
 // The device of `like` (an array of the framework and device the results go to; None: NumPy).
-inline TensorView like_view(Call& c, Py_ssize_t i) {
-  if (c.none(i)) return TensorView{};
-  return c.array(i, "like");
-}
+inline TensorView like_view(Call& c, Py_ssize_t i) { return c.none(i) ? TensorView{} : c.array(i, "like"); }
 
 // lowrank_factors(like, shape, members, *KEY) -> (A [M, m, r], B [M, n, r])
 template <class B>
@@ -164,7 +153,7 @@ py::object lowrank_factors(Call& c) {
   if (d.size() != 2)
     value_error("shape: expected (m, n) for a matrix parameter, got " + std::to_string(d.size()) +
                 " dimensions");
-  const Members mem = B::place(c, c.members(2, B::kDevice));
+  const Members mem = c.members(2, B::kDevice);
   const Key key = c.key(3, B::kDevice);
   const int64_t r = key.rank >= 1 && key.rank <= kMaxRank ? key.rank : 1;
   const int64_t M = mem.count, m = d[0], n = d[1];
@@ -177,12 +166,10 @@ py::object lowrank_factors(Call& c) {
 
 // The members of an es_gradient call (default: range(N)) and its population (default N).
 inline Members gradient_members(Call& c, Py_ssize_t i, const TensorView& f, bool device_ok) {
-  if (c.none(i)) return Members::range(0, 1, f.ndim == 1 ? f.shape[0] : 0);
-  return c.members(i, device_ok);
+  return c.none(i) ? Members::range(0, 1, f.ndim == 1 ? f.shape[0] : 0) : c.members(i, device_ok);
 }
 inline int64_t population(Call& c, Py_ssize_t i, const TensorView& f) {
-  if (c.none(i)) return f.ndim == 1 ? f.shape[0] : 0;
-  return c.int_(i, "population");
+  return c.none(i) ? (f.ndim == 1 ? f.shape[0] : 0) : c.int_(i, "population");
 }
 
 // es_gradient(fitness, shape, members, out, full_rank, population, accumulate, *KEY) -> g
@@ -190,7 +177,7 @@ template <class B>
 py::object es_gradient(Call& c) {
   const TensorView f = c.float_array(0, "fitness");
   const std::vector<int64_t> d = c.dims(1, "shape");
-  const Members mem = B::place(c, gradient_members(c, 2, f, B::kDevice));
+  const Members mem = gradient_members(c, 2, f, B::kDevice);
   const bool full = c.flag(4, "full_rank");
   const int64_t N = population(c, 5, f);
   const bool acc = c.flag(6, "accumulate");
@@ -208,7 +195,7 @@ py::object es_gradient_factors(Call& c) {
   const TensorView f = c.float_array(0, "fitness");
   const std::vector<int64_t> d = c.dims(1, "shape");
   if (d.size() != 2) value_error("shape: expected (m, n) for a low-rank estimate");
-  const Members mem = B::place(c, gradient_members(c, 2, f, B::kDevice));
+  const Members mem = gradient_members(c, 2, f, B::kDevice);
   const int64_t N = population(c, 3, f);
   const Key key = c.key(4, B::kDevice);
   const int64_t r = key.rank >= 1 && key.rank <= kMaxRank ? key.rank : 1;
@@ -231,9 +218,6 @@ py::object shaping(Call& c) {
       Kind, f, g, out_view(c, 1, {shaped_length(Kind, N)}, DType::float32, f, false));
   return finish<B>(c, p, 1);
 }
-template <class B> py::object centered_rank(Call& c) { return shaping<B, Shaping::centered_rank>(c); }
-template <class B> py::object zscore(Call& c) { return shaping<B, Shaping::zscore>(c); }
-template <class B> py::object antithetic_sign(Call& c) { return shaping<B, Shaping::antithetic_sign>(c); }
 
 // int8_update(W, pair_fitness, out, threshold, *KEY) -> out. Host pair_fitness of another
 // real dtype is converted to int8 exactly (a value outside {-1, 0, 1} becomes 2, which the
@@ -271,10 +255,7 @@ py::object normal(Call& c) {
   const bool sane = double(count) <= double(kStreamLength);
   NormalPlan p = check_normal(abstract({sane ? count : int64_t(kStreamLength) + 1}, DType::float32, ref),
                               k, uint64_t(offset));
-  if (c.abstract) return spec(p.out);
-  py::object res = c.allocate(p.out);
-  B::run(c, p);
-  return res;
+  return finish<B>(c, p, -1);  // no out argument
 }
 
 // philox4x32(counter, key, out) -> out uint32 [..., 4]
@@ -292,17 +273,20 @@ py::object philox4x32(Call& c) {
 // The trace-time backend: plans are made (all checks run), nothing is.
 struct Check {
   static constexpr bool kDevice = false;
-  static Members place(Call&, Members m) { return m; }
   template <class Plan> static void run(Call&, const Plan&) {}
 };
 
-// Adds each entry of B (name, function) to the module as a METH_FASTCALL builtin, and the
-// check_<name> entries when B is the CPU backend.
+// Each entry (name, its function over a backend B) as a METH_FASTCALL builtin of the module,
+// and the check_<name> entries when B is the CPU backend.
 #define EGGROLL_OP_TABLE(X, B)                                                                  \
-  X(perturbed_matmul, B) X(perturbed_matmul_full, B) X(perturb_vector, B) X(lowrank_factors, B) \
-  X(es_gradient, B) X(es_gradient_factors, B) X(perturbed_matmul_int8, B) X(int8_update, B)   \
-  X(normal, B) X(philox4x32, B) X(centered_rank, B) X(zscore, B) X(antithetic_sign, B)     \
-  X(perturbed_embedding, B)
+  X(perturbed_matmul, (forward<B, ForwardPlan, &check_float<false>>))                          \
+  X(perturbed_matmul_full, (forward<B, ForwardPlan, &check_float<true>>))                      \
+  X(perturbed_matmul_int8, (forward<B, Int8ForwardPlan, &check_perturbed_matmul_int8>))        \
+  X(perturb_vector, perturb_vector<B>) X(lowrank_factors, lowrank_factors<B>)                  \
+  X(es_gradient, es_gradient<B>) X(es_gradient_factors, es_gradient_factors<B>)               \
+  X(int8_update, int8_update<B>) X(normal, normal<B>) X(philox4x32, philox4x32<B>)            \
+  X(centered_rank, (shaping<B, Shaping::centered_rank>)) X(zscore, (shaping<B, Shaping::zscore>)) \
+  X(antithetic_sign, (shaping<B, Shaping::antithetic_sign>)) X(perturbed_embedding, perturbed_embedding<B>)
 
 inline void add_function(py::module_& mod, const char* name, _PyCFunctionFast fn, const char* doc) {
   static std::deque<PyMethodDef> defs;  // stable addresses, never freed (as the module's)
@@ -314,11 +298,12 @@ inline void add_function(py::module_& mod, const char* name, _PyCFunctionFast fn
 
 template <class B>
 void add_ops(py::module_& mod, bool with_checks) {
-#define EGGROLL_ADD(name, B_)                                                              \
-  add_function(mod, #name, &entry<&name<B_>>, "eggroll op (docs/backends.md)");            \
-  if (with_checks) add_function(mod, "check_" #name, &entry<&name<Check>, true>,            \
-                                "trace-time check: the outputs' (shape, dtype)");
+#define EGGROLL_ADD(name, fn) add_function(mod, #name, &entry<&fn>, "eggroll op (docs/backends.md)");
   EGGROLL_OP_TABLE(EGGROLL_ADD, B)
+#undef EGGROLL_ADD
+#define EGGROLL_ADD(name, fn) \
+  add_function(mod, "check_" #name, &entry<&fn, true>, "trace-time check: the outputs' (shape, dtype)");
+  if (with_checks) { EGGROLL_OP_TABLE(EGGROLL_ADD, Check) }
 #undef EGGROLL_ADD
 }
 

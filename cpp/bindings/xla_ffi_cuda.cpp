@@ -9,8 +9,7 @@
 //   handlers add the correction onto it in place (operand 1, `base`, aliased to result 0). The
 //   low-rank es_gradient is `es_gradient_factors` here plus an XLA dot per chunk of the C++
 //   chunk plan (es_gradient_chunks).
-// - Device-resident keys: seed (uint32 [2]), epoch (int64, as uint32 [2] words) and index
-//   members (int64, as uint32 [M, 2] words: JAX without x64 has no int64) stay on the device;
+// - Device-resident keys: the key words (seed, epoch) and index members stay on the device;
 //   the kernels read them in place and check them (cuda.h, "values on the device"), as they do
 //   fitness and pair_fitness. Nothing is copied to the host and nothing synchronises, so every
 //   handler is command-buffer compatible (XLA may capture it into a CUDA graph).
@@ -25,6 +24,7 @@
 #include "eggroll/cuda.h"
 #include "eggroll/eggroll.h"
 #include "host_util.h"
+#include "runs.h"
 #include "xla/ffi/api/ffi.h"
 #include "xla_ffi_common.h"
 
@@ -37,134 +37,47 @@ using eggroll::cuda::detail::DeviceGuard;
 
 namespace {
 
-enum class Op { perturbed_matmul, perturbed_matmul_full, perturb_vector, lowrank_factors,
-                es_gradient, es_gradient_factors, centered_rank, zscore, antithetic_sign,
-                perturbed_matmul_int8, int8_update, perturbed_embedding };
-
-// A device int64 array given as int64 or as its uint32 words (..., 2): its address.
-const int64_t* int64_words(const TensorView& t, int64_t count, const char* name) {
-  const bool ok = (t.dtype == DType::int64 && t.numel() == count) ||
-                  (t.dtype == DType::uint32 && t.numel() == 2 * count);
-  if (!ok)
-    value_error(std::string(name) + ": expected int64 [" + std::to_string(count) +
-                "] or its uint32 words (eggroll.jax builds it)");
-  return static_cast<const int64_t*>(t.data);
+#define EGGROLL_LAUNCH(Plan, name) void launch(const Plan& p, cudaStream_t s) { cuda::name(p, s); }
+EGGROLL_PLAN_RUNS(EGGROLL_LAUNCH)
+#undef EGGROLL_LAUNCH
+void launch(const ForwardPlan& p, cudaStream_t s) {  // the correction (the base is operand 1)
+  if (p.full_rank) cuda::fullrank_correction(p, s);
+  else cuda::lowrank_correction(p, s);
 }
+// es_gradient: full rank and vectors (the low-rank estimate is es_gradient_factors + XLA's dot).
+void launch(const GradientPlan& p, cudaStream_t s) { cuda::es_gradient(p, cuda::fallback_gemm(), s); }
 
-// The key and members of a keyed call whose arrays are operands [0, na): then the index
-// members (members attribute 2), seed uint32 [2], epoch; all device memory, read in place.
-struct Keyed {
-  Key key;
-  Members members;
-};
-Keyed read_keyed(const Call& c, size_t na) {
-  Keyed k;
-  k.key = c.key();
-  size_t i = na;
-  if (c.members_kind() == 1) k.members = c.member_range();
-  if (c.members_kind() == 2) {
-    const TensorView m = c.arg(i++);
-    const int64_t M = m.dtype == DType::uint32 ? m.numel() / 2 : m.numel();
-    TensorView idx = make_view(const_cast<int64_t*>(int64_words(m, M, "members")), DType::int64, {M});
-    idx.device = Device::cuda;
-    idx.device_index = c.device;
-    k.members = Members::indices(idx);
-  }
-  const TensorView seed = c.arg(i);
-  if (seed.dtype != DType::uint32 || seed.numel() != 2)
-    value_error("seed: expected uint32 [2] (low, high words)");
-  k.key.seed_device = static_cast<const uint32_t*>(seed.data);
-  k.key.epoch_device = int64_words(c.arg(i + 1), 1, "epoch");
-  return k;
-}
-
-// Runs one launch with the call's last result as its workspace.
-template <class Plan, class Launch>
-void with_workspace(const Call& c, const Plan& p, Launch&& launch) {
+// A keyed op's launch, with the call's last result as its workspace (every keyed handler has one).
+template <class Plan>
+void launch(const Call& c, const Plan& p, cudaStream_t s) {
   ffi::Result<ffi::AnyBuffer> w = unwrap(c.rets.get<ffi::AnyBuffer>(c.rets.size() - 1), "workspace");
   if (w->size_bytes() < cuda::workspace_bytes(p))
     value_error("workspace: smaller than workspace_bytes (eggroll.jax sizes it)");
   cuda::Workspace scope(w->untyped_data(), w->size_bytes());
-  launch(p);
+  launch(p, s);
 }
-
-template <Op op>
-void run(const Call& c, cudaStream_t s) {
-  if constexpr (op == Op::perturbed_matmul || op == Op::perturbed_matmul_full) {
-    // x, base = x W^T (XLA's dot, aliased to y). W is not needed: a stand-in of its shape.
-    const Keyed k = read_keyed(c, 2);
-    const TensorView y = forward_view(c, c.ret(0), k.members, true), base = c.arg(1);
-    if (base.dtype != y.dtype || base.numel() != y.numel())
-      value_error("base: expected the result's shape " + y.shape_str() + " and dtype");
-    const TensorView x = forward_view(c, c.arg(0), k.members, false);
-    TensorView W = make_view(nullptr, x.dtype, {y.shape[y.ndim - 1], x.shape[x.ndim - 1]});
-    W.device = Device::cuda;
-    W.device_index = c.device;
-    const ForwardPlan p = check_perturbed_matmul(x, W, k.members, k.key, y,
-                                                 op == Op::perturbed_matmul_full);
-    if (y.data != base.data) {
-      DeviceGuard guard(c.device);
-      check_cuda(cudaMemcpyAsync(y.data, base.data, size_t(y.numel() * dtype_size(y.dtype)),
-                                 cudaMemcpyDeviceToDevice, s), "cudaMemcpyAsync (base)");
-    }
-    with_workspace(c, p, [&](const ForwardPlan& q) {
-      if (q.full_rank) cuda::fullrank_correction(q, s);
-      else cuda::lowrank_correction(q, s);
-    });
-  } else if constexpr (op == Op::perturbed_embedding) {
-    // Index members are on the device (no upload, no workspace): the launcher reads them there.
-    const Keyed k = read_keyed(c, 2);
-    const TensorView rows = embedding_rows(forward_view(c, c.arg(0), k.members, false));
-    cuda::perturbed_embedding(check_perturbed_embedding(rows, c.arg(1), k.members, k.key,
-                                                        embedding_out(forward_view(c, c.ret(0), k.members, true), rows)),
-                              s);
-  } else if constexpr (op == Op::perturb_vector) {
-    const Keyed k = read_keyed(c, 1);
-    with_workspace(c, check_perturb_vector(c.arg(0), k.members, k.key, c.ret(0)),
-                   [&](const VectorPlan& q) { cuda::perturb_vector(q, s); });
-  } else if constexpr (op == Op::lowrank_factors) {
-    const Keyed k = read_keyed(c, 0);
-    const TensorView A = c.ret(0), B = c.ret(1);
-    with_workspace(c, check_lowrank_factors(k.members, A.ndim == 3 ? A.shape[1] : 0,
-                                            B.ndim == 3 ? B.shape[1] : 0, k.key, A, B),
-                   [&](const FactorPlan& q) { cuda::lowrank_factors(q, s); });
-  } else if constexpr (op == Op::es_gradient) {
-    // Full rank / vectors (the low rank estimate is es_gradient_factors + XLA's dot).
-    const Keyed k = read_keyed(c, 1);
-    with_workspace(c, check_es_gradient(c.arg(0), k.members, k.key, true, c.i64("population"),
-                                        false, c.ret(0)),
-                   [&](const GradientPlan& q) { cuda::es_gradient(q, cuda::fallback_gemm(), s); });
-  } else if constexpr (op == Op::es_gradient_factors) {
-    // Af [C, m], Bf [C, n]: C from the chunk plan (the bound for traced index members, whose
-    // rows past the runs the launcher writes as zeros).
-    const Keyed k = read_keyed(c, 1);
-    const TensorView Af = c.ret(0), Bf = c.ret(1);
-    with_workspace(c, check_es_gradient_factors(c.arg(0), k.members, Af.shape[1], Bf.shape[1],
-                                                k.key, c.i64("population"), Af, Bf),
-                   [&](const FactorRowsPlan& q) { cuda::es_gradient_factors(q, s); });
-  } else if constexpr (op == Op::perturbed_matmul_int8) {
-    const Keyed k = read_keyed(c, 2);
-    with_workspace(c, check_perturbed_matmul_int8(forward_view(c, c.arg(0), k.members, false), c.arg(1),
-                                                  k.members, k.key,
-                                                  forward_view(c, c.ret(0), k.members, true)),
-                   [&](const Int8ForwardPlan& q) { cuda::perturbed_matmul_int8(q, s); });
-  } else if constexpr (op == Op::int8_update) {
-    const Keyed k = read_keyed(c, 2);
-    with_workspace(c, check_int8_update(c.arg(0), c.arg(1), c.i64("threshold"), k.key, c.ret(0)),
-                   [&](const Int8UpdatePlan& q) { cuda::int8_update(q, s); });
-  } else {
-    const Shaping kind = op == Op::centered_rank ? Shaping::centered_rank
-                         : op == Op::zscore      ? Shaping::zscore
-                                                 : Shaping::antithetic_sign;
-    cuda::shape_fitness(check_fitness_shaping(kind, c.arg(0), op == Op::zscore ? c.i64("group_size") : 0,
-                                              c.ret(0)), s);
+// The fitness-shaping ops have no workspace (their call is the same on every platform).
+void launch(const Call&, const ShapingPlan& p, cudaStream_t s) { launch(p, s); }
+// The forwards: operand 1 is x W^T (XLA's dot, aliased to the result); the correction is added.
+void launch(const Call& c, const ForwardPlan& p, cudaStream_t s) {
+  const TensorView base = c.arg(1);
+  if (base.dtype != p.out.dtype || base.numel() != p.out.numel())
+    value_error("base: expected the result's shape " + p.out.shape_str() + " and dtype");
+  if (p.out.data != base.data) {
+    DeviceGuard guard(c.device);
+    check_cuda(cudaMemcpyAsync(p.out.data, base.data, size_t(base.numel() * dtype_size(base.dtype)),
+                               cudaMemcpyDeviceToDevice, s), "cudaMemcpyAsync (base)");
   }
+  launch<ForwardPlan>(c, p, s);
 }
 
 template <Op op>
 ffi::Error op_handler(cudaStream_t stream, int32_t device, ffi::RemainingArgs args,
                       ffi::RemainingRets rets, ffi::Dictionary attrs) {
-  return guarded([&] { run<op>(Call{args, rets, attrs, int(device)}, stream); });
+  return guarded([&] {
+    const Call c{args, rets, attrs, int(device)};
+    launch(c, plan<op>(c), stream);
+  });
 }
 
 // The workspace result's size for an op at trace time (bytes; the plan from abstract arrays
@@ -211,23 +124,22 @@ size_t workspace_for(const std::string& op, int64_t M, int64_t b, int64_t m, int
 #define EGGROLL_CUDA_CTX \
   ffi::Ffi::Bind().Ctx<ffi::PlatformStream<cudaStream_t>>().Ctx<ffi::DeviceOrdinal>()
 #endif
-#define EGGROLL_CUDA_OPS(X) EGGROLL_FFI_OPS(X) X(es_gradient_factors)
 #define EGGROLL_DEFINE(name)                                                                   \
   XLA_FFI_DEFINE_HANDLER_SYMBOL(eggroll_cuda_##name, op_handler<Op::name>,                        \
                                 EGGROLL_CUDA_CTX.RemainingArgs().RemainingRets().Attrs(),       \
                                 {ffi::Traits::kCmdBufferCompatible});
-EGGROLL_CUDA_OPS(EGGROLL_DEFINE)
+EGGROLL_FFI_OPS(EGGROLL_DEFINE)
 #undef EGGROLL_DEFINE
 
 PYBIND11_MODULE(_xla_ffi_cuda, mod) {
   mod.doc() = "eggroll XLA FFI handlers (CUDA). Used by eggroll.jax; not a public API. "
               "Importing needs no GPU or driver (static CUDA runtime).";
-  // {"CUDA": {op name -> handler capsule}}: the CPU module's op names (registered under the
-  // same target names, eggroll_<op>, for platform CUDA) plus es_gradient_factors.
+  // {"CUDA": {op name -> handler capsule}}: the CPU module's ops (registered under the same
+  // target names, eggroll_<op>, for platform CUDA).
   mod.def("registrations", [] {
     py::dict gpu;
 #define EGGROLL_ADD(name) gpu[#name] = capsule(eggroll_cuda_##name);
-    EGGROLL_CUDA_OPS(EGGROLL_ADD)
+    EGGROLL_FFI_OPS(EGGROLL_ADD)
 #undef EGGROLL_ADD
     return py::dict(py::arg("CUDA") = gpu);
   });

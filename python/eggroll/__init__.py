@@ -32,7 +32,7 @@ __all__ = [
     "perturbed_matmul_int8", "int8_update",
     "set_num_threads", "get_num_threads", "get_isa", "set_isa", "best_isa", "isas",
     "set_base_product", "get_base_product",
-    "__version__", "ES", "cuda_available",
+    "__version__", "ES", "cuda_available", "chunk_size", "fitness",
 ]
 
 
@@ -83,4 +83,6 @@ def cuda_available() -> bool:
     return int(_cuda.device_count()) > 0
 
 
+from . import fitness  # noqa: E402  (per-member losses for the trainer's outputs)
+from ._trainer import chunk_size  # noqa: E402
 from .es import ES  # noqa: E402  (the trainer builds on the ops above)

@@ -237,15 +237,16 @@ def cuda_module() -> Any:
     return _cuda
 
 
-def framework_ops(convert: Callable[[Any], Any], like: Callable[[], Any]) -> dict[str, Any]:
+def framework_ops(convert: Callable[[Any], Any], like: Callable[[], Any],
+                  native: tuple = ()) -> dict[str, Any]:
     """The ops of one framework's module (eggroll.torch.<op>, eggroll.jax.<op>, ...): the same
-    functions, with the first array converted to the framework (convert) and the shape-only
-    ops' results made there (like() is an empty array of it), so that they always answer in
-    that framework, also for NumPy or list inputs."""
+    functions, with the first array converted to the framework (convert; arrays whose type is
+    in `native` as they are) and the shape-only ops' results made there (like() is an empty
+    array of it), so that they always answer in that framework, also for NumPy or list inputs."""
     def first(f: Callable) -> Callable:
         @functools.wraps(f)
         def op(a: Any, *args: Any, **kw: Any) -> Any:
-            return f(convert(a), *args, **kw)
+            return f(a if type(a) in native else convert(a), *args, **kw)
         return op
 
     def shaped(f: Callable) -> Callable:

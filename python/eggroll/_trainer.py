@@ -5,9 +5,11 @@ framework.
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import math
 import numbers
+import os
 from typing import Any, Callable, Union
 
 import numpy as np
@@ -103,6 +105,53 @@ def check_member_block(members: Any, population: int, name: str = "members") -> 
         raise ValueError(f"{name}: must lie inside range(0, {population}) (the population), "
                          f"got {members}")
     return members
+
+
+def member_chunks(block: range, size: Any, name: str = "size") -> list[tuple[range, slice]]:
+    """A member block split into consecutive chunks of `size` members (the last may be
+    shorter): (members, rows) pairs, rows being the chunk's positions in the block's rows.
+    How the trainers' chunks() split a population (docs/trainer.md "Evaluating in chunks")."""
+    size = check_int(size, name, 1, UINT32_MAX)
+    out = []
+    for lo in range(0, len(block), size):
+        hi = min(lo + size, len(block))
+        out.append((range(block.start + lo, block.start + hi), slice(lo, hi)))
+    return out
+
+
+@functools.lru_cache(maxsize=1)
+def _l2_bytes() -> int:
+    """One core's L2 cache in bytes (sysconf, else sysfs; 1 MiB when neither says)."""
+    try:
+        n = int(os.sysconf("SC_LEVEL2_CACHE_SIZE"))
+        if n > 0:
+            return n
+    except (ValueError, OSError, AttributeError):
+        pass
+    try:
+        with open("/sys/devices/system/cpu/cpu0/cache/index2/size") as f:
+            text = f.read().strip().upper()
+        scale = {"K": 1 << 10, "M": 1 << 20}.get(text[-1:], 1)
+        return int(text.rstrip("KM")) * scale
+    except (OSError, ValueError):
+        return 1 << 20
+
+
+def chunk_size(floats_per_member: int, *, cache_bytes: int | None = None,
+               min_members: int = 8) -> int:
+    """Members per chunk for the trainers' chunked evaluation (docs/trainer.md "Evaluating in
+    chunks"): as many as keep a chunk's widest float32 activation (floats_per_member values
+    per member, e.g. rows * width) within cache_bytes, and at least min_members.
+
+    cache_bytes defaults to twice this CPU's per-core L2: a layer's output is written, then
+    read by the activation and the next layer while L2 and L3 still hold it. min_members
+    bounds what every chunk repeats (a shared input's base product x W^T, the calls'
+    overhead) to an eighth of the undivided run's."""
+    n = check_int(floats_per_member, "floats_per_member", 1, 1 << 62)
+    budget = 2 * _l2_bytes() if cache_bytes is None else check_int(cache_bytes, "cache_bytes",
+                                                                   1, 1 << 62)
+    floor = check_int(min_members, "min_members", 1, UINT32_MAX)
+    return max(floor, budget // (4 * n))
 
 
 def array_module(a: Any) -> Any:

@@ -18,10 +18,7 @@ import cupy as cp
 from . import _ops
 from ._ops import cuda_module
 
-__all__ = ["perturbed_matmul", "perturbed_matmul_full", "perturb_vector", "perturbed_embedding",
-           "lowrank_factors",
-           "es_gradient", "centered_rank", "zscore", "antithetic_sign", "perturbed_matmul_int8",
-           "int8_update", "normal", "philox4x32"]
+__all__ = list(_ops.OPS)
 
 _cuda = cuda_module()
 
@@ -32,9 +29,7 @@ def _stream() -> int:
 
 def _capturing() -> bool:
     s = cp.cuda.get_current_stream()
-    if hasattr(s, "is_capturing"):
-        return bool(s.is_capturing())
-    return bool(cp.cuda.runtime.streamIsCapturing(s.ptr))
+    return bool(s.is_capturing() if hasattr(s, "is_capturing") else cp.cuda.runtime.streamIsCapturing(s.ptr))
 
 
 def _gemm(a: Any, b: Any, out: Any, kind: str) -> Any:

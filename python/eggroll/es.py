@@ -22,7 +22,7 @@ import numpy as np
 from ._ops import es_gradient, perturb_vector, perturbed_matmul, perturbed_matmul_full
 from ._trainer import (UINT32_MAX, UINT64_MAX, Schedule, array_module, check_bool,
                        check_choice, check_float, check_int, check_member_block, check_names,
-                       check_schedule, param_id)
+                       check_schedule, member_chunks, param_id)
 from .optim import (NONFINITE, OPTIMIZERS, SHAPINGS, adam_step, check_fitness, sgd_step,
                     shape_fitness)
 
@@ -76,11 +76,14 @@ class Population:
     every input and output is member members[j]). Valid until the next ES.tell() (then a
     RuntimeError)."""
 
-    def __init__(self, es: ES, epoch: int, sigma: float, members: range) -> None:
+    def __init__(self, es: ES, epoch: int, sigma: float, members: range,
+                 rows: slice | None = None) -> None:
         self._es = es
         self.epoch = epoch
         self.sigma = sigma
         self.members = members
+        # where this population's rows sit in the one chunks() split it from (else all)
+        self.rows = slice(0, len(members)) if rows is None else rows
         # Perturbed vectors are fixed for the epoch: a bias used at every time step of a
         # rollout is regenerated once, not per call (read-only, so the cache stays valid).
         self._vectors: dict[str, np.ndarray] = {}
@@ -90,6 +93,24 @@ class Population:
 
     def __repr__(self) -> str:
         return f"Population(members={len(self.members)}, epoch={self.epoch}, sigma={self.sigma})"
+
+    def chunks(self, size: int) -> list[Population]:
+        """The members in consecutive blocks of `size` (the last may be shorter), each a
+        Population of its own (docs/trainer.md "Evaluating in chunks"):
+
+            pop = es.ask()
+            f = np.empty(es.population, np.float32)
+            for sub in pop.chunks(16):                 # sub.rows: its rows of pop's [M, ...]
+                h = sub.linear("W1", x, bias="b1", shared=True)   # [16, b, W]: stays in cache
+                f[sub.rows] = fitness(sub.linear("W2", np.tanh(h, out=h), bias="b2"))
+            es.tell(f)
+
+        A member's outputs are bit for bit those of the undivided population (its noise does
+        not depend on the split), so tell() of the assembled fitness is the same step. Per
+        member inputs are sliced with x[sub.rows]."""
+        self._key(next(iter(self._es._params)))          # a stale population fails here
+        return [Population(self._es, self.epoch, self.sigma, block, rows)
+                for block, rows in member_chunks(self.members, size)]
 
     def _key(self, name: str) -> dict[str, Any]:
         es = self._es

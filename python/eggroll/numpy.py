@@ -15,7 +15,4 @@ globals().update(_ops.framework_ops(
     lambda a: a if isinstance(a, (np.ndarray, range)) or a is None else np.asarray(a),
     lambda: None))
 
-__all__ = ["perturbed_matmul", "perturbed_matmul_full", "perturb_vector", "perturbed_embedding",
-           "lowrank_factors",
-           "es_gradient", "centered_rank", "zscore", "antithetic_sign", "perturbed_matmul_int8",
-           "int8_update", "normal", "philox4x32"]
+__all__ = list(_ops.OPS)

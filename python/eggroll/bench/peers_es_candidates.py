@@ -6,9 +6,13 @@ a minibatch of b rows per member (shared: one [b, 64] batch for the whole popula
 per-member: x [P, b, 64]), fitness = minus the mean cross-entropy of a member on its rows,
 centered-rank shaping, Adam, antithetic pairs, the same initial weights and sigma for all.
 
-    eggroll-numpy   eggroll.ES (NumPy arrays): pop.linear per layer, tell
-    eggroll-torch   eggroll.torch.ES on nn.Sequential, with es.ask(): model(x), tell, Adam
-    eggroll-jax     eggroll.jax.ES: ask / linear / gradient + optax.adam, one jitted step
+    eggroll-numpy   eggroll.ES (NumPy arrays): for sub in es.ask().chunks(k): pop.linear per
+                    layer, eggroll.fitness.cross_entropy into f[sub.rows]; tell
+    eggroll-torch   eggroll.torch.ES on nn.Sequential: with es.ask() as pop, for sub in
+                    pop.chunks(k): model(x), eggroll.fitness.cross_entropy; tell, Adam
+    eggroll-jax     eggroll.jax.ES: ask / map_chunks(linear, cross_entropy) / gradient +
+                    optax.adam, one jitted step
+    (k = eggroll.chunk_size(b * width): the chunked evaluation docs/trainer.md recommends)
     jax-idiom       the official EGGROLL code's way: a per-member forward regenerating rank-r
                     factors from fold_in(fold_in(key, epoch), i // 2), jax.vmap'ped over the
                     members with the minibatch unbatched (shared) so XLA computes x W^T
@@ -18,7 +22,7 @@ centered-rank shaping, Adam, antithetic pairs, the same initial weights and sigm
     evotorch        EvoTorch's PGPE on a vectorised Problem (all members' flat parameter
                     vectors [P, D] in one call), Adam, centered ranking, symmetric sampling
 
-Each candidate: Candidate(task) builds its trainer from task.init; batch(xb, yb) converts a
+Each candidate: Candidate(task) (the eggroll ones also take chunk=k) builds its trainer from task.init; batch(xb, yb) converts a
 NumPy minibatch into its framework (not timed); step(batch) runs one generation and returns
 once the work is done; params() returns the mean model as NumPy arrays for the (shared,
 NumPy) accuracy check. `notes` says what the candidate does that the others do not.
@@ -36,14 +40,6 @@ NAMES = ("eggroll-numpy", "eggroll-torch", "eggroll-jax", "jax-idiom", "evosax",
 NEEDS = {"eggroll-numpy": (), "eggroll-torch": ("torch",),
          "eggroll-jax": ("jax", "optax", "eggroll._xla_ffi"), "jax-idiom": ("jax", "optax"),
          "evosax": ("evosax", "jax", "optax"), "evotorch": ("evotorch", "torch")}
-
-
-def cross_entropy_np(logits: np.ndarray, labels: np.ndarray) -> np.ndarray:
-    """logits [P, b, 10], labels [b] or [P, b] -> mean cross-entropy per member [P]."""
-    z = logits - logits.max(axis=-1, keepdims=True)
-    lab = np.broadcast_to(labels, z.shape[:-1])
-    picked = np.take_along_axis(z, lab[..., None], axis=-1)[..., 0]
-    return (np.log(np.exp(z).sum(axis=-1)) - picked).mean(axis=-1)
 
 
 class Candidate:
@@ -65,47 +61,31 @@ class Candidate:
 
 # ----------------------------------------------------------------------------- eggroll
 
-def _numpy_shared_ok() -> bool:
-    """Whether eggroll.ES's pop.linear takes an input shared by the population (x [b, n],
-    shared=True) and answers [P, b, m]; older versions take only x [P, b, n]."""
-    import eggroll
-    es = eggroll.ES({"W": np.zeros((3, 2), np.float32)}, sigma=0.1, lr=0.1, population=4)
-    try:
-        y = es.ask().linear("W", np.zeros((5, 2), np.float32), shared=True)
-    except (ValueError, TypeError):
-        return False
-    return getattr(y, "shape", None) == (4, 5, 3)
-
-
 class EggrollNumpy(Candidate):
     name = "eggroll-numpy"
 
-    def __init__(self, task: Any) -> None:
+    def __init__(self, task: Any, chunk: int | None = None) -> None:
         super().__init__(task)
         import eggroll
         self.es = eggroll.ES(dict(task.init), sigma=task.sigma, lr=task.lr,
                              population=task.population, rank=task.rank, optimizer="adam",
                              shaping="centered_rank", seed=task.seed)
-        self.shared_form = task.shared and _numpy_shared_ok()
-        self.xbuf = None
-        if task.shared and not self.shared_form:
-            # No shared-input form here: every member gets a copy of the minibatch in one
-            # contiguous buffer (what the README told users to do), refilled each step.
-            self.xbuf = np.empty((task.population, task.batch, task.n_in), np.float32)
-            self.notes = "shared batch copied to every member ([P, b, n] buffer)"
-        elif self.shared_form:
-            self.notes = "shared batch passed once (x [b, n])"
+        self.chunk = chunk or eggroll.chunk_size(task.batch * task.width)
+        self.notes = f"chunks of {self.chunk} members" + (
+            "; shared batch passed once (x [b, n])" if task.shared else "")
 
     def step(self, batch: Any) -> None:
+        import eggroll.fitness
         xb, yb = batch
-        if self.xbuf is not None:
-            self.xbuf[...] = xb
-            xb = self.xbuf
-        pop = self.es.ask()
-        h = pop.linear("W1", xb, bias="b1", **({"shared": True} if self.shared_form else {}))
-        np.tanh(h, out=h)
-        logits = pop.linear("W2", h, bias="b2")             # [P, b, 10]
-        self.es.tell(-cross_entropy_np(logits, yb))
+        shared = self.task.shared
+        f = np.empty(self.task.population, np.float32)
+        for sub in self.es.ask().chunks(self.chunk):
+            x = xb if shared else xb[sub.rows]
+            h = sub.linear("W1", x, bias="b1", shared=shared)          # [chunk, b, width]
+            np.tanh(h, out=h)
+            logits = sub.linear("W2", h, bias="b2")                      # [chunk, b, 10]
+            f[sub.rows] = -eggroll.fitness.cross_entropy(logits, yb if shared else yb[sub.rows])
+        self.es.tell(f)
 
     def params(self) -> dict[str, np.ndarray]:
         return {k: np.asarray(v) for k, v in self.es.params.items()}
@@ -114,7 +94,7 @@ class EggrollNumpy(Candidate):
 class EggrollTorch(Candidate):
     name = "eggroll-torch"
 
-    def __init__(self, task: Any) -> None:
+    def __init__(self, task: Any, chunk: int | None = None) -> None:
         super().__init__(task)
         import torch
         from torch import nn
@@ -130,24 +110,27 @@ class EggrollTorch(Candidate):
         self.es = eggroll.torch.ES(self.model, sigma=task.sigma, population=task.population,
                                    rank=task.rank, seed=task.seed, shaping="centered_rank")
         self.opt = torch.optim.Adam(self.model.parameters(), lr=task.lr)
-        if task.shared:
-            self.notes = "shared batch as x.expand(P, b, n)"
+        self.chunk = chunk or eggroll.chunk_size(task.batch * task.width)
+        self.notes = f"chunks of {self.chunk} members" + (
+            "; shared batch as x.expand(chunk, b, n)" if task.shared else "")
 
     def batch(self, xb: np.ndarray, yb: np.ndarray) -> Any:
         t = self.torch
         return t.from_numpy(xb), t.from_numpy(yb.astype(np.int64))
 
     def step(self, batch: Any) -> None:
+        import eggroll.fitness
         torch, task = self.torch, self.task
         xb, yb = batch
-        P = task.population
-        x = xb.expand(P, *xb.shape) if task.shared else xb          # [P, b, n]
-        with self.es.ask():
-            logits = self.model(x)                                     # [P, b, 10]
-        labels = yb.expand(P, task.batch) if task.shared else yb       # [P, b]
-        ce = torch.nn.functional.cross_entropy(logits.reshape(-1, task.n_out),
-                                               labels.reshape(-1), reduction="none")
-        self.es.tell(-ce.reshape(P, task.batch).mean(dim=1))
+        f = torch.empty(task.population)
+        with self.es.ask() as pop:
+            for sub in pop.chunks(self.chunk):
+                k = len(sub)
+                x = xb.expand(k, *xb.shape) if task.shared else xb[sub.rows]    # [k, b, n]
+                logits = self.model(x)                                         # [k, b, 10]
+                f[sub.rows] = -eggroll.fitness.cross_entropy(
+                    logits, yb if task.shared else yb[sub.rows])
+        self.es.tell(f)
         self.opt.step()
 
     def params(self) -> dict[str, np.ndarray]:
@@ -193,43 +176,38 @@ class _JaxCandidate(Candidate):
 class EggrollJax(_JaxCandidate):
     name = "eggroll-jax"
 
-    def __init__(self, task: Any) -> None:
+    def __init__(self, task: Any, chunk: int | None = None) -> None:
         super().__init__(task)
         import optax
 
+        import eggroll
         import eggroll.jax
         jax, jnp = self.jax, self.jnp
-        P = task.population
         params = {k: jnp.asarray(v) for k, v in task.init.items()}
-        es = eggroll.jax.ES(params, sigma=task.sigma, population=P, rank=task.rank,
-                            seed=task.seed, shaping="centered_rank")
+        es = eggroll.jax.ES(params, sigma=task.sigma, population=task.population,
+                            rank=task.rank, seed=task.seed, shaping="centered_rank")
         opt = optax.adam(task.lr)
-        shared_form = task.shared and self._shared_ok(es, params)
-        if task.shared:
-            self.notes = ("shared batch passed once (x [b, n])" if shared_form else
-                          "shared batch as jnp.broadcast_to(x, (P, b, n))")
+        self.chunk = chunk or eggroll.chunk_size(task.batch * task.width)
+        self.notes = f"chunks of {self.chunk} members (map_chunks)" + (
+            "; shared batch passed once (x [b, n])" if task.shared else "")
 
         def step(params: Any, opt_state: Any, epoch: Any, xb: Any, yb: Any) -> Any:
             pop = es.ask(params, epoch)
-            x = xb if (shared_form or not task.shared) else jnp.broadcast_to(xb, (P,) + xb.shape)
-            h = jnp.tanh(pop.linear("W1", x, bias="b1", **({"shared": True} if shared_form else {})))
-            ce = _jax_cross_entropy(pop.linear("W2", h, bias="b2"), yb)
-            grads = es.gradient(params, -ce, epoch)
+
+            def chunk(sub: Any, *rows: Any) -> Any:
+                x, y = (xb, yb) if task.shared else rows
+                h = jnp.tanh(sub.linear("W1", x, bias="b1", shared=task.shared))
+                return -eggroll.fitness.cross_entropy(sub.linear("W2", h, bias="b2"), y)
+
+            fitness = pop.map_chunks(chunk, *(() if task.shared else (xb, yb)),
+                                     size=self.chunk)
+            grads = es.gradient(params, fitness, epoch)
             updates, opt_state = opt.update(grads, opt_state, params)
             return optax.apply_updates(params, updates), opt_state
 
         self._step = jax.jit(step)
         self.state = (params, opt.init(params))
 
-    def _shared_ok(self, es: Any, params: Any) -> bool:
-        """Whether pop.linear takes an unbatched x [b, n] (the shared-input form)."""
-        jnp = self.jnp
-        try:
-            y = self.jax.eval_shape(lambda p: es.ask(p, 0).linear(
-                "W1", jnp.zeros((3, self.task.n_in), jnp.float32), shared=True), params)
-        except (ValueError, TypeError):
-            return False
-        return tuple(y.shape) == (self.task.population, 3, self.task.width)
 
 class JaxIdiom(_JaxCandidate):
     name = "jax-idiom"

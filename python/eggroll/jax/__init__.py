@@ -16,14 +16,10 @@ immutable). docs/jax.md says what runs where.
 """
 from __future__ import annotations
 
-from ._ops import (BACKEND, antithetic_sign, centered_rank, es_gradient, int8_update,
-                   lowrank_factors, normal, perturb_vector, perturbed_embedding,
-                   perturbed_matmul, perturbed_matmul_full, perturbed_matmul_int8, philox4x32,
-                   zscore)
+from . import _ops
+from ._ops import *  # noqa: F403  (every op, as _ops.__all__ lists)
+from ._ops import BACKEND
 
-__all__ = ["perturbed_matmul", "perturbed_matmul_full", "perturb_vector", "perturbed_embedding",
-           "lowrank_factors",
-           "es_gradient", "centered_rank", "zscore", "antithetic_sign", "perturbed_matmul_int8",
-           "int8_update", "normal", "philox4x32", "ES", "param_id"]
+__all__ = [*_ops.__all__, "ES", "param_id"]
 
 from .es import ES, param_id  # noqa: E402  (the trainer builds on the ops above)

@@ -8,9 +8,8 @@ How the operands differ from the CPU handlers' (cpp/bindings/xla_ffi_cuda.cpp):
   handlers add the correction onto it in place (``input_output_aliases={1: 0}``). The low-rank
   ``es_gradient`` is the ``es_gradient_factors`` handler plus one dot ``Af.T @ Bf`` per chunk
   of the core's chunk plan (``_core.es_gradient_chunks``).
-- Seed, epoch and index members stay device values that the kernels read in place (no copy to
-  the host, no synchronisation: the handlers are command-buffer compatible); epoch and members
-  travel as int64 words (uint32 [..., 2]), since JAX without x64 has no int64.
+- The key words and index members stay device values that the kernels read in place (no copy
+  to the host, no synchronisation: the handlers are command-buffer compatible).
 - Every keyed handler's last result is its scratch workspace (uint8, sized at trace time by
   ``_xla_ffi_cuda.workspace_bytes``): a command buffer may not allocate.
 """
@@ -23,20 +22,6 @@ import jax.numpy as jnp
 from jax import lax
 
 _HIGHEST = lax.Precision.HIGHEST
-
-
-def _int64_words(a: jax.Array) -> jax.Array:
-    """int32 / uint32 / int64 [...] as uint32 [..., 2]: the (low, high) words of the values as
-    int64 (int32 sign-extended, so a negative value stays negative for the kernels' checks)."""
-    if a.dtype == jnp.uint32:
-        lo, hi = a, jnp.zeros_like(a)
-    elif a.dtype == jnp.int32:
-        lo = lax.bitcast_convert_type(a, jnp.uint32)
-        hi = lax.bitcast_convert_type(a >> 31, jnp.uint32)      # arithmetic shift: 0 or ~0
-    else:
-        lo = (a & 0xFFFFFFFF).astype(jnp.uint32)
-        hi = ((a >> 32) & 0xFFFFFFFF).astype(jnp.uint32)
-    return jnp.stack([lo, hi], axis=-1)
 
 
 def _dot_nt(x: jax.Array, W: jax.Array) -> jax.Array:
@@ -59,12 +44,10 @@ def _call(call: Any, name: str, out: Any, operands: list, attrs: dict, workspace
 
 def lower(call: Any, name: str, narrays: int, out: Any, ops: tuple, attrs: dict) -> Any:
     """The CUDA lowering of keyed op `name` on operands ops (as the CPU handler's: the arrays,
-    then index members when attrs["members"] == 2, seed, epoch); call: _ffi.call, the custom
-    call itself."""
-    arrays = ops[:narrays]
-    index = _int64_words(ops[narrays]) if attrs["members"] == 2 else None
-    seed, epoch = ops[-2].astype(jnp.uint32).reshape(2), _int64_words(ops[-1]).reshape(2)
-    key = ([] if index is None else [index]) + [seed, epoch]
+    then the member words when attrs["members"] == 2, the key words); call: _ffi.call, the
+    custom call itself."""
+    arrays, key = ops[:narrays], list(ops[narrays:])
+    index = key[0] if attrs["members"] == 2 else None
     rank = int(attrs.get("rank", 1))
     if name in ("perturbed_matmul", "perturbed_matmul_full", "perturbed_matmul_int8"):
         x, W = arrays
@@ -82,7 +65,7 @@ def lower(call: Any, name: str, narrays: int, out: Any, ops: tuple, attrs: dict)
         f = arrays[0]
         if attrs["full_rank"]:
             return _call(call, name, out, [f] + key, attrs, dict(M=f.shape[0], full_rank=True))
-        return _lowrank_gradient(call, f, index, seed, epoch, out, attrs, rank)
+        return _lowrank_gradient(call, f, index, key[-1], out, attrs, rank)
     if name == "int8_update":
         W, f = arrays
         return _call(call, name, out, [W, f] + key, attrs,
@@ -90,7 +73,7 @@ def lower(call: Any, name: str, narrays: int, out: Any, ops: tuple, attrs: dict)
     return _call(call, name, out, list(arrays) + key, attrs, {})   # perturb_vector, lowrank_factors
 
 
-def _lowrank_gradient(call: Any, f: jax.Array, index: jax.Array | None, seed: jax.Array, epoch: jax.Array,
+def _lowrank_gradient(call: Any, f: jax.Array, index: jax.Array | None, words: jax.Array,
                       out: Any, attrs: dict, rank: int) -> jax.Array:
     """sum over the chunk plan's chunks of Af.T @ Bf (XLA's dot, true float32)."""
     from .. import _core
@@ -103,9 +86,9 @@ def _lowrank_gradient(call: Any, f: jax.Array, index: jax.Array | None, seed: ja
         part = dict(attrs)
         if index is None:
             part.update(start=attrs["start"] + c0 * attrs["step"], count=c1 - c0)
-            key = [seed, epoch]
+            key = [words]
         else:
-            key = [index[c0:c1], seed, epoch]
+            key = [index[c0:c1], words]
         spec = (jax.ShapeDtypeStruct((C, m), jnp.float32), jax.ShapeDtypeStruct((C, n), jnp.float32))
         Af, Bf = _call(call, "es_gradient_factors", spec, [f[c0:c1]] + key, part, dict(M=c1 - c0))
         prod = lax.dot_general(Af, Bf, (((0,), (0,)), ((), ())), precision=_HIGHEST,

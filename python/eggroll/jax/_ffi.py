@@ -2,9 +2,11 @@
 and eggroll._xla_ffi_cuda (CUDA builds), one ``jax.ffi.ffi_call`` per op, jitted once per
 static configuration (an eager call is one cached dispatch, no re-trace), and the batching rule.
 
-Operands: the op's arrays, then index members (when an array), seed uint32 [2] (low, high
+Operands: the op's arrays, then index members (when an array) and seed uint32 [2] (low, high
 words) and epoch (an integer scalar), so members, seed and epoch may be traced (a jitted step
-compiles once for all epochs). Attributes: the static key (param_id, sigma, rank, noise_reuse,
+compiles once for all epochs); inside the jitted call they become what every platform's
+handler reads (cpp/bindings/xla_ffi_common.h): the members as int64 words (uint32 [M, 2]) and
+one key operand uint32 [4] (the seed's words, the epoch's as int64). Attributes: the static key (param_id, sigma, rank, noise_reuse,
 antithetic, fixed_point, sigma_shift), members as a range (start, step, count) or kind, shared
 and the op's options (cpp/bindings/xla_ffi_common.h). Where the CUDA handlers are built each
 op is staged with ``lax.platform_dependent``: the CPU lowering here and the CUDA one of
@@ -41,18 +43,16 @@ def ensure_registered() -> None:
         raise RuntimeError(
             "eggroll.jax: this eggroll was built without the JAX FFI handlers "
             "(eggroll._xla_ffi); reinstall with jaxlib available (see docs/jax.md)") from e
-    tables = [_xla_ffi.registrations()]
+    tables = _xla_ffi.registrations()
     try:
         from .. import _xla_ffi_cuda
+        tables.update(_xla_ffi_cuda.registrations())
+        _CUDA = True
     except ImportError:   # a CPU-only build (or one without jaxlib's headers)
-        _xla_ffi_cuda = None
-    if _xla_ffi_cuda is not None:
-        tables.append(_xla_ffi_cuda.registrations())
-    for table in tables:
-        for platform, handlers in table.items():
-            for name, capsule in handlers.items():
-                jax.ffi.register_ffi_target(f"eggroll_{name}", capsule, platform=platform)
-    _CUDA = _xla_ffi_cuda is not None
+        pass
+    for platform, handlers in tables.items():
+        for name, capsule in handlers.items():
+            jax.ffi.register_ffi_target(f"eggroll_{name}", capsule, platform=platform)
     _REGISTERED = True
 
 
@@ -94,6 +94,29 @@ def operands(members: Any, seed: jax.Array, epoch: jax.Array) -> list[Any]:
     return ([] if members is None or isinstance(members, range) else [members]) + [seed, epoch]
 
 
+def int64_words(a: jax.Array) -> jax.Array:
+    """int32 / uint32 / int64 [...] as uint32 [..., 2]: the (low, high) words of the values as
+    int64 (int32 sign-extended, so a negative value stays negative for the handlers' checks)."""
+    if a.dtype == jnp.uint32:
+        lo, hi = a, jnp.zeros_like(a)
+    elif a.dtype == jnp.int32:
+        lo = lax.bitcast_convert_type(a, jnp.uint32)
+        hi = lax.bitcast_convert_type(a >> 31, jnp.uint32)      # arithmetic shift: 0 or ~0
+    else:
+        lo = (a & 0xFFFFFFFF).astype(jnp.uint32)
+        hi = ((a >> 32) & 0xFFFFFFFF).astype(jnp.uint32)
+    return jnp.stack([lo, hi], axis=-1)
+
+
+def _packed(narrays: int, ops: tuple) -> tuple:
+    """(*arrays, *member operand, seed, epoch) as the handlers take them (module docstring)."""
+    *head, seed, epoch = ops
+    if len(head) > narrays:
+        head[narrays] = int64_words(head[narrays])
+    seed = jnp.asarray(seed).astype(jnp.uint32).reshape(2)
+    return (*head, jnp.concatenate([seed, int64_words(jnp.asarray(epoch)).reshape(2)]))
+
+
 def platform(cpu: Any, cuda: Any, *args: Any) -> Any:
     """cpu(*args) for arrays on a CPU, cuda(*args) for arrays on an NVIDIA GPU (the CUDA
     branch only where the CUDA handlers are built)."""
@@ -107,7 +130,7 @@ def platform(cpu: Any, cuda: Any, *args: Any) -> Any:
 # ------------------------------------------------------------------------------------------
 
 def _lowerings(name: str, narrays: int, out: Any, attrs: dict) -> tuple[Any, Any]:
-    """The CPU and CUDA lowerings of a keyed op: f(*arrays, *member operand, seed, epoch)."""
+    """The CPU and CUDA lowerings of a keyed op: f(*arrays, *member words, key words)."""
     from . import _cuda
 
     def cpu(*ops: Any) -> Any:
@@ -126,7 +149,7 @@ def keyed(name: str, narrays: int, out: Any, attrs: tuple) -> Any:
     cpu, gpu = _lowerings(name, narrays, out, attrs_d)
 
     def raw(*ops: Any) -> Any:
-        return platform(cpu, gpu, *ops)
+        return platform(cpu, gpu, *_packed(narrays, ops))
 
     if name not in ("perturbed_matmul", "perturbed_matmul_full", "perturbed_matmul_int8",
                     "perturb_vector") or attrs_d["members"] != 2:

@@ -223,3 +223,4 @@ def _convert(a: Any) -> Any:
 
 
 globals().update(_ops.framework_ops(_convert, lambda: jnp.zeros(0, jnp.float32)))
+__all__ = list(_ops.OPS)

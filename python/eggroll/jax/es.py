@@ -147,6 +147,58 @@ class Population:
             y = y + (bv if y.ndim == 2 else bv[:, None, :])
         return y
 
+    def map_chunks(self, fn: Callable[..., Any], *xs: Any, size: int) -> Any:
+        """fn over the members in consecutive chunks of `size`, one chunk at a time
+        (jax.lax.map): the [size, b, width] activations of a chunk stay in cache instead of
+        the whole population's going through memory (docs/jax.md "Evaluating in chunks")::
+
+            def chunk(sub, xc, yc):          # sub: the chunk's Population; xc, yc: its rows
+                h = jnp.tanh(sub.linear("W1", xb, bias="b1", shared=True))
+                return -loss(sub.linear("W2", h, bias="b2"), yc)     # [size]
+            fitness = pop.map_chunks(chunk, x, y, size=16)          # [M]
+
+        xs: per-member arrays [M, ...] (M = len(self)), split along axis 0 (shared data is
+        closed over by fn instead). fn returns a pytree of arrays [size, ...] (one row per
+        member); the result stacks them: [M, ...]. A member's rows are bit for bit those of
+        the undivided population. A last chunk of M % size members runs once after the map."""
+        size = check_int(size, "size", 1, 1 << 31)
+        if not callable(fn):
+            raise TypeError(f"fn: expected a callable (sub, *xs_chunk) -> [size, ...], got "
+                            f"{type(fn).__name__}")
+        M = len(self)
+        for j, x in enumerate(xs):
+            if jnp.ndim(x) < 1 or jnp.shape(x)[0] != M:
+                raise ValueError(f"xs[{j}]: expected a per-member array [{M}, ...], got shape "
+                                 f"{tuple(jnp.shape(x))} (close over shared data in fn)")
+        size = min(size, M)
+        n, tail = divmod(M, size)
+
+        def run(members: Any, *xc: Any) -> Any:
+            sub = Population.__new__(Population)
+            sub._es, sub._leaves, sub.epoch, sub.members = (self._es, self._leaves,
+                                                            self.epoch, members)
+            out = fn(sub, *xc)
+            k = members.shape[0]
+            for leaf in jax.tree_util.tree_leaves(out):
+                if jnp.ndim(leaf) < 1 or jnp.shape(leaf)[0] != k:
+                    raise ValueError(f"fn: must return arrays with one leading row per member "
+                                     f"[{k}, ...], got shape {tuple(jnp.shape(leaf))}")
+            return out
+
+        def split(a: Any) -> Any:
+            return jnp.reshape(a[:n * size], (n, size) + tuple(jnp.shape(a)[1:]))
+
+        mem = split(self.members)
+        if n == 1:
+            out = jax.tree_util.tree_map(lambda a: a[None], run(mem[0], *(x[:size] for x in xs)))
+        else:
+            out = jax.lax.map(lambda args: run(*args), (mem, *(split(x) for x in xs)))
+        out = jax.tree_util.tree_map(lambda a: jnp.reshape(a, (n * size,) + a.shape[2:]), out)
+        if tail:
+            rest = run(self.members[n * size:], *(x[n * size:] for x in xs))
+            out = jax.tree_util.tree_map(lambda a, b: jnp.concatenate([a, b]), out, rest)
+        return out
+
     def vector(self, name: str) -> jax.Array:
         """Any leaf p (full-rank perturbation) -> [M, *p.shape]: row j is p + s_i sigma
         z_k[0:p.size] of member i = members[j]."""

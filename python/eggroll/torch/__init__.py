@@ -11,14 +11,11 @@ threads, as many as ``torch.get_num_threads()`` (``use_torch_threads``; docs/tor
 """
 from __future__ import annotations
 
-from ._ops import (BACKEND, antithetic_sign, centered_rank, es_gradient, int8_update,
-                   lowrank_factors, normal, perturb_vector, perturbed_embedding,
-                   perturbed_matmul, perturbed_matmul_full, perturbed_matmul_int8, philox4x32,
-                   zscore)
+from . import _ops
+from ._ops import *  # noqa: F403  (every op, as _ops.__all__ lists)
+from ._ops import BACKEND
 from ._threads import use_torch_threads
 
-__all__ = ["ES", "linear", "perturbed_matmul_int8", "int8_update", "philox4x32", "normal",
-           "perturbed_matmul", "perturbed_matmul_full", "perturb_vector", "perturbed_embedding",
-           "lowrank_factors", "es_gradient", "centered_rank", "zscore", "antithetic_sign", "use_torch_threads"]
+__all__ = [*_ops.__all__, "ES", "linear", "use_torch_threads"]
 
 from .es import ES, linear  # noqa: E402  (the trainer builds on the ops above)

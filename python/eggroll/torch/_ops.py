@@ -32,8 +32,14 @@ NOT_DIFFERENTIABLE = ("{op} is not differentiable: evolution strategies estimate
                       "for a differentiable forward")
 
 
-def _export(t: Tensor) -> Any:
-    return torch.utils.dlpack.to_dlpack(t.detach() if t.requires_grad else t)
+def _empty(shape: tuple, dt: str, like: Tensor) -> tuple[Tensor, int]:
+    """A new tensor for an entry's result and its address (the bridge need not export it); the
+    sizes as separate ints, which torch parses faster than a tuple."""
+    if like.is_cpu:      # (no device argument to parse)
+        t = torch.empty(*shape or ((),), dtype=_DTYPES[dt])
+    else:
+        t = torch.empty(*shape or ((),), dtype=_DTYPES[dt], device=like.device)
+    return t, t.data_ptr()
 
 
 def _gemm(a: Tensor, b: Tensor, out: Tensor, kind: str) -> None:
@@ -46,9 +52,10 @@ def _gemm(a: Tensor, b: Tensor, out: Tensor, kind: str) -> None:
 
 
 def _register(module: Any) -> None:
-    module.register_framework(
-        Tensor, _export, lambda shape, dt, like: torch.empty(shape, dtype=_DTYPES[dt], device=like.device),
-        lambda t, dt: t.to(_DTYPES[dt]), _gemm, True, torch.from_dlpack)
+    # to_dlpack exports a tensor that requires grad as it is (its data; autograd is the custom
+    # ops' business)
+    module.register_framework(Tensor, torch.utils.dlpack.to_dlpack, _empty,
+                              lambda t, dt: t.to(_DTYPES[dt]), _gemm, True, torch.from_dlpack)
 
 
 _register(_core)
@@ -65,14 +72,18 @@ def _cuda() -> Any:
     return _CUDA
 
 
-def _plain(tensors: tuple) -> bool:
-    """Whether a call may skip the custom op: eager, no autograd, no transform or mode."""
-    if (torch.compiler.is_compiling() or _are_functorch_transforms_active()
-            or _is_torch_function_mode_enabled() or _len_torch_dispatch_stack()):
+_compiling, _grad_enabled = torch.compiler.is_compiling, torch.is_grad_enabled
+
+
+def _plain(args: tuple, k: int = 0) -> bool:
+    """Whether a call whose k leading arguments are its arrays may skip the custom op: eager,
+    no autograd, no transform or mode."""
+    if (_compiling() or _are_functorch_transforms_active() or _is_torch_function_mode_enabled()
+            or _len_torch_dispatch_stack()):
         return False
-    if torch.is_grad_enabled():
-        for t in tensors:
-            if isinstance(t, Tensor) and t.requires_grad:
+    if _grad_enabled():
+        for a in args[:k]:
+            if getattr(a, "requires_grad", False):
                 return False
     return True
 
@@ -114,25 +125,17 @@ def _encode(args: tuple) -> tuple[list, list[int], list[float]]:
 
 def _decode(tensors: list, codes: list[int], floats: list[float]) -> tuple:
     t, f, c = iter(tensors), iter(floats), iter(codes)
-    word = lambda: next(c) | (next(c) << 32)  # noqa: E731
-    args: list = []
-    for k in c:
-        if k == _TENSOR:
-            args.append(next(t))
-        elif k == _NONE:
-            args.append(None)
-        elif k == _BOOL:
-            args.append(bool(next(c)))
-        elif k == _INT:
-            args.append(word())
-        elif k == _RANGE:
-            start, step, stop = word(), word(), word()
-            args.append(range(start, stop, step))
-        elif k == _SEQ:
-            args.append(tuple(word() for _ in range(next(c))))
-        else:
-            args.append(next(f))
-    return tuple(args)
+
+    def word() -> int:
+        return next(c) | (next(c) << 32)
+
+    def span() -> range:
+        start, step, stop = word(), word(), word()
+        return range(start, stop, step)
+    read = {_TENSOR: lambda: next(t), _NONE: lambda: None, _BOOL: lambda: bool(next(c)),
+            _INT: word, _RANGE: span, _SEQ: lambda: tuple(word() for _ in range(next(c))),
+            _FLOAT: lambda: next(f)}
+    return tuple(read[k]() for k in c)
 
 
 def _run(name: str, args: tuple) -> Any:
@@ -169,6 +172,12 @@ def _setup(ctx: Any, inputs: tuple, output: Any) -> None:
     ctx.args = _decode(tensors, codes, floats)
     ctx.grads = [isinstance(t, Tensor) and t.requires_grad for t in ctx.args[:2]]
     ctx.save_for_backward(*[a for a in ctx.args[:2] if isinstance(a, Tensor)])
+    ctx.n = len(tensors)
+
+
+def _grads(ctx: Any, *g: Any) -> tuple:
+    """The custom op's input gradients: g for its leading tensors, None for the rest."""
+    return [*g] + [None] * (ctx.n - len(g)), None, None
 
 
 def _pm_backward(ctx: Any, grads: list) -> tuple:
@@ -193,15 +202,12 @@ def _pm_backward(ctx: Any, grads: list) -> tuple:
         gx = (gx3.sum(0) if shared else gx3).reshape(x.shape).to(x.dtype)
     if ctx.grads[1] and base:
         gW = (g3.sum(0).t() @ xs if shared else g3.reshape(-1, m).t() @ xs).to(W.dtype)
-    n_tensors = sum(isinstance(a, Tensor) for a in args)
-    return [gx, gW] + [None] * (n_tensors - 2), None, None
+    return _grads(ctx, gx, gW)
 
 
 def _pv_backward(ctx: Any, grads: list) -> tuple:
     """Row i is v plus noise that does not depend on v: dL/dv = sum_i g_i."""
-    gv = grads[0].sum(0) if ctx.grads[0] else None
-    n = len([a for a in ctx.args if isinstance(a, Tensor)])
-    return [gv] + [None] * (n - 1), None, None
+    return _grads(ctx, grads[0].sum(0) if ctx.grads[0] else None)
 
 
 def _pe_backward(ctx: Any, grads: list) -> tuple:
@@ -215,8 +221,7 @@ def _pe_backward(ctx: Any, grads: list) -> tuple:
         d = W.shape[1]
         rows = ids.expand(g.shape[:-1]).reshape(-1)
         gW = g.new_zeros(W.shape).index_add_(0, rows, g.reshape(-1, d)).to(W.dtype)
-    n = len([a for a in ctx.args if isinstance(a, Tensor)])
-    return [None, gW] + [None] * (n - 2), None, None
+    return _grads(ctx, None, gW)
 
 
 def _not_differentiable(name: str) -> Any:
@@ -225,26 +230,22 @@ def _not_differentiable(name: str) -> Any:
     return backward
 
 
+_BACKWARDS = {"perturbed_matmul": _pm_backward, "perturb_vector": _pv_backward,
+              "perturbed_embedding": _pe_backward}
 for _name, _op in CUSTOM_OPS.items():
-    if _name == "perturbed_matmul":
-        _op.register_autograd(_pm_backward, setup_context=_setup)
-    elif _name == "perturb_vector":
-        _op.register_autograd(_pv_backward, setup_context=_setup)
-    elif _name == "perturbed_embedding":
-        _op.register_autograd(_pe_backward, setup_context=_setup)
-    else:
-        _op.register_autograd(_not_differentiable(_name),
-                              setup_context=lambda ctx, inputs, output: None)
+    _op.register_autograd(_BACKWARDS.get(_name) or _not_differentiable(_name), setup_context=_setup)
 
 
 class Backend:
     """The entries for torch tensors (eggroll._ops.backend): direct when plain, else the ops."""
 
     def __getattr__(self, name: str) -> Any:
-        k = OPS[name][0]
+        k, cpu = OPS[name][0], getattr(_core, name)
 
         def call(*args: Any) -> Any:
-            return _run(name, args) if _plain(args[:k]) else _through_op(name, args)
+            if not _plain(args, k):
+                return _through_op(name, args)
+            return _run(name, args) if args[0].is_cuda else cpu(*args)
 
         setattr(self, name, call)
         return call
@@ -270,7 +271,8 @@ register(BACKEND, Tensor, torch.nn.Parameter)
 # The ops of eggroll.torch: results are tensors also for NumPy or list inputs.
 globals().update(_generic.framework_ops(
     lambda a: a if isinstance(a, (Tensor, range)) or a is None else torch.as_tensor(a),
-    lambda: torch.empty(0)))
+    lambda: torch.empty(0), (Tensor, torch.nn.Parameter)))
+__all__ = list(OPS)
 
 
 def lowrank_factors(shape: Any, *, members: Any, epoch: Any, seed: Any, param_id: int = 0,

@@ -23,7 +23,7 @@ as a broadcasting ``[M, 1, ..., d]`` tensor, checked once against member 0 run a
 """
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import numpy as np
 import torch
@@ -34,6 +34,7 @@ from ._ops import _plain
 from .._ops import perturbed_embedding as _embedding_op
 from .._ops import perturbed_matmul as _perturbed_matmul_op
 from .._ops import perturbed_matmul_full as _perturbed_matmul_full_op
+from .._trainer import member_chunks
 
 __all__ = ["Population", "ACTIVE"]
 
@@ -88,6 +89,8 @@ class Population:
     def __init__(self, es: Any, block: range) -> None:
         self._es = es
         self.block = block
+        self._asked = block              # what es.ask() named; block narrows in chunks()
+        self.rows = slice(0, len(block))     # block's rows of the asked block's [M, ...]
         self.epoch = es.epoch
         self.sigma = es.sigma_at(es.epoch)
         self.batch = 1                   # rows per member (pop.fold declares it)
@@ -176,6 +179,39 @@ class Population:
                     continue
                 act.forward = (lambda f, a: (lambda x: f(a, x)))(inplace, act)
                 self._patched.append(act)
+
+    # -- chunks ----------------------------------------------------------------------------
+
+    def chunks(self, size: int) -> Iterator[Population]:
+        """Evaluate the members in consecutive blocks of `size` (the last may be shorter),
+        one block per iteration (docs/torch.md "Evaluating in chunks")::
+
+            f = torch.empty(es.population)
+            with es.ask() as pop:
+                for sub in pop.chunks(16):       # sub is pop, narrowed to 16 members
+                    logits = model(x.expand(len(sub), *x.shape))   # or x[sub.rows]
+                    f[sub.rows] = -loss(logits)
+            es.tell(f)
+
+        Within an iteration this population evaluates only sub.members (len(pop) is the
+        chunk's size; sub.rows are its rows of the asked block), so the [chunk, b, width]
+        activations stay in cache; a member's outputs are bit for bit those of the undivided
+        population. Also works outside ``with``: each block then runs in its own ``with``."""
+        chunks = member_chunks(self._asked, size)
+        if self.block is not self._asked:
+            raise RuntimeError("chunks(): this population is already being evaluated in "
+                               "chunks")
+        entered = not self._patched and self._no_grad is None
+        if entered:
+            self.__enter__()
+        try:
+            for block, rows in chunks:
+                self.block, self.rows = block, rows
+                yield self
+        finally:
+            self.block, self.rows = self._asked, slice(0, len(self._asked))
+            if entered:
+                self.__exit__(None, None, None)
 
     # -- batch layout ----------------------------------------------------------------------
 
@@ -282,12 +318,12 @@ class Population:
             p = es.params[name].detach()
             return p.expand(len(self), *p.shape)
         v = self._vectors.get(name)
-        if v is None:
+        if v is None:       # the whole asked block's, once: a chunk's rows are a view of it
             flat = es.master(name).detach().reshape(-1).float().contiguous()
-            v = _perturb_vector_op(flat, members=self.members, **self._key(name))
-            v = v.reshape(len(self), *es.params[name].shape)
+            v = _perturb_vector_op(flat, members=self._asked, **self._key(name))
+            v = v.reshape(len(self._asked), *es.params[name].shape)
             self._vectors[name] = v
-        return v
+        return v if self.block is self._asked else v[self.rows]
 
     def weight(self, name: str) -> Tensor:
         """float32 [m, n]: the weight in the x @ W.T form the ops take (the fp32 master of a
