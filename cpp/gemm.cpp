@@ -1,6 +1,7 @@
 // The core's deterministic GEMM driver (packing, blocking, threading; the contract is in
 // gemm_kernel.h) and the scalar micro-tile that every SIMD tile reproduces bit for bit.
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <vector>
 #include "eggroll/noise.h"
@@ -41,6 +42,10 @@ void pack_scalar(const float* src, int64_t ld, int64_t valid, int64_t R, int64_t
 
 GemmKernel gemm_kernel_scalar() { return {kScalarMR, kScalarNR, &tile_scalar, &pack_scalar}; }
 
+std::atomic<GemmPath> g_forced_path{GemmPath::automatic};
+
+void force_gemm_path(GemmPath path) { g_forced_path.store(path, std::memory_order_relaxed); }
+
 }  // namespace detail
 
 namespace {
@@ -73,42 +78,94 @@ void gemm_impl(const float* x, bool x_kmajor, const float* W, bool w_kmajor, flo
 #endif
   }
   const int64_t MR = kern.MR, NR = kern.NR;
+  constexpr int64_t KC = detail::kGemmKC;
+  const detail::CacheSizes& cache = detail::cache_sizes();
+  const int64_t fsz = int64_t(sizeof(float));
+  // The small-row path (gemm_kernel.h) for at most 8 rows, where it measured faster than the
+  // packed tiles on every shape tried (thread CPU time, one Zen 4 core, AVX2): x [8, 64]
+  // W [64, 64] 0.9 against 1.6 us (packing W cost as much as the product); x [8, 1024]
+  // W [1024, 1024] 0.23 against 0.38 ms, one row 0.34 against 0.37; x [8, 4096]
+  // W [4096, 4096] 5.4 against 10 ms (W streams from memory once, and is not also written).
+  const detail::GemmPath forced = detail::g_forced_path.load(std::memory_order_relaxed);
+  const bool small_fits = rows <= detail::kGemmSmallRows;
+  if (kern.small && forced != detail::GemmPath::packed &&
+      (forced == detail::GemmPath::small || small_fits)) {
+    // Rows in the lanes: x^T packed per group of 8 rows, W read in place. Tasks are (row
+    // group, 8-output block) items of at least ~32K vector FMAs, so a tiny product runs on
+    // the caller without waking a thread.
+    constexpr int64_t G = 8, SO = 8;
+    const int64_t groups = (rows + G - 1) / G, nob = (m + SO - 1) / SO;
+    static thread_local std::vector<float> xT;
+    if (xT.size() < static_cast<size_t>(groups * n * G)) xT.resize(static_cast<size_t>(groups * n * G));
+    for (int64_t g = 0; g < groups; ++g) {
+      const int64_t valid = std::min(G, rows - g * G);
+      if (x_kmajor) pack_kmajor(x + g * G, rows, valid, G, n, xT.data() + g * n * G);
+      else kern.pack(x + g * G * n, n, valid, G, n, xT.data() + g * n * G);
+    }
+    const int64_t so = w_kmajor ? 1 : n, sk = w_kmajor ? m : 1;
+    const float* xTd = xT.data();
+    const int64_t grain = std::max<int64_t>(1, 32768 / (SO * n));
+    if (groups == 1 && nob <= grain) {  // one task: no thread pool, no std::function
+      kern.small(n, xTd, int(rows), W, so, sk, 0, m, y, m);
+      return;
+    }
+    parallel_for(groups * nob, grain, [&](int64_t lo, int64_t hi) {
+      for (int64_t it = lo; it < hi;) {  // items g * nob + b, run as one o-range per group
+        const int64_t g = it / nob, b0 = it % nob, b1 = std::min(nob, b0 + (hi - it));
+        kern.small(n, xTd + g * n * G, int(std::min(G, rows - g * G)), W, so, sk, b0 * SO,
+                   std::min(m, b1 * SO), y + g * G * m, m);
+        it += b1 - b0;
+      }
+    });
+    return;
+  }
   // Blocking: a row block's packed x slice (MR x KC) sits in L1 while packed W panels
   // (KC x NR each) stream from L2; the sizes that depend on the cache come from
   // cache_sizes() (the CPU's reported L2), never from constants fitted to one CPU.
-  constexpr int64_t KC = detail::kGemmKC;
   const int64_t nrb = (rows + MR - 1) / MR;            // row blocks
   const int64_t npanels = (m + NR - 1) / NR;           // column panels
-  const detail::CacheSizes& cache = detail::cache_sizes();
-  const int64_t fsz = int64_t(sizeof(float));
 
   // Tall product with a small W (many members x rows, a narrow layer): threads own row blocks
-  // instead of column panels. Each thread packs all of W once (at most its L2 size: still
-  // faster than the column split with W filling a 1 MiB L2, 28.5 vs 32.6 ms at
-  // 4096 x 1024 x 256 on one Zen 4 core), then
-  // per row block packs one KC-slice of x into an L1 buffer and runs every panel through it,
-  // slice after slice: x is read once with no row-sized packed copy, and the block's y rows
-  // stay in L1 across the k slices. Same tiles, same slice order: same bits as below.
+  // instead of column panels. All of W is packed once (at most the L2 size: still faster
+  // than the column split with W filling a 1 MiB L2, 28.5 vs 32.6 ms at 4096 x 1024 x 256 on
+  // one Zen 4 core), then per row block one KC-slice of x is packed into an L1 buffer and
+  // every panel runs through it, slice after slice: x is read once with no row-sized packed
+  // copy, and the block's y rows stay in L1 across the k slices. Same tiles, same slice
+  // order: same bits as below. The row blocks are claimed in chunks from a shared counter
+  // rather than split in fixed halves: a thread that loses its core for a while (to another
+  // process, or to a BLAS's spinning workers on a 2-core machine) then delays the call by one
+  // chunk, not by its whole half (two threads at 4096 x 256 x 256 took 5.45 ms against 2.5
+  // ms in a quiet loop while NumPy's OpenBLAS threads shared the cores).
   if (npanels * n * NR * fsz <= cache.l2 && nrb >= 16) {
-    parallel_for(nrb, 2, [&](int64_t r0, int64_t r1) {
-      thread_local std::vector<float> Bw, Ab;
-      if (Bw.size() < static_cast<size_t>(npanels * n * NR)) Bw.resize(static_cast<size_t>(npanels * n * NR));
-      if (Ab.size() < static_cast<size_t>(KC * MR)) Ab.resize(static_cast<size_t>(KC * MR));
-      for (int64_t p = 0; p < npanels; ++p) {  // panel p: Bw[(p * n + k) * NR + j]
+    static thread_local std::vector<float> Bw;  // panel p: Bw[(p * n + k) * NR + j]
+    if (Bw.size() < static_cast<size_t>(npanels * n * NR)) Bw.resize(static_cast<size_t>(npanels * n * NR));
+    float* const Bwd = Bw.data();
+    parallel_for(npanels, std::max<int64_t>(1, 65536 / (n * NR)), [&](int64_t p0, int64_t p1) {
+      for (int64_t p = p0; p < p1; ++p) {
         const int64_t valid = std::min(NR, m - p * NR);
-        float* dst = Bw.data() + p * n * NR;
-        if (w_kmajor) pack_kmajor(W + p * NR, m, valid, NR, n, dst);
-        else kern.pack(W + p * NR * n, n, valid, NR, n, dst);
+        if (w_kmajor) pack_kmajor(W + p * NR, m, valid, NR, n, Bwd + p * n * NR);
+        else kern.pack(W + p * NR * n, n, valid, NR, n, Bwd + p * n * NR);
       }
-      for (int64_t rb = r0; rb < r1; ++rb) {
-        const int64_t vr = std::min(MR, rows - rb * MR);
-        for (int64_t k0 = 0; k0 < n; k0 += KC) {
-          const int64_t kc = std::min(KC, n - k0);
-          if (x_kmajor) pack_kmajor(x + k0 * rows + rb * MR, rows, vr, MR, kc, Ab.data());
-          else kern.pack(x + rb * MR * n + k0, n, vr, MR, kc, Ab.data());
-          for (int64_t p = 0; p < npanels; ++p)
-            kern.tile(kc, Ab.data(), Bw.data() + (p * n + k0) * NR, y + rb * MR * m + p * NR, m,
-                      int(vr), int(std::min(NR, m - p * NR)), k0 > 0);
+    });
+    const int64_t nth = std::min<int64_t>(num_threads(), nrb / 2);
+    const int64_t chunk = std::max<int64_t>(1, nrb / (32 * std::max<int64_t>(nth, 1)));
+    std::atomic<int64_t> next{0};
+    parallel_for(std::max<int64_t>(nth, 1), 1, [&](int64_t, int64_t) {
+      thread_local std::vector<float> Ab;
+      if (Ab.size() < static_cast<size_t>(KC * MR)) Ab.resize(static_cast<size_t>(KC * MR));
+      for (;;) {
+        const int64_t c0 = next.fetch_add(chunk, std::memory_order_relaxed);
+        if (c0 >= nrb) return;
+        for (int64_t rb = c0; rb < std::min(nrb, c0 + chunk); ++rb) {
+          const int64_t vr = std::min(MR, rows - rb * MR);
+          for (int64_t k0 = 0; k0 < n; k0 += KC) {
+            const int64_t kc = std::min(KC, n - k0);
+            if (x_kmajor) pack_kmajor(x + k0 * rows + rb * MR, rows, vr, MR, kc, Ab.data());
+            else kern.pack(x + rb * MR * n + k0, n, vr, MR, kc, Ab.data());
+            for (int64_t p = 0; p < npanels; ++p)
+              kern.tile(kc, Ab.data(), Bwd + (p * n + k0) * NR, y + rb * MR * m + p * NR, m,
+                        int(vr), int(std::min(NR, m - p * NR)), k0 > 0);
+          }
         }
       }
     });

@@ -1,5 +1,6 @@
-// AVX2 + FMA GEMM kernels: a 6 x 16 micro-tile (12 ymm accumulators) and an 8 x 8-transpose
-// packer, compiled with -mavx2 -mfma. Same FMA chains as the scalar tile (gemm_kernel.h), so
+// AVX2 + FMA GEMM kernels: a 6 x 16 micro-tile (12 ymm accumulators), an 8 x 8-transpose
+// packer and the small-row kernel (rows in the lanes, W read in place; the AVX-512 path's
+// too, whose CPUs run it at full rate), compiled with -mavx2 -mfma. Same FMA chains as the scalar tile (gemm_kernel.h), so
 // results are bit-identical to it on every shape.
 #include "gemm_kernel.h"
 #if defined(__x86_64__) || defined(_M_X64)
@@ -125,9 +126,79 @@ void pack(const float* src, int64_t ld, int64_t valid, int64_t R, int64_t kc, fl
     for (int64_t k = kfull; k < kc; ++k) dst[k * R + i] = i < valid ? src[i * ld + k] : 0.0f;
 }
 
+// Small-row kernel (GemmSmallFn): 8 outputs o a block, one ymm accumulator each whose 8
+// lanes are the rows: acc_j[r] = fma(x[r, k], W[o + j, k], acc_j[r]) over a slice, the tile's
+// chain (fma is commutative in its two factors, so the bits are the same). Eight chains
+// cover the FMA latency of two units; blocks of 12 kept 12 row pointers live and GCC spilled
+// some of them (7-10 % slower at n = 256). The last outputs of a row go in blocks of 4 and
+// 1-3, always full, so the row pointers stay fixed strides apart.
+constexpr int SO = 8;
+#define EGGROLL_AVX2_OUTS(X) X(0) X(1) X(2) X(3) X(4) X(5) X(6) X(7)
+
+// One block of outputs [o, o + NO), NO <= SO. kRowMajor: W [m, n] (sk == 1), else W^T [n, m].
+template <bool kRowMajor, int NO>
+void small_block(int64_t n, const float* xT, int rows, const float* W, int64_t so, int64_t sk,
+                 int64_t o, float* y, int64_t ldy) {
+#define PTR(j) const float* w##j = W + (o + (j < NO ? j : 0)) * so;
+  EGGROLL_AVX2_OUTS(PTR)
+#undef PTR
+  __m256 tot[SO] = {};  // the slices' running total (n >= 1 always sets it)
+  for (int64_t k0 = 0; k0 < n; k0 += kGemmKC) {
+    const int64_t k1 = k0 + kGemmKC < n ? k0 + kGemmKC : n;
+#define DECL(j) __m256 c##j = _mm256_setzero_ps();
+    EGGROLL_AVX2_OUTS(DECL)
+#undef DECL
+#pragma GCC unroll 4
+    for (int64_t k = k0; k < k1; ++k) {
+      const __m256 xv = _mm256_loadu_ps(xT + k * 8);
+      const int64_t at = kRowMajor ? k : k * sk;
+#define STEP(j) if (j < NO) c##j = _mm256_fmadd_ps(xv, _mm256_broadcast_ss(w##j + at), c##j);
+      EGGROLL_AVX2_OUTS(STEP)
+#undef STEP
+    }
+#define SUM(j) if (j < NO) tot[j] = k0 == 0 ? c##j : _mm256_add_ps(tot[j], c##j);
+    EGGROLL_AVX2_OUTS(SUM)
+#undef SUM
+  }
+  // y[r, o + j] = tot[j][r]: row r of y is column r of tot.
+  if (NO == SO && rows == 8) {
+    transpose8(tot);
+    for (int r = 0; r < 8; ++r) _mm256_storeu_ps(y + r * ldy + o, tot[r]);
+    return;
+  }
+  alignas(32) float buf[SO * 8];
+  for (int j = 0; j < NO; ++j) _mm256_store_ps(buf + j * 8, tot[j]);
+  for (int r = 0; r < rows; ++r)
+    for (int j = 0; j < NO; ++j) y[r * ldy + o + j] = buf[j * 8 + r];
+}
+#undef EGGROLL_AVX2_OUTS
+
+template <bool kRowMajor>
+void small_row(int64_t n, const float* xT, int rows, const float* W, int64_t so, int64_t sk,
+               int64_t o0, int64_t o1, float* y, int64_t ldy) {
+  for (int64_t o = o0; o < o1;) {
+    const int64_t left = o1 - o;
+    const int no = left >= 8 ? 8 : left >= 4 ? 4 : int(left);
+    switch (no) {
+      case 8: small_block<kRowMajor, 8>(n, xT, rows, W, so, sk, o, y, ldy); break;
+      case 4: small_block<kRowMajor, 4>(n, xT, rows, W, so, sk, o, y, ldy); break;
+      case 3: small_block<kRowMajor, 3>(n, xT, rows, W, so, sk, o, y, ldy); break;
+      case 2: small_block<kRowMajor, 2>(n, xT, rows, W, so, sk, o, y, ldy); break;
+      default: small_block<kRowMajor, 1>(n, xT, rows, W, so, sk, o, y, ldy); break;
+    }
+    o += no;
+  }
+}
+
+void small(int64_t n, const float* xT, int rows, const float* W, int64_t so, int64_t sk,
+           int64_t o0, int64_t o1, float* y, int64_t ldy) {
+  if (sk == 1) small_row<true>(n, xT, rows, W, so, sk, o0, o1, y, ldy);
+  else small_row<false>(n, xT, rows, W, so, sk, o0, o1, y, ldy);
+}
+
 }  // namespace
 
-GemmKernel gemm_kernel_avx2() { return {MR, NR, &tile, &pack}; }
+GemmKernel gemm_kernel_avx2() { return {MR, NR, &tile, &pack, &small}; }
 }  // namespace eggroll::detail
 #else
 namespace eggroll::detail {

@@ -106,7 +106,8 @@ void pack(const float* src, int64_t ld, int64_t valid, int64_t R, int64_t kc, fl
 
 }  // namespace
 
-GemmKernel gemm_kernel_avx512() { return {MR, NR, &tile, &pack}; }
+// The small-row path is the AVX2 one: with at most 8 rows a zmm's 16 lanes would be half empty.
+GemmKernel gemm_kernel_avx512() { return {MR, NR, &tile, &pack, gemm_kernel_avx2().small}; }
 }  // namespace eggroll::detail
 #else
 namespace eggroll::detail {

@@ -16,6 +16,11 @@
 // Parallel decomposition: the column panels are split over threads (or, for a tall product
 // whose packed W fits L2, the row blocks); each output element is written only by the thread
 // that owns its panel (row block).
+// A few rows (at most kGemmSmallRows, e.g. a small population's inputs): packing W and padding
+// x to MR rows would cost more than the arithmetic, so the rows go into the vector lanes
+// instead (x^T packed, 8 rows a group) and W is read in place, one broadcast per FMA. Each
+// element is still the same FMA chains summed in the same order, so the bits are the same as
+// the packed path's (tests/cpp compare both paths against the naive loop on every shape).
 #pragma once
 #include <cstdint>
 
@@ -34,11 +39,25 @@ using GemmTileFn = void (*)(int64_t kc, const float* Ap, const float* Bp, float*
 using GemmPackFn = void (*)(const float* src, int64_t ld, int64_t valid, int64_t R, int64_t kc,
                             float* dst);
 
+// The small-row path: y[g * 8 + r, o] for every row r < rows of row group g (rows <= 8) and
+// o in [o0, o1). xT [n, 8]: xT[k * 8 + r] = x[g * 8 + r, k], lanes >= rows zero; W[o, k] is
+// read at W[o * so + k * sk] (so = n, sk = 1 for W [m, n]; so = 1, sk = m for W^T [n, m]);
+// y points at row g * 8 (row stride ldy). Per element: the slice chains of gemm_kernel.h.
+using GemmSmallFn = void (*)(int64_t n, const float* xT, int rows, const float* W, int64_t so,
+                             int64_t sk, int64_t o0, int64_t o1, float* y, int64_t ldy);
+constexpr int64_t kGemmSmallRows = 8;  // a speed choice only: both paths give the same bits
+
 struct GemmKernel {
   int MR, NR;
   GemmTileFn tile;
   GemmPackFn pack;
+  GemmSmallFn small = nullptr;  // none: every shape takes the packed path
 };
+
+// Tests only: which path gemm_nt / gemm_tn / gemm_nk take (automatic: the small-row path for
+// at most kGemmSmallRows rows where the ISA has one). Not thread-safe against running GEMMs.
+enum class GemmPath { automatic, packed, small };
+void force_gemm_path(GemmPath path);
 
 void pack_scalar(const float* src, int64_t ld, int64_t valid, int64_t R, int64_t kc, float* dst);
 

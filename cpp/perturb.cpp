@@ -147,10 +147,15 @@ void lowrank_correction(const ForwardPlan& p) {
   float* yp = p.out.ptr<float>();
   const double cost = double((n + m) * r) * 16 + double(b * (n + m) * r) * 2;
   parallel_for(p.M, detail::task_grain(cost, 2), [&](int64_t lo, int64_t hi) {
-    // z holds B_k then A_k (stream order); Bt [r, n] and At [r, m] are their columns.
-    std::vector<float> z(static_cast<size_t>((n + m) * r)), Bt, At;
-    std::vector<float> t(static_cast<size_t>(r)), corr(static_cast<size_t>(m));
-    if (r > 1) { Bt.resize(static_cast<size_t>(n * r)); At.resize(static_cast<size_t>(m * r)); }
+    // z holds B_k then A_k (stream order); Bt [r, n] and At [r, m] are their columns. The
+    // buffers are the thread's, kept across calls: at a tiny shape their allocation costs
+    // as much as the arithmetic.
+    thread_local std::vector<float> z, Bt, At, t, corr;
+    auto fit = [](std::vector<float>& v, int64_t size) {
+      if (v.size() < static_cast<size_t>(size)) v.resize(static_cast<size_t>(size));
+    };
+    fit(z, (n + m) * r); fit(t, r);
+    if (r > 1) { fit(Bt, n * r); fit(At, m * r); fit(corr, m); }
     int64_t have_k = -1;
     for (int64_t i = lo; i < hi; ++i) {
       const int64_t member = mem[i];

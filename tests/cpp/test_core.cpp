@@ -13,6 +13,7 @@
 #include <vector>
 #include "eggroll/eggroll.h"
 #include "cache_sizes.h"  // private: the GEMM test varies the cache blocking
+#include "gemm_kernel.h"  // private: ... and forces each of its paths
 #include "check.h"
 
 using namespace eggroll;
@@ -135,8 +136,12 @@ static void test_ops() {
 // naive loop bit for bit on every SIMD path, thread count and cache blocking (the detected
 // sizes, a tiny L2 that makes every W group one panel and keeps the column-split path, a huge
 // one that sends every tall product down the row-split path), for gemm_nt and for gemm_tn on
-// the transposed (k-major) operands. Odd sizes exercise the edge tiles and short last slices;
-// inputs span 2^-3 .. 2^3 so that a different rounding sequence shows in the bits.
+// the transposed (k-major) operands and gemm_nk on W^T. Both paths, packed tiles and the
+// small-row kernel (rows in the vector lanes, W read in place), forced on every shape, must
+// give those bits: the small path's row groups of 8, its blocks of 8, 4 and 1-3 outputs and
+// its transposed store (8 rows, 8 outputs) all have a shape here.
+// Odd sizes exercise the edge tiles and short last slices; inputs span 2^-3 .. 2^3 so that a
+// different rounding sequence shows in the bits.
 static std::vector<float> gemm_naive(const std::vector<float>& x, const std::vector<float>& W,
                                      int64_t R, int64_t m, int64_t n) {
   std::vector<float> y(static_cast<size_t>(R * m));
@@ -162,7 +167,11 @@ static std::vector<float> transpose(const std::vector<float>& a, int64_t rows, i
 
 static void test_gemm() {
   const int64_t shapes[][3] = {{1, 1, 1},    {6, 16, 256},  {7, 17, 300},  {13, 33, 513},
-                               {2, 70, 1000}, {101, 40, 300}, {97, 5, 33},  {230, 37, 300}};
+                               {2, 70, 1000}, {101, 40, 300}, {97, 5, 33},  {230, 37, 300},
+                               {8, 64, 64},   {8, 20, 9},     {8, 21, 520}, {8, 8, 3},
+                               {8, 24, 257},  {5, 11, 257},   {16, 36, 40}, {9, 29, 70}};
+  const detail::GemmPath paths[] = {detail::GemmPath::automatic, detail::GemmPath::packed,
+                                    detail::GemmPath::small};
   const detail::CacheSizes tiny{8 << 10, 64 << 10, 1 << 20}, huge{1 << 20, int64_t(64) << 20, int64_t(1) << 30};
   const detail::CacheSizes* caches[] = {nullptr, &tiny, &huge};
   for (const auto& sh : shapes) {
@@ -175,21 +184,28 @@ static void test_gemm() {
     for (IsaLevel isa : {IsaLevel::scalar, IsaLevel::avx2, IsaLevel::avx512}) {
       if (!isa_supported(isa)) continue;
       set_isa(isa);
-      for (const detail::CacheSizes* c : caches) {
-        detail::override_cache_sizes(c);
-        for (int th : {1, 2, 3}) {
-          set_num_threads(th);
-          std::vector<float> y(want.size(), -1.0f), yt(want.size(), -1.0f);
-          gemm_nt(x.data(), W.data(), y.data(), R, m, n);
-          gemm_tn(xt.data(), Wt.data(), yt.data(), R, m, n);
-          CHECK(std::memcmp(y.data(), want.data(), y.size() * 4) == 0, "gemm_nt %lldx%lldx%lld on %s x%d cache %d",
-                (long long)R, (long long)m, (long long)n, isa_name(isa), th, int(c ? c->l2 >> 10 : 0));
-          CHECK(std::memcmp(yt.data(), want.data(), yt.size() * 4) == 0, "gemm_tn %lldx%lldx%lld on %s x%d cache %d",
-                (long long)R, (long long)m, (long long)n, isa_name(isa), th, int(c ? c->l2 >> 10 : 0));
+      for (detail::GemmPath path : paths) {
+        detail::force_gemm_path(path);
+        for (const detail::CacheSizes* c : caches) {
+          detail::override_cache_sizes(c);
+          for (int th : {1, 2, 3}) {
+            set_num_threads(th);
+            std::vector<float> y(want.size(), -1.0f), yt(want.size(), -1.0f), yk(want.size(), -1.0f);
+            gemm_nt(x.data(), W.data(), y.data(), R, m, n);
+            gemm_tn(xt.data(), Wt.data(), yt.data(), R, m, n);
+            gemm_nk(x.data(), Wt.data(), yk.data(), R, m, n);
+            const std::vector<float>* got[] = {&y, &yt, &yk};
+            const char* names[] = {"gemm_nt", "gemm_tn", "gemm_nk"};
+            for (int v = 0; v < 3; ++v)
+              CHECK(std::memcmp(got[v]->data(), want.data(), want.size() * 4) == 0,
+                    "%s %lldx%lldx%lld on %s path %d x%d cache %d", names[v], (long long)R,
+                    (long long)m, (long long)n, isa_name(isa), int(path), th, int(c ? c->l2 >> 10 : 0));
+          }
         }
       }
     }
   }
+  detail::force_gemm_path(detail::GemmPath::automatic);
   detail::override_cache_sizes(nullptr);
   const auto& cs = detail::cache_sizes();
   CHECK(cs.l1d >= (8 << 10) && cs.l2 >= (64 << 10) && cs.l3 >= (256 << 10), "cache sizes %lld %lld %lld",

@@ -16,7 +16,7 @@ P="$E/pkg_jax"
 emu_pkg "$P"
 cp "$E/core/"_core*.so "$E/core/"_xla_ffi*.so "$P/eggroll/"
 EMU_CXXFLAGS="-isystem $(python3 -c "import jaxlib, os; print(os.path.join(os.path.dirname(jaxlib.__file__), 'include'))")" \
-  emu_cxx "$P/eggroll/_xla_ffi_cuda$EXT" "$E"/src/{noise,perturb,update,fitness,int8,gemm,runtime}.cpp \
+  emu_cxx "$P/eggroll/_xla_ffi_cuda$EXT" "$E"/src/{noise,perturb,embedding,update,fitness,int8,gemm,runtime}.cpp \
           tools/cuda_emu/xla_ffi_cuda_emu.cpp
 K=${1:-""}
 EGGROLL_JAX_CUDA_EMU=1 PYTHONPATH="$P" python3 -m pytest tests/test_jax_cuda.py -q -p no:cacheprovider ${K:+-k "$K"}

@@ -1,5 +1,5 @@
 """Rewrites cuda/*.cu for the host emulation: each kernel<<<grid, block, ...>>>(args) becomes
-emu::Launch{dim3(grid), dim3(block)}(kernel)(args). Usage: translate.py CUDA_DIR OUT_DIR."""
+emu::Launch{dim3(grid), dim3(block)}([&](auto... a) { kernel(a...); })(args). Usage: translate.py CUDA_DIR OUT_DIR."""
 import pathlib
 import re
 import sys
@@ -20,7 +20,10 @@ for f in list(src.glob("*.cu")) + [src / "common.cuh"]:
     t = f.read_text()
     def rep(m):
         args = split_top(m.group(2))
-        return f"emu::Launch{{dim3({args[0]}), dim3({args[1]})}}({m.group(1)})("
+        # a generic lambda around the kernel, so that a template kernel's arguments are
+        # deduced from the call, as nvcc deduces them from kernel<<<...>>>(args)
+        return (f"emu::Launch{{dim3({args[0]}), dim3({args[1]})}}"
+                f"([&](auto... a) {{ {m.group(1)}(a...); }})(")
     t2, n = pat.subn(rep, t)
     (out / (f.stem + (".cpp" if f.suffix == ".cu" else ".cuh"))).write_text(t2)
     print(f.name, n, "launches")

@@ -114,6 +114,7 @@ inline float __fsqrt_rn(float a) { return std::sqrt(a); }
 inline float __int2float_rn(int a) { return float(a); }
 inline float __uint_as_float(uint32_t a) { float f; std::memcpy(&f, &a, 4); return f; }
 inline uint32_t __float_as_uint(float f) { uint32_t a; std::memcpy(&a, &f, 4); return a; }
+inline float __int_as_float(int a) { float f; std::memcpy(&f, &a, 4); return f; }
 using std::fminf; using std::fmaxf; using std::sqrt; using std::isfinite;
 inline cudaError_t cudaGetDevice(int* d) { *d = 0; return 0; }
 inline cudaError_t cudaSetDevice(int) { return 0; }
