@@ -1,6 +1,6 @@
 // XLA FFI handlers (CPU) for every eggroll op, and the pybind11 module eggroll._xla_ffi that
 // hands them to JAX as PyCapsules. Buffers become TensorViews and go through the same
-// check_<op> (the plans of xla_ffi_common.h) and CPU runs the NumPy path calls, so results
+// check_<op> (ops.h's plan makers, through xla_ffi_common.h) and CPU runs the NumPy path calls, so results
 // are bit-identical.
 // No C++ exception crosses the FFI boundary: the JAX adapter checks everything it can at trace
 // time with the same checks, so these only fire on traced values that turn out bad (e.g. a

@@ -1,6 +1,6 @@
 // What the CPU (xla_ffi.cpp) and CUDA (xla_ffi_cuda.cpp) XLA FFI handlers share: XLA buffers
 // as TensorViews, the call's operands and attributes as the core's Key and Members, each op's
-// plan (made by the same check_<op> as every other front end), exceptions turned into
+// plan (ops.h's make_<op>, as every Python entry makes it), exceptions turned into
 // ffi::Errors (none may cross into XLA), and the PyCapsule that hands a handler to
 // jax.ffi.register_ffi_target. The handler files only run the plans.
 //
@@ -11,8 +11,8 @@
 // reads them on the device, in place. The attributes every keyed call carries
 // (python/eggroll/jax/_ffi.py): param_id, sigma, rank, noise_reuse, antithetic, fixed_point,
 // sigma_shift (the static key), members (0 none, 1 a range: start, step, count; 2 an index
-// operand), shared (the forwards' x has no member axis), plus the op's own (base for the float
-// forwards, full_rank, population, group_size, threshold).
+// operand), shared (the forwards' x has no member axis), plus the op's own (base for the
+// forwards, full_rank, population, accumulate, group_size, threshold).
 #pragma once
 #include <pybind11/pybind11.h>
 #include <exception>
