@@ -28,6 +28,36 @@ void fill_normal(float* out, int64_t count, const NoiseKey& key, uint64_t offset
   }
 }
 
+const float* normals_memo(const NoiseKey& key, int64_t count, std::vector<float>& scratch) {
+  if (count > kMemoNormals) {
+    if (scratch.size() < size_t(count)) scratch.resize(size_t(count));
+    fill_normal(scratch.data(), count, key, 0);
+    return scratch.data();
+  }
+  // Direct-mapped by the noise index, so the consecutive k of a block of members (and their
+  // antithetic partners) take different slots. The ISA is part of the tag only so that a
+  // test switching paths with set_isa really runs the other path.
+  struct Slot {
+    NoiseKey key;
+    int64_t count = -1;
+    Isa isa = Isa::scalar;
+    std::vector<float> z;
+  };
+  constexpr uint32_t kSlots = 8;  // 8 x 2048 floats: at most 64 KiB per thread
+  thread_local Slot slots[kSlots];
+  Slot& s = slots[key.noise_index % kSlots];
+  const Isa isa = active_isa();
+  if (s.count == count && s.isa == isa && s.key.seed == key.seed &&
+      s.key.param_id == key.param_id && s.key.epoch_index == key.epoch_index &&
+      s.key.noise_index == key.noise_index)
+    return s.z.data();
+  if (s.z.size() < size_t(count)) s.z.resize(size_t(count));
+  s.count = -1;  // invalid until filled (fill_normal does not throw, but say so)
+  fill_normal(s.z.data(), count, key, 0);
+  s.key = key; s.count = count; s.isa = isa;
+  return s.z.data();
+}
+
 NormalPlan check_normal(const TensorView& out, const NoiseKey& key, uint64_t offset) {
   check_dtype(out, "out", DType::float32);
   check_contiguous(out, "out");

@@ -147,29 +147,30 @@ void lowrank_correction(const ForwardPlan& p) {
   float* yp = p.out.ptr<float>();
   const double cost = double((n + m) * r) * 16 + double(b * (n + m) * r) * 2;
   parallel_for(p.M, detail::task_grain(cost, 2), [&](int64_t lo, int64_t hi) {
-    // z holds B_k then A_k (stream order); Bt [r, n] and At [r, m] are their columns. The
-    // buffers are the thread's, kept across calls: at a tiny shape their allocation costs
-    // as much as the arithmetic.
+    // zp points at B_k then A_k (stream order; a memoised stream, or z); Bt [r, n] and
+    // At [r, m] are their columns. The buffers are the thread's, kept across calls: at a
+    // tiny shape their allocation costs as much as the arithmetic.
     thread_local std::vector<float> z, Bt, At, t, corr;
     auto fit = [](std::vector<float>& v, int64_t size) {
       if (v.size() < static_cast<size_t>(size)) v.resize(static_cast<size_t>(size));
     };
-    fit(z, (n + m) * r); fit(t, r);
+    fit(t, r);
     if (r > 1) { fit(Bt, n * r); fit(At, m * r); fit(corr, m); }
     int64_t have_k = -1;
+    const float* zp = nullptr;
     for (int64_t i = lo; i < hi; ++i) {
       const int64_t member = mem[i];
       MemberNoise mn = member_noise(member, a.antithetic);
       if (int64_t(mn.k) != have_k) {  // antithetic partners reuse the factors
-        fill_normal(z.data(), (n + m) * r, a.noise(mn.k), 0);
+        zp = normals_memo(a.noise(mn.k), (n + m) * r, z);
         if (r > 1) {
-          for (int64_t j = 0; j < n; ++j) for (int64_t l = 0; l < r; ++l) Bt[l * n + j] = z[j * r + l];
-          for (int64_t o = 0; o < m; ++o) for (int64_t l = 0; l < r; ++l) At[l * m + o] = z[n * r + o * r + l];
+          for (int64_t j = 0; j < n; ++j) for (int64_t l = 0; l < r; ++l) Bt[l * n + j] = zp[j * r + l];
+          for (int64_t o = 0; o < m; ++o) for (int64_t l = 0; l < r; ++l) At[l * m + o] = zp[n * r + o * r + l];
         }
         have_k = mn.k;
       }
-      const float* Bl = r > 1 ? Bt.data() : z.data();
-      const float* Al = r > 1 ? At.data() : z.data() + n;
+      const float* Bl = r > 1 ? Bt.data() : zp;
+      const float* Al = r > 1 ? At.data() : zp + n;
       const float c = detail::member_coef(member, a.antithetic, scale);
       for (int64_t row = 0; row < b; ++row) {
         const float* xr = xp + i * p.x_stride + row * n;

@@ -3,6 +3,7 @@
 // project's own log/sin/cos (docs/noise.md). Bit-identical for any thread count and SIMD path.
 #pragma once
 #include <cstdint>
+#include <vector>
 #include "eggroll/isa.h"
 #include "eggroll/tensor.h"
 
@@ -32,6 +33,14 @@ void philox4x32(const uint32_t counter[4], const uint32_t key[2], uint32_t out[4
 
 // out[0 .. count) = z(key)[offset .. offset + count). Single-threaded; the active ISA's path.
 void fill_normal(float* out, int64_t count, const NoiseKey& key, uint64_t offset);
+
+// z(key)[0 .. count), from a small memo of the calling thread's last streams when count is
+// at most kMemoNormals (else computed into `scratch`, which the result then points into).
+// A stream is a pure function of (key, count), so a hit has the same bits as a fill; it
+// spares a rollout that calls the same members' layers at every step (the same key, tiny
+// shapes) regenerating their factors each time. Valid until this thread's next call.
+constexpr int64_t kMemoNormals = 2048;
+const float* normals_memo(const NoiseKey& key, int64_t count, std::vector<float>& scratch);
 
 // out float32 [count] = z(key)[offset .. offset + count), offset + count <= 2^34.
 struct NormalPlan {

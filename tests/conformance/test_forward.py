@@ -128,6 +128,29 @@ def test_perturbed_matmul_matches_reference(m, n, b, rank, antithetic, noise_reu
     assert_close_derived(y, r64, r32, lowrank_forward_magnitude(x, W, A, B), "perturbed_matmul")
 
 
+def test_repeated_small_calls_follow_every_key_field(rng, backend):
+    """A small forward's factors come from a per-thread memo of recent streams (docs/ops.md):
+    calls alternating keys that differ in one field each (or in the split of the same count
+    into n and m) must each see their own noise, never a previous call's."""
+    base = dict(members=range(6), epoch=3, seed=21, param_id=4, sigma=0.5, noise_reuse=1,
+                antithetic=True, rank=2)
+    variants = [{}, dict(seed=22), dict(param_id=5), dict(epoch=4), dict(noise_reuse=2),
+                dict(antithetic=False), dict(rank=1), dict(members=range(1, 7)), {}]
+    outputs = []
+    for shape in ((5, 7), (7, 5), (5, 7)):      # the same (n + m) * r, split the other way
+        x, W = _inputs(rng, 6, *shape, 2)
+        for change in variants:
+            key = {**base, **change}
+            y = np.asarray(on(backend, eggroll.perturbed_matmul, x, W, **key))
+            r64 = ref.perturbed_matmul(x, W, **key, dtype=np.float64)
+            r32 = ref.perturbed_matmul(x, W, **key)
+            A, B = ref.lowrank_factors(shape, **key, dtype=np.float64)
+            assert_close_derived(y, r64, r32, lowrank_forward_magnitude(x, W, A, B),
+                                 f"perturbed_matmul {shape} {change}")
+            outputs.append(y)
+    assert not np.array_equal(outputs[0], outputs[1])      # the keys really differ
+
+
 def _full_grid():
     cases = []
     for idx, (m, n, b) in enumerate(itertools.product(SIZES, SIZES, LAYOUTS)):
