@@ -135,6 +135,19 @@ inline py::tuple py_shape(const std::vector<int64_t>& shape) {
   return dims;
 }
 
+// An abstract view (no data) of `shape` on ref's device: an output to allocate once checked.
+inline TensorView abstract(const std::vector<int64_t>& shape, DType dtype, const TensorView& ref) {
+  TensorView t;
+  t.ndim = int(shape.size());
+  check_ndim(t.ndim, "out");
+  for (int i = 0; i < t.ndim; ++i) t.shape[i] = shape[size_t(i)];
+  set_contiguous_strides(t);
+  t.dtype = dtype;
+  t.device = ref.device;
+  t.device_index = ref.device_index;
+  return t;
+}
+
 // One Python call's arguments and the objects that must outlive it.
 struct Call {
   PyObject* const* argv;
@@ -149,6 +162,9 @@ struct Call {
   bool shared_rows = false;       // a forward's rows are one input's for every member (CUDA)
   const char* first_name = "x";   // the first array argument and where it lives
   Device first_device = Device::cpu;
+  bool device_ok = false;         // device members and key scalars accepted (_cuda)
+  Py_ssize_t out_arg = -1;        // the out argument (ops.h), -1: none
+  std::vector<int64_t> result_shape;  // a new output's caller-facing shape ({}: the plan's)
 
   py::handle at(Py_ssize_t i) const { return i < argc ? py::handle(argv[i]) : py::handle(Py_None); }
   bool none(Py_ssize_t i) const { return i < 0 || at(i).is_none(); }  // i < 0: no such argument
@@ -365,6 +381,17 @@ struct Call {
   }
   // The result for output argument i: the caller's out, or a new array (shape: the caller-
   // facing shape when it differs from the view's, e.g. without a population axis).
+  // out at argument i: the caller's array (with a leading axis of 1 added when add_axis), or
+  // an abstract view of `shape` to allocate once the check has passed.
+  TensorView out(Py_ssize_t i, const std::vector<int64_t>& shape, DType dtype, const TensorView& ref,
+                 bool add_axis) {
+    out_arg = i;
+    if (none(i) || abstract) return eggroll::bridge::abstract(shape, dtype, ref);
+    TensorView o = view(at(i), "out");
+    return add_axis ? with_member_axis(o, 1, "out") : o;
+  }
+  // The device of `like` (an array of the framework and device the results go to; None: NumPy).
+  TensorView like_view(Py_ssize_t i) { return none(i) ? TensorView{} : array(i, "like"); }
   py::object result(Py_ssize_t i, TensorView& t, std::vector<int64_t> shape = {}) {
     out_obj = none(i) ? allocate(t, std::move(shape)) : py::reinterpret_borrow<py::object>(at(i));
     return out_obj;

@@ -11,11 +11,11 @@
 #include <cuda_runtime_api.h>
 #include <cstdint>
 #include <string>
+#include <type_traits>
 #include "bridge.h"
 #include "eggroll/cuda.h"
 #include "host_util.h"
 #include "ops.h"
-#include "runs.h"
 
 namespace py = pybind11;
 using namespace eggroll;
@@ -99,24 +99,21 @@ cuda::Gemm gemm_of(Call& c) {
   return g;
 }
 
-void launch(Call& c, const ForwardPlan& p, cudaStream_t s) {
-  c.shared_rows = p.x_stride == 0 && p.M > 1;
-  const cuda::Gemm g = gemm_of(c);
-  py::gil_scoped_release nogil;
-  cuda::perturbed_matmul(p, g, s);
-}
-void launch(Call& c, const GradientPlan& p, cudaStream_t s) {
-  const cuda::Gemm g = gemm_of(c);
-  py::gil_scoped_release nogil;
-  cuda::es_gradient(p, g, s);
-}
-#define EGGROLL_LAUNCH(Plan, name)                                \
-  void launch(Call&, const Plan& p, cudaStream_t s) {              \
-    py::gil_scoped_release nogil;                                  \
-    cuda::name(p, s);                                              \
+// Every plan's launcher by overload (cuda.h's cuda::run); the forwards and es_gradient get
+// the call's GEMM.
+template <class Plan>
+void launch(Call& c, const Plan& p, cudaStream_t s) {
+  constexpr bool gemm = std::is_same_v<Plan, ForwardPlan> || std::is_same_v<Plan, GradientPlan>;
+  if constexpr (std::is_same_v<Plan, ForwardPlan>) c.shared_rows = p.x_stride == 0 && p.M > 1;
+  if constexpr (gemm) {
+    const cuda::Gemm g = gemm_of(c);
+    py::gil_scoped_release nogil;
+    cuda::run(p, g, s);
+  } else {
+    py::gil_scoped_release nogil;
+    cuda::run(p, s);
   }
-EGGROLL_PLAN_RUNS(EGGROLL_LAUNCH)
-#undef EGGROLL_LAUNCH
+}
 
 struct Cuda {
   static constexpr bool kDevice = true;

@@ -10,7 +10,6 @@
 #include "bridge.h"
 #include "eggroll/eggroll.h"
 #include "ops.h"
-#include "runs.h"
 
 namespace py = pybind11;
 using namespace eggroll;
@@ -43,7 +42,7 @@ struct Cpu {
     ScopedExecutor scope(f && f->host_threads ? host_executor() : nullptr);
     ScopedIeeeFloat ieee;
     py::gil_scoped_release nogil;
-    bindings::run(p);
+    eggroll::run(p);  // the family header's overload
   }
 };
 

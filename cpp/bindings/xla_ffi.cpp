@@ -1,13 +1,12 @@
 // XLA FFI handlers (CPU) for every eggroll op, and the pybind11 module eggroll._xla_ffi that
 // hands them to JAX as PyCapsules. Buffers become TensorViews and go through the same
-// check_<op> (the plans of xla_ffi_common.h) and CPU runs the NumPy path calls, so results
+// check_<op> (ops.h's plan makers, through xla_ffi_common.h) and CPU runs the NumPy path calls, so results
 // are bit-identical.
 // No C++ exception crosses the FFI boundary: the JAX adapter checks everything it can at trace
 // time with the same checks, so these only fire on traced values that turn out bad (e.g. a
 // negative epoch).
 #include <pybind11/pybind11.h>
 #include "eggroll/eggroll.h"
-#include "runs.h"
 #include "xla/ffi/api/ffi.h"
 #include "xla_ffi_common.h"
 
@@ -35,7 +34,8 @@ ffi::Error op_handler(ffi::ThreadPool pool, ffi::RemainingArgs args, ffi::Remain
     ex.ctx = &pool;
     ScopedExecutor scope(ex.threads >= 1 ? &ex : nullptr);  // no pool: the core's own
     ScopedIeeeFloat ieee;
-    bindings::run(plan<op>(Call{args, rets, attrs}));
+    Call c{args, rets, attrs, op};
+    run(plan<op>(c));
   });
 }
 

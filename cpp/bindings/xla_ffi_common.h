@@ -1,6 +1,6 @@
 // What the CPU (xla_ffi.cpp) and CUDA (xla_ffi_cuda.cpp) XLA FFI handlers share: XLA buffers
 // as TensorViews, the call's operands and attributes as the core's Key and Members, each op's
-// plan (made by the same check_<op> as every other front end), exceptions turned into
+// plan (ops.h's make_<op>, as every Python entry makes it), exceptions turned into
 // ffi::Errors (none may cross into XLA), and the PyCapsule that hands a handler to
 // jax.ffi.register_ffi_target. The handler files only run the plans.
 //
@@ -11,8 +11,8 @@
 // reads them on the device, in place. The attributes every keyed call carries
 // (python/eggroll/jax/_ffi.py): param_id, sigma, rank, noise_reuse, antithetic, fixed_point,
 // sigma_shift (the static key), members (0 none, 1 a range: start, step, count; 2 an index
-// operand), shared (the forwards' x has no member axis), plus the op's own (base for the float
-// forwards, full_rank, population, group_size, threshold).
+// operand), shared (the forwards' x has no member axis), plus the op's own (base for the
+// forwards, full_rank, population, accumulate, group_size, threshold).
 #pragma once
 #include <pybind11/pybind11.h>
 #include <exception>
@@ -21,7 +21,7 @@
 #include <utility>
 #include <vector>
 #include "eggroll/eggroll.h"
-#include "runs.h"
+#include "ops.h"
 #include "xla/ffi/api/ffi.h"
 
 namespace eggroll::xla_ffi {
@@ -39,17 +39,10 @@ inline DType to_dtype(ffi::DataType dt) {
 
 // A contiguous (XLA's default row-major layout) view; `cuda_device` >= 0: on that device.
 inline TensorView view(void* data, ffi::DataType dt, ffi::Span<const int64_t> dims, int cuda_device) {
-  if (dims.size() > size_t(TensorView::kMaxDims)) value_error("array: at most 8 dimensions");
   TensorView t;
   t.data = data;
   t.dtype = to_dtype(dt);
-  t.ndim = int(dims.size());
-  int64_t stride = 1;
-  for (int i = t.ndim - 1; i >= 0; --i) {
-    t.shape[i] = dims[size_t(i)];
-    t.strides[i] = stride;
-    stride *= dims[size_t(i)];
-  }
+  bridge::set_dims(t, int(dims.size()), dims.begin(), nullptr, true, "array");
   if (cuda_device >= 0) { t.device = Device::cuda; t.device_index = cuda_device; }
   return t;
 }
@@ -60,12 +53,29 @@ T unwrap(ffi::ErrorOr<T> v, const char* what) {
   return v.value();
 }
 
-// One handler call: operand / result views and the attributes.
+// The ops (one handler each, the same binding and target name on every platform).
+#define EGGROLL_FFI_OPS(X)                                                                    \
+  X(perturbed_matmul) X(perturbed_matmul_full) X(perturb_vector) X(lowrank_factors)          \
+  X(es_gradient) X(es_gradient_factors) X(centered_rank) X(zscore) X(antithetic_sign)        \
+  X(perturbed_matmul_int8) X(int8_update) X(perturbed_embedding)
+#define EGGROLL_FFI_ENUM(name) name,
+enum class Op { EGGROLL_FFI_OPS(EGGROLL_FFI_ENUM) };
+#undef EGGROLL_FFI_ENUM
+
+// One handler call as the source of ops.h's plan makers (their Python argument names read as
+// attributes; the arrays are the leading operands, in the entries' order; `out`s are the
+// results, in order). The CUDA forwards' operand 1 is the base product x W^T (XLA's dot,
+// xla_ffi_cuda.cpp), not W: W is a stand-in of its shape there.
 struct Call {
   ffi::RemainingArgs args;
   ffi::RemainingRets rets;
   ffi::Dictionary attrs;
+  Op op;
   int device = -1;  // CUDA ordinal, or -1 on the CPU
+  static constexpr bool device_ok = true, abstract = false;
+  bool shared = false;
+  std::vector<int64_t> result_shape;
+  size_t nout = 0;
 
   ffi::AnyBuffer buffer(size_t i) const { return unwrap(args.get<ffi::AnyBuffer>(i), "operand"); }
   TensorView arg(size_t i) const {
@@ -76,126 +86,79 @@ struct Call {
     ffi::Result<ffi::AnyBuffer> r = unwrap(rets.get<ffi::AnyBuffer>(i), "result");
     return view(r->untyped_data(), r->element_type(), r->dimensions(), device);
   }
-  int64_t i64(const char* name) const { return unwrap(attrs.get<int64_t>(name), name); }
-  bool flag(const char* name) const { return unwrap(attrs.get<bool>(name), name); }
+  int64_t int_(Py_ssize_t, const char* name) const { return unwrap(attrs.get<int64_t>(name), name); }
+  bool flag(Py_ssize_t, const char* name) const { return unwrap(attrs.get<bool>(name), name); }
+  bool none(Py_ssize_t) const { return false; }
+  TensorView like_view(Py_ssize_t) const { return {}; }
 
-  // The static part of the key; seed and epoch come from operands (set by the handler file).
-  Key key() const {
+  TensorView array(Py_ssize_t i, const char*) const { return arg(size_t(i)); }
+  TensorView shaping_array(Py_ssize_t i, const char*) const { return arg(size_t(i)); }
+  template <class... A> TensorView exact(Py_ssize_t i, const char*, A...) const { return arg(size_t(i)); }
+  TensorView float_array(Py_ssize_t i, const char*) const {
+    if (i != 1 || device < 0 || (op != Op::perturbed_matmul && op != Op::perturbed_matmul_full))
+      return arg(size_t(i));
+    const TensorView x = arg(0), y = ret(0);
+    TensorView W = make_view(nullptr, x.dtype, {y.shape[y.ndim - 1], x.shape[x.ndim - 1]});
+    W.device = Device::cuda;
+    W.device_index = device;
+    return W;
+  }
+  TensorView out(Py_ssize_t, const std::vector<int64_t>&, DType, const TensorView&, bool add_axis) {
+    const TensorView o = ret(nout++);
+    return add_axis ? with_member_axis(o, 1, "out") : o;
+  }
+  // shape (m, n) or (m,): the gradient's, or the factors' second dimensions (A [M, m, r],
+  // B [M, n, r]; Af [C, m], Bf [C, n]).
+  std::vector<int64_t> dims(Py_ssize_t, const char*) const {
+    const TensorView a = ret(0);
+    if (op == Op::es_gradient) return std::vector<int64_t>(a.shape, a.shape + a.ndim);
+    return {a.ndim >= 2 ? a.shape[1] : 0, ret(1).ndim >= 2 ? ret(1).shape[1] : 0};
+  }
+
+  // The key: the static part from the attributes, seed and epoch from the last operand.
+  Key key(Py_ssize_t, bool) const {
     Key k;
-    k.param_id = uint32_t(i64("param_id"));
+    k.param_id = uint32_t(int_(0, "param_id"));
     k.sigma = unwrap(attrs.get<double>("sigma"), "sigma");
-    k.rank = i64("rank");
-    k.noise_reuse = i64("noise_reuse");
-    k.antithetic = flag("antithetic");
-    k.fixed_point = i64("fixed_point");
-    k.sigma_shift = i64("sigma_shift");
+    k.rank = int_(0, "rank");
+    k.noise_reuse = int_(0, "noise_reuse");
+    k.antithetic = flag(0, "antithetic");
+    k.fixed_point = int_(0, "fixed_point");
+    k.sigma_shift = int_(0, "sigma_shift");
+    const TensorView w = arg(args.size() - 1);
+    if (w.dtype != DType::uint32 || w.numel() != 4)
+      value_error("key: expected uint32 [4], the seed's and the epoch's words (eggroll.jax builds it)");
+    const uint32_t* words = w.ptr<const uint32_t>();
+    if (device >= 0) {  // device memory: the kernels read (and check) them
+      k.seed_device = words;
+      k.epoch_device = reinterpret_cast<const int64_t*>(words + 2);
+    } else {
+      k.seed = uint64_t(words[0]) | (uint64_t(words[1]) << 32);
+      k.epoch = int64_t(uint64_t(words[2]) | (uint64_t(words[3]) << 32));
+    }
     return k;
   }
-  int members_kind() const { return int(i64("members")); }
-  Members member_range() const { return Members::range(i64("start"), i64("step"), i64("count")); }
-};
-
-// The ops (one handler each, the same binding and target name on every platform).
-#define EGGROLL_FFI_OPS(X)                                                                    \
-  X(perturbed_matmul) X(perturbed_matmul_full) X(perturb_vector) X(lowrank_factors)          \
-  X(es_gradient) X(es_gradient_factors) X(centered_rank) X(zscore) X(antithetic_sign)        \
-  X(perturbed_matmul_int8) X(int8_update) X(perturbed_embedding)
-#define EGGROLL_FFI_ENUM(name) name,
-enum class Op { EGGROLL_FFI_OPS(EGGROLL_FFI_ENUM) };
-#undef EGGROLL_FFI_ENUM
-
-// The key and members of a keyed call whose arrays are operands [0, na) (the words above).
-struct Keyed {
-  Key key;
-  Members members;
-};
-inline Keyed read_keyed(const Call& c, size_t na) {
-  Keyed k{c.key(), Members::none()};
-  size_t i = na;
-  if (c.members_kind() == 1) k.members = c.member_range();
-  if (c.members_kind() == 2) {
-    const TensorView m = c.arg(i++);
+  // The members: a range (attributes) or the operand before the key's.
+  Members members(Py_ssize_t, bool) const {
+    const int64_t kind = int_(0, "members");
+    if (kind == 1) return Members::range(int_(0, "start"), int_(0, "step"), int_(0, "count"));
+    if (kind != 2) return Members::none();
+    const TensorView m = arg(args.size() - 2);
     if (m.dtype != DType::uint32 || m.ndim != 2 || m.shape[1] != 2)
       value_error("members: expected the words of int64 indices, uint32 [M, 2] (eggroll.jax builds them)");
     TensorView idx = make_view(m.data, DType::int64, {m.shape[0]});
     idx.device = m.device;
     idx.device_index = m.device_index;
-    k.members = Members::indices(idx);
+    return Members::indices(idx);
   }
-  const TensorView w = c.arg(i);
-  if (w.dtype != DType::uint32 || w.numel() != 4)
-    value_error("key: expected uint32 [4], the seed's and the epoch's words (eggroll.jax builds it)");
-  const uint32_t* words = w.ptr<const uint32_t>();
-  if (c.device >= 0) {  // device memory: the kernels read (and check) them
-    k.key.seed_device = words;
-    k.key.epoch_device = reinterpret_cast<const int64_t*>(words + 2);
-  } else {
-    k.key.seed = uint64_t(words[0]) | (uint64_t(words[1]) << 32);
-    k.key.epoch = int64_t(uint64_t(words[2]) | (uint64_t(words[3]) << 32));
-  }
-  return k;
-}
+};
 
-// A forward's x (out: without members, it has no member axis either) as the core sees it:
-// a shared input (attribute `shared`) gets a member axis of stride 0.
-inline TensorView forward_view(const Call& c, const TensorView& t, const Members& m, bool out) {
-  if (!c.flag("shared") || (out && m.given)) return t;
-  return with_member_axis(t, m.given ? m.count : 1, out ? "out" : "x");
-}
-
-// The plan of op `op` for call c. The CUDA forwards' operand 1 is the base product x W^T
-// (XLA's dot, xla_ffi_cuda.cpp), not W: W is a stand-in of its shape there.
+// The plan of op `op` for call c: ops.h's make_<op>, as every Python entry makes it.
 template <Op op>
-auto plan(const Call& c) {
-  const size_t arrays = op == Op::perturb_vector || op == Op::es_gradient ||
-                        op == Op::es_gradient_factors ? 1 : op == Op::lowrank_factors ? 0 : 2;
-  Keyed k;
-  if constexpr (op != Op::centered_rank && op != Op::zscore && op != Op::antithetic_sign)
-    k = read_keyed(c, arrays);
-  if constexpr (op == Op::perturbed_matmul || op == Op::perturbed_matmul_full ||
-                op == Op::perturbed_matmul_int8) {
-    const TensorView x = forward_view(c, c.arg(0), k.members, false);
-    const TensorView y = forward_view(c, c.ret(0), k.members, true);
-    TensorView W = c.arg(1);
-    if (c.device >= 0 && op != Op::perturbed_matmul_int8) {
-      W = make_view(nullptr, x.dtype, {y.shape[y.ndim - 1], x.shape[x.ndim - 1]});
-      W.device = Device::cuda;
-      W.device_index = c.device;
-    }
-    if constexpr (op == Op::perturbed_matmul_int8) {
-      return check_perturbed_matmul_int8(x, W, k.members, k.key, y);
-    } else {
-      ForwardPlan p = check_perturbed_matmul(x, W, k.members, k.key, y, op == Op::perturbed_matmul_full);
-      p.base = c.flag("base");
-      return p;
-    }
-  } else if constexpr (op == Op::perturbed_embedding) {
-    const TensorView rows = embedding_rows(forward_view(c, c.arg(0), k.members, false));
-    return check_perturbed_embedding(rows, c.arg(1), k.members, k.key,
-                                     embedding_out(forward_view(c, c.ret(0), k.members, true), rows));
-  } else if constexpr (op == Op::perturb_vector) {
-    return check_perturb_vector(c.arg(0), k.members, k.key, c.ret(0));
-  } else if constexpr (op == Op::lowrank_factors) {
-    const TensorView A = c.ret(0), B = c.ret(1);
-    return check_lowrank_factors(k.members, A.ndim == 3 ? A.shape[1] : 0, B.ndim == 3 ? B.shape[1] : 0,
-                                 k.key, A, B);
-  } else if constexpr (op == Op::es_gradient) {
-    return check_es_gradient(c.arg(0), k.members, k.key, c.flag("full_rank"), c.i64("population"),
-                             false, c.ret(0));
-  } else if constexpr (op == Op::es_gradient_factors) {
-    // Af [C, m], Bf [C, n]: C from the chunk plan (the bound for traced index members, whose
-    // rows past the runs are written as zeros).
-    const TensorView Af = c.ret(0), Bf = c.ret(1);
-    return check_es_gradient_factors(c.arg(0), k.members, Af.ndim == 2 ? Af.shape[1] : 0,
-                                     Bf.ndim == 2 ? Bf.shape[1] : 0, k.key, c.i64("population"), Af, Bf);
-  } else if constexpr (op == Op::int8_update) {
-    return check_int8_update(c.arg(0), c.arg(1), c.i64("threshold"), k.key, c.ret(0));
-  } else {
-    const Shaping kind = op == Op::centered_rank ? Shaping::centered_rank
-                         : op == Op::zscore      ? Shaping::zscore
-                                                 : Shaping::antithetic_sign;
-    return check_fitness_shaping(kind, c.arg(0), op == Op::zscore ? c.i64("group_size") : 0, c.ret(0));
-  }
+auto plan(Call& c) {
+#define EGGROLL_FFI_PLAN(name) if constexpr (op == Op::name) return bridge::make_##name(c); else
+  EGGROLL_FFI_OPS(EGGROLL_FFI_PLAN) {}
+#undef EGGROLL_FFI_PLAN
 }
 
 // Runs body and turns any exception into an FFI error: ValueError / TypeError become

@@ -24,7 +24,6 @@
 #include "eggroll/cuda.h"
 #include "eggroll/eggroll.h"
 #include "host_util.h"
-#include "runs.h"
 #include "xla/ffi/api/ffi.h"
 #include "xla_ffi_common.h"
 
@@ -37,15 +36,14 @@ using eggroll::cuda::detail::DeviceGuard;
 
 namespace {
 
-#define EGGROLL_LAUNCH(Plan, name) void launch(const Plan& p, cudaStream_t s) { cuda::name(p, s); }
-EGGROLL_PLAN_RUNS(EGGROLL_LAUNCH)
-#undef EGGROLL_LAUNCH
+template <class Plan>
+void launch(const Plan& p, cudaStream_t s) { cuda::run(p, s); }
 void launch(const ForwardPlan& p, cudaStream_t s) {  // the correction (the base is operand 1)
   if (p.full_rank) cuda::fullrank_correction(p, s);
   else cuda::lowrank_correction(p, s);
 }
 // es_gradient: full rank and vectors (the low-rank estimate is es_gradient_factors + XLA's dot).
-void launch(const GradientPlan& p, cudaStream_t s) { cuda::es_gradient(p, cuda::fallback_gemm(), s); }
+void launch(const GradientPlan& p, cudaStream_t s) { cuda::run(p, cuda::fallback_gemm(), s); }
 
 // A keyed op's launch, with the call's last result as its workspace (every keyed handler has one).
 template <class Plan>
@@ -75,7 +73,7 @@ template <Op op>
 ffi::Error op_handler(cudaStream_t stream, int32_t device, ffi::RemainingArgs args,
                       ffi::RemainingRets rets, ffi::Dictionary attrs) {
   return guarded([&] {
-    const Call c{args, rets, attrs, int(device)};
+    Call c{args, rets, attrs, op, int(device)};
     launch(c, plan<op>(c), stream);
   });
 }

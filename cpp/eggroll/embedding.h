@@ -30,6 +30,7 @@ EmbeddingPlan check_perturbed_embedding(const TensorView& ids, const TensorView&
                                         const Members& members, const Key& key,
                                         const TensorView& out);
 void perturbed_embedding(const EmbeddingPlan& plan);
+inline void run(const EmbeddingPlan& plan) { perturbed_embedding(plan); }  // the bindings' run(plan), by overload
 
 // The views the check takes, from the caller's arrays: ids [M, ...] (the trailing axes
 // C-contiguous, else ValueError naming ids) as [M, T] rows, and a contiguous out [M, ..., d]

@@ -20,6 +20,7 @@ inline int64_t shaped_length(Shaping kind, int64_t N) {
   return kind == Shaping::antithetic_sign ? N / 2 : N;
 }
 void shape_fitness(const ShapingPlan& plan);  // CPU
+inline void run(const ShapingPlan& plan) { shape_fitness(plan); }  // the bindings' run(plan), by overload
 
 // Convenience for C++ callers: check, then run on the CPU.
 inline void centered_rank(const TensorView& f, const TensorView& out) {

@@ -28,6 +28,7 @@ Int8ForwardPlan check_perturbed_matmul_int8(const TensorView& x, const TensorVie
                                             const Members& members, const Key& key,
                                             const TensorView& out);
 void perturbed_matmul_int8(const Int8ForwardPlan& plan);
+inline void run(const Int8ForwardPlan& plan) { perturbed_matmul_int8(plan); }  // the bindings' run(plan), by overload
 
 // out int8 [m, n] = clamp(W + [Z >= T] - [Z <= -T], -127, 127) with
 // Z = sum_k f_k A_k B_k^T over pairs k = 0 .. P-1 (noise index k), W int8 [m, n],
@@ -40,6 +41,7 @@ struct Int8UpdatePlan {
 Int8UpdatePlan check_int8_update(const TensorView& W, const TensorView& pair_fitness,
                                  int64_t threshold, const Key& key, const TensorView& out);
 void int8_update(const Int8UpdatePlan& plan);
+inline void run(const Int8UpdatePlan& plan) { int8_update(plan); }  // the bindings' run(plan), by overload
 // The value rule of pair_fitness on host int8 values (check_int8_update applies it to host
 // arrays; a caller with device values applies it to a host copy).
 void check_pair_fitness_values(const TensorView& pair_fitness);

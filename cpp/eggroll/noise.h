@@ -51,6 +51,7 @@ struct NormalPlan {
 };
 NormalPlan check_normal(const TensorView& out, const NoiseKey& key, uint64_t offset);
 void normal(const NormalPlan& plan);  // CPU: split over the pool (identical bits)
+inline void run(const NormalPlan& plan) { normal(plan); }  // the bindings' run(plan), by overload
 
 // counter uint32 [..., 4], key uint32 [2] -> out uint32 [..., 4] (counter's shape).
 struct PhiloxPlan {
@@ -60,6 +61,7 @@ struct PhiloxPlan {
 PhiloxPlan check_philox4x32(const TensorView& counter, const TensorView& key,
                             const TensorView& out);
 void philox4x32(const PhiloxPlan& plan);  // CPU
+inline void run(const PhiloxPlan& plan) { philox4x32(plan); }  // the bindings' run(plan), by overload
 
 // Convenience for C++ callers: check, then run on the CPU.
 inline void normal(const TensorView& out, const NoiseKey& key, uint64_t offset) {

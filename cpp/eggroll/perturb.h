@@ -33,6 +33,7 @@ ForwardPlan check_perturbed_matmul(const TensorView& x, const TensorView& W,
 // CPU: out = x W^T by the core's deterministic GEMM (docs/ops.md "The base product"; zero
 // when plan.base is false), plus the correction of every member.
 void perturbed_matmul(const ForwardPlan& plan);
+inline void run(const ForwardPlan& plan) { perturbed_matmul(plan); }  // the bindings' run(plan), by overload
 // CPU pieces: out += the low-rank (plan.full_rank false) or full-rank correction; out must
 // already hold x W^T.
 void lowrank_correction(const ForwardPlan& plan);
@@ -48,6 +49,7 @@ struct VectorPlan {
 VectorPlan check_perturb_vector(const TensorView& v, const Members& members, const Key& key,
                                 const TensorView& out);
 void perturb_vector(const VectorPlan& plan);
+inline void run(const VectorPlan& plan) { perturb_vector(plan); }  // the bindings' run(plan), by overload
 
 // A float32 [M, m, r] (scaled by s_i sigma / sqrt r) and B float32 [M, n, r]: member i's
 // perturbation is A[i] B[i]^T.
@@ -60,6 +62,7 @@ struct FactorPlan {
 FactorPlan check_lowrank_factors(const Members& members, int64_t m, int64_t n, const Key& key,
                                  const TensorView& A, const TensorView& B);
 void lowrank_factors(const FactorPlan& plan);
+inline void run(const FactorPlan& plan) { lowrank_factors(plan); }  // the bindings' run(plan), by overload
 
 // Convenience for C++ callers: check, then run on the CPU.
 inline void perturbed_matmul(const TensorView& x, const TensorView& W, const Members& members,

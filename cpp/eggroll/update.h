@@ -24,6 +24,7 @@ GradientPlan check_es_gradient(const TensorView& fitness, const Members& members
                                bool full_rank, int64_t population, bool accumulate,
                                const TensorView& out);
 void es_gradient(const GradientPlan& plan);  // CPU
+inline void run(const GradientPlan& plan) { es_gradient(plan); }  // the bindings' run(plan), by overload
 // Convenience for C++ callers: check, then run on the CPU.
 inline void es_gradient(const TensorView& fitness, const Members& members, const Key& key,
                         bool full_rank, int64_t population, bool accumulate,
@@ -56,5 +57,6 @@ FactorRowsPlan check_es_gradient_factors(const TensorView& fitness, const Member
                                          int64_t population, const TensorView& Af,
                                          const TensorView& Bf);
 void es_gradient_factors(const FactorRowsPlan& plan);  // CPU
+inline void run(const FactorRowsPlan& plan) { es_gradient_factors(plan); }  // the bindings' run(plan), by overload
 
 }  // namespace eggroll

@@ -92,6 +92,10 @@ size_t workspace_bytes(const EmbeddingPlan& plan);  // host index members upload
 // noise (cuda/noise.cu): the CPU's bits.
 void philox4x32(const PhiloxPlan& plan, cudaStream_t stream);
 void normal(const NormalPlan& plan, cudaStream_t stream);
+// run(plan, stream) (run(plan, gemm, stream) for the two that inject a GEMM): every launcher by
+// the plan's type, so that the bindings call one overload set.
+inline void run(const PhiloxPlan& p, cudaStream_t s) { philox4x32(p, s); }
+inline void run(const NormalPlan& p, cudaStream_t s) { normal(p, s); }
 
 // forwards (cuda/perturb.cu): out = x W^T by gemm.nt, plus the correction of every member.
 // Low rank: x_i . B_k on a second stream while the GEMM runs (B_k regenerated in registers),
@@ -99,34 +103,43 @@ void normal(const NormalPlan& plan, cudaStream_t stream);
 // input (x_stride 0) is multiplied once and its rows copied to every member. Full rank: the
 // OpenES correction after the GEMM. Members per call: < 2^31.
 void perturbed_matmul(const ForwardPlan& plan, const Gemm& gemm, cudaStream_t stream);
+inline void run(const ForwardPlan& p, const Gemm& g, cudaStream_t s) { perturbed_matmul(p, g, s); }
 // The corrections alone, onto out = x W^T already computed (XLA's dot, for the JAX handlers).
 void lowrank_correction(const ForwardPlan& plan, cudaStream_t stream);   // !plan.full_rank
 void fullrank_correction(const ForwardPlan& plan, cudaStream_t stream);  // plan.full_rank
 // The CPU's bits; at most 65535 members per call.
 void perturb_vector(const VectorPlan& plan, cudaStream_t stream);
 void lowrank_factors(const FactorPlan& plan, cudaStream_t stream);
+inline void run(const VectorPlan& p, cudaStream_t s) { perturb_vector(p, s); }
+inline void run(const FactorPlan& p, cudaStream_t s) { lowrank_factors(p, s); }
 
 // embedding (cuda/embedding.cu): the CPU's bits. Device ids are read on the device only: an
 // id outside [0, V) writes a NaN row instead of reading outside W, and the next launcher on
 // the device raises a ValueError naming ids (the other device values' rule above).
 void perturbed_embedding(const EmbeddingPlan& plan, cudaStream_t stream);
+inline void run(const EmbeddingPlan& p, cudaStream_t s) { perturbed_embedding(p, s); }
 
 // update (cuda/update.cu). Low rank: the CPU's chunk plan (es_gradient_chunks), each chunk's
 // factor rows (the CPU's bits) in stream-ordered scratch, then g (+)= Af^T Bf by gemm.tn. Full
 // rank / vector: streamed (the CPU's bits).
 void es_gradient(const GradientPlan& plan, const Gemm& gemm, cudaStream_t stream);
+inline void run(const GradientPlan& p, const Gemm& g, cudaStream_t s) { es_gradient(p, g, s); }
 // The factor rows alone, into the caller's Af / Bf (C rows: the runs times rank; for device
 // index members, whose runs the host cannot count, the bound M * rank: the rows past the runs
 // are written as zeros, and a smaller C would leave runs out).
 void es_gradient_factors(const FactorRowsPlan& plan, cudaStream_t stream);
+inline void run(const FactorRowsPlan& p, cudaStream_t s) { es_gradient_factors(p, s); }
 
 // fitness shaping (cuda/fitness.cu): centered_rank, antithetic_sign bit for bit, zscore
 // within the derived tolerance.
 void shape_fitness(const ShapingPlan& plan, cudaStream_t stream);
+inline void run(const ShapingPlan& p, cudaStream_t s) { shape_fitness(p, s); }
 
 // integer path (cuda/int8.cu): the CPU's results exactly; own dp4a GEMM + epilogue (no
 // injected GEMM: no framework has this product).
 void perturbed_matmul_int8(const Int8ForwardPlan& plan, cudaStream_t stream);
 void int8_update(const Int8UpdatePlan& plan, cudaStream_t stream);
+inline void run(const Int8ForwardPlan& p, cudaStream_t s) { perturbed_matmul_int8(p, s); }
+inline void run(const Int8UpdatePlan& p, cudaStream_t s) { int8_update(p, s); }
 
 }  // namespace eggroll::cuda

@@ -144,7 +144,7 @@ class Backend:
         conv = _array if int8 else _float32
         x, W, mem = conv(x, "x"), conv(W, "W"), _members(members)
         return _keyed(name, (x, W), (x, W, _known(members), None, shared, base), mem, key,
-                      shared=bool(shared), **({} if int8 else {"base": bool(base)}))
+                      shared=bool(shared), base=bool(base))
 
     perturbed_matmul = functools.partialmethod(_forward, "perturbed_matmul")
     perturbed_matmul_full = functools.partialmethod(_forward, "perturbed_matmul_full")
@@ -177,7 +177,7 @@ class Backend:
         full = bool(full_rank) or (isinstance(shape, (tuple, list)) and len(shape) == 1)
         return _keyed("es_gradient", (f,), (_known(f), shape, _known(members), None, full_rank,
                                             population, accumulate),
-                      _members(members), key, full_rank=full, population=N)
+                      _members(members), key, full_rank=full, population=N, accumulate=False)
 
     def _shaping(self, name: str, f: Any, out: Any, group_size: Any) -> Any:
         _no_out(out)
