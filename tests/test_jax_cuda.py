@@ -194,17 +194,30 @@ def test_gradient_chunks_bound_the_factor_memory():
 
 
 def test_workspace_sizes_follow_the_launchers():
-    """The scratch each keyed handler gets as its last result: the forward's dots (M b r
-    float32), the folded runs of an update, the int8 factor columns; none where no launch
-    needs one (rounded up to 256-byte pieces)."""
-    ws = _xla_ffi_cuda.workspace_bytes
-    assert ws("perturbed_matmul", M=6, b=3, m=5, n=7, rank=2) == 256
-    assert ws("perturbed_matmul", M=100, b=4, m=5, n=7, rank=3) == 4864        # 4800 rounded
-    assert ws("perturbed_matmul", M=6, m=5, n=7, perturb=False) == 0
-    assert ws("perturbed_matmul_full", M=6, m=5, n=7) == 0
-    assert ws("es_gradient_factors", M=10) == 256                              # 12 + 10 words
-    assert ws("int8_update", m=13, n=21, rank=2, P=8) == 768                   # 34 * 16 bytes
-    assert ws("perturb_vector", M=6) == 0
+    """The scratch each keyed handler gets as its last result, sized from the plan its entry's
+    arguments make (abstract arrays): the forward's dots (M b r float32), the folded runs of an
+    update, the int8 factor columns; none where no launch needs one (rounded up to 256-byte
+    pieces). Index members are the handler's device values: never an upload."""
+    def ws(name, *args, rank=1):
+        return getattr(_xla_ffi_cuda, "workspace_" + name)(*args, None, 0, None, 1, True, 1.0,
+                                                            rank, 4, 0)
+
+    def a(*shape, dtype=jnp.float32):
+        return jax.ShapeDtypeStruct(shape, dtype)
+    W = a(5, 7)
+    assert ws("perturbed_matmul", a(6, 3, 7), W, range(6), None, False, True, rank=2) == 256
+    assert ws("perturbed_matmul", a(6, 3, 7), W, a(6, dtype=jnp.int32), None, False, True,
+              rank=2) == 256                                                  # no upload
+    assert ws("perturbed_matmul", a(3, 7), W, range(6), None, True, True, rank=2) == 256
+    assert ws("perturbed_matmul", a(100, 4, 7), W, range(100), None, False, True,
+              rank=3) == 4864                                                 # 4800 rounded
+    assert ws("perturbed_matmul", a(6, 7), W, None, None, False, True) == 0
+    assert ws("perturbed_matmul_full", a(6, 7), W, range(6), None, False, True) == 0
+    assert ws("es_gradient_factors", a(10), (5, 7), range(10), 10) == 256      # 12 + 10 words
+    assert ws("es_gradient", a(10), (5, 7), range(10), None, True, 10, False) == 256   # full rank
+    assert ws("int8_update", a(13, 21, dtype=jnp.int8), a(8, dtype=jnp.int8), None, 1,
+              rank=2) == 768                                                  # 34 * 16 bytes
+    assert ws("perturb_vector", a(7), range(6), None) == 0
 
 
 # ------------------------------------------------------------------------------------------

@@ -87,45 +87,27 @@ inline DType dtype_of_dl(DLDataType d) {
   return dtype_of_numpy("iuf-xcb"[d.code], d.bits / 8, '=');
 }
 
-// Strides in bytes -> elements; a stride that is not a multiple of the item size cannot be
-// expressed, so the view is marked non-contiguous (the op's check rejects it by name).
-inline void set_strides(TensorView& t, const int64_t* bytes) {
-  const int64_t size = dtype_size(t.dtype);
-  for (int i = 0; i < t.ndim; ++i) {
-    if (bytes[i] % size != 0) {
-      t.strides[i] = t.shape[i] > 1 ? (int64_t(1) << 40) : 0;  // never contiguous
-      continue;
-    }
-    t.strides[i] = bytes[i] / size;
-  }
-}
-
-// Saturating: a shape whose size overflows int64 is the op's check to reject by name (the
-// strides are never used then), not undefined behaviour here.
-inline void set_contiguous_strides(TensorView& t) {
-  int64_t s = 1;
-  for (int i = t.ndim - 1; i >= 0; --i) {
-    t.strides[i] = s;
-    if (__builtin_mul_overflow(s, t.shape[i], &s)) s = INT64_MAX;
-  }
-}
-
-inline void check_ndim(int64_t ndim, const char* name) {
-  if (ndim > TensorView::kMaxDims)
-    value_error(std::string(name) + ": at most 8 dimensions, got " + std::to_string(ndim));
-}
-
 // t's dimensions from an exporter's shape and strides (in bytes, or in elements when
-// `elements`; none: C-contiguous). t.dtype must be set.
+// `elements`; none: C-contiguous). t.dtype must be set. The contiguous strides saturate: a
+// shape whose size overflows int64 is the op's check to reject by name (the strides are never
+// used then), not undefined behaviour here. A byte stride that is not a multiple of the item
+// size cannot be expressed, so the view is marked non-contiguous (the check rejects it).
 template <class Int>
 void set_dims(TensorView& t, int ndim, const Int* shape, const int64_t* strides, bool elements,
               const char* name) {
-  check_ndim(ndim, name);
+  if (ndim > TensorView::kMaxDims)
+    value_error(std::string(name) + ": at most 8 dimensions, got " + std::to_string(ndim));
   t.ndim = ndim;
   for (int i = 0; i < ndim; ++i) t.shape[i] = int64_t(shape[i]);
-  if (!strides) set_contiguous_strides(t);
-  else if (elements) std::copy(strides, strides + ndim, t.strides);
-  else if (t.dtype != DType::other) set_strides(t, strides);
+  const int64_t size = dtype_size(t.dtype);
+  int64_t s = 1;
+  for (int i = ndim - 1; i >= 0; --i) {
+    if (!strides) t.strides[i] = s;
+    else if (elements) t.strides[i] = strides[i];
+    else if (t.dtype != DType::other)
+      t.strides[i] = strides[i] % size == 0 ? strides[i] / size : t.shape[i] > 1 ? int64_t(1) << 40 : 0;
+    if (__builtin_mul_overflow(s, t.shape[i], &s)) s = INT64_MAX;
+  }
 }
 
 // A shape as a Python tuple.
@@ -138,11 +120,8 @@ inline py::tuple py_shape(const std::vector<int64_t>& shape) {
 // An abstract view (no data) of `shape` on ref's device: an output to allocate once checked.
 inline TensorView abstract(const std::vector<int64_t>& shape, DType dtype, const TensorView& ref) {
   TensorView t;
-  t.ndim = int(shape.size());
-  check_ndim(t.ndim, "out");
-  for (int i = 0; i < t.ndim; ++i) t.shape[i] = shape[size_t(i)];
-  set_contiguous_strides(t);
   t.dtype = dtype;
+  set_dims(t, int(shape.size()), shape.data(), nullptr, false, "out");
   t.device = ref.device;
   t.device_index = ref.device_index;
   return t;
@@ -280,7 +259,8 @@ struct Call {
     return DType::other;
   }
 
-  static int device_of_pointer(const void* p);  // defined by the module (CUDA or not)
+  // The CUDA device of a __cuda_array_interface__ pointer (_cuda sets the runtime's answer).
+  static inline int (*device_of_pointer)(const void*) = [](const void*) { return 0; };
 
   // Argument i as an array. The first array seen picks the framework of the outputs.
   TensorView array(Py_ssize_t i, const char* name) {
@@ -421,6 +401,13 @@ struct Call {
     py::handle o = at(i);
     return PyLong_CheckExact(o.ptr()) ? i64(o, name) : i64(index(o, name), name);
   }
+  // An index of the noise key (param_id, epoch_index, noise_index): an int in [0, 2^32).
+  uint32_t u32(Py_ssize_t i, const char* name) {
+    const int64_t v = int_(i, name);
+    if (v < 0 || v > int64_t(UINT32_MAX))
+      value_error(std::string(name) + ": must be in [0, 2^32), got " + std::to_string(v));
+    return uint32_t(v);
+  }
   uint64_t seed(Py_ssize_t i) {
     py::handle o = at(i);
     py::object v = PyLong_CheckExact(o.ptr()) ? py::reinterpret_borrow<py::object>(o) : index(o, "seed");
@@ -489,10 +476,7 @@ struct Call {
       k.epoch_device = static_cast<const int64_t*>(device_scalar(i + 2, "epoch", false));
     }
     if (!(abstract && none(i)) && !k.seed_device) k.seed = seed(i);
-    const int64_t pid = int_(i + 1, "param_id");
-    if (pid < 0 || pid > int64_t(UINT32_MAX))
-      value_error("param_id: must be in [0, 2^32), got " + std::to_string(pid));
-    k.param_id = uint32_t(pid);
+    k.param_id = u32(i + 1, "param_id");
     if (!(abstract && none(i + 2)) && !k.epoch_device) k.epoch = int_(i + 2, "epoch");
     k.noise_reuse = int_(i + 3, "noise_reuse");
     k.antithetic = flag(i + 4, "antithetic");
@@ -538,18 +522,12 @@ struct Call {
       return Members::range(v[0], v[1], len > INT64_MAX ? INT64_MAX : int64_t(len));
     }
     TensorView t = view(o, "members");
-    if (!t.data) {  // abstract (traced): the count and dtype now, the values when they exist
-      Members m = Members::range(0, 1, t.ndim >= 1 ? t.shape[0] : 0);
-      if (t.ndim != 1) value_error("members: expected a 1-D index array or a range, got shape " + t.shape_str());
-      if (t.shape[0] && !is_integer(t.dtype))
-        type_error(std::string("members: expected integer indices, got ") + dtype_name(t.dtype));
-      return m;
-    }
     if (t.ndim == 1 && t.shape[0] == 0) return Members::range(0, 1, 0);
     if (!is_integer(t.dtype))
       type_error(std::string("members: expected integer indices, got ") + dtype_name(t.dtype));
-    if (t.device != Device::cpu && !device_ok) type_error("members: expected a host index array or a range");
+    if (t.data && t.device != Device::cpu && !device_ok) type_error("members: expected a host index array or a range");
     if (t.ndim != 1) value_error("members: expected a 1-D index array or a range, got shape " + t.shape_str());
+    if (!t.data) return Members::range(0, 1, t.shape[0]);  // abstract (traced): the values when they exist
     // Any other integer layout: a contiguous int64 copy (values kept exactly; a uint64 beyond
     // int64 becomes negative and is rejected by the check).
     if (t.dtype == DType::int64 && t.is_contiguous()) return Members::indices(t);
@@ -567,10 +545,8 @@ PyObject* entry(PyObject*, PyObject* const* argv, Py_ssize_t argc) {
     Call c{argv, argc};
     c.abstract = Abstract;
     return Body(c).release().ptr();
-  } catch (const eggroll::ValueError& e) {
-    PyErr_SetString(PyExc_ValueError, e.what());
-  } catch (const eggroll::TypeError& e) {
-    PyErr_SetString(PyExc_TypeError, e.what());
+  } catch (const eggroll::Error& e) {  // the core's ValueError / TypeError, as Python's
+    PyErr_SetString(dynamic_cast<const TypeError*>(&e) ? PyExc_TypeError : PyExc_ValueError, e.what());
   } catch (py::error_already_set& e) {
     e.restore();
   } catch (const py::builtin_exception& e) {

@@ -23,10 +23,6 @@ using namespace eggroll::bridge;
 
 namespace {
 
-cudaStream_t stream_of(Call& c) {
-  return reinterpret_cast<cudaStream_t>(uintptr_t(c.int_(c.argc - 1, "stream")));
-}
-
 // ---- eggroll's device memory as a DLPack exporter (the framework's from_dlpack takes it) --
 struct DLHolder {
   DLManagedTensor managed;  // first: the deleter gets this address back
@@ -99,38 +95,30 @@ cuda::Gemm gemm_of(Call& c) {
   return g;
 }
 
-// Every plan's launcher by overload (cuda.h's cuda::run); the forwards and es_gradient get
-// the call's GEMM.
-template <class Plan>
-void launch(Call& c, const Plan& p, cudaStream_t s) {
-  constexpr bool gemm = std::is_same_v<Plan, ForwardPlan> || std::is_same_v<Plan, GradientPlan>;
-  if constexpr (std::is_same_v<Plan, ForwardPlan>) c.shared_rows = p.x_stride == 0 && p.M > 1;
-  if constexpr (gemm) {
-    const cuda::Gemm g = gemm_of(c);
-    py::gil_scoped_release nogil;
-    cuda::run(p, g, s);
-  } else {
-    py::gil_scoped_release nogil;
-    cuda::run(p, s);
-  }
-}
-
+// Every plan's launcher by overload (cuda.h's cuda::run), on the call's trailing `stream`; the
+// forwards and es_gradient get the call's GEMM. (Host index members stay as they are: the
+// launchers upload them, cuda.h.)
 struct Cuda {
   static constexpr bool kDevice = true;
-  // (host index members stay as they are: the launchers upload them, cuda.h)
   template <class Plan>
   static void run(Call& c, const Plan& p) {
     if (c.first_device != Device::cuda && c.like.ptr() && !c.like.is_none())
       type_error(std::string(c.first_name) + ": expected a CUDA array, got a CPU one");
-    launch(c, p, stream_of(c));
+    const auto s = reinterpret_cast<cudaStream_t>(uintptr_t(c.int_(c.argc - 1, "stream")));
+    if constexpr (std::is_same_v<Plan, ForwardPlan>) c.shared_rows = p.x_stride == 0 && p.M > 1;
+    if constexpr (std::is_same_v<Plan, ForwardPlan> || std::is_same_v<Plan, GradientPlan>) {
+      const cuda::Gemm g = gemm_of(c);
+      py::gil_scoped_release nogil;
+      cuda::run(p, g, s);
+    } else {
+      py::gil_scoped_release nogil;
+      cuda::run(p, s);
+    }
   }
 };
 
-}  // namespace
-
-namespace eggroll::bridge {
 // The device of a __cuda_array_interface__ pointer (0 when the runtime cannot tell).
-int Call::device_of_pointer(const void* p) {
+int device_of_pointer(const void* p) {
   cudaPointerAttributes attr{};
   if (!p || cudaPointerGetAttributes(&attr, p) != cudaSuccess) {
     cudaGetLastError();
@@ -138,11 +126,13 @@ int Call::device_of_pointer(const void* p) {
   }
   return attr.device;
 }
-}  // namespace eggroll::bridge
+
+}  // namespace
 
 PYBIND11_MODULE(_cuda, mod) {
   mod.doc() = "eggroll CUDA kernels. Use the functions of the eggroll package, not these.";
   add_ops<Cuda>(mod, /*with_checks=*/false);
+  Call::device_of_pointer = &device_of_pointer;
   py::class_<DeviceArray>(mod, "DeviceArray",
                           "eggroll's float32 device scratch, for the framework's from_dlpack.")
       .def("__dlpack__", [](const DeviceArray& a, const py::args&, const py::kwargs&) {
@@ -154,11 +144,9 @@ PYBIND11_MODULE(_cuda, mod) {
           "Number of CUDA devices (0 without a driver or GPU; never raises).");
   mod.def("runtime_info", [] {
     const cuda::RuntimeInfo i = cuda::runtime_info();
-    py::dict d;
-    d["runtime_version"] = i.runtime_version;
-    d["driver_version"] = i.driver_version;
-    d["device_count_status"] = std::string(i.device_count_status);
-    return d;
+    return py::dict(py::arg("runtime_version") = i.runtime_version,
+                    py::arg("driver_version") = i.driver_version,
+                    py::arg("device_count_status") = std::string(i.device_count_status));
   }, "CUDA runtime (built) and driver versions, and cudaGetDeviceCount's message: why "
      "cuda_available() is False.");
   // eggroll's own GEMMs (the ops' fallback for their dense products), for tests of their own.

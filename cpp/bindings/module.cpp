@@ -48,10 +48,6 @@ struct Cpu {
 
 }  // namespace
 
-namespace eggroll::bridge {
-int Call::device_of_pointer(const void*) { return 0; }  // _core never sees CUDA memory
-}  // namespace eggroll::bridge
-
 PYBIND11_MODULE(_core, mod) {
   mod.doc() = "eggroll C++ core (CPU). Use the functions of the eggroll package, not these.";
   mod.attr("__version__") = EGGROLL_VERSION;

@@ -1,8 +1,9 @@
 // The op entries of the Python modules, written once over a backend B: _core's CPU run
 // (B = module.cpp's Cpu), _cuda's launchers (cuda_module.cpp's Cuda) or the trace-time check
-// (Check: abstract arrays, no run; check_<op> returns the outputs' (shape, dtype)). Each entry
-// parses its arguments (bridge.h), calls the core's check_<op> (the one home of the rules and
-// their messages), allocates the outputs with the caller's framework, and runs the plan.
+// (Check: abstract arrays, no run; check_<op> returns a tuple of the outputs' (shape, dtype)).
+// Each entry parses its arguments (bridge.h), calls the core's check_<op> (the one home of the
+// rules and their messages), allocates the outputs with the caller's framework, and runs the
+// plan.
 //
 // The entry shape (positional; KEY = seed, param_id, epoch, noise_reuse, antithetic, sigma,
 // rank, fixed_point, sigma_shift; the CUDA module adds a trailing `stream` int):
@@ -159,7 +160,7 @@ FactorRowsPlan es_gradient_factors(C& c) {
   const Key key = c.key(4, c.device_ok);
   const int64_t r = key.rank >= 1 && key.rank <= kMaxRank ? key.rank : 1;
   const bool host = !mem.index || mem.device == Device::cpu;
-  const int64_t rows = c.abstract || !host ? mem.count * r : es_gradient_columns(mem, key.antithetic, r);
+  const int64_t rows = !host ? mem.count * r : es_gradient_columns(mem, key.antithetic, r);
   const bool sane = d[0] >= 1 && d[1] >= 1 && double(d[0]) * double(d[1]) <= double(kStreamLength);
   const TensorView Af = c.out(-1, {rows, sane ? d[0] : 1}, DType::float32, f, false);
   const TensorView Bf = c.out(-1, {rows, sane ? d[1] : 1}, DType::float32, f, false);
@@ -198,14 +199,9 @@ NormalPlan normal(C& c) {
   if (offset < 0) value_error("offset: must be >= 0, got " + std::to_string(offset));
   NoiseKey k;
   k.seed = c.seed(3);
-  const char* names[3] = {"param_id", "epoch_index", "noise_index"};
-  uint32_t* fields[3] = {&k.param_id, &k.epoch_index, &k.noise_index};
-  for (int j = 0; j < 3; ++j) {
-    const int64_t v = c.int_(4 + j, names[j]);
-    if (v < 0 || v > int64_t(UINT32_MAX))
-      value_error(std::string(names[j]) + ": must be in [0, 2^32), got " + std::to_string(v));
-    *fields[j] = uint32_t(v);
-  }
+  k.param_id = c.u32(4, "param_id");
+  k.epoch_index = c.u32(5, "epoch_index");
+  k.noise_index = c.u32(6, "noise_index");
   const bool sane = double(count) <= double(kStreamLength);
   return check_normal(abstract({sane ? count : int64_t(kStreamLength) + 1}, DType::float32, ref),
                       k, uint64_t(offset));
@@ -220,8 +216,8 @@ PhiloxPlan philox4x32(C& c) {
   return check_philox4x32(counter, key, c.out(2, shape, DType::uint32, counter, false));
 }
 
-// The Python entry of an op over a backend B: the plan (Make), then at trace time the outputs'
-// (shape, dtype), else out or new arrays, filled by B's run of the plan.
+// The Python entry of an op over a backend B: the plan (Make), then at trace time a tuple of
+// the outputs' (shape, dtype), else out or new arrays, filled by B's run of the plan.
 inline std::pair<TensorView*, TensorView*> outputs(FactorPlan& p) { return {&p.A, &p.B}; }
 inline std::pair<TensorView*, TensorView*> outputs(FactorRowsPlan& p) { return {&p.Af, &p.Bf}; }
 template <class Plan> TensorView* outputs(Plan& p) { return &p.out; }
@@ -233,7 +229,7 @@ py::object op(Call& c) {
   const auto o = outputs(p);
   py::object res;
   if constexpr (std::is_pointer_v<decltype(o)>) {
-    if (c.abstract) return spec(*o, c.result_shape);
+    if (c.abstract) return py::make_tuple(spec(*o, c.result_shape));
     res = c.result(c.out_arg, *o, c.result_shape);
   } else {
     if (c.abstract) return py::make_tuple(spec(*o.first), spec(*o.second));
@@ -275,14 +271,12 @@ inline void add_function(py::module_& mod, const char* name, _PyCFunctionFast fn
 
 template <class B>
 void add_ops(py::module_& mod, bool with_checks) {
-#define EGGROLL_ADD(name, fn) \
-  add_function(mod, #name, &entry<&op<B, &make_##name<Call>>>, "eggroll op (docs/backends.md)");
+#define EGGROLL_ADD(name, fn)                                                                  \
+  add_function(mod, #name, &entry<&op<B, &make_##name<Call>>>, "eggroll op (docs/backends.md)"); \
+  if (with_checks)                                                                             \
+    add_function(mod, "check_" #name, &entry<&op<Check, &make_##name<Call>>, true>,            \
+                 "trace-time check: the outputs' (shape, dtype)");
   EGGROLL_OP_TABLE(EGGROLL_ADD)
-#undef EGGROLL_ADD
-#define EGGROLL_ADD(name, fn)                                                               \
-  add_function(mod, "check_" #name, &entry<&op<Check, &make_##name<Call>>, true>,           \
-               "trace-time check: the outputs' (shape, dtype)");
-  if (with_checks) { EGGROLL_OP_TABLE(EGGROLL_ADD) }
 #undef EGGROLL_ADD
 }
 

@@ -37,16 +37,6 @@ inline DType to_dtype(ffi::DataType dt) {
   return DType::other;
 }
 
-// A contiguous (XLA's default row-major layout) view; `cuda_device` >= 0: on that device.
-inline TensorView view(void* data, ffi::DataType dt, ffi::Span<const int64_t> dims, int cuda_device) {
-  TensorView t;
-  t.data = data;
-  t.dtype = to_dtype(dt);
-  bridge::set_dims(t, int(dims.size()), dims.begin(), nullptr, true, "array");
-  if (cuda_device >= 0) { t.device = Device::cuda; t.device_index = cuda_device; }
-  return t;
-}
-
 template <class T>
 T unwrap(ffi::ErrorOr<T> v, const char* what) {
   if (!v.has_value()) value_error(std::string(what) + ": missing or mistyped (eggroll.jax builds it)");
@@ -77,15 +67,22 @@ struct Call {
   std::vector<int64_t> result_shape;
   size_t nout = 0;
 
-  ffi::AnyBuffer buffer(size_t i) const { return unwrap(args.get<ffi::AnyBuffer>(i), "operand"); }
-  TensorView arg(size_t i) const {
-    ffi::AnyBuffer b = buffer(i);
-    return view(b.untyped_data(), b.element_type(), b.dimensions(), device);
+  // An operand or a result as a contiguous view (XLA's default row-major layout), on the CUDA
+  // device when device >= 0.
+  TensorView view(const ffi::AnyBuffer& b) const {
+    TensorView t;
+    t.data = b.untyped_data();
+    t.dtype = to_dtype(b.element_type());
+    bridge::set_dims(t, int(b.dimensions().size()), b.dimensions().begin(), nullptr, true, "array");
+    return placed(t);
   }
-  TensorView ret(size_t i) const {
-    ffi::Result<ffi::AnyBuffer> r = unwrap(rets.get<ffi::AnyBuffer>(i), "result");
-    return view(r->untyped_data(), r->element_type(), r->dimensions(), device);
+  // t on the call's device (the CUDA ordinal when device >= 0).
+  TensorView placed(TensorView t) const {
+    if (device >= 0) { t.device = Device::cuda; t.device_index = device; }
+    return t;
   }
+  TensorView arg(size_t i) const { return view(unwrap(args.get<ffi::AnyBuffer>(i), "operand")); }
+  TensorView ret(size_t i) const { return view(*unwrap(rets.get<ffi::AnyBuffer>(i), "result")); }
   int64_t int_(Py_ssize_t, const char* name) const { return unwrap(attrs.get<int64_t>(name), name); }
   bool flag(Py_ssize_t, const char* name) const { return unwrap(attrs.get<bool>(name), name); }
   bool none(Py_ssize_t) const { return false; }
@@ -98,10 +95,7 @@ struct Call {
     if (i != 1 || device < 0 || (op != Op::perturbed_matmul && op != Op::perturbed_matmul_full))
       return arg(size_t(i));
     const TensorView x = arg(0), y = ret(0);
-    TensorView W = make_view(nullptr, x.dtype, {y.shape[y.ndim - 1], x.shape[x.ndim - 1]});
-    W.device = Device::cuda;
-    W.device_index = device;
-    return W;
+    return placed(make_view(nullptr, x.dtype, {y.shape[y.ndim - 1], x.shape[x.ndim - 1]}));
   }
   TensorView out(Py_ssize_t, const std::vector<int64_t>&, DType, const TensorView&, bool add_axis) {
     const TensorView o = ret(nout++);
@@ -146,10 +140,7 @@ struct Call {
     const TensorView m = arg(args.size() - 2);
     if (m.dtype != DType::uint32 || m.ndim != 2 || m.shape[1] != 2)
       value_error("members: expected the words of int64 indices, uint32 [M, 2] (eggroll.jax builds them)");
-    TensorView idx = make_view(m.data, DType::int64, {m.shape[0]});
-    idx.device = m.device;
-    idx.device_index = m.device_index;
-    return Members::indices(idx);
+    return Members::indices(placed(make_view(m.data, DType::int64, {m.shape[0]})));
   }
 };
 
@@ -168,9 +159,7 @@ ffi::Error guarded(F&& body) {
   try {
     body();
     return ffi::Error::Success();
-  } catch (const ValueError& e) {
-    return ffi::Error::InvalidArgument(e.what());
-  } catch (const TypeError& e) {
+  } catch (const eggroll::Error& e) {  // ValueError, TypeError
     return ffi::Error::InvalidArgument(e.what());
   } catch (const std::exception& e) {
     return ffi::Error::Internal(std::string("eggroll: ") + e.what());

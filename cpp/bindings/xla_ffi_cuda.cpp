@@ -14,8 +14,8 @@
 //   fitness and pair_fitness. Nothing is copied to the host and nothing synchronises, so every
 //   handler is command-buffer compatible (XLA may capture it into a CUDA graph).
 // - Scratch: the last result of every keyed handler is a uint8 workspace of
-//   workspace_bytes(plan) (`workspace_bytes` below, asked at trace time), so no launch
-//   allocates inside a command buffer.
+//   workspace_bytes(plan) (asked at trace time: `workspace_<op>` below, the same plan maker
+//   on abstract arrays), so no launch allocates inside a command buffer.
 // No C++ exception crosses the FFI boundary: every handler returns an ffi::Error.
 #include <pybind11/pybind11.h>
 #include <cuda_runtime_api.h>
@@ -78,38 +78,14 @@ ffi::Error op_handler(cudaStream_t stream, int32_t device, ffi::RemainingArgs ar
   });
 }
 
-// The workspace result's size for an op at trace time (bytes; the plan from abstract arrays
-// of the given dims, as the handler will see them).
-size_t workspace_for(const std::string& op, int64_t M, int64_t b, int64_t m, int64_t n,
-                     int64_t rank, bool full_rank, bool perturb, int64_t P) {
-  Key key;
-  key.rank = rank;
-  Members mem = perturb ? Members::range(0, 1, M) : Members::none();
-  if (op == "perturbed_matmul" || op == "perturbed_matmul_full") {
-    ForwardPlan p;
-    p.M = M; p.b = b; p.m = m; p.n = n; p.key = key; p.members = mem;
-    p.full_rank = op == "perturbed_matmul_full";
-    return cuda::workspace_bytes(p);
-  }
-  if (op == "es_gradient" || op == "es_gradient_factors") {
-    GradientPlan g;
-    g.M = M; g.m = m; g.n = n; g.key = key; g.members = mem; g.full_rank = full_rank;
-    if (op == "es_gradient") return cuda::workspace_bytes(g);
-    FactorRowsPlan f;
-    f.g = g;
-    return cuda::workspace_bytes(f);
-  }
-  if (op == "perturbed_matmul_int8") {
-    Int8ForwardPlan p;
-    p.M = M; p.b = b; p.m = m; p.n = n; p.key = key; p.members = mem;
-    return cuda::workspace_bytes(p);
-  }
-  if (op == "int8_update") {
-    Int8UpdatePlan p;
-    p.m = m; p.n = n; p.P = P; p.key = key;
-    return cuda::workspace_bytes(p);
-  }
-  return 0;  // perturb_vector, lowrank_factors: device members, no scratch
+// The workspace result's bytes, asked at trace time (workspace_<op>, the entry's arguments
+// with abstract arrays, as _core.check_<op> takes them): the plan of ops.h's maker, which
+// the handler makes alike from XLA's buffers.
+template <auto Make>
+py::object workspace_entry(bridge::Call& c) {
+  const auto p = Make(c);
+  if constexpr (std::is_same_v<std::decay_t<decltype(p)>, ShapingPlan>) return py::int_(0);
+  else return py::int_(cuda::workspace_bytes(p));
 }
 
 }  // namespace
@@ -141,8 +117,11 @@ PYBIND11_MODULE(_xla_ffi_cuda, mod) {
 #undef EGGROLL_ADD
     return py::dict(py::arg("CUDA") = gpu);
   });
-  mod.def("workspace_bytes", &workspace_for, py::arg("op"), py::arg("M") = 0, py::arg("b") = 1,
-          py::arg("m") = 0, py::arg("n") = 0, py::arg("rank") = 1, py::arg("full_rank") = false,
-          py::arg("perturb") = true, py::arg("P") = 0,
-          "Bytes of the workspace result of a keyed handler (device members: no uploads).");
+  // workspace_<op>(*the entry's arguments): the bytes of that op's workspace result.
+#define EGGROLL_ADD(name)                                                                     \
+  bridge::add_function(mod, "workspace_" #name,                                               \
+                       &bridge::entry<&workspace_entry<&bridge::make_##name<bridge::Call>>, true>, \
+                       "Bytes of the workspace result (the entry's arguments, arrays abstract).");
+  EGGROLL_FFI_OPS(EGGROLL_ADD)
+#undef EGGROLL_ADD
 }

@@ -8,7 +8,7 @@ def registrations() -> dict[str, dict[str, Any]]:
     "eggroll_<op name>" for platform CUDA (operands: python/eggroll/jax/_cuda.py). Every
     handler is command-buffer compatible."""
 
-def workspace_bytes(op: str, M: int = ..., b: int = ..., m: int = ..., n: int = ...,
-                    rank: int = ..., full_rank: bool = ..., perturb: bool = ...,
-                    P: int = ...) -> int:
-    """Bytes of the uint8 workspace, the last result of keyed handler `op` (its scratch)."""
+def __getattr__(name: str) -> Any:
+    """workspace_<op>(*args) -> int: bytes of the uint8 workspace, the last result of the
+    handler of `op` (its scratch), from the plan that op's entry arguments make (those of
+    eggroll._core.check_<op>: abstract arrays, the key with seed and epoch None)."""

@@ -27,16 +27,14 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-_REGISTERED: bool = False
 _CUDA: bool = False   # the CUDA handlers (eggroll._xla_ffi_cuda) are registered
 
 
+@functools.cache
 def ensure_registered() -> None:
     """Registers every handler with XLA (once per process): the CPU ones always, the CUDA ones
     when this eggroll was built with CUDA (silently skipped in CPU-only builds)."""
-    global _REGISTERED, _CUDA
-    if _REGISTERED:
-        return
+    global _CUDA
     try:
         from .. import _xla_ffi
     except ImportError as e:  # pragma: no cover - depends on how eggroll was built
@@ -53,13 +51,6 @@ def ensure_registered() -> None:
     for platform, handlers in tables.items():
         for name, capsule in handlers.items():
             jax.ffi.register_ffi_target(f"eggroll_{name}", capsule, platform=platform)
-    _REGISTERED = True
-
-
-def cuda_handlers() -> bool:
-    """Whether the CUDA handlers are registered (this eggroll was built with CUDA + JAX)."""
-    ensure_registered()
-    return _CUDA
 
 
 def call(name: str, out: Any, *operands: Any, aliases: dict[int, int] | None = None,
@@ -120,7 +111,8 @@ def _packed(narrays: int, ops: tuple) -> tuple:
 def platform(cpu: Any, cuda: Any, *args: Any) -> Any:
     """cpu(*args) for arrays on a CPU, cuda(*args) for arrays on an NVIDIA GPU (the CUDA
     branch only where the CUDA handlers are built)."""
-    if not cuda_handlers():
+    ensure_registered()
+    if not _CUDA:   # a CPU-only build: no CUDA handlers
         return cpu(*args)
     return lax.platform_dependent(*args, cpu=cpu, cuda=cuda, default=cpu)
 
@@ -129,24 +121,15 @@ def platform(cpu: Any, cuda: Any, *args: Any) -> Any:
 # the ops, jitted once per static configuration
 # ------------------------------------------------------------------------------------------
 
-def _lowerings(name: str, narrays: int, out: Any, attrs: dict) -> tuple[Any, Any]:
-    """The CPU and CUDA lowerings of a keyed op: f(*arrays, *member words, key words)."""
-    from . import _cuda
-
-    def cpu(*ops: Any) -> Any:
-        return call(name, out, *ops, **attrs)
-
-    def gpu(*ops: Any) -> Any:
-        return _cuda.lower(call, name, narrays, out, ops, attrs)
-    return cpu, gpu
-
-
 @functools.lru_cache(maxsize=None)
 def keyed(name: str, narrays: int, out: Any, attrs: tuple) -> Any:
     """f(*arrays, *member operand, seed, epoch) -> the op's result(s), jitted, with the
     folding vmap rule for the forwards and perturb_vector. out: the result spec(s) (static)."""
+    from . import _cuda
     attrs_d = dict(attrs)
-    cpu, gpu = _lowerings(name, narrays, out, attrs_d)
+    # the CPU and CUDA lowerings: f(*arrays, *member words, key words)
+    cpu = functools.partial(call, name, out, **attrs_d)
+    gpu = functools.partial(_cuda.lower, call, name, narrays, out, attrs_d)
 
     def raw(*ops: Any) -> Any:
         return platform(cpu, gpu, *_packed(narrays, ops))

@@ -120,9 +120,8 @@ def _keyed(name: str, arrays: tuple, check_args: tuple, members: Any, key: tuple
     epoch_op = _epoch(epoch) if isinstance(epoch, jax.Array) or _traced(epoch) else None
     _static(param_id=param_id, noise_reuse=noise_reuse, antithetic=antithetic, sigma=sigma,
             rank=rank, fixed_point=fixed_point, sigma_shift=sigma_shift, **options)
-    spec = getattr(_core, "check_" + name)(*check_args, _scalar_key(seed, "seed"), param_id,
-                                           _scalar_key(epoch, "epoch"), *key[3:])
-    specs = (spec,) if isinstance(spec[1], str) else spec
+    specs = getattr(_core, "check_" + name)(*check_args, _scalar_key(seed, "seed"), param_id,
+                                            _scalar_key(epoch, "epoch"), *key[3:])
     outs = tuple(jax.ShapeDtypeStruct(s, jnp.dtype(d)) for s, d in specs)
     attrs = (("param_id", param_id), ("noise_reuse", noise_reuse), ("antithetic", bool(antithetic)),
              ("sigma", float(sigma)), ("rank", rank), ("fixed_point", fixed_point),
@@ -140,8 +139,7 @@ class Backend:
     def _forward(self, name: str, x: Any, W: Any, members: Any, out: Any, shared: Any,
                  base: Any, *key: Any) -> Any:
         _no_out(out)
-        int8 = name.endswith("int8")
-        conv = _array if int8 else _float32
+        conv = _array if name.endswith("int8") else _float32
         x, W, mem = conv(x, "x"), conv(W, "W"), _members(members)
         return _keyed(name, (x, W), (x, W, _known(members), None, shared, base), mem, key,
                       shared=bool(shared), base=bool(base))
@@ -185,7 +183,7 @@ class Backend:
         f = _array(f, "f")
         if jnp.issubdtype(f.dtype, jnp.integer) or any(f.dtype == d for d in _FLOATS[1:]):
             f = f.astype(jnp.float64 if jax.config.jax_enable_x64 else jnp.float32)
-        shape, dt = getattr(_core, "check_" + name)(_known(f), None, group_size)
+        [(shape, dt)] = getattr(_core, "check_" + name)(_known(f), None, group_size)
         return _ffi.shaping(name, jax.ShapeDtypeStruct(shape, jnp.dtype(dt)), int(group_size))(f)
 
     centered_rank = functools.partialmethod(_shaping, "centered_rank")

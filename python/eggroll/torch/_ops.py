@@ -9,6 +9,7 @@ W) have autograd rules.
 """
 from __future__ import annotations
 
+import functools
 import numbers
 from typing import Any, Optional
 
@@ -60,16 +61,14 @@ def _register(module: Any) -> None:
 
 _register(_core)
 use_torch_threads(True)
-_CUDA: Any = None
 
 
+@functools.cache
 def _cuda() -> Any:
     """eggroll._cuda, registered for torch (RuntimeError in a build without CUDA)."""
-    global _CUDA
-    if _CUDA is None:
-        _CUDA = cuda_module()
-        _register(_CUDA)
-    return _CUDA
+    module = cuda_module()
+    _register(module)
+    return module
 
 
 _compiling, _grad_enabled = torch.compiler.is_compiling, torch.is_grad_enabled
@@ -109,7 +108,7 @@ def _encode(args: tuple) -> tuple[list, list[int], list[float]]:
         elif isinstance(a, (bool, np.bool_)):
             codes += [_BOOL, int(a)]
         elif isinstance(a, range):
-            codes += [_RANGE, *_words(a.start), *_words(a.step), *_words(a.stop)]
+            codes += [_RANGE, *_words(a.start), *_words(a.stop), *_words(a.step)]
         elif isinstance(a, numbers.Integral):
             codes += [_INT, *_words(int(a))]
         elif isinstance(a, numbers.Real):
@@ -129,12 +128,9 @@ def _decode(tensors: list, codes: list[int], floats: list[float]) -> tuple:
     def word() -> int:
         return next(c) | (next(c) << 32)
 
-    def span() -> range:
-        start, step, stop = word(), word(), word()
-        return range(start, stop, step)
     read = {_TENSOR: lambda: next(t), _NONE: lambda: None, _BOOL: lambda: bool(next(c)),
-            _INT: word, _RANGE: span, _SEQ: lambda: tuple(word() for _ in range(next(c))),
-            _FLOAT: lambda: next(f)}
+            _INT: word, _RANGE: lambda: range(word(), word(), word()),   # start, stop, step
+            _SEQ: lambda: tuple(word() for _ in range(next(c))), _FLOAT: lambda: next(f)}
     return tuple(read[k]() for k in c)
 
 
@@ -149,7 +145,6 @@ def _run(name: str, args: tuple) -> Any:
 
 def _fake(name: str, args: tuple) -> list[Tensor]:
     specs = getattr(_core, "check_" + name)(*args)
-    specs = (specs,) if isinstance(specs[1], str) else specs
     dev = next(a for a in args if isinstance(a, Tensor)).device
     return [torch.empty(shape, dtype=_DTYPES[dt], device=dev) for shape, dt in specs]
 
