@@ -17,23 +17,16 @@ from __future__ import annotations
 
 import numbers
 
-from . import _core
-from ._ops import (antithetic_sign, centered_rank, es_gradient, get_base_product, int8_update,
-                   lowrank_factors, normal, perturb_vector, perturbed_embedding, perturbed_matmul,
-                   perturbed_matmul_full, perturbed_matmul_int8, philox4x32, set_base_product,
-                   zscore)
+from . import _core, _ops
+from ._ops import *  # noqa: F401,F403  (the ops: their list is _ops.__all__)
 
 __version__: str = _core.__version__
 
 __all__ = [
-    "philox4x32", "normal", "lowrank_factors", "perturbed_matmul", "perturbed_matmul_full",
-    "perturb_vector", "perturbed_embedding", "es_gradient", "centered_rank", "zscore",
-    "antithetic_sign",
-    "perturbed_matmul_int8", "int8_update",
     "set_num_threads", "get_num_threads", "get_isa", "set_isa", "best_isa", "isas",
-    "set_base_product", "get_base_product",
     "__version__", "ES", "cuda_available", "chunk_size", "fitness",
 ]
+__all__ += _ops.__all__
 
 
 def set_num_threads(n: int) -> None:

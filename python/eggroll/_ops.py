@@ -19,6 +19,15 @@ import numpy as np
 
 from . import _core
 
+# The public ops, exported by the eggroll package as they are (`from ._ops import *`): a new
+# op is exported by its name here.
+__all__ = [
+    "philox4x32", "normal", "lowrank_factors", "perturbed_matmul", "perturbed_matmul_full",
+    "perturb_vector", "perturbed_embedding", "es_gradient", "centered_rank", "zscore",
+    "antithetic_sign", "perturbed_matmul_int8", "int8_update", "set_base_product",
+    "get_base_product",
+]
+
 # Array type -> backend (an object with the binding's entries); filled as types are met.
 _BACKENDS: dict[type, Any] = {}
 # Top-level module of an array type -> the adapter that registers its backend.
